@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint unit services bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+services:
+	bash deploy/local/ensure-services.sh
+
+## Start RabbitMQ and PostgreSQL if needed, migrate, and run the whole stack with a mail catcher.
+run: $(STAMP) services
+	$(BIN)/roac up
+
+## Lint, type-check and run every test (unit, integration, end-to-end) against the real services.
+test: $(STAMP) services lint
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared services tests bench
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+## Measure throughput (RabbitMQ ceiling, ingest single and batched, matcher); writes docs/performance.md.
+bench: $(STAMP) services
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
+	$(BIN)/python bench/run_all.py --write docs/performance.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

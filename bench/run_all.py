@@ -1,0 +1,92 @@
+"""`make bench`: every benchmark in bench/, each on a fresh vhost and database; prints a table.
+
+Pass --write docs/performance.md to record the run there as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import broker_ceiling, ingest_throughput, matcher_throughput
+from bench.harness import bench_stack
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", type=Path, help="also write the results as markdown here")
+    args = parser.parse_args()
+
+    rows: list[tuple[str, str]] = []
+
+    def record(name: str, value: str) -> None:
+        rows.append((name, value))
+        print(f"{name}: {value}", flush=True)
+
+    with bench_stack() as stack:
+        ceiling = asyncio.run(broker_ceiling.measure(stack.infra))
+    publish_ceiling = ceiling["publish_msgs_per_s"]
+    record(
+        "RabbitMQ ceiling: aio-pika persistent publish, confirms, quorum queue, 500 in flight",
+        f"{publish_ceiling:,.0f} msg/s",
+    )
+    record(
+        "RabbitMQ ceiling: aio-pika consume, manual ack, prefetch 200",
+        f"{ceiling['consume_msgs_per_s']:,.0f} msg/s",
+    )
+
+    with bench_stack("ingest") as stack:
+        ingest = ingest_throughput.measure(stack)
+    record(
+        "ingest: single-event requests (wrk, 64 connections)",
+        f"{ingest['single_requests_per_s']:,.0f} events/s",
+    )
+    record(
+        "ingest: batches of 500 (wrk, 8 connections)",
+        f"{ingest['batched_events_per_s']:,.0f} events/s "
+        f"({ingest['batched_requests_per_s']:,.1f} requests/s)",
+    )
+    record(
+        "ingest single-event requests / raw publish ceiling",
+        f"{ingest['single_requests_per_s'] / publish_ceiling:.2f}",
+    )
+    record(
+        "ingest batched events / raw publish ceiling (messages)",
+        f"{ingest['batched_events_per_s'] / publish_ceiling:.1f}",
+    )
+
+    with bench_stack() as stack:
+        matcher = asyncio.run(matcher_throughput.measure(stack))
+    record(
+        "matcher: batches of 500, 20k contacts + 100k interests, live matching",
+        f"{matcher['batched_events_per_s']:,.0f} events/s",
+    )
+    record(
+        "matcher: one event per message", f"{matcher['single_event_messages_per_s']:,.0f} events/s"
+    )
+    record("matcher: proposals made during the run", f"{matcher['proposals']:,.0f}")
+
+    table = "| measurement | result |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    print("\n" + table)
+    if args.write:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        machine = (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        )
+        args.write.write_text(
+            "# Performance\n\n"
+            f"Measured by `make bench` (`python bench/run_all.py --write {args.write}`) on "
+            f"{stamp}, {machine}; RabbitMQ, PostgreSQL, the services and the load generator "
+            f"share the machine.\n\n{table}\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

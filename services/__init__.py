@@ -1,0 +1,1 @@
+"""roac's services: ingest, matcher and notifier, plus the `roac` command line."""

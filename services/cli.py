@@ -1,0 +1,124 @@
+"""The `roac` command: run each service, migrate the database, or bring the whole stack up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from typing import Annotated
+
+import typer
+
+from shared.settings import Settings
+
+app = typer.Typer(
+    help="roac: random acts of connection. Every setting is a ROAC_* environment variable.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def migrate() -> None:
+    """Create the database if missing and apply new migrations (safe to run again)."""
+    from services.database import migrate as run_migrations
+
+    applied = asyncio.run(run_migrations(_settings()))
+    for m in applied:
+        typer.echo(f"applied {m.component} {m.version:04d}_{m.name}")
+    typer.echo(f"database is up to date ({len(applied)} migration(s) applied now)")
+
+
+@app.command()
+def ingest() -> None:
+    """Run the ingest HTTP API (ROAC_INGEST_HOST:ROAC_INGEST_PORT)."""
+    from services.ingest.app import run
+
+    asyncio.run(run(_settings()))
+
+
+@app.command()
+def matcher() -> None:
+    """Run the matcher (metrics on ROAC_MATCHER_METRICS_PORT)."""
+    from services.matcher.app import run
+
+    asyncio.run(run(_settings()))
+
+
+@app.command()
+def notifier() -> None:
+    """Run the notifier (metrics on ROAC_NOTIFIER_METRICS_PORT)."""
+    from services.notifier.app import run
+
+    asyncio.run(run(_settings()))
+
+
+@app.command()
+def mailcatcher() -> None:
+    """Run the local mail catcher (SMTP on ROAC_MAILCATCHER_SMTP_PORT, web on ..._HTTP_PORT)."""
+    from services.devstack.mailcatcher import run
+
+    s = _settings()
+    asyncio.run(run("127.0.0.1", s.mailcatcher_smtp_port, s.mailcatcher_http_port))
+
+
+@app.command("load-sample")
+def load_sample_command(
+    url: Annotated[str, typer.Option(help="Ingest base URL")] = "",
+    key: Annotated[str, typer.Option(help="API key (default: the first of ROAC_API_KEYS)")] = "",
+) -> None:
+    """Post the sample community (invented people at example.org) to ingest."""
+    from services.devstack.sample import load_sample
+
+    s = _settings()
+    api_key = key or next(iter(s.api_key_secrets.values()), "")
+    if not api_key:
+        typer.echo("no API key: pass --key or set ROAC_API_KEYS", err=True)
+        raise typer.Exit(2)
+    base = url or f"http://{s.ingest_host}:{s.ingest_port}"
+    people, interests = asyncio.run(load_sample(base, api_key))
+    typer.echo(f"accepted {people} people and {interests} interests")
+
+
+@app.command()
+def up(
+    sample: Annotated[bool, typer.Option(help="Load the sample community on first start")] = True,
+    mail_catcher: Annotated[
+        bool, typer.Option("--mailcatcher/--no-mailcatcher", help="Run the local mail catcher")
+    ] = True,
+) -> None:
+    """Migrate, then run ingest, matcher, notifier (and a mail catcher) in this terminal.
+
+    Ctrl-C stops everything cleanly. Without ROAC_API_KEYS a development key is generated and
+    printed.
+    """
+    from services.devstack.stack import run_stack
+
+    settings = _settings()
+    env = dict(os.environ)
+    dev_key = None
+    if not settings.api_key_secrets:
+        dev_key = "dev:" + secrets.token_urlsafe(24)
+        env["ROAC_API_KEYS"] = dev_key
+    sys.exit(
+        asyncio.run(
+            run_stack(settings, env, dev_key=dev_key, sample=sample, mailcatcher=mail_catcher)
+        )
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The local stack behind `roac up`: supervisor, mail catcher and sample community."""

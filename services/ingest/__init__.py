@@ -1,0 +1,1 @@
+"""Ingest: the HTTP API integrations push people and interests into."""

@@ -1,0 +1,95 @@
+"""Errors as RFC 9457 problem details (`application/problem+json`), naming every bad field."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from services.ingest.schemas import FieldProblem, Problem
+
+PROBLEM_JSON = "application/problem+json"
+_TYPES = {
+    400: "malformed-request",
+    401: "unauthorized",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "request-too-large",
+    422: "invalid-request",
+    503: "unavailable",
+}
+_UNION_TAGS = {"single", "batch"}
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    errors: Sequence[FieldProblem] = (),
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=f"https://roac.example.org/problems/{_TYPES.get(status, 'error')}",
+        title=title,
+        status=status,
+        detail=detail,
+        errors=list(errors),
+    )
+    return JSONResponse(
+        body.model_dump(), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _location(loc: Sequence[Any]) -> tuple[str, str]:
+    parts = [p for p in loc if p != "body"]
+    # Drop the tag pydantic adds for the single-or-batch union.
+    if parts and parts[0] in _UNION_TAGS:
+        parts = parts[1:]
+    field = ""
+    for part in parts:
+        if isinstance(part, int):
+            field += f"[{part}]"
+        else:
+            field += f".{part}" if field else str(part)
+    pointer = "#/" + "/".join(str(p) for p in parts) if parts else "#"
+    return field, pointer
+
+
+def field_problems(errors: Sequence[Any]) -> list[FieldProblem]:
+    found = []
+    for error in errors:
+        field, pointer = _location(error.get("loc", ()))
+        message = str(error.get("msg", "is invalid"))
+        if error.get("type") == "missing":
+            message = "is required"
+        found.append(FieldProblem(field=field, pointer=pointer, message=message))
+    return found
+
+
+async def validation_problem(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return problem_response(400, "Malformed JSON", "The request body is not valid JSON.")
+    problems = field_problems(errors)
+    noun = "field is" if len(problems) == 1 else "fields are"
+    return problem_response(
+        422,
+        "Invalid request",
+        f"{len(problems)} {noun} invalid; nothing was accepted.",
+        problems,
+    )
+
+
+async def http_problem(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return problem_response(
+        exc.status_code,
+        str(exc.detail) if exc.status_code < 500 else "Unavailable",
+        str(exc.detail),
+        headers=dict(exc.headers) if exc.headers else None,
+    )

@@ -1,0 +1,1 @@
+"""Matcher: keeps people and interests, proposes introductions."""

@@ -1,0 +1,21 @@
+"""The matcher's subscriber: hands each message to the consumer policy and the service."""
+
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
+
+from services.matcher.service import MatcherService
+from shared.consumer import handle_message, skip_decoding
+from shared.topology import MATCHER_QUEUE
+
+
+def register(broker: RabbitBroker, service: MatcherService) -> None:
+    @broker.subscriber(
+        MATCHER_QUEUE.rabbit_queue(declare=False),
+        decoder=skip_decoding,
+        title="matcher",
+        description="Contacts, interests and delivery outcomes, applied to the matcher's store.",
+    )
+    async def on_event_batch(message: RabbitMessage) -> None:
+        await handle_message(
+            message, service="matcher", queue=MATCHER_QUEUE.name, apply=service.apply
+        )

@@ -1,0 +1,174 @@
+"""How a match is scored and a partner chosen: plain Python, no I/O.
+
+Score of a pair = the sum, over topics the two people have in a compatible way, of
+    rarity(topic) x weight_a x weight_b
+where rarity(topic) = ln(1 + population / people_with_topic), an inverse document frequency:
+a topic three people in a hundred share counts ln(1 + 100/3) = 3.5, one all hundred share counts
+ln 2 = 0.69. Compatible means both like it, or one seeks what the other offers; two people who
+both seek the same thing are not an answer to each other, nor are two who both offer it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass
+
+from shared.events import InterestKind, TopicRelation
+
+
+@dataclass(frozen=True, slots=True)
+class Interest:
+    topic_id: int
+    kind: InterestKind
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class TopicStats:
+    name: str
+    people: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMatch:
+    topic_id: int
+    relation: TopicRelation
+    # For SEEKS_OFFERS: True when the first person of the pair is the one who seeks.
+    first_seeks: bool | None
+    contribution: float
+
+
+@dataclass(frozen=True, slots=True)
+class PairScore:
+    score: float
+    topics: tuple[TopicMatch, ...]  # strongest first
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    partner_id: int
+    pair: PairScore
+
+
+def rarity(people_with_topic: int, population: int) -> float:
+    return math.log1p(max(population, 1) / max(people_with_topic, 1))
+
+
+_COMPATIBLE = frozenset(
+    {
+        (InterestKind.LIKES, InterestKind.LIKES),
+        (InterestKind.SEEKS, InterestKind.OFFERS),
+        (InterestKind.OFFERS, InterestKind.SEEKS),
+    }
+)
+
+
+def _relation(
+    first: InterestKind, second: InterestKind
+) -> tuple[TopicRelation, bool | None] | None:
+    if first is InterestKind.LIKES and second is InterestKind.LIKES:
+        return TopicRelation.SHARED, None
+    if first is InterestKind.SEEKS and second is InterestKind.OFFERS:
+        return TopicRelation.SEEKS_OFFERS, True
+    if first is InterestKind.OFFERS and second is InterestKind.SEEKS:
+        return TopicRelation.SEEKS_OFFERS, False
+    return None
+
+
+def score_pair(
+    first: Iterable[Interest],
+    second: Iterable[Interest],
+    topics: Mapping[int, TopicStats],
+    population: int,
+) -> PairScore | None:
+    """Score two people's interests; None when they have nothing compatible."""
+    by_topic: dict[int, list[Interest]] = {}
+    for interest in second:
+        by_topic.setdefault(interest.topic_id, []).append(interest)
+    best: dict[int, TopicMatch] = {}
+    for mine in first:
+        for theirs in by_topic.get(mine.topic_id, ()):
+            relation = _relation(mine.kind, theirs.kind)
+            if relation is None:
+                continue
+            stats = topics[mine.topic_id]
+            contribution = rarity(stats.people, population) * mine.weight * theirs.weight
+            current = best.get(mine.topic_id)
+            if current is None or contribution > current.contribution:
+                best[mine.topic_id] = TopicMatch(
+                    mine.topic_id, relation[0], relation[1], contribution
+                )
+    if not best:
+        return None
+    ordered = tuple(sorted(best.values(), key=lambda m: (-m.contribution, m.topic_id)))
+    return PairScore(sum(m.contribution for m in ordered), ordered)
+
+
+def choose_partner(
+    person: Iterable[Interest],
+    candidates: Mapping[int, Iterable[Interest]],
+    topics: Mapping[int, TopicStats],
+    population: int,
+    *,
+    excluded: Set[int],
+    min_score: float,
+) -> Choice | None:
+    """The highest-scoring candidate not excluded and at or above `min_score` (ties: lowest id).
+
+    This runs for every candidate of every person, so it computes bare scores with the person's
+    interests indexed once; the full `PairScore` (with its explanation) is built for the winner.
+    """
+    mine = list(person)
+    by_topic: dict[int, list[Interest]] = {}
+    for interest in mine:
+        by_topic.setdefault(interest.topic_id, []).append(interest)
+    rarities = {t: rarity(topics[t].people, population) for t in by_topic}
+    best_id, best_score = -1, -1.0
+    for candidate_id in sorted(candidates):
+        if candidate_id in excluded:
+            continue
+        per_topic: dict[int, float] = {}
+        for theirs in candidates[candidate_id]:
+            for own in by_topic.get(theirs.topic_id, ()):
+                if (own.kind, theirs.kind) in _COMPATIBLE:
+                    value = rarities[theirs.topic_id] * own.weight * theirs.weight
+                    if value > per_topic.get(theirs.topic_id, 0.0):
+                        per_topic[theirs.topic_id] = value
+        score = sum(per_topic.values())
+        if per_topic and score >= min_score and score > best_score:
+            best_id, best_score = candidate_id, score
+    if best_id < 0:
+        return None
+    pair = score_pair(mine, candidates[best_id], topics, population)
+    assert pair is not None
+    return Choice(best_id, pair)
+
+
+def pair_key(*contact_ids: int) -> str:
+    """The identity of a group regardless of order: "never the same pair twice" is keyed on it."""
+    return ":".join(str(i) for i in sorted(set(contact_ids)))
+
+
+def explain(pair: PairScore, topics: Mapping[int, TopicStats]) -> str:
+    """One sentence saying why these people should meet, for the proposal and its readers."""
+    shared = [topics[m.topic_id].name for m in pair.topics if m.relation is TopicRelation.SHARED]
+    helping = [
+        topics[m.topic_id].name for m in pair.topics if m.relation is TopicRelation.SEEKS_OFFERS
+    ]
+    parts = []
+    if shared:
+        parts.append(f"both care about {_join(shared)}")
+    if helping:
+        parts.append(f"one is looking for help with {_join(helping)} and the other offers it")
+    return "You " + " and ".join(parts) + "." if shared else _capitalise(" and ".join(parts)) + "."
+
+
+def _join(names: list[str]) -> str:
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _capitalise(text: str) -> str:
+    return text[:1].upper() + text[1:]

@@ -1,0 +1,275 @@
+"""The matcher's use cases: apply one message's events in one transaction, propose introductions.
+
+Everything a message causes (inbox row, contacts, interests, proposals, outbox rows) commits
+together or not at all; the consumer acks only afterwards. A redelivered event finds its inbox
+row and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from uuid import uuid4
+
+from services.matcher import metrics
+from services.matcher.scoring import Choice, TopicStats, choose_partner, explain, pair_key
+from services.matcher.store import InterestRow, ProfileRow, ProposalRow
+from shared.events import (
+    ChannelAddress,
+    ChannelType,
+    ContactData,
+    ContactRef,
+    ContactUpserted,
+    DeliveryFailed,
+    DeliverySucceeded,
+    Envelope,
+    EventBatch,
+    InterestDeclared,
+    IntroData,
+    IntroProposed,
+    IntroTopic,
+    Participant,
+    TopicRelation,
+)
+from shared.metrics import EVENTS_CONSUMED
+
+if TYPE_CHECKING:
+    from services.matcher.store import MatcherStore, MatcherUnitOfWork
+
+log = logging.getLogger("roac.matcher")
+
+
+@dataclass(frozen=True)
+class MatchingPolicy:
+    min_score: float
+    candidates_per_topic: int
+
+
+def channels_of(contact: ContactData) -> list[ChannelAddress]:
+    """The contact's channels in preference order, its `email` first unless already listed."""
+    channels = list(contact.channels)
+    if contact.email and not any(
+        c.type is ChannelType.EMAIL and c.address.lower() == contact.email.lower() for c in channels
+    ):
+        channels.insert(0, ChannelAddress(type=ChannelType.EMAIL, address=contact.email))
+    return channels
+
+
+class MatcherService:
+    def __init__(self, store: MatcherStore, policy: MatchingPolicy) -> None:
+        self._store = store
+        self._policy = policy
+
+    async def apply(self, batch: EventBatch) -> None:
+        async with self._store.unit_of_work() as uow:
+            new_ids = await uow.claim_new(e.message_id for e in batch.events)
+            fresh = [e for e in batch.events if e.message_id in new_ids]
+            duplicates = len(batch.events) - len(fresh)
+            if duplicates:
+                EVENTS_CONSUMED.labels("matcher", batch.type, "duplicate").inc(duplicates)
+            if not fresh:
+                return
+            if batch.type == "contact.upserted.v1":
+                await self._apply_contacts(
+                    uow, [e for e in fresh if isinstance(e, ContactUpserted)]
+                )
+            elif batch.type == "interest.declared.v1":
+                await self._apply_interests(
+                    uow, [e for e in fresh if isinstance(e, InterestDeclared)]
+                )
+            elif batch.type in ("delivery.succeeded.v1", "delivery.failed.v1"):
+                await self._apply_deliveries(uow, fresh)
+            else:
+                raise ValueError(f"the matcher does not handle {batch.type}")
+        EVENTS_CONSUMED.labels("matcher", batch.type, "processed").inc(len(fresh))
+
+    async def _apply_contacts(
+        self, uow: MatcherUnitOfWork, events: Sequence[ContactUpserted]
+    ) -> None:
+        latest: dict[tuple[str, str], ContactUpserted] = {}
+        for event in events:
+            ref = (event.data.source, event.data.external_id)
+            if ref not in latest or latest[ref].occurred_at <= event.occurred_at:
+                latest[ref] = event
+        ids = await uow.resolve_identities(latest.keys())
+        became_reachable = await uow.update_profiles(
+            [
+                ProfileRow(
+                    contact_id=ids[ref],
+                    name=event.data.name,
+                    organization=event.data.organization,
+                    timezone=event.data.timezone,
+                    channels=channels_of(event.data),
+                    profile_at=event.occurred_at,
+                )
+                for ref, event in latest.items()
+            ]
+        )
+        if not became_reachable:
+            return
+        # Interests that arrived before the person's contact details can match now.
+        seeds = await uow.topics_of(became_reachable)
+        await uow.lock_topics(t for topics in seeds.values() for t in topics)
+        causes: dict[int, Envelope] = {ids[ref]: event for ref, event in latest.items()}
+        await self._propose(uow, seeds, causes)
+
+    async def _apply_interests(
+        self, uow: MatcherUnitOfWork, events: Sequence[InterestDeclared]
+    ) -> None:
+        latest: dict[tuple[str, str, str, str], InterestDeclared] = {}
+        for event in events:
+            d = event.data
+            key = (d.source, d.external_id, d.topic, d.kind.value)
+            if key not in latest or latest[key].occurred_at <= event.occurred_at:
+                latest[key] = event
+        ids = await uow.resolve_identities((k[0], k[1]) for k in latest)
+        topic_ids = await uow.upsert_topics(k[2] for k in latest)
+        await uow.lock_topics(topic_ids.values())
+        rows = [
+            InterestRow(
+                contact_id=ids[(d.source, d.external_id)],
+                topic_id=topic_ids[d.topic],
+                kind=d.kind,
+                weight=d.weight,
+                declared_at=event.occurred_at,
+            )
+            for event in latest.values()
+            for d in (event.data,)
+        ]
+        known = await uow.known_contact_topics((r.contact_id, r.topic_id) for r in rows)
+        added = await uow.upsert_interests(rows)
+        increments: dict[int, int] = {}
+        for _contact_id, topic_id in {(a[0], a[1]) for a in added} - known:
+            increments[topic_id] = increments.get(topic_id, 0) + 1
+        await uow.add_topic_people(increments)
+
+        seeds: dict[int, set[int]] = {}
+        for contact_id, topic_id, _kind in added:
+            seeds.setdefault(contact_id, set()).add(topic_id)
+        causes: dict[int, Envelope] = {}
+        for event in latest.values():
+            causes.setdefault(ids[(event.data.source, event.data.external_id)], event)
+        await self._propose(uow, seeds, causes)
+
+    async def _propose(
+        self,
+        uow: MatcherUnitOfWork,
+        seeds: dict[int, set[int]],
+        causes: dict[int, Envelope],
+    ) -> None:
+        """For each person with new topics, propose the best partner not yet introduced to them."""
+        people = await uow.reachable(seeds)
+        if not people:
+            return
+        candidates = await uow.candidates(
+            ((p, t) for p in people for t in seeds[p]), self._policy.candidates_per_topic
+        )
+        if not candidates:
+            metrics.MATCH_ATTEMPTS.labels("no_candidate").inc(len(people))
+            return
+        everyone_considered = {c for cs in candidates.values() for c in cs}
+        own_interests = await uow.interests_of(candidates.keys())
+        own_topics = {i.topic_id for interests in own_interests.values() for i in interests}
+        their_interests = await uow.interests_of(everyone_considered, own_topics)
+        stats = await uow.topic_stats(own_topics)
+        population = await uow.population()
+        met = await uow.partners_met(candidates.keys())
+
+        chosen: list[tuple[int, Choice]] = []
+        for person in sorted(candidates):
+            choice = choose_partner(
+                own_interests.get(person, []),
+                {c: their_interests.get(c, []) for c in candidates[person]},
+                stats,
+                population,
+                excluded=met.get(person, set()),
+                min_score=self._policy.min_score,
+            )
+            if choice is None:
+                metrics.MATCH_ATTEMPTS.labels("below_threshold").inc()
+                continue
+            # Pairs chosen earlier in this batch count as met too.
+            met.setdefault(person, set()).add(choice.partner_id)
+            met.setdefault(choice.partner_id, set()).add(person)
+            chosen.append((person, choice))
+        if not chosen:
+            return
+
+        details = await uow.participants(
+            {p for pair in chosen for p in (pair[0], pair[1].partner_id)}
+        )
+        proposals: list[ProposalRow] = []
+        events: dict[str, IntroProposed] = {}
+        for person, choice in chosen:
+            cause = causes[person]
+            event = _intro_event(person, choice, details, stats, cause)
+            group_key = pair_key(person, choice.partner_id)
+            proposals.append(
+                ProposalRow(
+                    id=event.data.proposal_id,
+                    group_key=group_key,
+                    contact_ids=(person, choice.partner_id),
+                    score=choice.pair.score,
+                    reason=event.data.reason,
+                    topics=[t.model_dump(mode="json") for t in event.data.topics],
+                    correlation_id=event.correlation_id,
+                )
+            )
+            events[group_key] = event
+        inserted = await uow.insert_proposals(proposals)
+        published = [e for e in events.values() if e.data.proposal_id in inserted]
+        await uow.enqueue(published)
+        metrics.MATCH_ATTEMPTS.labels("proposed").inc(len(published))
+        metrics.PROPOSALS.inc(len(published))
+
+    async def _apply_deliveries(self, uow: MatcherUnitOfWork, events: Sequence[object]) -> None:
+        outcomes = []
+        for event in events:
+            if isinstance(event, DeliverySucceeded):
+                outcomes.append((event.data.proposal_id, event.data.recipient, "delivered"))
+            elif isinstance(event, DeliveryFailed) and event.data.permanent:
+                outcomes.append((event.data.proposal_id, event.data.recipient, "failed"))
+        if outcomes:
+            await uow.record_deliveries(outcomes)
+
+
+def _intro_event(
+    person: int,
+    choice: Choice,
+    details: dict[int, Participant],
+    stats: dict[int, TopicStats],
+    cause: Envelope,
+) -> IntroProposed:
+    first, second = details[person], details[choice.partner_id]
+    topics = []
+    for match in choice.pair.topics:
+        seeker = offerer = None
+        if match.relation is TopicRelation.SEEKS_OFFERS:
+            seeker, offerer = (first, second) if match.first_seeks else (second, first)
+        topics.append(
+            IntroTopic(
+                topic=stats[match.topic_id].name,
+                relation=match.relation,
+                seeker=_ref(seeker) if seeker else None,
+                offerer=_ref(offerer) if offerer else None,
+            )
+        )
+    return IntroProposed(
+        source="matcher",
+        correlation_id=cause.correlation_id,
+        causation_id=cause.message_id,
+        integration=cause.integration,
+        data=IntroData(
+            proposal_id=uuid4(),
+            participants=[first, second],
+            topics=topics,
+            score=round(choice.pair.score, 4),
+            reason=explain(choice.pair, stats),
+        ),
+    )
+
+
+def _ref(participant: Participant) -> ContactRef:
+    return ContactRef(source=participant.source, external_id=participant.external_id)

@@ -1,0 +1,1 @@
+"""Notifier: delivers introductions by email, exactly once per participant."""

@@ -1,0 +1,1 @@
+"""roac's shared package: message schemas, RabbitMQ topology, settings, database, metrics."""

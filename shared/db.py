@@ -1,0 +1,35 @@
+"""PostgreSQL connection pools (asyncpg), configured the same way in every service."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from shared.settings import Settings
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: Settings, *, max_size: int | None = None) -> asyncpg.Pool:
+    size = max_size or settings.database_pool_size
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=size,
+        init=_init_connection,
+        command_timeout=60,
+        server_settings={"application_name": "roac"},
+    )
+    return pool
+
+
+async def ping(pool: asyncpg.Pool) -> bool:
+    try:
+        value: Any = await pool.fetchval("SELECT 1", timeout=2)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        return False
+    return bool(value == 1)

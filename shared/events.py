@@ -1,0 +1,246 @@
+"""Every message roac sends over RabbitMQ, defined once and versioned.
+
+Wire format: an AMQP message body is an `EventBatch`, a JSON object `{"events": [...]}` holding
+one or more envelopes of the same type; the routing key is that type (`interest.declared.v1`).
+Each envelope has its own `message_id`, which is what consumers deduplicate on; several events
+per AMQP message is how ingest reaches tens of thousands of events per second while the broker
+handles a few thousand messages per second.
+
+A breaking change to a payload gets a new type (`...v2`) published beside the old one until
+every consumer has moved; adding an optional field is not breaking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated, Literal
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
+
+from shared.topics import MAX_TOPIC_LENGTH, normalize_topic
+
+
+@lru_cache(maxsize=1024)
+def _known_timezone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _check_timezone(name: str) -> str:
+    if not _known_timezone(name):
+        raise ValueError("must be an IANA time zone name such as 'Europe/Berlin'")
+    return name
+
+
+def _no_line_breaks(text: str) -> str:
+    # Names end up in email headers and chat messages: a line break there is an injection.
+    if any(ch in text for ch in "\r\n\x00"):
+        raise ValueError("must not contain line breaks or NUL characters")
+    return text
+
+
+SourceName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$"
+    ),
+]
+ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+PersonName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_line_breaks),
+]
+OrganizationName = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_no_line_breaks)
+]
+TimezoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_timezone)]
+Topic = Annotated[
+    str,
+    StringConstraints(max_length=MAX_TOPIC_LENGTH * 2),
+    AfterValidator(normalize_topic),
+    StringConstraints(min_length=1, max_length=MAX_TOPIC_LENGTH),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InterestKind(StrEnum):
+    """`likes` makes peers; `seeks` meets `offers` (a question meets an expert, a job seeker
+    meets an employer)."""
+
+    LIKES = "likes"
+    SEEKS = "seeks"
+    OFFERS = "offers"
+
+
+class ChannelType(StrEnum):
+    EMAIL = "email"
+
+
+class ChannelAddress(_Model):
+    type: ChannelType
+    address: EmailStr
+
+
+class ContactRef(_Model):
+    """A person as an integration knows them."""
+
+    source: SourceName
+    external_id: ExternalId
+
+
+class ContactData(ContactRef):
+    name: PersonName
+    email: EmailStr | None = None
+    organization: OrganizationName | None = None
+    timezone: TimezoneName | None = None
+    # In preference order; ingest puts `email` first when it is not already listed.
+    channels: list[ChannelAddress] = Field(default_factory=list, max_length=10)
+
+
+class InterestData(ContactRef):
+    topic: Topic
+    kind: InterestKind = InterestKind.LIKES
+    weight: float = Field(default=1.0, gt=0, le=10)
+
+
+class Participant(ContactRef):
+    name: str
+    organization: str | None = None
+    timezone: str | None = None
+    channels: list[ChannelAddress]
+
+
+class TopicRelation(StrEnum):
+    SHARED = "shared"  # both like it
+    SEEKS_OFFERS = "seeks_offers"  # one seeks what the other offers
+
+
+class IntroTopic(_Model):
+    topic: str
+    relation: TopicRelation
+    seeker: ContactRef | None = None
+    offerer: ContactRef | None = None
+
+
+class IntroData(_Model):
+    proposal_id: UUID
+    mode: Literal["direct"] = "direct"
+    participants: list[Participant] = Field(min_length=2, max_length=6)
+    topics: list[IntroTopic] = Field(min_length=1)
+    score: float
+    reason: str
+
+
+class DeliveryData(_Model):
+    delivery_id: UUID
+    proposal_id: UUID
+    recipient: ContactRef
+    channel: ChannelType
+    attempts: int = Field(ge=1)
+
+
+class DeliveryFailureData(DeliveryData):
+    reason: str
+    permanent: bool
+
+
+class Envelope(_Model):
+    """What every event carries besides its payload. `source` is the service that produced it."""
+
+    message_id: UUID = Field(default_factory=uuid4)
+    occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    source: Literal["ingest", "matcher", "notifier"]
+    correlation_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    causation_id: UUID | None = None
+    # Which integration (API key name) sent it; set by ingest, carried along by the others.
+    integration: str | None = None
+
+
+class ContactUpserted(Envelope):
+    type: Literal["contact.upserted.v1"] = "contact.upserted.v1"
+    data: ContactData
+
+
+class InterestDeclared(Envelope):
+    type: Literal["interest.declared.v1"] = "interest.declared.v1"
+    data: InterestData
+
+
+class IntroProposed(Envelope):
+    type: Literal["intro.proposed.v1"] = "intro.proposed.v1"
+    data: IntroData
+
+
+class DeliverySucceeded(Envelope):
+    type: Literal["delivery.succeeded.v1"] = "delivery.succeeded.v1"
+    data: DeliveryData
+
+
+class DeliveryFailed(Envelope):
+    type: Literal["delivery.failed.v1"] = "delivery.failed.v1"
+    data: DeliveryFailureData
+
+
+Event = Annotated[
+    ContactUpserted | InterestDeclared | IntroProposed | DeliverySucceeded | DeliveryFailed,
+    Field(discriminator="type"),
+]
+
+EVENT_TYPES: tuple[str, ...] = (
+    "contact.upserted.v1",
+    "interest.declared.v1",
+    "intro.proposed.v1",
+    "delivery.succeeded.v1",
+    "delivery.failed.v1",
+)
+
+
+class EventBatch(_Model):
+    """The body of one AMQP message: one or more events of one type."""
+
+    events: list[Event] = Field(min_length=1, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _one_type(self) -> EventBatch:
+        first = self.events[0].type
+        if any(event.type != first for event in self.events):
+            raise ValueError("all events of one message must have the same type")
+        return self
+
+    @property
+    def type(self) -> str:
+        return self.events[0].type
+
+
+_BATCH = TypeAdapter(EventBatch)
+
+
+def encode_batch(events: Sequence[Event]) -> bytes:
+    return EventBatch(events=list(events)).model_dump_json().encode()
+
+
+def decode_batch(raw: bytes) -> EventBatch:
+    """Parse a message body; raises pydantic.ValidationError for anything malformed."""
+    return _BATCH.validate_json(raw)

@@ -1,0 +1,71 @@
+"""Metrics every roac service exposes, with Prometheus naming and low-cardinality labels only.
+
+Labels name a service, a queue, an event type, a channel or an outcome; never a person.
+Service-specific metrics live beside the service (`services/*/metrics.py`).
+"""
+
+from prometheus_client import Counter, Histogram
+
+# Buckets around the latency objectives: handling a message well under 100 ms, an event
+# reaching its consumer within a second, an introduction delivered within 10 s.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+EVENTS_PUBLISHED = Counter(
+    "roac_events_published_total",
+    "Events published to RabbitMQ and confirmed by it.",
+    ["service", "type"],
+)
+MESSAGES_HANDLED = Counter(
+    "roac_messages_handled_total",
+    "AMQP messages a consumer finished with, by outcome (acked, rejected to the dead-letter "
+    "queue, or requeued after a transient failure).",
+    ["service", "queue", "outcome"],
+)
+EVENTS_CONSUMED = Counter(
+    "roac_events_consumed_total",
+    "Events a consumer took in, by type and outcome (processed, or duplicate and skipped).",
+    ["service", "type", "outcome"],
+)
+MESSAGE_HANDLING_SECONDS = Histogram(
+    "roac_message_handling_seconds",
+    "Time from a message's arrival at the handler to its acknowledgement.",
+    ["service", "queue"],
+    buckets=LATENCY_BUCKETS,
+)
+EVENT_AGE_SECONDS = Histogram(
+    "roac_event_age_seconds",
+    "Age of an event (now minus occurred_at) when its consumer finished with it.",
+    ["service", "type"],
+    buckets=LATENCY_BUCKETS,
+)
+OUTBOX_PUBLISHED = Counter(
+    "roac_outbox_published_total",
+    "Outbox rows published and removed.",
+    ["service"],
+)
+OUTBOX_RELAY_FAILURES = Counter(
+    "roac_outbox_relay_failures_total",
+    "Outbox relay passes that failed and will be retried.",
+    ["service"],
+)
+OUTBOX_DELAY_SECONDS = Histogram(
+    "roac_outbox_delay_seconds",
+    "Time an outbox row waited between its commit and its confirmed publish.",
+    ["service"],
+    buckets=LATENCY_BUCKETS,
+)

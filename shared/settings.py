@@ -1,0 +1,90 @@
+"""Configuration for every roac process, read from `ROAC_*` environment variables."""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Settings(BaseSettings):
+    """Every setting, its default and its meaning; the README's configuration table mirrors it."""
+
+    model_config = SettingsConfigDict(env_prefix="ROAC_", extra="ignore", frozen=True)
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/roac"
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = Field(default=8000, ge=0, le=65535)
+    matcher_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    notifier_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_from: str = "roac introductions <introductions@roac.example.org>"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    smtp_pool_size: int = Field(default=4, ge=1, le=64)
+
+    # `name:secret` pairs, comma-separated; parsed by `api_key_secrets`.
+    api_keys: SecretStr = SecretStr("")
+    intro_mode: Literal["direct"] = "direct"
+
+    # Ingest limits: a request over them is refused before anything is published.
+    ingest_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    ingest_max_batch_items: int = Field(default=1000, ge=1, le=10_000)
+
+    # Matching: a pair is proposed only at or above this score (see services/matcher/scoring.py).
+    match_min_score: float = Field(default=1.0, ge=0)
+    match_candidates_per_topic: int = Field(default=50, ge=1, le=10_000)
+
+    # Consumers: AMQP messages handled concurrently per process (each may hold many events).
+    consumer_prefetch: int = Field(default=32, ge=1, le=1000)
+
+    log_level: str = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    mailcatcher_smtp_port: int = Field(default=1025, ge=1, le=65535)
+    mailcatcher_http_port: int = Field(default=8025, ge=1, le=65535)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys_well_formed(cls, value: SecretStr) -> SecretStr:
+        parse_api_keys(value.get_secret_value())
+        return value
+
+    @cached_property
+    def api_key_secrets(self) -> dict[str, str]:
+        """The configured API keys as `{name: secret}`."""
+        return parse_api_keys(self.api_keys.get_secret_value())
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """Parse `name:secret,name2:secret2`; raise a readable ValueError when malformed."""
+    keys: dict[str, str] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        name, sep, secret = part.partition(":")
+        if not sep or not _KEY_NAME.match(name):
+            raise ValueError(
+                "ROAC_API_KEYS must be comma-separated name:secret pairs "
+                "(name: letters, digits, '_', '.', '-')"
+            )
+        if len(secret) < 16:
+            raise ValueError(f"the secret of API key {name!r} is shorter than 16 characters")
+        if name in keys:
+            raise ValueError(f"API key name {name!r} appears twice in ROAC_API_KEYS")
+        keys[name] = secret
+    return keys

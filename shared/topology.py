@@ -1,0 +1,90 @@
+"""The RabbitMQ topology, declared here and nowhere else.
+
+    producers --(routing key = event type)--> roac.events (topic)
+        roac.events --contact.upserted.v1, interest.declared.v1, delivery.*--> roac.matcher (quorum)
+        roac.events --intro.proposed.v1--> roac.notifier (quorum)
+    a message rejected by its consumer, or delivered more than the delivery limit:
+        roac.<consumer> --(dead-letter, routing key = queue name)--> roac.dead-letter (direct)
+        roac.dead-letter --roac.<consumer>--> roac.<consumer>.dlq (quorum, parked until replayed)
+
+Every service declares the whole topology when it starts (declarations are idempotent), so an
+event published before its consumer ever ran is queued, not returned as unroutable.
+
+Works on RabbitMQ 3.10 and 4.x: quorum queues with an explicit `x-delivery-limit` (3.10 has no
+default, 4.x defaults to 20), at-least-once dead-lettering (which needs `reject-publish` overflow),
+no plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
+from faststream.rabbit.schemas.queue import QuorumQueueArgs
+
+EVENTS_EXCHANGE = RabbitExchange("roac.events", type=ExchangeType.TOPIC, durable=True)
+DEAD_LETTER_EXCHANGE = RabbitExchange("roac.dead-letter", type=ExchangeType.DIRECT, durable=True)
+
+# Deliveries of one message before it is parked. A constant, not a setting: a queue redeclared
+# with other arguments fails with PRECONDITION_FAILED; change it with a RabbitMQ policy instead.
+DELIVERY_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class ConsumerQueue:
+    """A quorum queue one service consumes, the event types bound to it, and its parking queue."""
+
+    name: str
+    bindings: tuple[str, ...]
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.name}.dlq"
+
+    def arguments(self) -> dict[str, str | int]:
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE.name,
+            "x-dead-letter-routing-key": self.name,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def rabbit_queue(self, *, declare: bool = True) -> RabbitQueue:
+        return RabbitQueue(
+            self.name,
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            declare=declare,
+            arguments=cast(QuorumQueueArgs, self.arguments()),
+        )
+
+
+MATCHER_QUEUE = ConsumerQueue(
+    "roac.matcher",
+    ("contact.upserted.v1", "interest.declared.v1", "delivery.succeeded.v1", "delivery.failed.v1"),
+)
+NOTIFIER_QUEUE = ConsumerQueue("roac.notifier", ("intro.proposed.v1",))
+
+CONSUMER_QUEUES: tuple[ConsumerQueue, ...] = (MATCHER_QUEUE, NOTIFIER_QUEUE)
+
+
+async def declare_topology(broker: RabbitBroker) -> None:
+    """Declare exchanges, consumer queues, their bindings and dead-letter queues (idempotent)."""
+    for consumer in CONSUMER_QUEUES:
+        await declare_consumer_queue(broker, consumer)
+
+
+async def declare_consumer_queue(broker: RabbitBroker, consumer: ConsumerQueue) -> None:
+    """One consumer's quorum queue, bound to its event types, and its dead-letter queue."""
+    events = await broker.declare_exchange(EVENTS_EXCHANGE)
+    dead_letter = await broker.declare_exchange(DEAD_LETTER_EXCHANGE)
+    parked = await broker.declare_queue(
+        RabbitQueue(consumer.dead_letter_queue, queue_type=QueueType.QUORUM, durable=True)
+    )
+    await parked.bind(dead_letter, routing_key=consumer.name)
+    queue = await broker.declare_queue(consumer.rabbit_queue())
+    for routing_key in consumer.bindings:
+        await queue.bind(events, routing_key=routing_key)

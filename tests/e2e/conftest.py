@@ -1,0 +1,94 @@
+"""The three services as separate processes against a real RabbitMQ vhost, a real PostgreSQL
+database and an in-process aiosmtpd server, shared by the end-to-end tests of a session."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.database import migrate
+from tests.support.infra import API_KEY, Infra, free_port, isolated_infra
+from tests.support.processes import ServiceProcess
+from tests.support.smtp_sink import SmtpSink, smtp_sink
+
+
+@dataclass
+class Stack:
+    infra: Infra
+    sink: SmtpSink
+    ingest: ServiceProcess
+    matcher: ServiceProcess
+    notifier: ServiceProcess
+    ingest_url: str
+    matcher_url: str
+    notifier_url: str
+
+    @property
+    def processes(self) -> list[ServiceProcess]:
+        return [self.ingest, self.matcher, self.notifier]
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {API_KEY}", **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=self.ingest_url, headers=headers, timeout=30, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    log_dir: Path = tmp_path_factory.mktemp("service-logs")
+    with isolated_infra("e2e") as infra, smtp_sink() as sink:
+        ports = {"ingest": free_port(), "matcher": free_port(), "notifier": free_port()}
+        env = infra.env(
+            ROAC_INGEST_PORT=ports["ingest"],
+            ROAC_MATCHER_METRICS_PORT=ports["matcher"],
+            ROAC_NOTIFIER_METRICS_PORT=ports["notifier"],
+            ROAC_SMTP_PORT=sink.port,
+        )
+        asyncio.run(migrate(infra.settings()))
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        procs = {name: ServiceProcess(name, env, f"{urls[name]}/readyz", log_dir) for name in ports}
+        for name in ("matcher", "notifier", "ingest"):
+            procs[name].start()
+        stack = Stack(
+            infra,
+            sink,
+            procs["ingest"],
+            procs["matcher"],
+            procs["notifier"],
+            urls["ingest"],
+            urls["matcher"],
+            urls["notifier"],
+        )
+        try:
+            yield stack
+        finally:
+            for proc in stack.processes:
+                proc.stop()
+            if request.session.testsfailed:
+                for proc in stack.processes:
+                    print(f"\n----- {proc.name} log (last lines) -----\n{proc.tail(60)}")
+
+
+def new_person(run: str, index: int, **extra: Any) -> dict[str, Any]:
+    """An invented person whose address is unique to this test run."""
+    return {
+        "source": "e2e",
+        "external_id": f"{run}-{index}",
+        "name": f"Person {index} {run}",
+        "email": f"p{index}.{run}@example.org",
+        "organization": f"Org {index}",
+        "timezone": "Europe/Berlin",
+        **extra,
+    }
+
+
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]

@@ -1,0 +1,74 @@
+"""Isolated test infrastructure on the machine's real RabbitMQ and PostgreSQL: a vhost and a
+database per test session, so tests never touch a running `roac up` stack or each other."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from shared.migrations import drop_database
+from shared.settings import Settings
+
+AMQP_BASE = "amqp://guest:guest@127.0.0.1:5672/"
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/"
+API_KEY = "test-integration-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+@dataclass(frozen=True)
+class Infra:
+    vhost: str
+    database: str
+
+    @property
+    def amqp_url(self) -> str:
+        return AMQP_BASE + quote(self.vhost, safe="")
+
+    @property
+    def database_url(self) -> str:
+        return PG_BASE + self.database
+
+    def env(self, **overrides: str | int) -> dict[str, str]:
+        values: dict[str, str | int] = {
+            "ROAC_AMQP_URL": self.amqp_url,
+            "ROAC_DATABASE_URL": self.database_url,
+            "ROAC_API_KEYS": f"test:{API_KEY}",
+            "ROAC_LOG_LEVEL": "INFO",
+        }
+        values.update(overrides)
+        return {k: str(v) for k, v in values.items()}
+
+    def settings(self, **overrides: str | int) -> Settings:
+        fields = {k.removeprefix("ROAC_").lower(): v for k, v in self.env(**overrides).items()}
+        return Settings(**fields)  # type: ignore[arg-type]
+
+
+@contextmanager
+def isolated_infra(label: str) -> Iterator[Infra]:
+    suffix = uuid.uuid4().hex[:8]
+    infra = Infra(vhost=f"roac-test-{label}-{suffix}", database=f"roac_test_{label}_{suffix}")
+    _rabbitmqctl("add_vhost", infra.vhost)
+    _rabbitmqctl("set_permissions", "-p", infra.vhost, "guest", ".*", ".*", ".*")
+    try:
+        yield infra
+    finally:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", infra.vhost], capture_output=True, timeout=120
+        )
+        asyncio.run(drop_database(infra.database_url))

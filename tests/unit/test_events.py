@@ -1,0 +1,91 @@
+from uuid import uuid4
+
+import pytest
+from pydantic import ValidationError
+
+from shared.events import (
+    ContactData,
+    ContactUpserted,
+    EventBatch,
+    InterestData,
+    InterestDeclared,
+    decode_batch,
+    encode_batch,
+)
+from shared.topics import normalize_topic
+
+
+def _interest(topic: str = "Kites") -> InterestDeclared:
+    return InterestDeclared(
+        source="ingest",
+        correlation_id="c-1",
+        data=InterestData(source="crm", external_id="42", topic=topic),
+    )
+
+
+def test_a_batch_round_trips_through_its_wire_format() -> None:
+    events = [_interest("Kites"), _interest("Bees")]
+    batch = decode_batch(encode_batch(events))
+    assert batch.type == "interest.declared.v1"
+    assert [e.message_id for e in batch.events] == [e.message_id for e in events]
+    assert batch.events[0] == events[0]
+
+
+def test_a_batch_holds_one_type_only() -> None:
+    contact = ContactUpserted(
+        source="ingest",
+        correlation_id="c",
+        data=ContactData(source="crm", external_id="1", name="A"),
+    )
+    with pytest.raises(ValidationError, match="same type"):
+        EventBatch(events=[_interest(), contact])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"not json", b"{}", b'{"events": []}', b'{"events": [{"type": "nope.v1"}]}'],
+)
+def test_malformed_bodies_are_rejected(raw: bytes) -> None:
+    with pytest.raises(ValidationError):
+        decode_batch(raw)
+
+
+def test_topics_are_normalised() -> None:
+    assert normalize_topic("  Social   Customer\tService ") == "social customer service"
+    assert normalize_topic("Cafe\u0301") == normalize_topic("Café")  # NFC
+    assert _interest(" Social  Customer Service").data.topic == "social customer service"
+
+
+def test_blank_topics_and_unknown_fields_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        InterestData(source="crm", external_id="1", topic="   ")
+    with pytest.raises(ValidationError):
+        InterestData.model_validate(
+            {"source": "crm", "external_id": "1", "topic": "x", "colour": "red"}
+        )
+
+
+@pytest.mark.parametrize("name", ["Eve\r\nBcc: all@example.org", "Eve\x00"])
+def test_names_cannot_smuggle_header_lines(name: str) -> None:
+    with pytest.raises(ValidationError):
+        ContactData(source="crm", external_id="1", name=name)
+
+
+def test_time_zones_and_sources_are_checked() -> None:
+    assert ContactData(source="crm", external_id="1", name="A", timezone="Europe/Berlin").timezone
+    with pytest.raises(ValidationError):
+        ContactData(source="crm", external_id="1", name="A", timezone="Mars/Olympus")
+    with pytest.raises(ValidationError):
+        ContactData(source="CRM with spaces", external_id="1", name="A")
+
+
+def test_weight_must_be_positive_and_bounded() -> None:
+    with pytest.raises(ValidationError):
+        InterestData(source="crm", external_id="1", topic="x", weight=0)
+    with pytest.raises(ValidationError):
+        InterestData(source="crm", external_id="1", topic="x", weight=11)
+
+
+def test_event_ids_are_unique() -> None:
+    assert _interest().message_id != _interest().message_id
+    assert isinstance(_interest().causation_id, type(None) | type(uuid4()))

@@ -1,0 +1,39 @@
+import pytest
+
+from shared.settings import Settings, parse_api_keys
+
+
+def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("ROAC_"):
+            monkeypatch.delenv(key)
+    s = Settings()
+    assert s.amqp_url == "amqp://guest:guest@127.0.0.1:5672/"
+    assert s.database_url == "postgresql://postgres@127.0.0.1:5432/roac"
+    assert (s.ingest_host, s.ingest_port) == ("127.0.0.1", 8000)
+    assert (s.matcher_metrics_port, s.notifier_metrics_port) == (9101, 9102)
+    assert s.intro_mode == "direct"
+    assert s.api_key_secrets == {}
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROAC_INGEST_PORT", "8123")
+    monkeypatch.setenv("ROAC_API_KEYS", "crm:0123456789abcdef0123, forms:abcdefabcdefabcdef")
+    s = Settings()
+    assert s.ingest_port == 8123
+    assert s.api_key_secrets == {"crm": "0123456789abcdef0123", "forms": "abcdefabcdefabcdef"}
+    assert "0123456789abcdef" not in repr(s)  # secrets stay out of reprs and logs
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("nocolon", "name:secret"),
+        ("crm:short", "shorter than 16"),
+        ("crm:0123456789abcdef,crm:0123456789abcdef", "twice"),
+        ("bad name:0123456789abcdef", "name:secret"),
+    ],
+)
+def test_malformed_api_keys_are_refused_with_a_reason(raw: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_api_keys(raw)
