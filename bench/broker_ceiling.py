@@ -46,8 +46,9 @@ async def measure(infra: Infra) -> dict[str, float]:
                 done.set()
 
         with Stopwatch() as consuming:
-            await queue.consume(on_message)
+            tag = await queue.consume(on_message)
             await done.wait()
+        await queue.cancel(tag)
         await queue.delete(if_unused=False, if_empty=False)
     return {
         "publish_msgs_per_s": MESSAGES / publishing.seconds,

@@ -1,0 +1,63 @@
+"""What a newcomer does: `roac up` (as `make run` runs it) starts everything, the sample
+community's first introductions land in the mail catcher, and Ctrl-C stops it all cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.support.infra import free_port, isolated_infra
+
+pytestmark = pytest.mark.e2e
+
+
+def test_roac_up_introduces_the_sample_community_and_stops_on_ctrl_c(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with isolated_infra("up") as infra:
+        mail_http, mail_smtp, ingest = free_port(), free_port(), free_port()
+        env = {
+            **os.environ,
+            **infra.env(
+                ROAC_INGEST_PORT=ingest,
+                ROAC_MATCHER_METRICS_PORT=free_port(),
+                ROAC_NOTIFIER_METRICS_PORT=free_port(),
+                ROAC_SMTP_PORT=mail_smtp,
+                ROAC_MAILCATCHER_SMTP_PORT=mail_smtp,
+                ROAC_MAILCATCHER_HTTP_PORT=mail_http,
+            ),
+        }
+        del env["ROAC_API_KEYS"]  # as on a fresh machine: roac up makes a development key
+        log = (tmp_path / "up.log").open("wb")
+        up = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "up"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            messages: list[dict[str, object]] = []
+            while time.monotonic() < deadline and not messages:
+                time.sleep(0.5)
+                try:
+                    messages = httpx.get(f"http://127.0.0.1:{mail_http}/api/v1/messages").json()[
+                        "messages"
+                    ]
+                except httpx.HTTPError:
+                    continue
+            output = (tmp_path / "up.log").read_text()
+            assert messages, f"no introduction within a minute:\n{output}"
+            assert all(str(m["To"][0]["Address"]).endswith("@example.org") for m in messages)  # type: ignore[index]
+            assert "API key" in output and "roac is up" in output
+        finally:
+            up.send_signal(signal.SIGINT)
+            code = up.wait(60)
+            log.close()
+        output = (tmp_path / "up.log").read_text()
+        assert code == 0, output
+        assert "shut down gracefully" in output  # consumers finished their work
