@@ -65,10 +65,16 @@ class EventPublisher:
         body: bytes,
         correlation_id: str,
         event_count: int = 1,
+        exchange: str = EVENTS_EXCHANGE.name,
+        headers: dict[str, str] | None = None,
     ) -> None:
+        # The declared exchange object, not its name: FastStream would otherwise redeclare
+        # "roac.events" with default (direct) settings after a reconnect and fail.
+        if exchange not in (EVENTS_EXCHANGE.name, ""):
+            raise ValueError(f"roac publishes to {EVENTS_EXCHANGE.name} or the default exchange")
         await self._broker.publish(
             body,
-            exchange=EVENTS_EXCHANGE,
+            exchange=EVENTS_EXCHANGE if exchange == EVENTS_EXCHANGE.name else "",
             routing_key=routing_key,
             persist=True,
             mandatory=True,
@@ -77,5 +83,6 @@ class EventPublisher:
             content_type=CONTENT_TYPE,
             message_type=routing_key,
             timeout=PUBLISH_TIMEOUT_SECONDS,
+            headers=dict(headers) if headers else None,
         )
         EVENTS_PUBLISHED.labels(self._service, routing_key).inc(event_count)

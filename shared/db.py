@@ -14,6 +14,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset when a connection returns to the pool: roac sets no session state on
+    pooled connections (no SET, LISTEN or session advisory locks; those use their own
+    connections). asyncpg's default reset would cost a round trip per transaction."""
+
+
 async def create_pool(settings: Settings, *, max_size: int | None = None) -> asyncpg.Pool:
     size = max_size or settings.database_pool_size
     pool: asyncpg.Pool = await asyncpg.create_pool(
@@ -21,6 +27,7 @@ async def create_pool(settings: Settings, *, max_size: int | None = None) -> asy
         min_size=1,
         max_size=size,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=60,
         server_settings={"application_name": "roac"},
     )

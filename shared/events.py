@@ -12,11 +12,13 @@ every consumer has moved; adding an optional field is not breaking.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -95,12 +97,51 @@ class InterestKind(StrEnum):
 
 
 class ChannelType(StrEnum):
-    EMAIL = "email"
+    """Where a person can be reached; what `address` holds depends on the type."""
+
+    EMAIL = "email"  # an email address
+    SLACK = "slack"  # a Slack member id (U...), reached by roac's Slack app (bot token)
+    SLACK_WEBHOOK = "slack_webhook"  # a Slack incoming-webhook URL
+    MATTERMOST = "mattermost"  # a Mattermost incoming-webhook URL
+    DISCORD = "discord"  # a Discord webhook URL
+    TEAMS = "teams"  # a Microsoft Teams workflow webhook URL
+    MATRIX = "matrix"  # a Matrix room id (!room:server) the roac account has joined
+    WEBHOOK = "webhook"  # any URL receiving roac's signed JSON payload
+
+
+WEBHOOK_CHANNELS = frozenset(
+    {
+        ChannelType.SLACK_WEBHOOK,
+        ChannelType.MATTERMOST,
+        ChannelType.DISCORD,
+        ChannelType.TEAMS,
+        ChannelType.WEBHOOK,
+    }
+)
+_EMAIL = TypeAdapter(EmailStr)
+_SLACK_MEMBER = re.compile(r"^[UW][A-Z0-9]{2,30}$")
+_MATRIX_ROOM = re.compile(r"^![^:\s]+:[^\s]+$")
 
 
 class ChannelAddress(_Model):
     type: ChannelType
-    address: EmailStr
+    address: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
+
+    @model_validator(mode="after")
+    def _address_fits_type(self) -> ChannelAddress:
+        if self.type is ChannelType.EMAIL:
+            _EMAIL.validate_python(self.address)
+        elif self.type is ChannelType.SLACK:
+            if not _SLACK_MEMBER.match(self.address):
+                raise ValueError("a slack address is a member id such as U024BE7LH")
+        elif self.type is ChannelType.MATRIX:
+            if not _MATRIX_ROOM.match(self.address):
+                raise ValueError("a matrix address is a room id such as !abc:example.org")
+        else:
+            url = urlsplit(self.address)
+            if url.scheme not in ("https", "http") or not url.hostname:
+                raise ValueError(f"a {self.type.value} address is an http(s) URL")
+        return self
 
 
 class ContactRef(_Model):
@@ -146,11 +187,17 @@ class IntroTopic(_Model):
 
 class IntroData(_Model):
     proposal_id: UUID
-    mode: Literal["direct"] = "direct"
+    # Kept for messages written before the notifier decided the mode (ROAC_INTRO_MODE); unused.
+    mode: str | None = None
     participants: list[Participant] = Field(min_length=2, max_length=6)
     topics: list[IntroTopic] = Field(min_length=1)
     score: float
     reason: str
+
+
+class DeliveryKind(StrEnum):
+    ASK = "ask"  # double opt-in: "would you like to meet ...?"
+    INTRO = "intro"  # the introduction itself
 
 
 class DeliveryData(_Model):
@@ -159,11 +206,24 @@ class DeliveryData(_Model):
     recipient: ContactRef
     channel: ChannelType
     attempts: int = Field(ge=1)
+    kind: DeliveryKind = DeliveryKind.INTRO
 
 
 class DeliveryFailureData(DeliveryData):
     reason: str
     permanent: bool
+
+
+class OptOutData(ContactRef):
+    reason: Literal["unsubscribe"] = "unsubscribe"
+
+
+class DeliveryJobData(_Model):
+    """The notifier's own work item: attempt delivery `delivery_id` (generation guards against
+    stale duplicates of a job that was rescheduled since)."""
+
+    delivery_id: UUID
+    generation: int = Field(ge=0)
 
 
 class Envelope(_Model):
@@ -203,8 +263,24 @@ class DeliveryFailed(Envelope):
     data: DeliveryFailureData
 
 
+class ContactOptedOut(Envelope):
+    type: Literal["contact.opted_out.v1"] = "contact.opted_out.v1"
+    data: OptOutData
+
+
+class DeliveryRequested(Envelope):
+    type: Literal["delivery.requested.v1"] = "delivery.requested.v1"
+    data: DeliveryJobData
+
+
 Event = Annotated[
-    ContactUpserted | InterestDeclared | IntroProposed | DeliverySucceeded | DeliveryFailed,
+    ContactUpserted
+    | InterestDeclared
+    | IntroProposed
+    | DeliverySucceeded
+    | DeliveryFailed
+    | ContactOptedOut
+    | DeliveryRequested,
     Field(discriminator="type"),
 ]
 
@@ -214,6 +290,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "intro.proposed.v1",
     "delivery.succeeded.v1",
     "delivery.failed.v1",
+    "contact.opted_out.v1",
+    "delivery.requested.v1",
 )
 
 
@@ -235,10 +313,25 @@ class EventBatch(_Model):
 
 
 _BATCH = TypeAdapter(EventBatch)
+_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 def encode_batch(events: Sequence[Event]) -> bytes:
     return EventBatch(events=list(events)).model_dump_json().encode()
+
+
+def encode_event(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def batch_body(encoded_events: Sequence[bytes]) -> bytes:
+    """The body of one message holding events already encoded one by one (the outbox keeps
+    them so, and the relay sends several in one message)."""
+    return b'{"events":[' + b",".join(encoded_events) + b"]}"
+
+
+def decode_event(raw: bytes) -> Event:
+    return _EVENT.validate_json(raw)
 
 
 def decode_batch(raw: bytes) -> EventBatch:

@@ -1,34 +1,36 @@
-"""The operations endpoints of a consumer service: /metrics, /healthz and /readyz.
+"""The operations endpoints every service serves: /healthz, /readyz and /metrics.
 
-Served by FastStream's ASGI app on the service's metrics port. /readyz answers 200 only when
-the broker answers a ping, every subscriber is consuming and the database answers a query.
+/readyz answers 200 only when every check passes: for consumers that means the broker answers,
+every subscriber is consuming, and the database answers a query.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faststream.asgi import AsgiResponse, get
-from faststream.asgi.types import ASGIApp, Scope
-from prometheus_client import make_asgi_app
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
+router = APIRouter(tags=["operations"])
 
-def ops_routes(readiness: ReadinessCheck) -> list[tuple[str, ASGIApp]]:
-    @get(include_in_schema=False)
-    async def healthz(scope: Scope) -> AsgiResponse:
-        return AsgiResponse(b'{"status":"ok"}', 200, {"content-type": "application/json"})
 
-    @get(include_in_schema=False)
-    async def readyz(scope: Scope) -> AsgiResponse:
-        checks = await readiness()
-        ready = all(checks.values())
-        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
-        return AsgiResponse(
-            json.dumps(body).encode(), 200 if ready else 503, {"content-type": "application/json"}
-        )
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
 
-    return [("/healthz", healthz), ("/readyz", readyz), ("/metrics", make_asgi_app())]
+
+@router.get("/readyz", summary="Dependencies reachable, consumers consuming", responses={503: {}})
+async def readyz(request: Request, response: Response) -> dict[str, Any]:
+    readiness: ReadinessCheck = request.app.state.readiness
+    checks = await readiness()
+    ready = all(checks.values())
+    response.status_code = 200 if ready else 503
+    return {"status": "ready" if ready else "not ready", "checks": checks}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

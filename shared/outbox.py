@@ -14,34 +14,53 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from uuid import uuid4
 
 import asyncpg
 
 from shared.broker import EventPublisher
-from shared.events import Event, encode_batch
+from shared.events import Event, batch_body, encode_event
 from shared.metrics import OUTBOX_DELAY_SECONDS, OUTBOX_PUBLISHED, OUTBOX_RELAY_FAILURES
+from shared.topology import EVENTS_EXCHANGE
 
 NOTIFY_CHANNEL = "roac_outbox"
 log = logging.getLogger("roac.outbox")
 
 
-async def enqueue(conn: asyncpg.Connection, producer: str, events: Sequence[Event]) -> None:
-    """Add events to the outbox within the caller's transaction (one AMQP message each)."""
+async def enqueue(
+    conn: asyncpg.Connection,
+    producer: str,
+    events: Sequence[Event],
+    *,
+    exchange: str = EVENTS_EXCHANGE.name,
+    routing_key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Add events to the outbox within the caller's transaction (one AMQP message each), routed
+    by their type on roac.events unless an exchange and routing key are given."""
     if not events:
         return
+    # One statement: the rows and the wake-up call for the relay (delivered at commit).
     await conn.execute(
         """
-        INSERT INTO messaging.outbox (producer, message_id, routing_key, correlation_id, body)
-        SELECT $1, m, r, c, b
-        FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[]) AS t(m, r, c, b)
+        WITH added AS (
+            INSERT INTO messaging.outbox
+                (producer, message_id, routing_key, correlation_id, body, exchange, headers)
+            SELECT $1, m, r, c, b, $6, $7::jsonb
+            FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[]) AS t(m, r, c, b)
+            RETURNING 1
+        )
+        SELECT pg_notify($8, $1) FROM (SELECT 1 FROM added LIMIT 1) AS any_row
         """,
         producer,
         [e.message_id for e in events],
-        [e.type for e in events],
+        [routing_key or e.type for e in events],
         [e.correlation_id for e in events],
-        [encode_batch([e]) for e in events],
+        [encode_event(e) for e in events],
+        exchange,
+        headers or None,
+        NOTIFY_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, producer)
 
 
 class OutboxRelay:
@@ -54,8 +73,9 @@ class OutboxRelay:
         producer: str,
         *,
         database_url: str,
-        batch_size: int = 200,
+        batch_size: int = 500,
         poll_interval: float = 1.0,
+        events_per_message: int = 100,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
@@ -63,6 +83,7 @@ class OutboxRelay:
         self._database_url = database_url
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._events_per_message = events_per_message
         self._wakeup = asyncio.Event()
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
@@ -106,7 +127,8 @@ class OutboxRelay:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 """
-                SELECT id, message_id, routing_key, correlation_id, body, created_at
+                SELECT id, message_id, routing_key, correlation_id, body, created_at, exchange,
+                       headers
                 FROM messaging.outbox
                 WHERE producer = $1
                 ORDER BY id
@@ -118,19 +140,28 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
+            groups = _group(rows, self._events_per_message)
             results = await asyncio.gather(
                 *(
                     self._publisher.publish_encoded(
-                        message_id=str(row["message_id"]),
-                        routing_key=row["routing_key"],
-                        body=row["body"],
-                        correlation_id=row["correlation_id"],
+                        message_id=str(group[0]["message_id"] if len(group) == 1 else uuid4()),
+                        routing_key=group[0]["routing_key"],
+                        body=batch_body([row["body"] for row in group]),
+                        correlation_id=group[0]["correlation_id"],
+                        exchange=group[0]["exchange"],
+                        headers=group[0]["headers"],
+                        event_count=len(group),
                     )
-                    for row in rows
+                    for group in groups
                 ),
                 return_exceptions=True,
             )
-            published = [row for row, result in zip(rows, results, strict=True) if result is None]
+            published = [
+                row
+                for group, result in zip(groups, results, strict=True)
+                if result is None
+                for row in group
+            ]
             if published:
                 await conn.execute(
                     "DELETE FROM messaging.outbox WHERE id = ANY($1::bigint[])",
@@ -145,6 +176,21 @@ class OutboxRelay:
         if failures:
             raise failures[0]
         return len(published)
+
+
+def _group(rows: list[asyncpg.Record], size: int) -> list[list[asyncpg.Record]]:
+    """Consecutive rows bound for the same place travel together, up to `size` per message:
+    a consumer handles a message of 100 events for much less than 100 messages of one."""
+    groups: list[list[asyncpg.Record]] = []
+    for row in rows:
+        key = (row["exchange"], row["routing_key"], row["headers"])
+        if groups and len(groups[-1]) < size:
+            last = groups[-1][0]
+            if (last["exchange"], last["routing_key"], last["headers"]) == key:
+                groups[-1].append(row)
+                continue
+        groups.append([row])
+    return groups
 
 
 async def pending_count(pool: asyncpg.Pool, producer: str) -> int:

@@ -1,5 +1,6 @@
-"""Running a consumer service: connect, declare the topology, consume, relay the outbox, serve
-/metrics, /healthz and /readyz, and stop gracefully on SIGINT or SIGTERM."""
+"""Running a consumer service: a FastAPI app whose lifespan connects RabbitMQ, declares the
+topology, starts the subscribers, the outbox relay and any background loops, and on SIGINT or
+SIGTERM stops them gracefully (in-flight messages finish, then the pool closes)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,23 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 import uvicorn
-from faststream.asgi import AsgiFastStream
+from fastapi import APIRouter, FastAPI
 from faststream.rabbit import RabbitBroker
 
 from shared.db import create_pool, ping
-from shared.ops import ops_routes
+from shared.ops import router as ops_router
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
 from shared.topology import declare_topology
 
 log = logging.getLogger("roac.runtime")
 T = TypeVar("T")
+BackgroundLoop = Callable[[], Coroutine[Any, Any, None]]
 
 
 async def retry_until_ready(
@@ -42,55 +44,64 @@ async def retry_until_ready(
     raise AssertionError("unreachable")
 
 
-async def open_pool(settings: Settings) -> asyncpg.Pool:
-    return await retry_until_ready("PostgreSQL", lambda: create_pool(settings))
+async def open_pool(settings: Settings, max_size: int | None = None) -> asyncpg.Pool:
+    return await retry_until_ready("PostgreSQL", lambda: create_pool(settings, max_size=max_size))
 
 
 def consumer_app(
     *,
+    title: str,
     broker: RabbitBroker,
     pool: asyncpg.Pool,
     relay: OutboxRelay,
-) -> AsgiFastStream:
-    relay_task: asyncio.Task[None] | None = None
-
-    async def connect_and_declare() -> None:
+    background: Sequence[BackgroundLoop] = (),
+    routers: Sequence[APIRouter] = (),
+    on_close: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await retry_until_ready("RabbitMQ", broker.connect)
         await declare_topology(broker)
-
-    async def start_relay() -> None:
-        nonlocal relay_task
-        relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
-
-    async def stop_relay() -> None:
-        if relay_task is not None:
-            relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay_task
-
-    async def close_pool() -> None:
-        await pool.close()
+        await broker.start()
+        tasks = [asyncio.create_task(relay.run(), name="outbox-relay")]
+        tasks += [
+            asyncio.create_task(loop(), name=getattr(loop, "__name__", "loop"))
+            for loop in background
+        ]
+        log.info("%s started", title)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            # Stops consuming, waits for in-flight handlers (graceful_timeout), disconnects.
+            await broker.stop()
+            for close in on_close:
+                await close()
+            await pool.close()
+            log.info("%s shut down gracefully", title)
 
     async def readiness() -> dict[str, bool]:
         broker_ok = await broker.ping(timeout=2.0)
         consuming = bool(broker.subscribers) and all(s.running for s in broker.subscribers)
         return {"broker": broker_ok, "consumers": consuming, "database": await ping(pool)}
 
-    return AsgiFastStream(
-        broker,
-        asgi_routes=ops_routes(readiness),
-        on_startup=[connect_and_declare],
-        after_startup=[start_relay],
-        on_shutdown=[stop_relay],
-        after_shutdown=[close_pool],
-        logger=logging.getLogger("roac.faststream"),
-    )
+    # OpenAPI docs only where there is an API beyond the operations endpoints.
+    docs = "/docs" if routers else None
+    app = FastAPI(title=title, lifespan=lifespan, docs_url=docs, redoc_url=None)
+    app.state.readiness = readiness
+    app.include_router(ops_router)
+    for router in routers:
+        app.include_router(router)
+    return app
 
 
 class _Server(uvicorn.Server):
-    """uvicorn re-raises SIGINT/SIGTERM once `serve()` returns, which would kill the process
-    before FastStream's graceful shutdown (finish in-flight messages, close the pool) runs.
-    Here a signal only asks the server to exit; the caller then shuts the app down."""
+    """uvicorn re-raises SIGINT/SIGTERM after a graceful shutdown, so the process would end
+    "killed by signal"; here a signal only asks the server to exit and the process exits 0."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -104,17 +115,18 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
-async def serve(app: AsgiFastStream, *, host: str, port: int) -> None:
-    """Start the broker and hooks (a failure raises and the process exits non-zero), serve the
-    ops endpoints until SIGINT or SIGTERM, then shut down gracefully."""
+async def serve(app: FastAPI, *, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM; a start-up failure raises (the process exits non-zero)."""
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        lifespan="off",
+        lifespan="on",
         log_level="warning",
         access_log=False,
         log_config=None,
     )
-    async with app.start_lifespan_context():
-        await _Server(config).serve()
+    server = _Server(config)
+    await server.serve()
+    if not server.started:
+        raise SystemExit(f"{app.title} did not start; see the errors above")

@@ -39,7 +39,44 @@ class Settings(BaseSettings):
 
     # `name:secret` pairs, comma-separated; parsed by `api_key_secrets`.
     api_keys: SecretStr = SecretStr("")
-    intro_mode: Literal["direct"] = "direct"
+    # double_opt_in: each participant is asked first; direct: introduce at once.
+    intro_mode: Literal["direct", "double_opt_in"] = "double_opt_in"
+    # Where people's browsers reach the notifier's links (accept, decline, unsubscribe).
+    public_url: str = "http://127.0.0.1:9102"
+    # Signs those links (HMAC-SHA256). The notifier refuses to start without one.
+    secret_key: SecretStr = SecretStr("")
+    ask_ttl_seconds: int = Field(default=72 * 3600, ge=1)
+    expiry_sweep_seconds: float = Field(default=30.0, gt=0)
+
+    # Delivery: attempts before a delivery is parked, the first retry delay (later ones triple,
+    # up to the cap, with +-20% jitter: 5 s ... 10 min, eight attempts over about 30 minutes).
+    delivery_max_attempts: int = Field(default=8, ge=1, le=50)
+    retry_base_seconds: float = Field(default=5.0, gt=0)
+    retry_max_delay_seconds: float = Field(default=600.0, gt=0)
+    # Nothing is delivered to a person between these hours of their local time.
+    quiet_hours_start: int = Field(default=21, ge=0, le=23)
+    quiet_hours_end: int = Field(default=8, ge=0, le=23)
+    quiet_hours_enabled: bool = True
+    default_timezone: str = "UTC"
+    # Messages per second per destination (a webhook URL, a Slack workspace); Discord also
+    # follows its rate-limit headers.
+    webhook_rate_per_second: float = Field(default=1.0, gt=0)
+    # Hosts webhook channels may post to (`*.` matches subdomains): a contact's URL elsewhere is
+    # refused rather than fetched, so contact data cannot make roac call internal services.
+    webhook_allowed_hosts: str = (
+        "hooks.slack.com,discord.com,discordapp.com,*.webhook.office.com,*.logic.azure.com,"
+        "*.environment.api.powerplatform.com"
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Signs the generic JSON webhook (X-Roac-Signature); falls back to secret_key.
+    webhook_secret: SecretStr = SecretStr("")
+    slack_bot_token: SecretStr = SecretStr("")
+    slack_api_url: str = "https://slack.com/api"
+    matrix_homeserver_url: str = ""
+    matrix_access_token: SecretStr = SecretStr("")
+    # Operator templates that override the shipped ones (same file names), per language.
+    template_dir: str = ""
+    default_language: str = "en"
 
     # Ingest limits: a request over them is refused before anything is published.
     ingest_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
@@ -63,6 +100,10 @@ class Settings(BaseSettings):
     def _api_keys_well_formed(cls, value: SecretStr) -> SecretStr:
         parse_api_keys(value.get_secret_value())
         return value
+
+    @cached_property
+    def allowed_webhook_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip())
 
     @cached_property
     def api_key_secrets(self) -> dict[str, str]:

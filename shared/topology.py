@@ -3,6 +3,8 @@
     producers --(routing key = event type)--> roac.events (topic)
         roac.events --contact.upserted.v1, interest.declared.v1, delivery.*--> roac.matcher (quorum)
         roac.events --intro.proposed.v1--> roac.notifier (quorum)
+        roac.events --delivery.requested.v1--> roac.notifier.deliveries (quorum)
+        roac.notifier.delay.<n>s (quorum, TTL n s) --(dead-letter)--> roac.notifier.deliveries
     a message rejected by its consumer, or delivered more than the delivery limit:
         roac.<consumer> --(dead-letter, routing key = queue name)--> roac.dead-letter (direct)
         roac.dead-letter --roac.<consumer>--> roac.<consumer>.dlq (quorum, parked until replayed)
@@ -64,17 +66,68 @@ class ConsumerQueue:
 
 MATCHER_QUEUE = ConsumerQueue(
     "roac.matcher",
-    ("contact.upserted.v1", "interest.declared.v1", "delivery.succeeded.v1", "delivery.failed.v1"),
+    (
+        "contact.upserted.v1",
+        "interest.declared.v1",
+        "delivery.succeeded.v1",
+        "delivery.failed.v1",
+        "contact.opted_out.v1",
+    ),
 )
 NOTIFIER_QUEUE = ConsumerQueue("roac.notifier", ("intro.proposed.v1",))
+# The notifier's own work queue: one message per delivery attempt to make.
+DELIVERY_QUEUE = ConsumerQueue("roac.notifier.deliveries", ("delivery.requested.v1",))
 
-CONSUMER_QUEUES: tuple[ConsumerQueue, ...] = (MATCHER_QUEUE, NOTIFIER_QUEUE)
+CONSUMER_QUEUES: tuple[ConsumerQueue, ...] = (MATCHER_QUEUE, NOTIFIER_QUEUE, DELIVERY_QUEUE)
+
+
+@dataclass(frozen=True)
+class DelayQueue:
+    """Holds a delivery job for `seconds` (queue-level TTL), then dead-letters it back into the
+    delivery queue. Fixed tiers, because RabbitMQ expires only the message at a queue's head: one
+    queue with per-message TTLs would hold a 1 s retry behind a 10 min one. Longer waits (quiet
+    hours) go round a tier again until the job is due."""
+
+    seconds: int
+
+    @property
+    def name(self) -> str:
+        return f"roac.notifier.delay.{self.seconds}s"
+
+    def arguments(self) -> dict[str, str | int]:
+        return {
+            "x-queue-type": "quorum",
+            "x-message-ttl": self.seconds * 1000,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": DELIVERY_QUEUE.name,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+
+DELAY_QUEUES: tuple[DelayQueue, ...] = tuple(DelayQueue(s) for s in (1, 5, 30, 120, 600, 3600))
+
+
+def delay_queue_for(seconds: float) -> DelayQueue:
+    """The longest tier not longer than the wait (the job comes back early and goes round again),
+    or the shortest tier for waits under a second."""
+    fitting = [d for d in DELAY_QUEUES if d.seconds <= seconds]
+    return fitting[-1] if fitting else DELAY_QUEUES[0]
 
 
 async def declare_topology(broker: RabbitBroker) -> None:
     """Declare exchanges, consumer queues, their bindings and dead-letter queues (idempotent)."""
     for consumer in CONSUMER_QUEUES:
         await declare_consumer_queue(broker, consumer)
+    for delay in DELAY_QUEUES:
+        await broker.declare_queue(
+            RabbitQueue(
+                delay.name,
+                queue_type=QueueType.QUORUM,
+                durable=True,
+                arguments=cast(QuorumQueueArgs, delay.arguments()),
+            )
+        )
 
 
 async def declare_consumer_queue(broker: RabbitBroker, consumer: ConsumerQueue) -> None:

@@ -11,15 +11,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from services.ingest import problems
-from services.ingest.auth import ApiKeyMiddleware, ApiKeyring
 from services.ingest.intake import Intake, PublishFailed
-from services.ingest.limits import BodySizeLimitMiddleware
 from services.ingest.metrics import REQUESTS_REJECTED, HttpMetricsMiddleware
-from services.ingest.routes import api, ops
+from services.ingest.routes import api
+from shared import problems
+from shared.api_keys import ApiKeyMiddleware, ApiKeyring
+from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
 from shared.db import ping
 from shared.logs import configure_logging
+from shared.ops import router as ops_router
 from shared.runtime import open_pool, retry_until_ready
 from shared.settings import Settings
 from shared.topology import declare_topology
@@ -75,7 +76,7 @@ def create_app(settings: Settings, lifespan: Lifespan | None = None) -> FastAPI:
         lifespan=lifespan or connected_lifespan(settings),
     )
     app.include_router(api)
-    app.include_router(ops)
+    app.include_router(ops_router)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, problems.http_problem)
     app.add_exception_handler(PublishFailed, _publish_failed)

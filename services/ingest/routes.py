@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.ingest.intake import Intake, correlation_id_from
 from services.ingest.schemas import (
@@ -15,8 +14,8 @@ from services.ingest.schemas import (
     ContactsBody,
     InterestBatch,
     InterestsBody,
-    Problem,
 )
+from shared.problems import Problem
 
 # Declares the scheme in the OpenAPI document; the check itself is ApiKeyMiddleware.
 _bearer = HTTPBearer(auto_error=False, description="An API key from ROAC_API_KEYS")
@@ -34,7 +33,6 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 api = APIRouter(prefix="/v1", tags=["ingest"], responses=_PROBLEMS)
-ops = APIRouter(tags=["operations"])
 
 
 def _intake(request: Request) -> Intake:
@@ -70,21 +68,3 @@ async def post_interests(
     return await _intake(request).accept_interests(
         items, correlation_id=correlation_id, integration=integration
     )
-
-
-@ops.get("/healthz", summary="The process is up")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-@ops.get("/readyz", summary="RabbitMQ and PostgreSQL are reachable", responses={503: {}})
-async def readyz(request: Request, response: Response) -> dict[str, Any]:
-    checks: dict[str, bool] = await request.app.state.readiness()
-    ready = all(checks.values())
-    response.status_code = 200 if ready else 503
-    return {"status": "ready" if ready else "not ready", "checks": checks}
-
-
-@ops.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -45,21 +45,3 @@ class Accepted(BaseModel):
     accepted: int
     event_ids: list[UUID]
     correlation_id: str
-
-
-class FieldProblem(BaseModel):
-    field: str = Field(
-        description="Where in the body, e.g. `items[3].kind`; empty for the body itself."
-    )
-    pointer: str = Field(description="The same place as a JSON pointer, e.g. `#/items/3/kind`.")
-    message: str
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem detail (`application/problem+json`)."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    errors: list[FieldProblem] = Field(default_factory=list)

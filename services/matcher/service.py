@@ -20,6 +20,7 @@ from shared.events import (
     ChannelAddress,
     ChannelType,
     ContactData,
+    ContactOptedOut,
     ContactRef,
     ContactUpserted,
     DeliveryFailed,
@@ -81,6 +82,8 @@ class MatcherService:
                 )
             elif batch.type in ("delivery.succeeded.v1", "delivery.failed.v1"):
                 await self._apply_deliveries(uow, fresh)
+            elif batch.type == "contact.opted_out.v1":
+                await uow.opt_out([e.data for e in fresh if isinstance(e, ContactOptedOut)])
             else:
                 raise ValueError(f"the matcher does not handle {batch.type}")
         EVENTS_CONSUMED.labels("matcher", batch.type, "processed").inc(len(fresh))

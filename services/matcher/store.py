@@ -254,7 +254,8 @@ class MatcherUnitOfWork:
 
     async def reachable(self, contact_ids: Iterable[int]) -> set[int]:
         rows = await self._conn.fetch(
-            "SELECT id FROM matcher.contacts WHERE id = ANY($1::bigint[]) AND deliverable",
+            "SELECT id FROM matcher.contacts "
+            "WHERE id = ANY($1::bigint[]) AND deliverable AND NOT opted_out",
             list(set(contact_ids)),
         )
         return {r["id"] for r in rows}
@@ -282,13 +283,13 @@ class MatcherUnitOfWork:
                 (SELECT i.contact_id, false AS wrapped
                  FROM matcher.interests i JOIN matcher.contacts ct ON ct.id = i.contact_id
                  WHERE i.topic_id = q.topic_id AND i.contact_id >= q.pivot
-                   AND i.contact_id <> q.contact_id AND ct.deliverable
+                   AND i.contact_id <> q.contact_id AND ct.deliverable AND NOT ct.opted_out
                  ORDER BY i.contact_id LIMIT $3)
                 UNION ALL
                 (SELECT i.contact_id, true AS wrapped
                  FROM matcher.interests i JOIN matcher.contacts ct ON ct.id = i.contact_id
                  WHERE i.topic_id = q.topic_id AND i.contact_id < q.pivot
-                   AND i.contact_id <> q.contact_id AND ct.deliverable
+                   AND i.contact_id <> q.contact_id AND ct.deliverable AND NOT ct.opted_out
                  ORDER BY i.contact_id LIMIT $3)
             ) AS c
             """,
@@ -435,6 +436,18 @@ class MatcherUnitOfWork:
             [o[1].source for o in outcomes],
             [o[1].external_id for o in outcomes],
             [o[2] for o in outcomes],
+        )
+
+    async def opt_out(self, refs: Sequence[ContactRef]) -> None:
+        await self._conn.execute(
+            """
+            UPDATE matcher.contacts AS c SET opted_out = true, updated_at = now()
+            FROM unnest($1::text[], $2::text[]) AS t(s, e)
+            JOIN matcher.identities i ON i.source = t.s AND i.external_id = t.e
+            WHERE c.id = i.contact_id AND NOT c.opted_out
+            """,
+            [r.source for r in refs],
+            [r.external_id for r in refs],
         )
 
 

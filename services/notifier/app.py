@@ -1,27 +1,113 @@
-"""Wiring of the notifier process: pool, broker, SMTP, subscriber, outbox relay, ops endpoints."""
+"""Wiring of the notifier process: pool, broker, channels, the two subscribers (proposals and
+delivery jobs), the outbox relay, the expiry sweep, and the HTTP routes (links, /v1/intros,
+/metrics, /healthz, /readyz) on ROAC_NOTIFIER_METRICS_PORT."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import FastAPI
 
 from services.notifier import handlers
-from services.notifier.rendering import IntroRenderer
-from services.notifier.service import NotifierService
+from services.notifier.answers import Answers
+from services.notifier.channel_registry import build_channels, http_client
+from services.notifier.clock import Clock, SystemClock
+from services.notifier.deliveries import DeliveryWorker, RetryPolicy
+from services.notifier.links import LinkMaker
+from services.notifier.planning import QuietHours
+from services.notifier.proposals import ProposalIntake
+from services.notifier.rate_limit import RateLimiter
+from services.notifier.rendering import MessageRenderer
+from services.notifier.routes import api, links
 from services.notifier.smtp import SmtpSender
 from services.notifier.store import PRODUCER, NotifierStore
+from shared.api_keys import ApiKeyMiddleware, ApiKeyring
+from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay
 from shared.runtime import consumer_app, open_pool, serve
 from shared.settings import Settings
 
+PUBLIC_BODY_LIMIT_BYTES = 16 * 1024
 
-async def run(settings: Settings) -> None:
-    configure_logging(settings.log_level, settings.log_format)
-    pool = await open_pool(settings)
+
+async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
+    secret = settings.secret_key.get_secret_value()
+    if len(secret) < 32:
+        raise SystemExit(
+            "ROAC_SECRET_KEY must be set (at least 32 characters): it signs the links in every "
+            "message. `roac up` generates one for development."
+        )
+    clock = clock or SystemClock()
+    pool = await open_pool(
+        settings, max_size=settings.database_pool_size + settings.consumer_prefetch
+    )
+    store = NotifierStore(pool)
     broker = make_broker(settings, service="notifier", prefetch=settings.consumer_prefetch)
-    sender = SmtpSender(settings)
-    service = NotifierService(NotifierStore(pool), IntroRenderer(), sender, settings.smtp_from)
-    handlers.register(broker, service)
+    quiet = QuietHours(
+        enabled=settings.quiet_hours_enabled,
+        start=settings.quiet_hours_start,
+        end=settings.quiet_hours_end,
+        fallback_timezone=settings.default_timezone,
+    )
+    ask_ttl = timedelta(seconds=settings.ask_ttl_seconds)
+    smtp = SmtpSender(settings)
+    client = http_client(settings)
+    renderer = MessageRenderer(
+        Path(settings.template_dir) if settings.template_dir else None, settings.default_language
+    )
+    worker = DeliveryWorker(
+        store,
+        build_channels(settings, client, smtp),
+        renderer,
+        LinkMaker(settings.public_url, secret.encode()),
+        retry=RetryPolicy(
+            settings.delivery_max_attempts,
+            settings.retry_base_seconds,
+            settings.retry_max_delay_seconds,
+        ),
+        quiet=quiet,
+        limiter=RateLimiter(settings.webhook_rate_per_second),
+        clock=clock,
+        rng=random.Random(),
+    )
+    proposals = ProposalIntake(
+        store,
+        double_opt_in=settings.intro_mode == "double_opt_in",
+        ask_ttl=ask_ttl,
+        quiet=quiet,
+        clock=clock,
+        deliver=worker.deliver_now,
+    )
+    answers = Answers(store, secret=secret.encode(), ask_ttl=ask_ttl, quiet=quiet, clock=clock)
+    handlers.register(broker, proposals, worker)
     relay = OutboxRelay(
         pool, EventPublisher(broker, "notifier"), PRODUCER, database_url=settings.database_url
     )
-    app = consumer_app(broker=broker, pool=pool, relay=relay)
-    app.after_shutdown(sender.close)
+
+    async def expiry() -> None:
+        await answers.run_expiry(settings.expiry_sweep_seconds)
+
+    app = consumer_app(
+        title="roac notifier",
+        broker=broker,
+        pool=pool,
+        relay=relay,
+        background=[expiry],
+        routers=[links, api],
+        on_close=[smtp.close, client.aclose],
+    )
+    app.state.answers = answers
+    app.state.store = store
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=PUBLIC_BODY_LIMIT_BYTES)
+    app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring(settings.api_key_secrets))
+    return app
+
+
+async def run(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    app = await build(settings)
     await serve(app, host=settings.metrics_host, port=settings.notifier_metrics_port)

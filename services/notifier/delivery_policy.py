@@ -1,7 +1,10 @@
-"""Which delivery failures are worth retrying: plain rules, no I/O."""
+"""Delivery rules as plain Python: failure kinds, stable ids, allowed destinations."""
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Iterable
+from urllib.parse import urlsplit
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from shared.errors import TransientError
@@ -10,11 +13,17 @@ _DELIVERY_NAMESPACE = uuid5(NAMESPACE_URL, "https://roac.example.org/deliveries"
 
 
 class PermanentDeliveryError(Exception):
-    """The destination refused for good (unknown mailbox, policy rejection): do not retry."""
+    """The destination refused for good (unknown mailbox, bad webhook, no access): do not retry
+    on this channel."""
 
 
 class TransientDeliveryError(TransientError):
-    """The destination may accept later (greylisting, busy, unreachable): retry."""
+    """The destination may accept later (throttled, busy, unreachable): retry, not sooner than
+    `retry_after` seconds when the provider said so."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def smtp_failure(code: int, message: str) -> Exception:
@@ -25,6 +34,15 @@ def smtp_failure(code: int, message: str) -> Exception:
     return TransientDeliveryError(text)
 
 
-def delivery_id(proposal_id: UUID, source: str, external_id: str, channel: str) -> UUID:
-    """Stable per (introduction, recipient, channel): a redelivered proposal maps to one row."""
-    return uuid5(_DELIVERY_NAMESPACE, f"{proposal_id}/{source}/{external_id}/{channel}")
+def delivery_id(proposal_id: UUID, kind: str, recipient_key: str) -> UUID:
+    """Stable per (introduction, kind of message, recipient): a redelivered proposal or a second
+    click maps to the same delivery row."""
+    return uuid5(_DELIVERY_NAMESPACE, f"{proposal_id}/{kind}/{recipient_key}")
+
+
+def destination_allowed(url: str, patterns: Iterable[str]) -> bool:
+    """Whether a webhook URL's host is on the operator's list (`*.x.org` covers subdomains)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if not host:
+        return False
+    return any(host == p or (p.startswith("*.") and fnmatch.fnmatch(host, p)) for p in patterns)

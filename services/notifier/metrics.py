@@ -6,13 +6,34 @@ from shared.metrics import LATENCY_BUCKETS
 
 DELIVERIES = Counter(
     "roac_notifier_deliveries_total",
-    "Delivery attempts by channel and outcome: sent, duplicate (already sent, skipped), "
-    "failed_permanent, failed_transient (will be retried).",
-    ["channel", "outcome"],
+    "Delivery outcomes by channel, kind (ask or intro) and outcome: sent, retried (transient "
+    "failure, rescheduled), fallback (permanent failure, next channel), failed (permanent, no "
+    "channel left), parked (out of attempts), rescheduled (quiet hours or pacing), duplicate, "
+    "cancelled, suppressed (opted out).",
+    ["channel", "kind", "outcome"],
 )
 SEND_SECONDS = Histogram(
     "roac_notifier_send_seconds",
     "Time to hand one message to the channel's provider.",
     ["channel"],
     buckets=LATENCY_BUCKETS,
+)
+ATTEMPTS = Histogram(
+    "roac_notifier_delivery_attempts",
+    "Attempts a delivery took on its final channel, observed when it ends (sent, failed, parked).",
+    ["channel", "outcome"],
+    buckets=(1, 2, 3, 4, 5, 6, 7, 8, 10, 15, 20),
+)
+PROPOSAL_TO_DELIVERY_SECONDS = Histogram(
+    "roac_notifier_proposal_to_delivery_seconds",
+    "Time from the matcher's proposal to a message delivered, by kind (an introduction in "
+    "double opt-in mode includes the time people took to answer).",
+    ["kind"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600, 72 * 3600),
+)
+ANSWERS = Counter(
+    "roac_notifier_answers_total",
+    "Answers to asks and their effect: accepted, declined, unsubscribed, expired, repeated "
+    "(a second click), closed (the introduction had ended), invalid (bad or expired link).",
+    ["answer"],
 )

@@ -1,13 +1,20 @@
-"""Rendering an introduction for one recipient: subject, plain text and HTML, from Jinja2 templates.
+"""Rendering what one person (or a group chat) receives: plain Python and Jinja2, no I/O.
 
-HTML templates autoescape every value (names and topics come from integrations); the subject is
-flattened to one line. Templates live in `templates/<language>/`; English ships.
+Every value a template prints is escaped for where it goes: HTML for the email's HTML part,
+Slack's `&<>` entities for Slack, Markdown for Mattermost, Discord and Teams, nothing for plain
+text and Matrix. Links roac built itself are marked `Trusted` and left alone. Templates live in
+`templates/<language>/`; files in ROAC_TEMPLATE_DIR (or its `<language>/` folder) override them.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from jinja2 import (
     BaseLoader,
@@ -16,17 +23,85 @@ from jinja2 import (
     FileSystemLoader,
     PackageLoader,
     StrictUndefined,
-    select_autoescape,
 )
+from markupsafe import Markup
 
-from shared.events import ChannelType, IntroData, Participant, TopicRelation
+from shared.events import ChannelType, DeliveryKind, IntroData, Participant, TopicRelation
+
+
+class Style(StrEnum):
+    HTML = "html"
+    PLAIN = "plain"
+    SLACK = "slack"
+    MARKDOWN = "markdown"
+
+
+CHAT_STYLE = {
+    ChannelType.SLACK: Style.SLACK,
+    ChannelType.SLACK_WEBHOOK: Style.SLACK,
+    ChannelType.MATTERMOST: Style.MARKDOWN,
+    ChannelType.DISCORD: Style.MARKDOWN,
+    ChannelType.TEAMS: Style.MARKDOWN,
+    ChannelType.MATRIX: Style.PLAIN,
+    ChannelType.WEBHOOK: Style.PLAIN,
+    ChannelType.EMAIL: Style.PLAIN,
+}
+
+
+class Trusted(str):
+    """Text roac produced (its own links): printed as is in every style."""
+
+    __slots__ = ()
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_~|>#\[\]()!-])")
+
+
+def _slack(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _markdown(text: str) -> str:
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    # No mass mentions, whatever a name says.
+    return escaped.replace("@everyone", "@\u200beveryone").replace("@here", "@\u200bhere")
+
+
+_LINKS: dict[Style, Callable[[str, str], str]] = {
+    Style.PLAIN: lambda url, label: f"{label}: {url}",
+    Style.SLACK: lambda url, label: f"<{url}|{_slack(label)}>",
+    Style.MARKDOWN: lambda url, label: f"[{_markdown(label)}]({url})",
+}
+
+_ESCAPERS: dict[Style, Callable[[str], str]] = {
+    Style.PLAIN: lambda text: text,
+    Style.SLACK: _slack,
+    Style.MARKDOWN: _markdown,
+}
+
+
+def _finalizer(escape: Callable[[str], str]) -> Callable[[Any], Any]:
+    def finalize(value: Any) -> Any:
+        if isinstance(value, str) and not isinstance(value, Trusted | Markup):
+            return escape(value)
+        return value
+
+    return finalize
 
 
 @dataclass(frozen=True)
-class RenderedMessage:
+class Links:
+    accept: Trusted | None
+    decline: Trusted | None
+    unsubscribe: Trusted
+
+
+@dataclass(frozen=True)
+class Rendered:
     subject: str
-    text: str
-    html: str
+    text: str  # email plain-text part
+    html: str  # email HTML part
+    chat: dict[Style, str]  # the chat message in each escaping style
 
 
 @dataclass(frozen=True)
@@ -45,11 +120,11 @@ class HelpTopic:
 def email_address(participant: Participant) -> str | None:
     for channel in participant.channels:
         if channel.type is ChannelType.EMAIL:
-            return str(channel.address)
+            return channel.address
     return None
 
 
-def join_words(words: list[str]) -> str:
+def join_words(words: Sequence[str]) -> str:
     """ "a", "a and b", "a, b and c"."""
     if len(words) <= 1:
         return "".join(words)
@@ -60,60 +135,97 @@ def _same(a: object, source: str, external_id: str) -> bool:
     return getattr(a, "source", None) == source and getattr(a, "external_id", None) == external_id
 
 
-class IntroRenderer:
+class MessageRenderer:
     def __init__(self, override_dir: Path | None = None, language: str = "en") -> None:
-        loaders: list[BaseLoader] = [PackageLoader("services.notifier", f"templates/{language}")]
+        shipped = resources.files("services.notifier") / "templates"
+        loaders: list[BaseLoader] = []
         if override_dir is not None:
-            loaders.insert(0, FileSystemLoader(str(override_dir)))
-        self._env = Environment(
-            loader=ChoiceLoader(loaders),
-            autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
+            loaders.append(FileSystemLoader([str(override_dir / language), str(override_dir)]))
+        if language != "en" and shipped.joinpath(language).is_dir():
+            loaders.append(PackageLoader("services.notifier", f"templates/{language}"))
+        # English is shipped and completes any language for the templates it lacks.
+        loaders.append(PackageLoader("services.notifier", "templates/en"))
+        loader = ChoiceLoader(loaders)
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": StrictUndefined,
+            "trim_blocks": True,
+            "lstrip_blocks": True,
+        }
+        self._html = Environment(autoescape=True, **common)
+        self._chat: dict[Style, Environment] = {}
+        for style, escape in _ESCAPERS.items():
+            # Not HTML: `finalize` escapes every printed value for the chat's own syntax.
+            env = Environment(autoescape=False, finalize=_finalizer(escape), **common)  # noqa: S701
+            make_link = _LINKS[style]
+            env.globals["link"] = lambda url, label, make=make_link: Trusted(make(url, label))
+            self._chat[style] = env
+
+    def render(
+        self,
+        kind: DeliveryKind,
+        intro: IntroData,
+        recipients: Sequence[int],
+        links: Links,
+    ) -> Rendered:
+        """What the participants at `recipients` receive (one person, or a group chat)."""
+        context = self._context(kind, intro, recipients, links)
+        name = kind.value
+        plain = self._chat[Style.PLAIN]
+        subject = plain.get_template(f"{name}.subject.j2").render(context)
+        chat = {
+            style: env.get_template(f"{name}.chat.j2").render(context).strip()
+            for style, env in self._chat.items()
+        }
+        if context["group"]:
+            # A group only ever gets a chat message (a Slack group DM).
+            return Rendered(" ".join(subject.split()), chat[Style.PLAIN], "", chat)
+        return Rendered(
+            subject=" ".join(subject.split()),
+            text=plain.get_template(f"{name}.txt.j2").render(context),
+            html=self._html.get_template(f"{name}.html.j2").render(context),
+            chat=chat,
         )
 
-    def render_intro(self, intro: IntroData, recipient: Participant) -> RenderedMessage:
-        others = [
-            p for p in intro.participants if not _same(p, recipient.source, recipient.external_id)
-        ]
-        names = {(p.source, p.external_id): p.name for p in intro.participants}
+    def _context(
+        self, kind: DeliveryKind, intro: IntroData, recipients: Sequence[int], links: Links
+    ) -> dict[str, Any]:
+        people = intro.participants
+        group = len(recipients) > 1
+        recipient = None if group else people[recipients[0]]
+        others = people if group else [p for i, p in enumerate(people) if i not in recipients]
+        names = {(p.source, p.external_id): p.name for p in people}
         shared: list[str] = []
         you_seek: list[HelpTopic] = []
         you_offer: list[HelpTopic] = []
+        help_topics: list[str] = []
         for topic in intro.topics:
             if topic.relation is TopicRelation.SHARED:
                 shared.append(topic.topic)
-            elif topic.seeker and topic.offerer:
-                if _same(topic.seeker, recipient.source, recipient.external_id):
-                    you_seek.append(
-                        HelpTopic(
-                            topic.topic,
-                            names.get((topic.offerer.source, topic.offerer.external_id), ""),
-                        )
-                    )
-                elif _same(topic.offerer, recipient.source, recipient.external_id):
-                    you_offer.append(
-                        HelpTopic(
-                            topic.topic,
-                            names.get((topic.seeker.source, topic.seeker.external_id), ""),
-                        )
-                    )
-        context = {
+                continue
+            help_topics.append(topic.topic)
+            if recipient is None or not (topic.seeker and topic.offerer):
+                continue
+            if _same(topic.seeker, recipient.source, recipient.external_id):
+                offerer = (topic.offerer.source, topic.offerer.external_id)
+                you_seek.append(HelpTopic(topic.topic, names.get(offerer, "")))
+            elif _same(topic.offerer, recipient.source, recipient.external_id):
+                seeker = (topic.seeker.source, topic.seeker.external_id)
+                you_offer.append(HelpTopic(topic.topic, names.get(seeker, "")))
+        return {
+            "kind": kind.value,
+            "group": group,
             "recipient": recipient,
             "others": [OtherPerson(p.name, p.organization, email_address(p)) for p in others],
             # Joined here, not in a shared macro: a macro from a non-HTML template called by an
             # HTML one would be marked safe and escape nothing.
             "others_names": join_words([p.name for p in others]),
+            "topic": intro.topics[0].topic,
             "shared_topics": shared,
             "shared_topics_text": join_words(shared),
+            "help_topics_text": join_words(help_topics),
             "you_seek": you_seek,
             "you_offer": you_offer,
             "reason": intro.reason,
+            "links": links,
         }
-        subject = self._env.get_template("intro.subject.j2").render(context)
-        return RenderedMessage(
-            subject=" ".join(subject.split()),
-            text=self._env.get_template("intro.txt.j2").render(context),
-            html=self._env.get_template("intro.html.j2").render(context),
-        )

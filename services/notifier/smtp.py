@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from email.message import EmailMessage
 
 import aiosmtplib
 
 from services.notifier.delivery_policy import TransientDeliveryError, smtp_failure
+from services.notifier.email_message import Email
 from shared.settings import Settings
 
 
@@ -39,19 +39,19 @@ class SmtpSender:
         await client.connect()
         return client
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, email: Email) -> None:
         """Send one message; raise PermanentDeliveryError or TransientDeliveryError on failure."""
         async with self._slots:
             client: aiosmtplib.SMTP | None = None
             try:
                 client = await self._connected()
                 try:
-                    await client.send_message(message)
+                    await client.sendmail(email.sender, [email.recipient], email.data)
                 except aiosmtplib.SMTPServerDisconnected:
                     # An idle pooled connection the server closed: one fresh attempt.
                     client = self._client()
                     await client.connect()
-                    await client.send_message(message)
+                    await client.sendmail(email.sender, [email.recipient], email.data)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 await self._discard(client)
                 refused = exc.recipients[0]

@@ -1,80 +1,495 @@
-"""Every SQL statement the notifier runs, behind a unit of work (one transaction)."""
+"""Every SQL statement the notifier runs, behind a unit of work (one transaction).
+
+Lock order, everywhere: the introduction row first, then its delivery rows. The answer handler
+and the delivery worker both follow it, so they wait for each other instead of deadlocking.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from services.notifier.optin import Answer, IntroState, Role, Seat
+from services.notifier.planning import PlannedDelivery
 from shared import outbox
-from shared.events import Event
+from shared.events import DeliveryKind, Event, IntroData
 
 PRODUCER = "notifier"
 
 
 @dataclass(frozen=True, slots=True)
-class DeliveryState:
+class IntroRecord:
+    id: UUID
+    mode: str
+    state: IntroState
+    intro: IntroData
+    correlation_id: str
+    proposed_at: datetime
+    asked_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewIntro:
+    intro: IntroData
+    mode: str
+    state: IntroState
+    correlation_id: str
+    proposed_at: datetime
+    asked_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    id: UUID
+    proposal_id: UUID
+    kind: DeliveryKind
+    positions: tuple[int, ...]
+    recipient_source: str
+    recipient_external_id: str
+    channel: str
+    channel_index: int
     status: str
     attempts: int
+    generation: int
+    not_before: datetime
+
+
+def _intro(row: asyncpg.Record) -> IntroRecord:
+    return IntroRecord(
+        id=row["id"],
+        mode=row["mode"],
+        state=IntroState(row["state"]),
+        intro=IntroData.model_validate(row["intro"]),
+        correlation_id=row["correlation_id"],
+        proposed_at=row["proposed_at"],
+        asked_until=row["asked_until"],
+    )
+
+
+def _delivery(row: asyncpg.Record) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=row["id"],
+        proposal_id=row["proposal_id"],
+        kind=DeliveryKind(row["kind"]),
+        positions=tuple(row["positions"]),
+        recipient_source=row["recipient_source"],
+        recipient_external_id=row["recipient_external_id"],
+        channel=row["channel"],
+        channel_index=row["channel_index"],
+        status=row["status"],
+        attempts=row["attempts"],
+        generation=row["generation"],
+        not_before=row["not_before"],
+    )
 
 
 class NotifierUnitOfWork:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def lock_delivery(
-        self, delivery_id: UUID, proposal_id: UUID, source: str, external_id: str, channel: str
-    ) -> DeliveryState:
-        """Create the delivery row if new and lock it until commit: a second copy of the same
-        proposal, handled concurrently, waits here and then sees the outcome of the first."""
+    # Introductions and their seats
+
+    async def insert_intros(self, intros: Sequence[NewIntro]) -> set[UUID]:
+        """Record new introductions; return the ids recorded now (not before)."""
+        rows = await self._conn.fetch(
+            """
+            INSERT INTO notifier.intros
+                (id, mode, state, intro, correlation_id, proposed_at, asked_until)
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
+                                 $6::timestamptz[], $7::timestamptz[])
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id
+            """,
+            [n.intro.proposal_id for n in intros],
+            [n.mode for n in intros],
+            [n.state.value for n in intros],
+            [n.intro.model_dump(mode="json") for n in intros],
+            [n.correlation_id for n in intros],
+            [n.proposed_at for n in intros],
+            [n.asked_until for n in intros],
+        )
+        return {r["id"] for r in rows}
+
+    async def insert_seats(self, seated: Sequence[tuple[IntroData, Sequence[Seat]]]) -> None:
+        rows = [
+            (intro.proposal_id, s.position, intro.participants[s.position], s)
+            for intro, seats in seated
+            for s in seats
+        ]
         await self._conn.execute(
             """
-            INSERT INTO notifier.deliveries
-                (id, proposal_id, recipient_source, recipient_external_id, channel, status)
-            VALUES ($1, $2, $3, $4, $5, 'pending')
-            ON CONFLICT DO NOTHING
+            INSERT INTO notifier.intro_seats (intro_id, position, source, external_id, role, answer)
+            SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
+                                 $6::text[])
             """,
-            delivery_id,
-            proposal_id,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2].source for r in rows],
+            [r[2].external_id for r in rows],
+            [r[3].role.value for r in rows],
+            [r[3].answer.value for r in rows],
+        )
+
+    async def lock_intro(self, intro_id: UUID) -> IntroRecord | None:
+        row = await self._conn.fetchrow(
+            "SELECT * FROM notifier.intros WHERE id = $1 FOR UPDATE", intro_id
+        )
+        return _intro(row) if row else None
+
+    async def seats(self, intro_id: UUID) -> list[Seat]:
+        rows = await self._conn.fetch(
+            "SELECT position, role, answer FROM notifier.intro_seats WHERE intro_id = $1 "
+            "ORDER BY position",
+            intro_id,
+        )
+        return [Seat(r["position"], Role(r["role"]), Answer(r["answer"])) for r in rows]
+
+    async def save_step(
+        self, intro_id: UUID, state: IntroState, seats: Sequence[Seat], asked_until: datetime | None
+    ) -> None:
+        await self._conn.execute(
+            "UPDATE notifier.intros SET state = $2, asked_until = coalesce($3, asked_until), "
+            "updated_at = now() WHERE id = $1",
+            intro_id,
+            state.value,
+            asked_until,
+        )
+        await self._conn.execute(
+            """
+            UPDATE notifier.intro_seats AS s
+            SET answer = u.answer,
+                answered_at = CASE
+                    WHEN s.answer <> u.answer AND u.answer IN ('accepted', 'declined', 'expired')
+                    THEN now() ELSE s.answered_at END
+            FROM unnest($2::int[], $3::text[]) AS u(position, answer)
+            WHERE s.intro_id = $1 AND s.position = u.position
+            """,
+            intro_id,
+            [s.position for s in seats],
+            [s.answer.value for s in seats],
+        )
+
+    async def set_intro_state(self, intro_id: UUID, state: IntroState) -> None:
+        await self._conn.execute(
+            "UPDATE notifier.intros SET state = $2, updated_at = now() WHERE id = $1",
+            intro_id,
+            state.value,
+        )
+
+    async def lock_due_for_expiry(self, now: datetime, limit: int) -> list[UUID]:
+        rows = await self._conn.fetch(
+            """
+            SELECT id FROM notifier.intros
+            WHERE state = 'asked' AND asked_until < $1
+            ORDER BY asked_until LIMIT $2
+            FOR UPDATE SKIP LOCKED
+            """,
+            now,
+            limit,
+        )
+        return [r["id"] for r in rows]
+
+    async def open_intros_of(self, source: str, external_id: str) -> list[UUID]:
+        rows = await self._conn.fetch(
+            """
+            SELECT DISTINCT s.intro_id FROM notifier.intro_seats s
+            JOIN notifier.intros i ON i.id = s.intro_id
+            WHERE s.source = $1 AND s.external_id = $2 AND i.state IN ('asked', 'accepted')
+            ORDER BY s.intro_id
+            """,
             source,
             external_id,
-            channel,
         )
+        return [r["intro_id"] for r in rows]
+
+    # Deliveries
+
+    async def insert_deliveries(self, planned: Sequence[PlannedDelivery]) -> list[UUID]:
+        """Insert the planned rows not inserted before; return the ids that are new."""
+        rows = await self._conn.fetch(
+            """
+            INSERT INTO notifier.deliveries
+                (id, proposal_id, kind, positions, recipient_source, recipient_external_id,
+                 channel, not_before, channel_index, status)
+            SELECT u.id, u.proposal_id, u.kind, string_to_array(u.positions, ',')::int[], u.source,
+                   u.external_id, u.channel, u.not_before, u.channel_index, 'pending'
+            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                        $7::text[], $8::timestamptz[], $9::int[])
+                 AS u(proposal_id, id, kind, positions, source, external_id, channel, not_before,
+                      channel_index)
+            ON CONFLICT DO NOTHING
+            RETURNING id
+            """,
+            [p.proposal_id for p in planned],
+            [p.id for p in planned],
+            [p.kind.value for p in planned],
+            [",".join(map(str, p.positions)) for p in planned],
+            [p.recipient_source for p in planned],
+            [p.recipient_external_id for p in planned],
+            [p.channel.value for p in planned],
+            [p.not_before for p in planned],
+            [p.channel_index for p in planned],
+        )
+        return [r["id"] for r in rows]
+
+    async def lock_for_delivery(
+        self, delivery_id: UUID
+    ) -> tuple[IntroRecord, DeliveryRecord, bool] | None:
+        """Lock the delivery's introduction, then the delivery (the lock order), and say whether
+        any of its recipients opted out: two statements on the hot path."""
+        intro = await self._conn.fetchrow(
+            """
+            SELECT * FROM notifier.intros
+            WHERE id = (SELECT proposal_id FROM notifier.deliveries WHERE id = $1)
+            FOR UPDATE
+            """,
+            delivery_id,
+        )
+        if intro is None:
+            return None
         row = await self._conn.fetchrow(
-            "SELECT status, attempts FROM notifier.deliveries WHERE id = $1 FOR UPDATE", delivery_id
+            """
+            SELECT d.*, EXISTS (
+                SELECT 1 FROM notifier.intro_seats s
+                JOIN notifier.opt_outs o ON o.source = s.source AND o.external_id = s.external_id
+                WHERE s.intro_id = d.proposal_id AND s.position = ANY(d.positions)
+            ) AS opted_out
+            FROM notifier.deliveries d WHERE d.id = $1
+            FOR UPDATE OF d
+            """,
+            delivery_id,
         )
-        return DeliveryState(row["status"], row["attempts"])
+        if row is None:
+            return None
+        return _intro(intro), _delivery(row), bool(row["opted_out"])
 
-    async def mark_sent(self, delivery_id: UUID, attempts: int, provider_message_id: str) -> None:
+    async def mark_sent(
+        self, delivery_id: UUID, attempts: int, channel: str, provider_key: str
+    ) -> None:
+        """The delivery is sent: its row and its attempt record, in one statement."""
         await self._conn.execute(
             """
-            UPDATE notifier.deliveries
-            SET status = 'sent', attempts = $2, provider_message_id = $3, last_error = NULL,
-                sent_at = now(), updated_at = now()
-            WHERE id = $1
+            WITH sent AS (
+                UPDATE notifier.deliveries
+                SET status = 'sent', attempts = $2, provider_message_id = $4, last_error = NULL,
+                    sent_at = now(), updated_at = now()
+                WHERE id = $1
+                RETURNING id
+            )
+            INSERT INTO notifier.delivery_attempts (delivery_id, attempt, channel, outcome)
+            SELECT $1, coalesce(max(attempt), 0) + 1, $3, 'sent'
+            FROM notifier.delivery_attempts WHERE delivery_id = $1
             """,
             delivery_id,
             attempts,
-            provider_message_id,
+            channel,
+            provider_key,
         )
 
-    async def mark_failed(self, delivery_id: UUID, attempts: int, error: str) -> None:
+    async def finish_if_delivered(self, intro_id: UUID) -> None:
+        """The introduction is `introduced` once none of its introductions is left to send."""
+        await self._conn.execute(
+            """
+            UPDATE notifier.intros SET state = 'introduced', updated_at = now()
+            WHERE id = $1 AND state = 'accepted' AND NOT EXISTS (
+                SELECT 1 FROM notifier.deliveries
+                WHERE proposal_id = $1 AND kind = 'intro' AND status IN ('pending', 'parked')
+            )
+            """,
+            intro_id,
+        )
+
+    async def untried(self, intro_ids: Sequence[UUID]) -> list[tuple[UUID, UUID]]:
+        """(introduction, delivery) created for inline sending and never attempted (their
+        handler stopped after the commit that created them): generation 0, no attempt."""
+        rows = await self._conn.fetch(
+            "SELECT proposal_id, id FROM notifier.deliveries "
+            "WHERE proposal_id = ANY($1::uuid[]) AND status = 'pending' "
+            "AND generation = 0 AND attempts = 0 AND not_before <= now() ORDER BY id",
+            list(intro_ids),
+        )
+        return [(r["proposal_id"], r["id"]) for r in rows]
+
+    async def delivery(self, delivery_id: UUID) -> DeliveryRecord | None:
+        row = await self._conn.fetchrow(
+            "SELECT * FROM notifier.deliveries WHERE id = $1", delivery_id
+        )
+        return _delivery(row) if row else None
+
+    async def lock_delivery(self, delivery_id: UUID) -> DeliveryRecord | None:
+        row = await self._conn.fetchrow(
+            "SELECT * FROM notifier.deliveries WHERE id = $1 FOR UPDATE",
+            delivery_id,
+        )
+        return _delivery(row) if row else None
+
+    async def save_delivery(self, delivery: DeliveryRecord, error: str | None = None) -> None:
+        """Store the delivery's changed state (status, attempts, channel, generation, timing)."""
         await self._conn.execute(
             """
             UPDATE notifier.deliveries
-            SET status = 'failed', attempts = $2, last_error = $3, updated_at = now()
+            SET status = $2, attempts = $3, channel = $4, channel_index = $5, generation = $6,
+                not_before = $7, last_error = $8, updated_at = now()
             WHERE id = $1
             """,
-            delivery_id,
-            attempts,
-            error,
+            delivery.id,
+            delivery.status,
+            delivery.attempts,
+            delivery.channel,
+            delivery.channel_index,
+            delivery.generation,
+            delivery.not_before,
+            error[:500] if error else None,
         )
 
-    async def enqueue(self, events: Sequence[Event]) -> None:
-        await outbox.enqueue(self._conn, PRODUCER, events)
+    async def record_attempt(
+        self, delivery_id: UUID, channel: str, outcome: str, detail: str | None
+    ) -> None:
+        await self._conn.execute(
+            """
+            INSERT INTO notifier.delivery_attempts (delivery_id, attempt, channel, outcome, detail)
+            SELECT $1, coalesce(max(attempt), 0) + 1, $2, $3, $4
+            FROM notifier.delivery_attempts WHERE delivery_id = $1
+            """,
+            delivery_id,
+            channel,
+            outcome,
+            detail,
+        )
+
+    async def cancel_pending(self, intro_id: UUID, positions: Iterable[int] | None = None) -> int:
+        """Cancel deliveries of the introduction not yet sent (to everyone, or to `positions`)."""
+        result: str = await self._conn.execute(
+            """
+            UPDATE notifier.deliveries SET status = 'cancelled', updated_at = now()
+            WHERE proposal_id = $1 AND status = 'pending'
+              AND ($2::int[] IS NULL OR positions && $2::int[])
+            """,
+            intro_id,
+            list(positions) if positions is not None else None,
+        )
+        return int(result.rsplit(" ", 1)[1])
+
+    async def reset_parked(self, delivery_id: UUID) -> DeliveryRecord | None:
+        """Make a parked delivery pending again, with a fresh budget of attempts."""
+        row = await self._conn.fetchrow(
+            """
+            UPDATE notifier.deliveries
+            SET status = 'pending', attempts = 0, generation = generation + 1, not_before = now(),
+                updated_at = now()
+            WHERE id = $1 AND status = 'parked'
+            RETURNING *
+            """,
+            delivery_id,
+        )
+        return _delivery(row) if row else None
+
+    async def parked(self) -> list[DeliveryRecord]:
+        rows = await self._conn.fetch(
+            "SELECT * FROM notifier.deliveries WHERE status = 'parked' ORDER BY updated_at"
+        )
+        return [_delivery(r) for r in rows]
+
+    # Opt-outs
+
+    async def opt_out(self, source: str, external_id: str) -> bool:
+        inserted = await self._conn.fetchval(
+            "INSERT INTO notifier.opt_outs (source, external_id) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING RETURNING true",
+            source,
+            external_id,
+        )
+        return bool(inserted)
+
+    async def opted_out(self, refs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        refs = list(refs)
+        rows = await self._conn.fetch(
+            """
+            SELECT o.source, o.external_id
+            FROM unnest($1::text[], $2::text[]) AS t(s, e)
+            JOIN notifier.opt_outs o ON o.source = t.s AND o.external_id = t.e
+            """,
+            [r[0] for r in refs],
+            [r[1] for r in refs],
+        )
+        return {(r["source"], r["external_id"]) for r in rows}
+
+    # Outbox
+
+    async def enqueue(
+        self,
+        events: Sequence[Event],
+        *,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if exchange is None:
+            await outbox.enqueue(self._conn, PRODUCER, events)
+        else:
+            await outbox.enqueue(
+                self._conn,
+                PRODUCER,
+                events,
+                exchange=exchange,
+                routing_key=routing_key,
+                headers=headers,
+            )
+
+    # Reading
+
+    async def list_intros(
+        self, *, state: str | None, limit: int, before: datetime | None
+    ) -> list[dict[str, Any]]:
+        rows = await self._conn.fetch(
+            """
+            SELECT i.id, i.mode, i.state, i.intro, i.created_at, i.updated_at, i.asked_until,
+                   (SELECT json_agg(json_build_object(
+                        'source', s.source, 'external_id', s.external_id, 'role', s.role,
+                        'answer', s.answer, 'answered_at', s.answered_at) ORDER BY s.position)
+                    FROM notifier.intro_seats s WHERE s.intro_id = i.id) AS seats,
+                   (SELECT json_agg(json_build_object(
+                        'kind', d.kind, 'recipient', json_build_object(
+                            'source', d.recipient_source, 'external_id', d.recipient_external_id),
+                        'channel', d.channel, 'status', d.status, 'attempts', d.attempts,
+                        'sent_at', d.sent_at) ORDER BY d.created_at, d.id)
+                    FROM notifier.deliveries d WHERE d.proposal_id = i.id) AS deliveries
+            FROM notifier.intros i
+            WHERE ($1::text IS NULL OR i.state = $1)
+              AND ($3::timestamptz IS NULL OR i.created_at < $3)
+            ORDER BY i.created_at DESC, i.id
+            LIMIT $2
+            """,
+            state,
+            limit,
+            before,
+        )
+        found = []
+        for r in rows:
+            intro = r["intro"] or {}
+            found.append(
+                {
+                    "id": r["id"],
+                    "mode": r["mode"],
+                    "state": r["state"],
+                    "score": intro.get("score"),
+                    "reason": intro.get("reason"),
+                    "topics": [t.get("topic") for t in intro.get("topics", [])],
+                    "created_at": r["created_at"],
+                    "updated_at": r["updated_at"],
+                    "asks_expire_at": r["asked_until"],
+                    "participants": json.loads(r["seats"]) if r["seats"] else [],
+                    "deliveries": json.loads(r["deliveries"]) if r["deliveries"] else [],
+                }
+            )
+        return found
 
 
 class NotifierStore:

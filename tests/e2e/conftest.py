@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class Stack:
     ingest_url: str
     matcher_url: str
     notifier_url: str
+    env: dict[str, str]
 
     @property
     def processes(self) -> list[ServiceProcess]:
@@ -39,22 +41,27 @@ class Stack:
         return httpx.Client(base_url=self.ingest_url, headers=headers, timeout=30, **kwargs)
 
 
-@pytest.fixture(scope="session")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+@contextmanager
+def running_stack(
+    label: str, log_dir: Path, request: pytest.FixtureRequest, **env: str | int
 ) -> Iterator[Stack]:
-    log_dir: Path = tmp_path_factory.mktemp("service-logs")
-    with isolated_infra("e2e") as infra, smtp_sink() as sink:
+    """The three services as processes on their own vhost and database, plus an SMTP sink."""
+    with isolated_infra(label) as infra, smtp_sink() as sink:
         ports = {"ingest": free_port(), "matcher": free_port(), "notifier": free_port()}
-        env = infra.env(
+        environment = infra.env(
             ROAC_INGEST_PORT=ports["ingest"],
             ROAC_MATCHER_METRICS_PORT=ports["matcher"],
             ROAC_NOTIFIER_METRICS_PORT=ports["notifier"],
+            ROAC_PUBLIC_URL=f"http://127.0.0.1:{ports['notifier']}",
             ROAC_SMTP_PORT=sink.port,
+            **env,
         )
         asyncio.run(migrate(infra.settings()))
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        procs = {name: ServiceProcess(name, env, f"{urls[name]}/readyz", log_dir) for name in ports}
+        procs = {
+            name: ServiceProcess(name, environment, f"{urls[name]}/readyz", log_dir)
+            for name in ports
+        }
         for name in ("matcher", "notifier", "ingest"):
             procs[name].start()
         stack = Stack(
@@ -66,15 +73,28 @@ def stack(
             urls["ingest"],
             urls["matcher"],
             urls["notifier"],
+            environment,
         )
+        failed_before = request.session.testsfailed
         try:
             yield stack
         finally:
             for proc in stack.processes:
                 proc.stop()
-            if request.session.testsfailed:
+            if request.session.testsfailed > failed_before:
                 for proc in stack.processes:
                     print(f"\n----- {proc.name} log (last lines) -----\n{proc.tail(60)}")
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """Direct introductions (no asks): the pipeline as in the first issue."""
+    with running_stack(
+        "e2e", tmp_path_factory.mktemp("service-logs"), request, ROAC_INTRO_MODE="direct"
+    ) as created:
+        yield created
 
 
 def new_person(run: str, index: int, **extra: Any) -> dict[str, Any]:

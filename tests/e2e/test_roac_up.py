@@ -60,4 +60,5 @@ def test_roac_up_introduces_the_sample_community_and_stops_on_ctrl_c(tmp_path) -
             log.close()
         output = (tmp_path / "up.log").read_text()
         assert code == 0, output
-        assert "shut down gracefully" in output  # consumers finished their work
+        assert "roac matcher shut down gracefully" in output  # consumers finished their work
+        assert "roac notifier shut down gracefully" in output

@@ -69,7 +69,7 @@ async def proposals_for(pool: asyncpg.Pool, run: str) -> list[dict[str, Any]]:
     )
     found = []
     for row in rows:
-        for event in json.loads(row["body"])["events"]:
+        for event in [json.loads(row["body"])]:  # the outbox keeps events one by one
             ids = [p["external_id"] for p in event["data"]["participants"]]
             if any(i.startswith(run) for i in ids):
                 found.append({"ids": sorted(ids), "event": event})

@@ -18,6 +18,7 @@ from shared.settings import Settings
 AMQP_BASE = "amqp://guest:guest@127.0.0.1:5672/"
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/"
 API_KEY = "test-integration-secret-0123456789"
+SECRET_KEY = "test-secret-key-for-signed-links-0123456789"
 
 
 def free_port() -> int:
@@ -49,6 +50,7 @@ class Infra:
             "ROAC_AMQP_URL": self.amqp_url,
             "ROAC_DATABASE_URL": self.database_url,
             "ROAC_API_KEYS": f"test:{API_KEY}",
+            "ROAC_SECRET_KEY": SECRET_KEY,
             "ROAC_LOG_LEVEL": "INFO",
         }
         values.update(overrides)

@@ -1,4 +1,4 @@
-from services.ingest.auth import ApiKeyring, bearer_token
+from shared.api_keys import ApiKeyring, bearer_token
 
 
 def test_keys_authenticate_by_name() -> None:

@@ -1,4 +1,4 @@
-from services.ingest.problems import field_problems
+from shared.problems import field_problems
 
 
 def test_locations_are_readable_and_drop_the_union_tag() -> None:

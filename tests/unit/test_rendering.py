@@ -1,15 +1,24 @@
+from email import message_from_bytes, policy
 from uuid import uuid4
 
 from services.notifier.email_message import build_email, sender_domain
-from services.notifier.rendering import IntroRenderer
+from services.notifier.rendering import Links, MessageRenderer, Style, Trusted
 from shared.events import (
     ChannelAddress,
     ChannelType,
     ContactRef,
+    DeliveryKind,
     IntroData,
     IntroTopic,
     Participant,
     TopicRelation,
+)
+
+ASK, INTRO = DeliveryKind.ASK, DeliveryKind.INTRO
+LINKS = Links(
+    accept=Trusted("https://roac.example.org/links/accept-token"),
+    decline=Trusted("https://roac.example.org/links/decline-token"),
+    unsubscribe=Trusted("https://roac.example.org/links/unsub-token"),
 )
 
 
@@ -34,70 +43,142 @@ ada, bob = (
     _person("bob", "Bob <script>alert(1)</script>"),
 )
 KITES = IntroTopic(topic="kite aerial photography", relation=TopicRelation.SHARED)
+HELP = IntroTopic(
+    topic="social media compliance",
+    relation=TopicRelation.SEEKS_OFFERS,
+    seeker=ContactRef(source="crm", external_id="ada"),
+    offerer=ContactRef(source="crm", external_id="bob"),
+)
+renderer = MessageRenderer()
 
 
 def test_each_recipient_reads_about_the_other_person_and_the_topic() -> None:
     intro = _intro(ada, bob, topics=[KITES])
-    to_ada = IntroRenderer().render_intro(intro, ada)
+    to_ada = renderer.render(INTRO, intro, [0], LINKS)
     assert to_ada.subject == "Meet Bob <script>alert(1)</script>: kite aerial photography"
     assert "Hi Ada Lovelace," in to_ada.text
     assert "You both care about kite aerial photography." in to_ada.text
     assert "bob@example.org" in to_ada.text
-    to_bob = IntroRenderer().render_intro(intro, bob)
+    assert "unsub-token" in to_ada.text
+    to_bob = renderer.render(INTRO, intro, [1], LINKS)
     assert "Ada Lovelace (Analytical): ada@example.org" in to_bob.text
-    assert "Hi Bob" in to_bob.text and "Ada" not in to_bob.subject.split(":")[1]
 
 
-def test_html_escapes_every_user_supplied_string() -> None:
-    html = IntroRenderer().render_intro(_intro(ada, bob, topics=[KITES]), ada).html
-    assert "<script>" not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+def test_the_ask_names_nobody_and_carries_both_links() -> None:
+    ask = renderer.render(ASK, _intro(ada, bob, topics=[KITES]), [0], LINKS)
+    assert (
+        ask.subject == "Someone who also cares about kite aerial photography would like to meet you"
+    )
+    assert "Bob" not in ask.text and "Bob" not in ask.html and "Bob" not in ask.chat[Style.SLACK]
+    assert "accept-token" in ask.text and "decline-token" in ask.text
+    assert (
+        "<https://roac.example.org/links/accept-token|Yes, introduce me>" in ask.chat[Style.SLACK]
+    )
+    assert (
+        "[Yes, introduce me](https://roac.example.org/links/accept-token)"
+        in ask.chat[Style.MARKDOWN]
+    )
+
+
+def test_asks_speak_to_seekers_and_helpers_differently() -> None:
+    intro = _intro(ada, bob, topics=[HELP])
+    assert (
+        "Someone who can help with social media compliance"
+        in renderer.render(ASK, intro, [0], LINKS).text
+    )
+    assert "Someone is looking for help with social media compliance, which you offer" in (
+        renderer.render(ASK, intro, [1], LINKS).text
+    )
+
+
+def test_every_style_escapes_what_people_typed() -> None:
+    rendered = renderer.render(INTRO, _intro(ada, bob, topics=[KITES]), [0], LINKS)
+    assert "<script>" not in rendered.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered.html
+    assert "<script>" not in rendered.chat[Style.SLACK]
+    assert "&lt;script&gt;" in rendered.chat[Style.SLACK]
+    assert "\\(1\\)" in rendered.chat[Style.MARKDOWN]  # markdown characters neutralised
+
+
+def test_non_ascii_names_and_subjects_are_encoded() -> None:
+    zoe = _person("zoe", "Zoë Ångström")
+    rendered = renderer.render(INTRO, _intro(ada, zoe, topics=[KITES]), [0], LINKS)
+    email = build_email(
+        rendered,
+        from_header="roac <intro@roac.example.org>",
+        to_name="Zoë Ångström",
+        to_address="zoe@example.org",
+        delivery_id=uuid4(),
+        proposal_id=uuid4(),
+        unsubscribe_url="",
+    )
+    assert email.data.isascii()
+    message = message_from_bytes(email.data, policy=policy.default)
+    assert message["To"] == "Zoë Ångström <zoe@example.org>"
+    assert message["Subject"] == "Meet Zoë Ångström: kite aerial photography"
+
+
+def test_markdown_chats_cannot_mention_everyone() -> None:
+    eve = _person("eve", "@everyone look")
+    chat = renderer.render(INTRO, _intro(ada, eve, topics=[KITES]), [0], LINKS).chat[Style.MARKDOWN]
+    assert "@everyone" not in chat
 
 
 def test_seek_and_offer_are_told_from_each_side() -> None:
-    help_topic = IntroTopic(
-        topic="social media compliance",
-        relation=TopicRelation.SEEKS_OFFERS,
-        seeker=ContactRef(source="crm", external_id="ada"),
-        offerer=ContactRef(source="crm", external_id="bob"),
-    )
-    intro = _intro(ada, bob, topics=[help_topic])
-    renderer = IntroRenderer()
-    assert (
-        "You are looking for help with social media compliance, and Bob"
-        in renderer.render_intro(intro, ada).text
+    intro = _intro(ada, bob, topics=[HELP])
+    assert "You are looking for help with social media compliance, and Bob" in (
+        renderer.render(INTRO, intro, [0], LINKS).text
     )
     assert "Ada Lovelace is looking for help with social media compliance, which you offer." in (
-        renderer.render_intro(intro, bob).text
+        renderer.render(INTRO, intro, [1], LINKS).text
     )
 
 
-def test_groups_name_everyone_else() -> None:
+def test_a_group_chat_introduces_everyone_to_everyone() -> None:
     cyd = _person("cyd", "Cyd Charisse")
-    text = IntroRenderer().render_intro(_intro(ada, bob, cyd, topics=[KITES]), ada).text
-    assert "introduce you to Bob <script>alert(1)</script> and Cyd Charisse." in text
+    chat = renderer.render(INTRO, _intro(ada, bob, cyd, topics=[KITES]), [0, 1, 2], LINKS).chat[
+        Style.PLAIN
+    ]
+    assert chat.startswith(
+        "Meet each other: Ada Lovelace, Bob <script>alert(1)</script> and Cyd Charisse!"
+    )
 
 
-def test_operators_can_override_templates(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    (tmp_path / "intro.subject.j2").write_text("Custom {{ others[0].name }}")
-    rendered = IntroRenderer(override_dir=tmp_path).render_intro(
-        _intro(ada, bob, topics=[KITES]), ada
+def test_operators_can_override_templates_per_language(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "intro.subject.j2").write_text("Custom {{ others[0].name }}")
+    rendered = MessageRenderer(override_dir=tmp_path).render(
+        INTRO, _intro(ada, bob, topics=[KITES]), [0], LINKS
     )
     assert rendered.subject == "Custom Bob <script>alert(1)</script>"
+    assert "Hi Ada" in rendered.text  # files not overridden are the shipped ones
 
 
-def test_the_email_has_a_stable_message_id_and_both_parts() -> None:
+def test_an_unshipped_language_falls_back_to_english() -> None:
+    rendered = MessageRenderer(language="fr").render(
+        INTRO, _intro(ada, bob, topics=[KITES]), [0], LINKS
+    )
+    assert "Hi Ada" in rendered.text
+
+
+def test_the_email_has_a_stable_message_id_both_parts_and_one_click_unsubscribe() -> None:
     delivery, proposal = uuid4(), uuid4()
-    rendered = IntroRenderer().render_intro(_intro(ada, bob, topics=[KITES]), ada)
-    message = build_email(
+    rendered = renderer.render(INTRO, _intro(ada, bob, topics=[KITES]), [0], LINKS)
+    email = build_email(
         rendered,
         from_header="roac <intro@roac.example.org>",
         to_name="Ada Lovelace",
         to_address="ada@example.org",
         delivery_id=delivery,
         proposal_id=proposal,
+        unsubscribe_url=LINKS.unsubscribe,
     )
-    assert message["Message-ID"] == f"<{delivery}@roac.example.org>"
+    message = message_from_bytes(email.data, policy=policy.default)
+    assert email.message_id == message["Message-ID"] == f"<{delivery}@roac.example.org>"
+    assert (email.sender, email.recipient) == ("intro@roac.example.org", "ada@example.org")
     assert message["To"] == "Ada Lovelace <ada@example.org>"
+    assert message["List-Unsubscribe"] == "<https://roac.example.org/links/unsub-token>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert {part.get_content_type() for part in message.iter_parts()} == {"text/plain", "text/html"}
+    assert "Bob <script>" in message["Subject"]
     assert sender_domain("no address") == "roac.invalid"

@@ -12,7 +12,7 @@ def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> 
     assert s.database_url == "postgresql://postgres@127.0.0.1:5432/roac"
     assert (s.ingest_host, s.ingest_port) == ("127.0.0.1", 8000)
     assert (s.matcher_metrics_port, s.notifier_metrics_port) == (9101, 9102)
-    assert s.intro_mode == "direct"
+    assert s.intro_mode == "double_opt_in"
     assert s.api_key_secrets == {}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.ingest.problems import problem_response
+from shared.problems import problem_response
 
 
 class BodyTooLarge(HTTPException):

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.ingest.problems import problem_response
+from shared.problems import problem_response
 
 
 def _digest(secret: str) -> bytes:

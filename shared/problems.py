@@ -8,9 +8,27 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from services.ingest.schemas import FieldProblem, Problem
+
+class FieldProblem(BaseModel):
+    field: str = Field(
+        description="Where in the body, e.g. `items[3].kind`; empty for the body itself."
+    )
+    pointer: str = Field(description="The same place as a JSON pointer, e.g. `#/items/3/kind`.")
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail (`application/problem+json`)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldProblem] = Field(default_factory=list)
+
 
 PROBLEM_JSON = "application/problem+json"
 _TYPES = {

@@ -1,0 +1,202 @@
+"""What people's answers do: accept, decline, unsubscribe (from the signed links), and asks that
+expire unanswered. Each is one transaction that locks the introduction first."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from services.notifier import metrics, optin
+from services.notifier.clock import Clock
+from services.notifier.links import InvalidLink, LinkAction, LinkClaim, verify
+from services.notifier.planning import QuietHours
+from services.notifier.scheduling import JobCause, schedule
+from shared.events import ContactOptedOut, DeliveryKind, IntroData, OptOutData
+
+if TYPE_CHECKING:
+    from services.notifier.store import NotifierStore, NotifierUnitOfWork
+
+log = logging.getLogger("roac.notifier")
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"  # noted; waiting for the others, or introduced now
+    DECLINED = "declined"
+    UNSUBSCRIBED = "unsubscribed"
+    REPEATED = "repeated"  # the same answer again: nothing changes
+    CLOSED = "closed"  # the introduction had ended (declined, expired, answered otherwise)
+    EXPIRED = "expired"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    outcome: Outcome
+    state: optin.IntroState | None = None
+
+
+class Answers:
+    def __init__(
+        self,
+        store: NotifierStore,
+        *,
+        secret: bytes,
+        ask_ttl: timedelta,
+        quiet: QuietHours,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._secret = secret
+        self._ask_ttl = ask_ttl
+        self._quiet = quiet
+        self._clock = clock
+
+    def check(self, token: str) -> LinkClaim | AnswerResult:
+        """Verify a link without acting on it (for the confirmation page)."""
+        try:
+            return verify(token, self._secret, self._clock.now().timestamp())
+        except InvalidLink as exc:
+            return AnswerResult(Outcome.EXPIRED if str(exc) == "expired" else Outcome.INVALID)
+
+    async def answer(self, token: str) -> AnswerResult:
+        claim = self.check(token)
+        if isinstance(claim, AnswerResult):
+            metrics.ANSWERS.labels("invalid").inc()
+            return claim
+        if claim.action is LinkAction.UNSUBSCRIBE:
+            result = await self._unsubscribe(claim)
+        elif claim.intro_id is None:
+            result = AnswerResult(Outcome.INVALID)
+        else:
+            result = await self._answer(claim, claim.intro_id)
+        metrics.ANSWERS.labels(result.outcome.value).inc()
+        return result
+
+    async def _answer(self, claim: LinkClaim, intro_id: UUID) -> AnswerResult:
+        async with self._store.unit_of_work() as uow:
+            intro = await uow.lock_intro(intro_id)
+            if intro is None:
+                return AnswerResult(Outcome.INVALID)
+            seats = await uow.seats(intro_id)
+            people = intro.intro.participants
+            position = next(
+                (
+                    s.position
+                    for s in seats
+                    if (people[s.position].source, people[s.position].external_id)
+                    == (claim.source, claim.external_id)
+                ),
+                None,
+            )
+            if position is None:
+                return AnswerResult(Outcome.INVALID)
+            before = seats[position].answer
+            if claim.action is LinkAction.ACCEPT:
+                step = optin.accept(intro.state, seats, position)
+                repeat = before is optin.Answer.ACCEPTED
+            else:
+                step = optin.decline(intro.state, seats, position)
+                repeat = before is optin.Answer.DECLINED
+            if not step.changed:
+                if repeat:
+                    return AnswerResult(Outcome.REPEATED, intro.state)
+                if intro.state is optin.IntroState.EXPIRED:
+                    return AnswerResult(Outcome.EXPIRED, intro.state)
+                return AnswerResult(Outcome.CLOSED, intro.state)
+            await self._apply(uow, intro.id, intro.intro, intro.correlation_id, step)
+            outcome = Outcome.ACCEPTED if claim.action is LinkAction.ACCEPT else Outcome.DECLINED
+            return AnswerResult(outcome, step.state)
+
+    async def _apply(
+        self,
+        uow: NotifierUnitOfWork,
+        intro_id: UUID,
+        intro: IntroData,
+        correlation_id: str,
+        step: optin.Step,
+    ) -> None:
+        now = self._clock.now()
+        # New asks (helpers after the seekers' yes) get the full time to answer.
+        await uow.save_step(
+            intro_id, step.state, step.seats, now + self._ask_ttl if step.ask else None
+        )
+        if step.state in (optin.IntroState.DECLINED, optin.IntroState.EXPIRED):
+            await uow.cancel_pending(intro_id)
+        cause = JobCause(correlation_id, None)
+        if step.ask:
+            await schedule(
+                uow, intro, DeliveryKind.ASK, step.ask, now=now, quiet=self._quiet, cause=cause
+            )
+        if step.introduce:
+            await schedule(
+                uow,
+                intro,
+                DeliveryKind.INTRO,
+                step.introduce,
+                now=now,
+                quiet=self._quiet,
+                cause=cause,
+            )
+
+    async def _unsubscribe(self, claim: LinkClaim) -> AnswerResult:
+        """Opt the person out: nothing more is sent to them, open asks count as a no, and the
+        matcher is told (contact.opted_out.v1) so it proposes them no more."""
+        async with self._store.unit_of_work() as uow:
+            first_time = await uow.opt_out(claim.source, claim.external_id)
+            if first_time:
+                await uow.enqueue(
+                    [
+                        ContactOptedOut(
+                            source="notifier",
+                            correlation_id=f"unsubscribe-{claim.source}-{claim.external_id}"[:128],
+                            data=OptOutData(source=claim.source, external_id=claim.external_id),
+                        )
+                    ]
+                )
+            for intro_id in await uow.open_intros_of(claim.source, claim.external_id):
+                intro = await uow.lock_intro(intro_id)
+                if intro is None:
+                    continue
+                seats = await uow.seats(intro_id)
+                people = intro.intro.participants
+                positions = [
+                    s.position
+                    for s in seats
+                    if (people[s.position].source, people[s.position].external_id)
+                    == (claim.source, claim.external_id)
+                ]
+                for position in positions:
+                    step = optin.decline(intro.state, seats, position)
+                    if step.changed:
+                        await self._apply(uow, intro_id, intro.intro, intro.correlation_id, step)
+                await uow.cancel_pending(intro_id, positions)
+        return AnswerResult(Outcome.UNSUBSCRIBED if first_time else Outcome.REPEATED)
+
+    async def expire_due(self, limit: int = 100) -> int:
+        """Expire introductions whose asks went unanswered; return how many."""
+        expired = 0
+        while True:
+            async with self._store.unit_of_work() as uow:
+                due = await uow.lock_due_for_expiry(self._clock.now(), limit)
+                for intro_id in due:
+                    seats = await uow.seats(intro_id)
+                    step = optin.expire(optin.IntroState.ASKED, seats)
+                    await uow.save_step(intro_id, step.state, step.seats, None)
+                    await uow.cancel_pending(intro_id)
+            expired += len(due)
+            metrics.ANSWERS.labels("expired").inc(len(due))
+            if len(due) < limit:
+                return expired
+
+    async def run_expiry(self, interval: float) -> None:
+        while True:
+            try:
+                await self.expire_due()
+            except Exception as exc:  # noqa: BLE001 - the sweep must outlive database outages
+                log.warning("expiry sweep failed, retrying: %r", exc)
+            await asyncio.sleep(interval)

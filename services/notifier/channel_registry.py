@@ -1,0 +1,42 @@
+"""The channels the notifier can deliver on, built from the settings."""
+
+from __future__ import annotations
+
+import httpx
+
+from services.notifier.channels.base import Channel
+from services.notifier.channels.email import EmailChannel
+from services.notifier.channels.http import MatrixChannel, SlackAppChannel, WebhookChannel
+from services.notifier.smtp import SmtpSender
+from shared.events import WEBHOOK_CHANNELS, ChannelType
+from shared.settings import Settings
+
+
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=settings.webhook_timeout_seconds,
+        follow_redirects=False,  # a redirect could lead anywhere, past the allowed hosts
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+    )
+
+
+def build_channels(
+    settings: Settings, client: httpx.AsyncClient, smtp: SmtpSender
+) -> dict[ChannelType, Channel]:
+    webhook_secret = (
+        settings.webhook_secret.get_secret_value() or settings.secret_key.get_secret_value()
+    ).encode()
+    channels: dict[ChannelType, Channel] = {
+        ChannelType.EMAIL: EmailChannel(smtp, settings.smtp_from),
+        ChannelType.SLACK: SlackAppChannel(
+            client, settings.slack_api_url, settings.slack_bot_token.get_secret_value()
+        ),
+        ChannelType.MATRIX: MatrixChannel(
+            client, settings.matrix_homeserver_url, settings.matrix_access_token.get_secret_value()
+        ),
+    }
+    for kind in WEBHOOK_CHANNELS:
+        channels[kind] = WebhookChannel(
+            client, kind, settings.allowed_webhook_hosts, webhook_secret
+        )
+    return channels

@@ -1,0 +1,574 @@
+"""Attempting one delivery: the job handler behind `delivery.requested.v1`.
+
+Per job, in one transaction: lock the introduction, then the delivery row; drop the job if it is
+a stale or repeated copy (status or generation differ); wait (via a delay queue) for quiet hours
+or pacing; render and send while holding the lock; record the attempt and its outcome; queue
+what follows (the delivery event, a retry, the next channel, the parking) in the outbox. A
+crash before the commit changes nothing and RabbitMQ redelivers the job; the one window for a
+duplicate is a crash after the provider accepted and before the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from services.notifier import metrics
+from services.notifier.channels.base import Channel, Outgoing
+from services.notifier.clock import Clock
+from services.notifier.delivery_policy import (
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    delivery_id,
+)
+from services.notifier.links import LinkAction, LinkMaker
+from services.notifier.optin import IntroState
+from services.notifier.planning import PlannedDelivery, QuietHours
+from services.notifier.rate_limit import RateLimiter
+from services.notifier.rendering import Links, MessageRenderer, Style, Trusted
+from services.notifier.retry_policy import retry_delay
+from services.notifier.scheduling import JobCause, park, run_later, run_now
+from shared.events import (
+    ChannelAddress,
+    ChannelType,
+    ContactRef,
+    DeliveryData,
+    DeliveryFailed,
+    DeliveryFailureData,
+    DeliveryKind,
+    DeliveryRequested,
+    DeliverySucceeded,
+    EventBatch,
+    Participant,
+)
+from shared.metrics import EVENTS_CONSUMED
+
+if TYPE_CHECKING:
+    from services.notifier.store import (
+        DeliveryRecord,
+        IntroRecord,
+        NotifierStore,
+        NotifierUnitOfWork,
+    )
+
+log = logging.getLogger("roac.notifier")
+
+# Pacing waits up to this long in-process; longer waits go through a delay queue.
+MAX_INLINE_WAIT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    base_seconds: float
+    max_delay_seconds: float
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        store: NotifierStore,
+        channels: Mapping[ChannelType, Channel],
+        renderer: MessageRenderer,
+        links: LinkMaker,
+        *,
+        retry: RetryPolicy,
+        quiet: QuietHours,
+        limiter: RateLimiter,
+        clock: Clock,
+        rng: random.Random | None = None,
+        concurrency: int = 64,
+    ) -> None:
+        self._store = store
+        self._channels = channels
+        self._renderer = renderer
+        self._links = links
+        self._retry = retry
+        self._quiet = quiet
+        self._limiter = limiter
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._concurrency = asyncio.Semaphore(concurrency)
+
+    async def apply(self, batch: EventBatch) -> None:
+        """Attempt every job of the message, concurrently (each in its own transactions)."""
+        jobs = []
+        for event in batch.events:
+            if not isinstance(event, DeliveryRequested):
+                raise ValueError(f"the delivery worker does not handle {event.type}")
+            jobs.append(event)
+        await self._all(
+            self._attempt(
+                j.data.delivery_id, j.data.generation, JobCause(j.correlation_id, j.message_id)
+            )
+            for j in jobs
+        )
+        EVENTS_CONSUMED.labels("notifier", "delivery.requested.v1", "processed").inc(len(jobs))
+
+    async def deliver_now(self, deliveries: Sequence[tuple[UUID, JobCause]]) -> None:
+        """First attempts of deliveries created without a job (generation 0)."""
+        await self._all(self._attempt(d, 0, cause) for d, cause in deliveries)
+
+    async def _all(self, attempts: Iterable[Coroutine[Any, Any, None]]) -> None:
+        async def bounded(attempt: Coroutine[Any, Any, None]) -> None:
+            async with self._concurrency:
+                await attempt
+
+        results = await asyncio.gather(*(bounded(a) for a in attempts), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+
+    async def _attempt(self, delivery_id: UUID, generation: int, cause: JobCause) -> None:
+        try:
+            async with self._store.unit_of_work() as uow:
+                sending = await self._prepare(uow, delivery_id, generation, cause)
+                if sending is None:
+                    return
+                intro, delivery, people, out, sender, rate_key = sending
+                # A success is recorded before the send: once the provider accepted, only the
+                # COMMIT remains, keeping the duplicate window (a crash after the provider
+                # accepted, before the commit) as short as it can be. A failed send rolls all
+                # of it back and is recorded in a transaction of its own.
+                attempts = await self._record_sent(uow, intro, delivery, people, out, cause)
+                started = time.perf_counter()
+                try:
+                    sent = await sender.send(out)
+                except (PermanentDeliveryError, TransientDeliveryError) as exc:
+                    raise _SendFailed(exc) from exc
+        except _SendFailed as failed:
+            await self._record_failure(delivery_id, generation, failed.error, cause)
+            return
+        # Committed. What follows only informs.
+        metrics.SEND_SECONDS.labels(out.channel.value).observe(time.perf_counter() - started)
+        metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "sent").inc()
+        metrics.ATTEMPTS.labels(delivery.channel, "sent").observe(attempts)
+        metrics.PROPOSAL_TO_DELIVERY_SECONDS.labels(delivery.kind.value).observe(
+            (self._clock.now() - intro.proposed_at).total_seconds()
+        )
+        if sent.hold_for and rate_key is not None:
+            self._limiter.hold_until(rate_key, self._clock.monotonic() + sent.hold_for)
+
+    async def _prepare(
+        self, uow: NotifierUnitOfWork, delivery_id: UUID, generation: int, cause: JobCause
+    ) -> (
+        tuple[IntroRecord, DeliveryRecord, list[Participant], Outgoing, Channel, str | None] | None
+    ):
+        """Lock and check everything; None when there is nothing to send now (a stale or
+        repeated job, a closed introduction, an opted-out person, a wait for quiet hours or
+        pacing, no channel left): each of those is recorded here."""
+        locked = await uow.lock_for_delivery(delivery_id)
+        if locked is None:
+            log.warning("job for unknown delivery %s dropped", delivery_id)
+            return None
+        intro, delivery, opted_out = locked
+        if delivery.status != "pending" or delivery.generation != generation:
+            metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "duplicate").inc()
+            return None
+        wanted = IntroState.ASKED if delivery.kind is DeliveryKind.ASK else IntroState.ACCEPTED
+        if intro.state is not wanted:
+            await self._close(uow, delivery, "cancelled")
+            return None
+        if opted_out:
+            await self._close(uow, delivery, "suppressed")
+            return None
+        people = [intro.intro.participants[p] for p in delivery.positions]
+        now = self._clock.now()
+        due = max(delivery.not_before, self._quiet.earliest(now, people[0].timezone))
+        if due > now:
+            await self._reschedule(uow, delivery, (due - now).total_seconds(), cause)
+            return None
+        target = self._target(delivery, people)
+        if target is None:
+            await self._give_up(uow, intro, delivery, "no channel left to try", cause)
+            return None
+        address, group = target
+        channel = ChannelType(delivery.channel)
+        sender = self._channels.get(channel)
+        if sender is None:
+            await self._permanent(
+                uow, intro, delivery, people, f"{channel.value} is not set up", cause
+            )
+            return None
+        out = self._outgoing(intro, delivery, people, channel, address, group)
+        rate_key = sender.rate_key(out)
+        if rate_key is not None:
+            wait = self._limiter.reserve(rate_key, self._clock.monotonic(), MAX_INLINE_WAIT_SECONDS)
+            if wait is None:
+                later = self._limiter.next_free_in(rate_key, self._clock.monotonic())
+                await self._reschedule(uow, delivery, later, cause)
+                return None
+            if wait > 0:
+                await self._clock.sleep(wait)
+        return intro, delivery, people, out, sender, rate_key
+
+    async def _record_failure(
+        self,
+        delivery_id: UUID,
+        generation: int,
+        error: PermanentDeliveryError | TransientDeliveryError,
+        cause: JobCause,
+    ) -> None:
+        async with self._store.unit_of_work() as uow:
+            locked = await uow.lock_for_delivery(delivery_id)
+            if locked is None:
+                return
+            intro, delivery, _ = locked
+            if delivery.status != "pending" or delivery.generation != generation:
+                return  # a concurrent copy of the job got there first
+            people = [intro.intro.participants[p] for p in delivery.positions]
+            outcome = "permanent" if isinstance(error, PermanentDeliveryError) else "transient"
+            await uow.record_attempt(delivery.id, delivery.channel, outcome, str(error)[:500])
+            if isinstance(error, PermanentDeliveryError):
+                await self._permanent(uow, intro, delivery, people, str(error), cause)
+            else:
+                await self._transient(uow, delivery, people, error, cause)
+
+    def _target(
+        self, delivery: DeliveryRecord, people: list[Participant]
+    ) -> tuple[str, tuple[str, ...]] | None:
+        """The address to send to on the delivery's current channel (and the Slack group)."""
+        if len(people) > 1:
+            ids = tuple(_first_of(p.channels, ChannelType.SLACK) for p in people)
+            if any(i is None for i in ids):
+                return None
+            members = tuple(i for i in ids if i is not None)
+            return members[0], members
+        channels = people[0].channels
+        if delivery.channel_index >= len(channels):
+            return None
+        return channels[delivery.channel_index].address, ()
+
+    def _outgoing(
+        self,
+        intro: IntroRecord,
+        delivery: DeliveryRecord,
+        people: list[Participant],
+        channel: ChannelType,
+        address: str,
+        group: tuple[str, ...],
+    ) -> Outgoing:
+        person = people[0]
+        now = self._clock.now().timestamp()
+        asks_end = intro.asked_until.timestamp() if intro.asked_until else now
+        unsubscribe = (
+            "" if group else self._links.unsubscribe(person.source, person.external_id, now)
+        )
+        links = Links(
+            accept=Trusted(
+                self._links.answer(
+                    LinkAction.ACCEPT, intro.id, person.source, person.external_id, asks_end
+                )
+            )
+            if delivery.kind is DeliveryKind.ASK
+            else None,
+            decline=Trusted(
+                self._links.answer(
+                    LinkAction.DECLINE, intro.id, person.source, person.external_id, asks_end
+                )
+            )
+            if delivery.kind is DeliveryKind.ASK
+            else None,
+            unsubscribe=Trusted(unsubscribe),
+        )
+        rendered = self._renderer.render(delivery.kind, intro.intro, delivery.positions, links)
+        payload = {
+            "version": 1,
+            "type": f"roac.{delivery.kind.value}",
+            "delivery_id": str(delivery.id),
+            "proposal_id": str(intro.id),
+            "recipient": {
+                "source": person.source,
+                "external_id": person.external_id,
+                "name": person.name,
+            },
+            "subject": rendered.subject,
+            "text": rendered.chat[Style.PLAIN],
+            "topics": [t.topic for t in intro.intro.topics],
+            "links": {
+                "accept": links.accept,
+                "decline": links.decline,
+                "unsubscribe": links.unsubscribe or None,
+            },
+        }
+        if delivery.kind is DeliveryKind.INTRO:
+            payload["participants"] = [
+                {
+                    "source": p.source,
+                    "external_id": p.external_id,
+                    "name": p.name,
+                    "organization": p.organization,
+                }
+                for p in intro.intro.participants
+            ]
+        return Outgoing(
+            delivery_id=delivery.id,
+            idempotency_key=f"{delivery.id}.{delivery.channel_index}",
+            proposal_id=intro.id,
+            kind=delivery.kind,
+            channel=channel,
+            address=address,
+            rendered=rendered,
+            unsubscribe_url=unsubscribe,
+            to_name=person.name,
+            group=group,
+            payload=payload,
+        )
+
+    async def _record_sent(
+        self,
+        uow: NotifierUnitOfWork,
+        intro: IntroRecord,
+        delivery: DeliveryRecord,
+        people: list[Participant],
+        out: Outgoing,
+        cause: JobCause,
+    ) -> int:
+        attempts = delivery.attempts + 1
+        # The key the provider may deduplicate on (the email's Message-ID derives from it).
+        await uow.mark_sent(delivery.id, attempts, out.channel.value, out.idempotency_key)
+        await uow.enqueue(
+            [
+                DeliverySucceeded(
+                    source="notifier",
+                    correlation_id=cause.correlation_id,
+                    causation_id=cause.causation_id,
+                    data=DeliveryData(**_delivery_fields(delivery, person, attempts)),
+                )
+                for person in people
+            ]
+        )
+        if delivery.kind is DeliveryKind.INTRO:
+            await uow.finish_if_delivered(intro.id)
+        return attempts
+
+    async def _transient(
+        self,
+        uow: NotifierUnitOfWork,
+        delivery: DeliveryRecord,
+        people: list[Participant],
+        exc: TransientDeliveryError,
+        cause: JobCause,
+    ) -> None:
+        attempts = delivery.attempts + 1
+        generation = delivery.generation + 1
+        if attempts >= self._retry.max_attempts:
+            reason = f"gave up after {attempts} attempts: {exc}"
+            await uow.save_delivery(
+                replace(delivery, status="parked", attempts=attempts, generation=generation),
+                error=reason[:500],
+            )
+            await park(uow, delivery.id, generation, reason, cause)
+            await self._failed_events(
+                uow, delivery, people, attempts, reason, permanent=False, cause=cause
+            )
+            metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "parked").inc()
+            metrics.ATTEMPTS.labels(delivery.channel, "parked").observe(attempts)
+            log.warning("delivery %s parked: %s", delivery.id, reason)
+            return
+        wait = retry_delay(
+            attempts,
+            base=self._retry.base_seconds,
+            cap=self._retry.max_delay_seconds,
+            retry_after=exc.retry_after,
+            rng=self._rng,
+        )
+        await uow.save_delivery(
+            replace(
+                delivery,
+                status="pending",
+                attempts=attempts,
+                generation=generation,
+                not_before=self._clock.now() + _seconds(wait),
+            ),
+            error=str(exc)[:500],
+        )
+        await run_later(uow, delivery.id, generation, wait, cause)
+        metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "retried").inc()
+
+    async def _permanent(
+        self,
+        uow: NotifierUnitOfWork,
+        intro: IntroRecord,
+        delivery: DeliveryRecord,
+        people: list[Participant],
+        reason: str,
+        cause: JobCause,
+    ) -> None:
+        """Try the next channel: the person's next one, or each member's own after a group DM."""
+        if len(people) > 1:
+            fallbacks = [
+                PlannedDelivery(
+                    id=_individual_id(delivery, person),
+                    proposal_id=delivery.proposal_id,
+                    kind=delivery.kind,
+                    positions=(position,),
+                    recipient_source=person.source,
+                    recipient_external_id=person.external_id,
+                    channel=person.channels[1].type,
+                    not_before=self._clock.now(),
+                    channel_index=1,
+                )
+                for position, person in zip(delivery.positions, people, strict=True)
+                if len(person.channels) > 1
+            ]
+            await self._close(uow, delivery, "failed", reason)
+            new = await uow.insert_deliveries(fallbacks)
+            for delivery_id in new:
+                await run_now(uow, delivery_id, 0, cause)
+            if not new:
+                await self._failed_events(
+                    uow, delivery, people, delivery.attempts + 1, reason, True, cause
+                )
+                await self._maybe_finish(uow, intro)
+            return
+        channels = people[0].channels
+        next_index = delivery.channel_index + 1
+        if next_index < len(channels):
+            generation = delivery.generation + 1
+            await uow.save_delivery(
+                replace(
+                    delivery,
+                    status="pending",
+                    attempts=0,
+                    channel=channels[next_index].type.value,
+                    channel_index=next_index,
+                    generation=generation,
+                    not_before=self._clock.now(),
+                ),
+                error=reason[:500],
+            )
+            await run_now(uow, delivery.id, generation, cause)
+            metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "fallback").inc()
+            return
+        await self._give_up(uow, intro, delivery, reason, cause, people)
+
+    async def _give_up(
+        self,
+        uow: NotifierUnitOfWork,
+        intro: IntroRecord,
+        delivery: DeliveryRecord,
+        reason: str,
+        cause: JobCause,
+        people: list[Participant] | None = None,
+    ) -> None:
+        people = people or [intro.intro.participants[p] for p in delivery.positions]
+        attempts = delivery.attempts + 1
+        await self._close(uow, delivery, "failed", reason)
+        await self._failed_events(
+            uow, delivery, people, attempts, reason, permanent=True, cause=cause
+        )
+        metrics.ATTEMPTS.labels(delivery.channel, "failed").observe(attempts)
+        if delivery.kind is DeliveryKind.ASK:
+            # Someone cannot be asked: the introduction cannot happen.
+            await uow.set_intro_state(intro.id, IntroState.FAILED)
+            await uow.cancel_pending(intro.id)
+        else:
+            await self._maybe_finish(uow, intro)
+        log.warning("delivery %s failed: %s", delivery.id, reason)
+
+    async def _maybe_finish(self, uow: NotifierUnitOfWork, intro: IntroRecord) -> None:
+        await uow.finish_if_delivered(intro.id)
+
+    async def _failed_events(
+        self,
+        uow: NotifierUnitOfWork,
+        delivery: DeliveryRecord,
+        people: list[Participant],
+        attempts: int,
+        reason: str,
+        permanent: bool,
+        cause: JobCause,
+    ) -> None:
+        await uow.enqueue(
+            [
+                DeliveryFailed(
+                    source="notifier",
+                    correlation_id=cause.correlation_id,
+                    causation_id=cause.causation_id,
+                    data=DeliveryFailureData(
+                        **_delivery_fields(delivery, person, attempts),
+                        reason=reason[:500],
+                        permanent=permanent,
+                    ),
+                )
+                for person in people
+            ]
+        )
+        if permanent:
+            metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "failed").inc()
+
+    async def _reschedule(
+        self, uow: NotifierUnitOfWork, delivery: DeliveryRecord, wait: float, cause: JobCause
+    ) -> None:
+        generation = delivery.generation + 1
+        await uow.save_delivery(
+            replace(
+                delivery,
+                status="pending",
+                generation=generation,
+                not_before=self._clock.now() + _seconds(wait),
+            )
+        )
+        await run_later(uow, delivery.id, generation, wait, cause)
+        metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "rescheduled").inc()
+
+    async def _close(
+        self,
+        uow: NotifierUnitOfWork,
+        delivery: DeliveryRecord,
+        status: str,
+        reason: str | None = None,
+    ) -> None:
+        await uow.save_delivery(
+            replace(
+                delivery,
+                status=status,
+                attempts=delivery.attempts + (1 if status == "failed" else 0),
+            ),
+            error=reason[:500] if reason else None,
+        )
+        if status in ("cancelled", "suppressed"):
+            metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, status).inc()
+
+
+class _SendFailed(Exception):
+    """Carries a failed send out of the transaction it rolls back."""
+
+    def __init__(self, error: PermanentDeliveryError | TransientDeliveryError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _first_of(channels: list[ChannelAddress], kind: ChannelType) -> str | None:
+    return next((c.address for c in channels if c.type is kind), None)
+
+
+def _individual_id(delivery: DeliveryRecord, person: Participant) -> UUID:
+    return delivery_id(
+        delivery.proposal_id, delivery.kind.value, f"{person.source}/{person.external_id}"
+    )
+
+
+def _delivery_fields(
+    delivery: DeliveryRecord, person: Participant, attempts: int
+) -> dict[str, object]:
+    return {
+        "delivery_id": delivery.id,
+        "proposal_id": delivery.proposal_id,
+        "recipient": ContactRef(source=person.source, external_id=person.external_id),
+        "channel": ChannelType(delivery.channel),
+        "attempts": max(1, attempts),
+        "kind": delivery.kind,
+    }
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)

@@ -1,0 +1,110 @@
+"""Taking in proposed introductions: record each once and start its first step (the asks, or in
+direct mode the introduction), in one transaction with the jobs that will deliver them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from services.notifier import optin
+from services.notifier.clock import Clock
+from services.notifier.planning import QuietHours, plan
+from services.notifier.scheduling import JobCause, schedule_planned
+from services.notifier.store import NewIntro
+from shared.events import DeliveryKind, EventBatch, IntroProposed
+from shared.metrics import EVENTS_CONSUMED
+
+if TYPE_CHECKING:
+    from services.notifier.store import NotifierStore
+
+log = logging.getLogger("roac.notifier")
+
+
+DeliverNow = Callable[[Sequence[tuple[UUID, JobCause]]], Awaitable[None]]
+
+
+class ProposalIntake:
+    """Records each proposal once and starts its first step, a whole message of proposals in
+    one transaction with set-based writes. Messages due now are attempted right after the
+    commit (no job round trip through RabbitMQ), and the proposal message is acked only after
+    that; a redelivered message attempts whatever its first run left untried."""
+
+    def __init__(
+        self,
+        store: NotifierStore,
+        *,
+        double_opt_in: bool,
+        ask_ttl: timedelta,
+        quiet: QuietHours,
+        clock: Clock,
+        deliver: DeliverNow,
+    ) -> None:
+        self._store = store
+        self._double_opt_in = double_opt_in
+        self._ask_ttl = ask_ttl
+        self._quiet = quiet
+        self._clock = clock
+        self._deliver = deliver
+
+    async def apply(self, batch: EventBatch) -> None:
+        proposals = list(
+            {e.data.proposal_id: e for e in batch.events if isinstance(e, IntroProposed)}.values()
+        )
+        if not all(isinstance(e, IntroProposed) for e in batch.events):
+            raise ValueError(f"the notifier does not handle {batch.type} here")
+        now = self._clock.now()
+        causes = {p.data.proposal_id: JobCause(p.correlation_id, p.message_id) for p in proposals}
+        async with self._store.unit_of_work() as uow:
+            opted_out = await uow.opted_out(
+                (person.source, person.external_id)
+                for p in proposals
+                for person in p.data.participants
+            )
+            steps = {p.data.proposal_id: self._first_step(p, opted_out) for p in proposals}
+            recorded = await uow.insert_intros(
+                [
+                    NewIntro(
+                        intro=p.data,
+                        mode="double_opt_in" if self._double_opt_in else "direct",
+                        state=steps[p.data.proposal_id].state,
+                        correlation_id=p.correlation_id,
+                        proposed_at=p.occurred_at,
+                        asked_until=now + self._ask_ttl if steps[p.data.proposal_id].ask else None,
+                    )
+                    for p in proposals
+                ]
+            )
+            new = [p for p in proposals if p.data.proposal_id in recorded]
+            repeated = [p.data.proposal_id for p in proposals if p.data.proposal_id not in recorded]
+            due = [(d, causes[i]) for i, d in await uow.untried(repeated)] if repeated else []
+            await uow.insert_seats([(p.data, steps[p.data.proposal_id].seats) for p in new])
+            planned = []
+            for p in new:
+                step = steps[p.data.proposal_id]
+                kind = DeliveryKind.ASK if step.ask else DeliveryKind.INTRO
+                cause = causes[p.data.proposal_id]
+                positions = step.ask or step.introduce
+                planned += [(d, cause) for d in plan(kind, p.data, positions, now, self._quiet)]
+            due += await schedule_planned(uow, planned, now=now, inline=True)
+        EVENTS_CONSUMED.labels("notifier", batch.type, "processed").inc(len(new))
+        if repeated:
+            EVENTS_CONSUMED.labels("notifier", batch.type, "duplicate").inc(len(repeated))
+        if due:
+            await self._deliver(due)
+
+    def _first_step(self, proposal: IntroProposed, opted_out: set[tuple[str, str]]) -> optin.Step:
+        step = optin.start(proposal.data, double_opt_in=self._double_opt_in)
+        refs = [(p.source, p.external_id) for p in proposal.data.participants]
+        if not any(ref in opted_out for ref in refs):
+            return step
+        # Proposed before the matcher heard of the opt-out: record it, send nothing.
+        seats = tuple(
+            optin.Seat(s.position, s.role, optin.Answer.DECLINED)
+            if refs[s.position] in opted_out
+            else s
+            for s in step.seats
+        )
+        return optin.Step(optin.IntroState.DECLINED, seats)

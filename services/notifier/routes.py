@@ -1,0 +1,119 @@
+"""The notifier's public HTTP routes: the links people click, and introductions for operators.
+
+A GET on a link only shows a page with a button (mail scanners that prefetch links must not
+answer for people); the button POSTs. RFC 8058 one-click unsubscribe POSTs directly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from jinja2 import Environment, PackageLoader
+
+from services.notifier.answers import AnswerResult, Answers, Outcome
+from services.notifier.links import LinkAction
+from services.notifier.optin import IntroState
+from services.notifier.store import NotifierStore
+
+_pages = Environment(loader=PackageLoader("services.notifier", "templates/en"), autoescape=True)
+_bearer = HTTPBearer(auto_error=False, description="An API key from ROAC_API_KEYS")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+links = APIRouter(tags=["links"])
+api = APIRouter(prefix="/v1", tags=["introductions"])
+
+_CONFIRM = {
+    LinkAction.ACCEPT: (
+        "Meet someone new?",
+        "Say yes and we will introduce you once everyone agreed.",
+        "Yes, introduce me",
+    ),
+    LinkAction.DECLINE: (
+        "No introduction?",
+        "Say no and this introduction ends. Nobody is told.",
+        "No, thanks",
+    ),
+    LinkAction.UNSUBSCRIBE: (
+        "Stop all introductions?",
+        "You will receive no more asks or introductions.",
+        "Stop them",
+    ),
+}
+_RESULT = {
+    Outcome.ACCEPTED: (200, "Thank you!", "Noted. We introduce you as soon as everyone said yes."),
+    Outcome.DECLINED: (
+        200,
+        "Understood",
+        "This introduction ends here. Nobody is told who said no.",
+    ),
+    Outcome.UNSUBSCRIBED: (200, "Done", "You will receive no more introductions from us."),
+    Outcome.REPEATED: (200, "Already noted", "We have your answer; nothing more to do."),
+    Outcome.CLOSED: (
+        200,
+        "This introduction has ended",
+        "It was closed before your answer arrived.",
+    ),
+    Outcome.EXPIRED: (
+        410,
+        "This link has expired",
+        "The introduction expired unanswered. No harm done.",
+    ),
+    Outcome.INVALID: (400, "This link does not work", "It may be incomplete: copy the whole link."),
+}
+
+
+def _page(
+    status: int, title: str, message: str, button: str | None = None, action: str = ""
+) -> HTMLResponse:
+    html = _pages.get_template("page.html.j2").render(
+        title=title, message=message, button=button, action=action
+    )
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _answers(request: Request) -> Answers:
+    answers: Answers = request.app.state.answers
+    return answers
+
+
+def _result_page(result: AnswerResult) -> HTMLResponse:
+    status, title, message = _RESULT[result.outcome]
+    if result.outcome is Outcome.ACCEPTED and result.state is IntroState.ACCEPTED:
+        message = "Everyone said yes: your introduction is on its way."
+    return _page(status, title, message)
+
+
+@links.get("/links/{token}", response_class=HTMLResponse, summary="Confirm an answer")
+async def confirm(token: str, request: Request) -> HTMLResponse:
+    claim = _answers(request).check(token)
+    if isinstance(claim, AnswerResult):
+        return _result_page(claim)
+    title, message, button = _CONFIRM[claim.action]
+    return _page(200, title, message, button, action=str(request.url.path))
+
+
+@links.post(
+    "/links/{token}", response_class=HTMLResponse, summary="Answer (accept, decline, unsubscribe)"
+)
+async def answer(token: str, request: Request) -> HTMLResponse:
+    return _result_page(await _answers(request).answer(token))
+
+
+@api.get("/intros", summary="Introductions and where each stands")
+async def list_intros(
+    request: Request,
+    _: Credentials,
+    state: Annotated[
+        str | None, Query(pattern="^(asked|accepted|introduced|declined|expired|failed)$")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[datetime | None, Query(description="created_at of the last one seen")] = None,
+) -> dict[str, Any]:
+    store: NotifierStore = request.app.state.store
+    async with store.unit_of_work() as uow:
+        intros = await uow.list_intros(state=state, limit=limit, before=before)
+    return {"intros": intros}
