@@ -26,24 +26,28 @@ class BenchStack:
 
 
 @contextmanager
-def bench_stack(*services: str, smtp_port: int | None = None) -> Iterator[BenchStack]:
+def bench_stack(
+    *services: str, smtp_port: int | None = None, **env: str | int
+) -> Iterator[BenchStack]:
     """Migrate a fresh database and start the named services (not started: their queue fills)."""
     log_dir = Path(mkdtemp(prefix="roac-bench-"))
     with isolated_infra("bench") as infra:
         ports = {"ingest": free_port(), "matcher": free_port(), "notifier": free_port()}
-        env = infra.env(
+        environment = infra.env(
             ROAC_INGEST_PORT=ports["ingest"],
             ROAC_MATCHER_METRICS_PORT=ports["matcher"],
             ROAC_NOTIFIER_METRICS_PORT=ports["notifier"],
             ROAC_SMTP_PORT=smtp_port or free_port(),
             ROAC_LOG_LEVEL="WARNING",
+            **env,
         )
         asyncio.run(migrate(infra.settings()))
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         processes = {
-            name: ServiceProcess(name, env, f"{urls[name]}/readyz", log_dir) for name in ports
+            name: ServiceProcess(name, environment, f"{urls[name]}/readyz", log_dir)
+            for name in ports
         }
-        stack = BenchStack(infra, env, urls, processes)
+        stack = BenchStack(infra, environment, urls, processes)
         try:
             for name in services:
                 processes[name].start()

@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import broker_ceiling, ingest_throughput, matcher_throughput
+from bench import broker_ceiling, ingest_throughput, matcher_throughput, notifier_throughput
 from bench.harness import bench_stack
+from tests.support.infra import free_port
 
 NOTES = """## What was measured
 
@@ -34,6 +35,12 @@ NOTES = """## What was measured
   this workload almost every interest finds a partner (no per-person cap exists yet), so the
   figure includes making ~90,000 proposals and relaying them to the notifier's queue.
 - Single-event messages cost one transaction of about 20 statements each; batches share them.
+- **notifier**: `bench/notifier_throughput.py` publishes 1,500 `intro.proposed.v1` (direct mode,
+  two participants each) and times until the in-process aiosmtpd server holds all 3,000 emails;
+  then the same with generic webhooks into a local HTTP server. Both receivers run in their own
+  process (`bench/sinks.py`) and only count. Each message is a job through
+  RabbitMQ, one transaction (intro lock, delivery lock, attempt row, delivery event in the
+  outbox) and a real SMTP conversation or HTTP POST.
 """
 
 
@@ -90,6 +97,27 @@ def main() -> None:
         "matcher: one event per message", f"{matcher['single_event_messages_per_s']:,.0f} events/s"
     )
     record("matcher: proposals made during the run", f"{matcher['proposals']:,.0f}")
+
+    smtp_port, http_port = free_port(), free_port()
+    sinks = notifier_throughput.start_sinks(smtp_port, http_port)
+    try:
+        with bench_stack(
+            smtp_port=smtp_port,
+            ROAC_INTRO_MODE="direct",
+            ROAC_QUIET_HOURS_ENABLED="false",
+            ROAC_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+        ) as stack:
+            notifier = notifier_throughput.measure(stack, http_port)
+    finally:
+        sinks.kill()
+    record(
+        "notifier: emails into a local SMTP server (1,500 introductions, 3,000 emails)",
+        f"{notifier['emails_per_s']:,.0f} emails/s",
+    )
+    record(
+        "notifier: webhook posts into a local HTTP server (3,000, one URL each, no pacing)",
+        f"{notifier['webhooks_per_s']:,.0f} deliveries/s",
+    )
 
     table = "| measurement | result |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     print("\n" + table)

@@ -1,0 +1,123 @@
+"""Messages per second the notifier delivers: emails into a local SMTP server and webhook posts
+into a local HTTP server (each to its own URL, so no pacing applies). Each delivery is a job
+through RabbitMQ with its own transaction (intro and delivery locks, attempt record, delivery
+event in the outbox) and a real SMTP conversation or HTTP POST. Direct mode: one introduction is
+two messages. The receivers (bench/sinks.py) run as a separate process and only count."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+
+import aio_pika
+import httpx
+
+from bench.harness import BenchStack
+from shared.events import (
+    ChannelAddress,
+    ChannelType,
+    IntroData,
+    IntroProposed,
+    IntroTopic,
+    Participant,
+    TopicRelation,
+    encode_batch,
+)
+from shared.topology import EVENTS_EXCHANGE
+
+PROPOSALS = 1500
+
+
+def _proposal(run: str, i: int, channel: ChannelType, base: str) -> IntroProposed:
+    def person(side: str) -> Participant:
+        address = (
+            f"{side}{i}.{run}@example.org"
+            if channel is ChannelType.EMAIL
+            else f"{base}/hook/{run}-{side}{i}"
+        )
+        return Participant(
+            source="bench",
+            external_id=f"{run}-{side}{i}",
+            name=f"{side} {i}",
+            channels=[ChannelAddress(type=channel, address=address)],
+        )
+
+    return IntroProposed(
+        source="matcher",
+        correlation_id=f"bench-{run}",
+        data=IntroData(
+            proposal_id=uuid.uuid4(),
+            participants=[person("a"), person("b")],
+            topics=[IntroTopic(topic="bench", relation=TopicRelation.SHARED)],
+            score=1.0,
+            reason="r",
+        ),
+    )
+
+
+async def _publish(url: str, events: list[IntroProposed]) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EVENTS_EXCHANGE.name)
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    aio_pika.Message(
+                        encode_batch([e]), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                    ),
+                    routing_key=e.type,
+                )
+                for e in events
+            )
+        )
+
+
+def _wait_for(
+    count_url: str, key: str, expected: int, started: float, within: float = 300
+) -> float:
+    while (seen := int(httpx.get(count_url).json()[key])) < expected:
+        if time.perf_counter() - started > within:
+            raise TimeoutError(f"{seen} of {expected} delivered")
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
+def start_sinks(smtp_port: int, http_port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.sinks", str(smtp_port), str(http_port)]
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{http_port}/count")
+            return process
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.1)
+
+
+def measure(stack: BenchStack, http_port: int) -> dict[str, float]:
+    count_url = f"http://127.0.0.1:{http_port}/count"
+    stack.processes["notifier"].start()
+    run = uuid.uuid4().hex[:8]
+    emails = [_proposal(run, i, ChannelType.EMAIL, "") for i in range(PROPOSALS)]
+    started = time.perf_counter()
+    asyncio.run(_publish(stack.infra.amqp_url, emails))
+    mail_seconds = _wait_for(count_url, "smtp", 2 * PROPOSALS, started)
+    hooks = [
+        _proposal(run, i, ChannelType.WEBHOOK, f"http://127.0.0.1:{http_port}")
+        for i in range(PROPOSALS)
+    ]
+    started = time.perf_counter()
+    asyncio.run(_publish(stack.infra.amqp_url, hooks))
+    hook_seconds = _wait_for(count_url, "http", 2 * PROPOSALS, started)
+    return {
+        "emails_per_s": 2 * PROPOSALS / mail_seconds,
+        "webhooks_per_s": 2 * PROPOSALS / hook_seconds,
+    }
