@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Delivery: attempts before a delivery is parked, the first retry delay (later ones triple,
     # up to the cap, with +-20% jitter: 5 s ... 10 min, eight attempts over about 30 minutes).
     delivery_max_attempts: int = Field(default=8, ge=1, le=50)
+    # Deliveries attempted in one transaction (their database work shared). A crash can resend
+    # a message accepted by its provider until its group commits; 1 narrows that to one send.
+    delivery_group_size: int = Field(default=16, ge=1, le=200)
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_max_delay_seconds: float = Field(default=600.0, gt=0)
     # Nothing is delivered to a person between these hours of their local time.

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from services.notifier import handlers
 from services.notifier.answers import Answers
-from services.notifier.channel_registry import build_channels, http_client
+from services.notifier.channel_registry import build_channels, http_session
 from services.notifier.clock import Clock, SystemClock
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
 from services.notifier.links import LinkMaker
@@ -55,13 +55,13 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     )
     ask_ttl = timedelta(seconds=settings.ask_ttl_seconds)
     smtp = SmtpSender(settings)
-    client = http_client(settings)
+    session = http_session(settings)
     renderer = MessageRenderer(
         Path(settings.template_dir) if settings.template_dir else None, settings.default_language
     )
     worker = DeliveryWorker(
         store,
-        build_channels(settings, client, smtp),
+        build_channels(settings, session, smtp),
         renderer,
         LinkMaker(settings.public_url, secret.encode()),
         retry=RetryPolicy(
@@ -73,6 +73,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         limiter=RateLimiter(settings.webhook_rate_per_second),
         clock=clock,
         rng=random.Random(),
+        group_size=settings.delivery_group_size,
     )
     proposals = ProposalIntake(
         store,
@@ -98,7 +99,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         relay=relay,
         background=[expiry],
         routers=[links, api],
-        on_close=[smtp.close, client.aclose],
+        on_close=[smtp.close, session.close],
     )
     app.state.answers = answers
     app.state.store = store

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 
 from services.notifier.channels.base import Channel
 from services.notifier.channels.email import EmailChannel
@@ -12,16 +12,17 @@ from shared.events import WEBHOOK_CHANNELS, ChannelType
 from shared.settings import Settings
 
 
-def http_client(settings: Settings) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=settings.webhook_timeout_seconds,
-        follow_redirects=False,  # a redirect could lead anywhere, past the allowed hosts
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+def http_session(settings: Settings) -> aiohttp.ClientSession:
+    """Created inside the running event loop. Channels never follow redirects: a redirect
+    could lead anywhere, past the allowed hosts."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds),
+        connector=aiohttp.TCPConnector(limit=200, limit_per_host=50),
     )
 
 
 def build_channels(
-    settings: Settings, client: httpx.AsyncClient, smtp: SmtpSender
+    settings: Settings, session: aiohttp.ClientSession, smtp: SmtpSender
 ) -> dict[ChannelType, Channel]:
     webhook_secret = (
         settings.webhook_secret.get_secret_value() or settings.secret_key.get_secret_value()
@@ -29,14 +30,14 @@ def build_channels(
     channels: dict[ChannelType, Channel] = {
         ChannelType.EMAIL: EmailChannel(smtp, settings.smtp_from),
         ChannelType.SLACK: SlackAppChannel(
-            client, settings.slack_api_url, settings.slack_bot_token.get_secret_value()
+            session, settings.slack_api_url, settings.slack_bot_token.get_secret_value()
         ),
         ChannelType.MATRIX: MatrixChannel(
-            client, settings.matrix_homeserver_url, settings.matrix_access_token.get_secret_value()
+            session, settings.matrix_homeserver_url, settings.matrix_access_token.get_secret_value()
         ),
     }
     for kind in WEBHOOK_CHANNELS:
         channels[kind] = WebhookChannel(
-            client, kind, settings.allowed_webhook_hosts, webhook_secret
+            session, kind, settings.allowed_webhook_hosts, webhook_secret
         )
     return channels

@@ -239,71 +239,81 @@ class NotifierUnitOfWork:
         )
         return [r["id"] for r in rows]
 
-    async def lock_for_delivery(
-        self, delivery_id: UUID
-    ) -> tuple[IntroRecord, DeliveryRecord, bool] | None:
-        """Lock the delivery's introduction, then the delivery (the lock order), and say whether
-        any of its recipients opted out: two statements on the hot path."""
-        intro = await self._conn.fetchrow(
+    async def lock_for_deliveries(
+        self, delivery_ids: Sequence[UUID]
+    ) -> dict[UUID, tuple[IntroRecord, DeliveryRecord, bool]]:
+        """Lock the deliveries' introductions, then the deliveries (the lock order, each in id
+        order), and say whether any recipient of each opted out: two statements for a group."""
+        ids = sorted(set(delivery_ids))
+        intros = await self._conn.fetch(
             """
             SELECT * FROM notifier.intros
-            WHERE id = (SELECT proposal_id FROM notifier.deliveries WHERE id = $1)
+            WHERE id IN (SELECT proposal_id FROM notifier.deliveries WHERE id = ANY($1::uuid[]))
+            ORDER BY id
             FOR UPDATE
             """,
-            delivery_id,
+            ids,
         )
-        if intro is None:
-            return None
-        row = await self._conn.fetchrow(
+        by_id = {r["id"]: _intro(r) for r in intros}
+        rows = await self._conn.fetch(
             """
             SELECT d.*, EXISTS (
                 SELECT 1 FROM notifier.intro_seats s
                 JOIN notifier.opt_outs o ON o.source = s.source AND o.external_id = s.external_id
                 WHERE s.intro_id = d.proposal_id AND s.position = ANY(d.positions)
             ) AS opted_out
-            FROM notifier.deliveries d WHERE d.id = $1
+            FROM notifier.deliveries d WHERE d.id = ANY($1::uuid[])
+            ORDER BY d.id
             FOR UPDATE OF d
             """,
-            delivery_id,
+            ids,
         )
-        if row is None:
-            return None
-        return _intro(intro), _delivery(row), bool(row["opted_out"])
+        return {
+            r["id"]: (by_id[r["proposal_id"]], _delivery(r), bool(r["opted_out"]))
+            for r in rows
+            if r["proposal_id"] in by_id
+        }
 
-    async def mark_sent(
-        self, delivery_id: UUID, attempts: int, channel: str, provider_key: str
-    ) -> None:
-        """The delivery is sent: its row and its attempt record, in one statement."""
+    async def mark_sent(self, sent: Sequence[tuple[UUID, int, str, str]]) -> None:
+        """Deliveries sent: (id, attempts, channel, provider key); rows and attempt records in
+        one statement."""
         await self._conn.execute(
             """
-            WITH sent AS (
-                UPDATE notifier.deliveries
-                SET status = 'sent', attempts = $2, provider_message_id = $4, last_error = NULL,
-                    sent_at = now(), updated_at = now()
-                WHERE id = $1
-                RETURNING id
+            WITH u AS (
+                SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[])
+                    AS u(id, attempts, channel, provider_key)
+            ), sent AS (
+                UPDATE notifier.deliveries AS d
+                SET status = 'sent', attempts = u.attempts, provider_message_id = u.provider_key,
+                    last_error = NULL, sent_at = now(), updated_at = now()
+                FROM u WHERE d.id = u.id
+                RETURNING d.id
             )
             INSERT INTO notifier.delivery_attempts (delivery_id, attempt, channel, outcome)
-            SELECT $1, coalesce(max(attempt), 0) + 1, $3, 'sent'
-            FROM notifier.delivery_attempts WHERE delivery_id = $1
+            SELECT u.id,
+                   coalesce((SELECT max(a.attempt) FROM notifier.delivery_attempts a
+                             WHERE a.delivery_id = u.id), 0) + 1,
+                   u.channel, 'sent'
+            FROM u
             """,
-            delivery_id,
-            attempts,
-            channel,
-            provider_key,
+            [s[0] for s in sent],
+            [s[1] for s in sent],
+            [s[2] for s in sent],
+            [s[3] for s in sent],
         )
 
-    async def finish_if_delivered(self, intro_id: UUID) -> None:
-        """The introduction is `introduced` once none of its introductions is left to send."""
+    async def finish_if_delivered(self, intro_ids: Iterable[UUID]) -> None:
+        """An introduction is `introduced` once none of its introductions is left to send."""
         await self._conn.execute(
             """
-            UPDATE notifier.intros SET state = 'introduced', updated_at = now()
-            WHERE id = $1 AND state = 'accepted' AND NOT EXISTS (
-                SELECT 1 FROM notifier.deliveries
-                WHERE proposal_id = $1 AND kind = 'intro' AND status IN ('pending', 'parked')
+            UPDATE notifier.intros AS i SET state = 'introduced', updated_at = now()
+            WHERE i.id = ANY($1::uuid[]) AND i.state = 'accepted' AND NOT EXISTS (
+                SELECT 1 FROM notifier.deliveries d
+                WHERE d.proposal_id = i.id AND d.kind = 'intro'
+                  AND d.status IN ('pending', 'parked')
             )
             """,
-            intro_id,
+            sorted(set(intro_ids)),
         )
 
     async def untried(self, intro_ids: Sequence[UUID]) -> list[tuple[UUID, UUID]]:

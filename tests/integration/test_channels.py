@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from uuid import uuid4
 
-import httpx
+import aiohttp
 import pytest
 
 from services.notifier.channels.base import Outgoing
@@ -41,8 +41,8 @@ def providers() -> Iterator[ProviderServer]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5, follow_redirects=False) as created:
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as created:
         yield created
 
 
@@ -87,11 +87,13 @@ def _outgoing(
     )
 
 
-def _webhook(client: httpx.AsyncClient, channel: ChannelType) -> WebhookChannel:
+def _webhook(client: aiohttp.ClientSession, channel: ChannelType) -> WebhookChannel:
     return WebhookChannel(client, channel, ALLOWED, SECRET)
 
 
-async def test_slack_incoming_webhook(providers: ProviderServer, client: httpx.AsyncClient) -> None:
+async def test_slack_incoming_webhook(
+    providers: ProviderServer, client: aiohttp.ClientSession
+) -> None:
     path = f"/slack/services/T1/B1/{uuid4().hex}"
     sent = await _webhook(client, ChannelType.SLACK_WEBHOOK).send(
         _outgoing(ChannelType.SLACK_WEBHOOK, providers.url + path)
@@ -102,7 +104,7 @@ async def test_slack_incoming_webhook(providers: ProviderServer, client: httpx.A
 
 
 async def test_slack_webhook_throttling_is_transient_with_retry_after(
-    providers: ProviderServer, client: httpx.AsyncClient
+    providers: ProviderServer, client: aiohttp.ClientSession
 ) -> None:
     path = f"/slack/services/T1/B1/{uuid4().hex}"
     providers.state.script(path, 429, retry_after="7")
@@ -114,7 +116,7 @@ async def test_slack_webhook_throttling_is_transient_with_retry_after(
 
 
 async def test_slack_app_opens_a_group_dm_and_posts(
-    providers: ProviderServer, client: httpx.AsyncClient
+    providers: ProviderServer, client: aiohttp.ClientSession
 ) -> None:
     channel = SlackAppChannel(client, f"{providers.url}/slack/api", SLACK_TOKEN)
     out = _outgoing(ChannelType.SLACK, "U0AAA", group=("U0AAA", "U0BBB"))
@@ -134,7 +136,7 @@ async def test_slack_app_opens_a_group_dm_and_posts(
     assert channel.rate_key(out) == "slack:U0AAA,U0BBB"
 
 
-async def test_slack_app_errors(providers: ProviderServer, client: httpx.AsyncClient) -> None:
+async def test_slack_app_errors(providers: ProviderServer, client: aiohttp.ClientSession) -> None:
     with pytest.raises(PermanentDeliveryError, match="invalid_auth"):
         await SlackAppChannel(client, f"{providers.url}/slack/api", "xoxb-wrong").send(
             _outgoing(ChannelType.SLACK, "U0AAA")
@@ -145,7 +147,9 @@ async def test_slack_app_errors(providers: ProviderServer, client: httpx.AsyncCl
         )
 
 
-async def test_mattermost_and_teams(providers: ProviderServer, client: httpx.AsyncClient) -> None:
+async def test_mattermost_and_teams(
+    providers: ProviderServer, client: aiohttp.ClientSession
+) -> None:
     hook = f"/mattermost/hooks/{uuid4().hex}"
     await _webhook(client, ChannelType.MATTERMOST).send(
         _outgoing(ChannelType.MATTERMOST, providers.url + hook)
@@ -161,7 +165,7 @@ async def test_mattermost_and_teams(providers: ProviderServer, client: httpx.Asy
 
 
 async def test_discord_waits_for_the_message_and_follows_rate_limit_headers(
-    providers: ProviderServer, client: httpx.AsyncClient
+    providers: ProviderServer, client: aiohttp.ClientSession
 ) -> None:
     path = f"/discord/api/webhooks/1/{uuid4().hex}"
     providers.state.discord_remaining = 0
@@ -183,7 +187,7 @@ async def test_discord_waits_for_the_message_and_follows_rate_limit_headers(
 
 
 async def test_matrix_transaction_ids_make_sends_idempotent(
-    providers: ProviderServer, client: httpx.AsyncClient
+    providers: ProviderServer, client: aiohttp.ClientSession
 ) -> None:
     channel = MatrixChannel(client, f"{providers.url}/matrix", MATRIX_TOKEN)
     room = f"!{uuid4().hex[:8]}:example.org"
@@ -198,7 +202,7 @@ async def test_matrix_transaction_ids_make_sends_idempotent(
 
 
 async def test_generic_webhook_is_signed_and_carries_an_idempotency_key(
-    providers: ProviderServer, client: httpx.AsyncClient
+    providers: ProviderServer, client: aiohttp.ClientSession
 ) -> None:
     path = f"/hook/{uuid4().hex}"
     out = _outgoing(ChannelType.WEBHOOK, providers.url + path)
@@ -212,7 +216,7 @@ async def test_generic_webhook_is_signed_and_carries_an_idempotency_key(
 
 
 async def test_failures_are_classified(
-    providers: ProviderServer, client: httpx.AsyncClient
+    providers: ProviderServer, client: aiohttp.ClientSession
 ) -> None:
     path = f"/hook/{uuid4().hex}"
     providers.state.script(path, 503, 400)
@@ -227,7 +231,7 @@ async def test_failures_are_classified(
 
 
 async def test_hosts_off_the_allow_list_are_never_called(
-    providers: ProviderServer, client: httpx.AsyncClient
+    providers: ProviderServer, client: aiohttp.ClientSession
 ) -> None:
     before = len(providers.state.received)
     out = _outgoing(ChannelType.WEBHOOK, f"http://localhost:{providers.port}/hook/x")

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import asyncpg
-import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -56,6 +56,11 @@ def sink() -> Iterator[SmtpSink]:
 def providers() -> Iterator[ProviderServer]:
     with fake_providers(SECRET) as created:
         yield created
+
+
+@pytest.fixture(autouse=True)
+async def no_jobs_left_from_other_tests(pool: asyncpg.Pool) -> None:
+    await pool.execute("DELETE FROM messaging.outbox WHERE producer = 'notifier'")
 
 
 @dataclass
@@ -108,7 +113,7 @@ def _notifier(
     store = NotifierStore(pool)
     quiet_hours = QuietHours(enabled=quiet, start=21, end=8, fallback_timezone="UTC")
     links = LinkMaker("http://roac.test", SECRET)
-    client = httpx.AsyncClient(timeout=5)
+    client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
     worker = DeliveryWorker(
         store,
         build_channels(
@@ -350,9 +355,14 @@ async def test_one_webhook_is_paced_to_its_rate(
     webhook = ChannelAddress(type=ChannelType.WEBHOOK, address=providers.url + hook)
     proposals = [_proposal(_person(run, 2 * i, webhook), _person(run, 2 * i + 1)) for i in range(4)]
     await notifier.intake.apply(EventBatch(events=proposals))
-    await notifier.run_jobs()
-    # One per second to this webhook: each message after the first waits its second.
-    assert notifier.clock.sleeps == [1.0, 1.0, 1.0]
+    waiting = await notifier.run_jobs()
+    # One per second to this webhook: the 2nd and 3rd wait in-process (1 s, 2 s), the 4th would
+    # wait 3 s and goes through a delay queue instead of holding its group.
+    assert notifier.clock.sleeps == [1.0, 2.0]
+    assert len(providers.state.at(hook)) == 3
+    assert waiting == ["roac.notifier.delay.1s"]
+    notifier.clock.advance(3)
+    await notifier.run_jobs(include_delayed=True)
     assert len(providers.state.at(hook)) == 4
     # Emails to the other participants are not paced by the webhook.
     assert all(len(sink.to(f"p{2 * i + 1}.{run}@example.org")) == 1 for i in range(4))
