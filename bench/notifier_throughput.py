@@ -29,6 +29,7 @@ from shared.events import (
 from shared.topology import EVENTS_EXCHANGE
 
 PROPOSALS = 1500
+RELAY_GROUP = 100  # events per message, as shared/outbox.py's relay groups them
 
 
 def _proposal(run: str, i: int, channel: ChannelType, base: str) -> IntroProposed:
@@ -59,6 +60,7 @@ def _proposal(run: str, i: int, channel: ChannelType, base: str) -> IntroPropose
 
 
 async def _publish(url: str, events: list[IntroProposed]) -> None:
+    """As the matcher's outbox relay sends them: up to 100 proposals per message."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -67,11 +69,12 @@ async def _publish(url: str, events: list[IntroProposed]) -> None:
             *(
                 exchange.publish(
                     aio_pika.Message(
-                        encode_batch([e]), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                        encode_batch(events[i : i + RELAY_GROUP]),
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     ),
-                    routing_key=e.type,
+                    routing_key=events[0].type,
                 )
-                for e in events
+                for i in range(0, len(events), RELAY_GROUP)
             )
         )
 

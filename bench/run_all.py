@@ -36,11 +36,11 @@ NOTES = """## What was measured
   figure includes making ~90,000 proposals and relaying them to the notifier's queue.
 - Single-event messages cost one transaction of about 20 statements each; batches share them.
 - **notifier**: `bench/notifier_throughput.py` publishes 1,500 `intro.proposed.v1` (direct mode,
-  two participants each) and times until the in-process aiosmtpd server holds all 3,000 emails;
-  then the same with generic webhooks into a local HTTP server. Both receivers run in their own
-  process (`bench/sinks.py`) and only count. Each message is a job through
-  RabbitMQ, one transaction (intro lock, delivery lock, attempt row, delivery event in the
-  outbox) and a real SMTP conversation or HTTP POST.
+  two participants each, 100 per message as the matcher's outbox relay groups them) and times
+  until a local SMTP server has all 3,000 emails; then the same with generic webhooks into a
+  local HTTP server. Both receivers run in their own process (`bench/sinks.py`) and only count.
+  Each message is a real SMTP conversation or signed HTTP POST, with its delivery row, attempt
+  record and delivery event committed in a transaction shared by its group of 16.
 """
 
 
