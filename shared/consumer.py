@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from shared.errors import TransientError
 from shared.events import EventBatch, decode_batch
+from shared.logs import correlation_id
 from shared.metrics import EVENT_AGE_SECONDS, MESSAGE_HANDLING_SECONDS, MESSAGES_HANDLED
 from shared.redelivery import requeue_delay
 
@@ -68,6 +69,7 @@ async def handle_message(
         log.error("parking malformed message %s from %s: %s", message_id, queue, problems)
         MESSAGES_HANDLED.labels(service, queue, "rejected").inc()
         raise RejectMessage() from exc
+    correlation_id.set(batch.events[0].correlation_id)
     try:
         await apply(batch)
     except TRANSIENT_ERRORS as exc:

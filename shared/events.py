@@ -193,6 +193,9 @@ class IntroData(_Model):
     topics: list[IntroTopic] = Field(min_length=1)
     score: float
     reason: str
+    # When the event that led to this proposal entered roac (an interest's occurred_at): the
+    # notifier measures ingest-to-first-message latency from it.
+    triggered_at: AwareDatetime | None = None
 
 
 class DeliveryKind(StrEnum):

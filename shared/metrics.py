@@ -4,7 +4,12 @@ Labels name a service, a queue, an event type, a channel or an outcome; never a 
 Service-specific metrics live beside the service (`services/*/metrics.py`).
 """
 
-from prometheus_client import Counter, Histogram
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # Buckets around the latency objectives: handling a message well under 100 ms, an event
 # reaching its consumer within a second, an introduction delivered within 10 s.
@@ -69,3 +74,43 @@ OUTBOX_DELAY_SECONDS = Histogram(
     ["service"],
     buckets=LATENCY_BUCKETS,
 )
+
+
+class SizedPool(Protocol):
+    def get_size(self) -> int: ...
+
+    def get_idle_size(self) -> int: ...
+
+    def get_max_size(self) -> int: ...
+
+
+class PoolCollector(Collector):
+    """PostgreSQL pool saturation, read at scrape time: connections open, in use, and the
+    maximum. In use at the maximum for long means handlers queue for connections."""
+
+    def __init__(self, service: str, pool: SizedPool) -> None:
+        self._service = service
+        self._pool = pool
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "roac_db_pool_connections",
+            "PostgreSQL pool connections by state: open, in_use, max.",
+            labels=["service", "state"],
+        )
+        size = self._pool.get_size()
+        family.add_metric([self._service, "open"], size)
+        family.add_metric([self._service, "in_use"], size - self._pool.get_idle_size())
+        family.add_metric([self._service, "max"], self._pool.get_max_size())
+        yield family
+
+
+_watched: dict[str, PoolCollector] = {}
+
+
+def watch_pool(service: str, pool: SizedPool) -> None:
+    """Expose the pool's saturation (replacing an earlier pool of the same service)."""
+    if service in _watched:
+        REGISTRY.unregister(_watched[service])
+    _watched[service] = PoolCollector(service, pool)
+    REGISTRY.register(_watched[service])

@@ -46,10 +46,23 @@ if ! port_open 5672; then
   wait_port 5672 RabbitMQ 120
 fi
 as_root rabbitmqctl await_startup >/dev/null 2>&1 || true
+# Queue depth and consumer metrics for Prometheus (port 15692); the consistent-hash exchange
+# partitions a stateful consumer's queue by key.
+for plugin in rabbitmq_prometheus rabbitmq_consistent_hash_exchange; do
+  if ! as_root rabbitmq-plugins list -e -m 2>/dev/null | grep -qx "$plugin"; then
+    echo "ensure-services: enabling $plugin"
+    as_root rabbitmq-plugins enable --quiet "$plugin" >/dev/null
+  fi
+done
 
-# Tools the test suite calls: docker-compose validates docker-compose.yml.
+# Tools the test suite calls: docker-compose validates docker-compose.yml; promtool and
+# prometheus (Debian's prometheus package) check metrics and rules and scrape the live stack.
 if ! command -v docker-compose >/dev/null 2>&1; then
   echo "ensure-services: installing docker-compose (used to validate docker-compose.yml)"
   apt_install docker-compose
+fi
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  echo "ensure-services: installing prometheus (promtool and a server for the tests)"
+  apt_install prometheus
 fi
 echo "ensure-services: PostgreSQL and RabbitMQ are up"

@@ -20,6 +20,7 @@ from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
 from shared.db import ping
 from shared.logs import configure_logging
+from shared.metrics import watch_pool
 from shared.ops import router as ops_router
 from shared.runtime import open_pool, retry_until_ready
 from shared.settings import Settings
@@ -34,6 +35,7 @@ def connected_lifespan(settings: Settings) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await open_pool(settings)
+        watch_pool("ingest", pool)
         broker = make_broker(settings, service="ingest")
         await retry_until_ready("RabbitMQ", broker.connect)
         await declare_topology(broker)

@@ -15,6 +15,7 @@ from services.ingest.schemas import (
     InterestBatch,
     InterestsBody,
 )
+from shared.logs import correlation_id as current_correlation
 from shared.problems import Problem
 
 # Declares the scheme in the OpenAPI document; the check itself is ApiKeyMiddleware.
@@ -42,6 +43,7 @@ def _intake(request: Request) -> Intake:
 
 def _context(request: Request, response: Response) -> tuple[str, str]:
     correlation_id = correlation_id_from(request.headers.get("x-correlation-id"))
+    current_correlation.set(correlation_id)
     response.headers["X-Correlation-ID"] = correlation_id
     return correlation_id, request.state.integration
 

@@ -5,6 +5,7 @@ from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import CONSUMER, MatcherStore
 from shared.broker import EventPublisher, make_broker
 from shared.logs import configure_logging
+from shared.metrics import watch_pool
 from shared.outbox import OutboxRelay
 from shared.runtime import consumer_app, open_pool, serve
 from shared.settings import Settings
@@ -13,6 +14,7 @@ from shared.settings import Settings
 async def run(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
     pool = await open_pool(settings)
+    watch_pool("matcher", pool)
     broker = make_broker(settings, service="matcher", prefetch=settings.consumer_prefetch)
     policy = MatchingPolicy(
         min_score=settings.match_min_score,

@@ -270,6 +270,7 @@ def _intro_event(
             topics=topics,
             score=round(choice.pair.score, 4),
             reason=explain(choice.pair, stats),
+            triggered_at=cause.occurred_at,
         ),
     )
 

@@ -27,6 +27,7 @@ from shared.api_keys import ApiKeyMiddleware, ApiKeyring
 from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
 from shared.logs import configure_logging
+from shared.metrics import watch_pool
 from shared.outbox import OutboxRelay
 from shared.runtime import consumer_app, open_pool, serve
 from shared.settings import Settings
@@ -45,6 +46,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     pool = await open_pool(
         settings, max_size=settings.database_pool_size + settings.consumer_prefetch
     )
+    watch_pool("notifier", pool)
     store = NotifierStore(pool)
     broker = make_broker(settings, service="notifier", prefetch=settings.consumer_prefetch)
     quiet = QuietHours(

@@ -173,6 +173,11 @@ class DeliveryWorker:
             metrics.PROPOSAL_TO_DELIVERY_SECONDS.labels(r.delivery.kind.value).observe(
                 (self._clock.now() - r.intro.proposed_at).total_seconds()
             )
+            first_message = r.delivery.kind is DeliveryKind.ASK or r.intro.mode == "direct"
+            if first_message and r.intro.intro.triggered_at is not None:
+                metrics.INGEST_TO_FIRST_MESSAGE_SECONDS.observe(
+                    (self._clock.now() - r.intro.intro.triggered_at).total_seconds()
+                )
             if result.hold_for and r.rate_key is not None:
                 self._limiter.hold_until(r.rate_key, self._clock.monotonic() + result.hold_for)
 

@@ -31,6 +31,13 @@ PROPOSAL_TO_DELIVERY_SECONDS = Histogram(
     ["kind"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600, 72 * 3600),
 )
+INGEST_TO_FIRST_MESSAGE_SECONDS = Histogram(
+    "roac_ingest_to_first_message_seconds",
+    "From the event that led to an introduction entering roac (ingest) to the first message "
+    "about it delivered (the ask, or the introduction in direct mode): the pipeline's latency. "
+    "Objective: 10 s.",
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600),
+)
 ANSWERS = Counter(
     "roac_notifier_answers_total",
     "Answers to asks and their effect: accepted, declined, unsubscribed, expired, repeated "

@@ -1,5 +1,6 @@
 """The deployment files are valid, and every service they name also runs without Docker."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,9 @@ def test_docker_compose_file_is_valid() -> None:
 def test_every_roac_service_in_compose_is_a_roac_command() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     commands = {
-        name: spec["command"] for name, spec in compose["services"].items() if "command" in spec
+        name: spec["command"]
+        for name, spec in compose["services"].items()
+        if spec.get("image") == "roac:local"
     }
     assert commands == {
         "migrate": ["roac", "migrate"],
@@ -40,3 +43,48 @@ def test_every_roac_service_in_compose_is_a_roac_command() -> None:
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
+
+
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool comes with Debian's prometheus package"
+)
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["promtool", *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=60
+    )
+
+
+@needs_promtool
+def test_prometheus_configuration_and_alert_rules_are_valid() -> None:
+    for args in (("check", "config", "prometheus.yml"), ("check", "rules", "alerts.yml")):
+        result = _promtool(*args)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_alert_rules_fire_when_they_should_and_only_then() -> None:
+    result = _promtool("test", "rules", "alerts.test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_unit_test() -> None:
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"][0]["rules"]
+    tests = yaml.safe_load((PROMETHEUS / "alerts.test.yml").read_text())["tests"]
+    tested = {t["alertname"] for case in tests for t in case["alert_rule_test"]}
+    assert {r["alert"] for r in rules} == tested
+
+
+def test_the_grafana_dashboard_uses_the_provisioned_prometheus() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "roac.json").read_text())
+    source = yaml.safe_load(
+        (
+            ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+        ).read_text()
+    )["datasources"][0]
+    assert dashboard["panels"]
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == source["uid"]
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"])
