@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -88,3 +89,34 @@ def test_the_grafana_dashboard_uses_the_provisioned_prometheus() -> None:
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == source["uid"]
         assert panel["targets"] and all(t["expr"] for t in panel["targets"])
+
+
+def _k8s_documents() -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def test_kubernetes_manifests_validate() -> None:
+    import kubernetes_validate
+
+    for doc in _k8s_documents():
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+
+
+def test_kubernetes_deployments_scale_and_probe() -> None:
+    docs = _k8s_documents()
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert set(deployments) == {"roac-ingest", "roac-matcher", "roac-notifier"}
+    assert deployments["roac-matcher"]["spec"]["replicas"] >= 2
+    for deployment in deployments.values():
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    [rabbitmq] = [d for d in docs if d["kind"] == "StatefulSet"]
+    assert rabbitmq["spec"]["replicas"] == 3
+    [postgres] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "postgres"]
+    assert postgres["spec"]["type"] == "ExternalName"
