@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit services bench clean
+.PHONY: run test test-faults lint unit services bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared services tests bench
+
+## Fault injection against the live stack (stops RabbitMQ and PostgreSQL: run it alone).
+test-faults: $(STAMP) services
+	$(BIN)/pytest -q tests/faults
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

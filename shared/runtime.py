@@ -86,7 +86,7 @@ def consumer_app(
 
     async def readiness() -> dict[str, bool]:
         broker_ok = await broker.ping(timeout=2.0)
-        consuming = bool(broker.subscribers) and all(s.running for s in broker.subscribers)
+        consuming = broker_ok and await consumers_present(broker)
         return {"broker": broker_ok, "consumers": consuming, "database": await ping(pool)}
 
     # OpenAPI docs only where there is an API beyond the operations endpoints.
@@ -97,6 +97,27 @@ def consumer_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def consumers_present(broker: RabbitBroker) -> bool:
+    """Every subscriber consumes, as RabbitMQ sees it: its channel is open and its queue counts
+    at least one consumer. FastStream's own `running` flag stays true while a broker restart has
+    taken the consumer away, so it cannot tell."""
+    if not broker.subscribers:
+        return False
+    try:
+        for subscriber in broker.subscribers:
+            # FastStream keeps the aio-pika queue a subscriber consumes from.
+            queue = getattr(subscriber, "_queue_obj", None)
+            if not subscriber.running or queue is None:
+                return False
+            channel = await asyncio.wait_for(queue.channel.get_underlay_channel(), 2.0)
+            declared = await channel.queue_declare(queue=queue.name, passive=True, timeout=2.0)
+            if not declared.consumer_count:
+                return False
+    except (Exception, TimeoutError):  # noqa: BLE001 - any failure here means "not consuming"
+        return False
+    return True
 
 
 class _Server(uvicorn.Server):

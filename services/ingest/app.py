@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,7 +21,7 @@ from shared.db import ping
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
 from shared.ops import router as ops_router
-from shared.runtime import open_pool, retry_until_ready
+from shared.runtime import open_pool, retry_until_ready, serve
 from shared.settings import Settings
 from shared.topology import declare_topology
 
@@ -95,12 +94,4 @@ async def run(settings: Settings) -> None:
         raise SystemExit(
             "ROAC_API_KEYS is empty: ingest would refuse every request. Set name:secret pairs."
         )
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.ingest_host,
-        port=settings.ingest_port,
-        log_level="warning",
-        access_log=False,
-        log_config=None,
-    )
-    await uvicorn.Server(config).serve()
+    await serve(create_app(settings), host=settings.ingest_host, port=settings.ingest_port)
