@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults lint unit services bench clean
+.PHONY: run test test-faults test-cluster lint unit services bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(STAMP)
 ## Fault injection against the live stack (stops RabbitMQ and PostgreSQL: run it alone).
 test-faults: $(STAMP) services
 	$(BIN)/pytest -q tests/faults
+
+## Opt-in: a 3-node RabbitMQ cluster on this machine, one node stopped mid-stream.
+test-cluster: $(STAMP) services
+	$(BIN)/pytest -q -s tests/cluster
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
