@@ -15,7 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import broker_ceiling, ingest_throughput, matcher_throughput, notifier_throughput
+from bench import (
+    broker_ceiling,
+    ingest_throughput,
+    latency,
+    matcher_throughput,
+    notifier_throughput,
+    postgres_ceiling,
+)
 from bench.harness import bench_stack
 from tests.support.infra import free_port
 
@@ -35,6 +42,12 @@ NOTES = """## What was measured
   this workload almost every interest finds a partner (no per-person cap exists yet), so the
   figure includes making ~90,000 proposals and relaying them to the notifier's queue.
 - Single-event messages cost one transaction of about 20 statements each; batches share them.
+- **PostgreSQL ceiling**: `bench/postgres_ceiling.py`, asyncpg alone: 200,000 rows by COPY,
+  20,000 by executemany, into a plain table.
+- **end to end**: `bench/latency.py` posts pairs of people to ingest at a constant 200 events/s
+  (two contacts and two interests a pair) with the three services running (direct mode), and
+  measures from ingest's 202 for the pair's second interest to each introduction's arrival at a
+  local SMTP server; RabbitMQ's queues are sampled every 10 s.
 - **notifier**: `bench/notifier_throughput.py` publishes 1,500 `intro.proposed.v1` (direct mode,
   two participants each, 100 per message as the matcher's outbox relay groups them) and times
   until a local SMTP server has all 3,000 emails; then the same with generic webhooks into a
@@ -47,6 +60,9 @@ NOTES = """## What was measured
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", type=Path, help="also write the results as markdown here")
+    parser.add_argument(
+        "--latency-minutes", type=float, default=10.0, help="length of the steady-load run"
+    )
     args = parser.parse_args()
 
     rows: list[tuple[str, str]] = []
@@ -66,6 +82,11 @@ def main() -> None:
         "RabbitMQ ceiling: aio-pika consume, manual ack, prefetch 200",
         f"{ceiling['consume_msgs_per_s']:,.0f} msg/s",
     )
+
+    with bench_stack() as stack:
+        pg = asyncio.run(postgres_ceiling.measure(stack.infra))
+    record("PostgreSQL ceiling: asyncpg COPY", f"{pg['copy_rows_per_s']:,.0f} rows/s")
+    record("PostgreSQL ceiling: asyncpg executemany", f"{pg['executemany_rows_per_s']:,.0f} rows/s")
 
     with bench_stack("ingest") as stack:
         ingest = ingest_throughput.measure(stack)
@@ -118,6 +139,37 @@ def main() -> None:
         "notifier: webhook posts into a local HTTP server (3,000, one URL each, no pacing)",
         f"{notifier['webhooks_per_s']:,.0f} deliveries/s",
     )
+
+    smtp_port, http_port = free_port(), free_port()
+    sinks = notifier_throughput.start_sinks(smtp_port, http_port)
+    try:
+        with bench_stack(
+            "matcher",
+            "notifier",
+            "ingest",
+            smtp_port=smtp_port,
+            ROAC_INTRO_MODE="direct",
+            ROAC_QUIET_HOURS_ENABLED="false",
+            ROAC_MATCH_MIN_SCORE="0.5",
+        ) as stack:
+            steady = latency.measure(stack, http_port, minutes=args.latency_minutes)
+    finally:
+        sinks.kill()
+    minutes = f"{args.latency_minutes:g} min"
+    record(
+        f"end to end at a steady 200 events/s for {minutes}: ingest to email, p50 / p99 / max",
+        f"{steady['latency_p50_s']:.2f} s / {steady['latency_p99_s']:.2f} s / "
+        f"{steady['latency_max_s']:.2f} s",
+    )
+    record(
+        f"end to end at a steady 200 events/s for {minutes}: pairs introduced, missing",
+        f"{steady['pairs_accepted']:,.0f}, {steady['introductions_missing']:.0f} missing",
+    )
+    record(
+        "end to end: queue backlog (ready messages), peak in the second half / at the end",
+        f"{steady['backlog_peak_second_half']:.0f} / {steady['backlog_at_end']:.0f}",
+    )
+    record("rounds (issue 6)", "not built yet")
 
     table = "| measurement | result |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     print("\n" + table)

@@ -3,7 +3,8 @@ with the load generator: an SMTP server and an HTTP server that accept and count
 
     python -m bench.sinks SMTP_PORT HTTP_PORT
 
-GET /count on the HTTP port answers {"smtp": n, "http": m}.
+GET /count on the HTTP port answers {"smtp": n, "http": m}; GET /times answers when each SMTP
+recipient's first message arrived (unix seconds), for latency measurements.
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
 import uvicorn
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 COUNTS = {"smtp": 0, "http": 0}
+FIRST_ARRIVAL: dict[str, float] = {}
 
 
 class CountingHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         COUNTS["smtp"] += len(envelope.rcpt_tos)
+        now = time.time()
+        for recipient in envelope.rcpt_tos:
+            FIRST_ARRIVAL.setdefault(recipient, now)
         return "250 OK"
 
 
@@ -34,6 +40,8 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         more = message.get("more_body", False)
     if scope["method"] == "GET" and scope["path"] == "/count":
         body = json.dumps(COUNTS).encode()
+    elif scope["method"] == "GET" and scope["path"] == "/times":
+        body = json.dumps(FIRST_ARRIVAL).encode()
     else:
         COUNTS["http"] += 1
         body = b'{"ok": true}'

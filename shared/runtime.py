@@ -11,6 +11,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
+import aio_pika
 import asyncpg
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -51,6 +52,7 @@ async def open_pool(settings: Settings, max_size: int | None = None) -> asyncpg.
 def consumer_app(
     *,
     title: str,
+    amqp_url: str,
     broker: RabbitBroker,
     pool: asyncpg.Pool,
     relay: OutboxRelay,
@@ -81,12 +83,15 @@ def consumer_app(
             await broker.stop()
             for close in on_close:
                 await close()
+            await consumers_present.close()
             await pool.close()
             log.info("%s shut down gracefully", title)
 
+    consumers_present = ConsumerCheck(broker, amqp_url)
+
     async def readiness() -> dict[str, bool]:
         broker_ok = await broker.ping(timeout=2.0)
-        consuming = broker_ok and await consumers_present(broker)
+        consuming = broker_ok and await consumers_present()
         return {"broker": broker_ok, "consumers": consuming, "database": await ping(pool)}
 
     # OpenAPI docs only where there is an API beyond the operations endpoints.
@@ -99,25 +104,46 @@ def consumer_app(
     return app
 
 
-async def consumers_present(broker: RabbitBroker) -> bool:
-    """Every subscriber consumes, as RabbitMQ sees it: its channel is open and its queue counts
-    at least one consumer. FastStream's own `running` flag stays true while a broker restart has
-    taken the consumer away, so it cannot tell."""
-    if not broker.subscribers:
-        return False
-    try:
-        for subscriber in broker.subscribers:
-            # FastStream keeps the aio-pika queue a subscriber consumes from.
-            queue = getattr(subscriber, "_queue_obj", None)
-            if not subscriber.running or queue is None:
-                return False
-            channel = await asyncio.wait_for(queue.channel.get_underlay_channel(), 2.0)
-            declared = await channel.queue_declare(queue=queue.name, passive=True, timeout=2.0)
-            if not declared.consumer_count:
-                return False
-    except (Exception, TimeoutError):  # noqa: BLE001 - any failure here means "not consuming"
-        return False
-    return True
+class ConsumerCheck:
+    """Whether every subscriber consumes, as RabbitMQ sees it: its channel is open and its queue
+    counts at least one consumer. FastStream's own `running` flag stays true while a broker
+    restart has taken the consumer away, so it cannot tell. The check asks over a connection of
+    its own: not the busy consuming channel (a process working through a backlog still answers),
+    and not one whose recovery it would have to second-guess."""
+
+    def __init__(self, broker: RabbitBroker, amqp_url: str) -> None:
+        self._broker = broker
+        self._url = amqp_url
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+
+    async def __call__(self) -> bool:
+        subscribers = self._broker.subscribers
+        if not subscribers:
+            return False
+        try:
+            if self._connection is None or self._connection.is_closed:
+                self._connection = await aio_pika.connect(self._url, timeout=5)
+            async with self._connection.channel(publisher_confirms=False) as channel:
+                for subscriber in subscribers:
+                    # FastStream keeps the aio-pika queue a subscriber consumes from.
+                    queue = getattr(subscriber, "_queue_obj", None)
+                    if not subscriber.running or queue is None or queue.channel.is_closed:
+                        return False
+                    declared = await asyncio.wait_for(
+                        channel.declare_queue(queue.name, passive=True), 5.0
+                    )
+                    if not declared.declaration_result.consumer_count:
+                        return False
+        except (Exception, TimeoutError):  # noqa: BLE001 - any failure here means "not consuming"
+            await self.close()
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
 
 
 class _Server(uvicorn.Server):

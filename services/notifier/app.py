@@ -96,6 +96,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     app = consumer_app(
         title="roac notifier",
+        amqp_url=settings.amqp_url,
         broker=broker,
         pool=pool,
         relay=relay,
