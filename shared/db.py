@@ -34,9 +34,28 @@ async def create_pool(settings: Settings, *, max_size: int | None = None) -> asy
     return pool
 
 
-async def ping(pool: asyncpg.Pool) -> bool:
-    try:
-        value: Any = await pool.fetchval("SELECT 1", timeout=2)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-        return False
-    return bool(value == 1)
+class DatabaseCheck:
+    """Whether PostgreSQL answers, over a connection of the check's own: a pool that is fully
+    busy working through a backlog is no reason to call the database unreachable."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._conn: asyncpg.Connection | None = None
+
+    async def __call__(self) -> bool:
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(self._url, timeout=2)
+            value: Any = await self._conn.fetchval("SELECT 1", timeout=2)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            await self.close()
+            return False
+        return bool(value == 1)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await conn.close(timeout=1)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                conn.terminate()

@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from faststream.rabbit import RabbitBroker
 
-from shared.db import create_pool, ping
+from shared.db import DatabaseCheck, create_pool
 from shared.ops import router as ops_router
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
@@ -53,6 +53,7 @@ def consumer_app(
     *,
     title: str,
     amqp_url: str,
+    database_url: str,
     broker: RabbitBroker,
     pool: asyncpg.Pool,
     relay: OutboxRelay,
@@ -84,15 +85,17 @@ def consumer_app(
             for close in on_close:
                 await close()
             await consumers_present.close()
+            await database_answers.close()
             await pool.close()
             log.info("%s shut down gracefully", title)
 
     consumers_present = ConsumerCheck(broker, amqp_url)
+    database_answers = DatabaseCheck(database_url)
 
     async def readiness() -> dict[str, bool]:
         broker_ok = await broker.ping(timeout=2.0)
         consuming = broker_ok and await consumers_present()
-        return {"broker": broker_ok, "consumers": consuming, "database": await ping(pool)}
+        return {"broker": broker_ok, "consumers": consuming, "database": await database_answers()}
 
     # OpenAPI docs only where there is an API beyond the operations endpoints.
     docs = "/docs" if routers else None

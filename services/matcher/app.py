@@ -25,6 +25,11 @@ async def run(settings: Settings) -> None:
         pool, EventPublisher(broker, "matcher"), CONSUMER, database_url=settings.database_url
     )
     app = consumer_app(
-        title="roac matcher", amqp_url=settings.amqp_url, broker=broker, pool=pool, relay=relay
+        title="roac matcher",
+        amqp_url=settings.amqp_url,
+        database_url=settings.database_url,
+        broker=broker,
+        pool=pool,
+        relay=relay,
     )
     await serve(app, host=settings.metrics_host, port=settings.matcher_metrics_port)

@@ -97,6 +97,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app = consumer_app(
         title="roac notifier",
         amqp_url=settings.amqp_url,
+        database_url=settings.database_url,
         broker=broker,
         pool=pool,
         relay=relay,

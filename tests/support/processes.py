@@ -39,7 +39,7 @@ class ServiceProcess:
                     f"{self.name} exited with {self._process.returncode}:\n{self.tail()}"
                 )
             try:
-                if httpx.get(self.ready_url, timeout=1).status_code == 200:
+                if httpx.get(self.ready_url, timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
