@@ -7,6 +7,7 @@ MIGRATION_SOURCES = [
     MigrationSource("messaging", "shared.schema"),
     MigrationSource("matcher", "services.matcher.migrations"),
     MigrationSource("notifier", "services.notifier.migrations"),
+    MigrationSource("ingest", "services.ingest.migrations"),
 ]
 
 

@@ -36,6 +36,7 @@ _TYPES = {
     401: "unauthorized",
     404: "not-found",
     405: "method-not-allowed",
+    409: "conflict",
     413: "request-too-large",
     422: "invalid-request",
     503: "unavailable",

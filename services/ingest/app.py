@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -10,14 +12,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from services.ingest.intake import Intake, PublishFailed
+from services.ingest.idempotency import InvalidKey
+from services.ingest.intake import (
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    Intake,
+    PublishFailed,
+)
 from services.ingest.metrics import REQUESTS_REJECTED, HttpMetricsMiddleware
 from services.ingest.routes import api
+from services.ingest.store import IngestStore
 from shared import problems
 from shared.api_keys import ApiKeyMiddleware, ApiKeyring
 from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
-from shared.db import ping
+from shared.db import DatabaseCheck
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
 from shared.ops import router as ops_router
@@ -40,18 +49,54 @@ def connected_lifespan(settings: Settings) -> Lifespan:
         await declare_topology(broker)
         await broker.start()
 
-        async def readiness() -> dict[str, bool]:
-            return {"broker": await broker.ping(timeout=2.0), "database": await ping(pool)}
+        database_answers = DatabaseCheck(settings.database_url)
 
-        app.state.intake = Intake(EventPublisher(broker, "ingest"))
+        async def readiness() -> dict[str, bool]:
+            return {"broker": await broker.ping(timeout=2.0), "database": await database_answers()}
+
+        keys = IngestStore(pool)
+        app.state.intake = Intake(EventPublisher(broker, "ingest"), keys)
         app.state.readiness = readiness
+        cleanup = asyncio.create_task(_forget_old_keys(keys), name="idempotency-cleanup")
         try:
             yield
         finally:
+            cleanup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cleanup
             await broker.stop()
+            await database_answers.close()
             await pool.close()
 
     return lifespan
+
+
+async def _forget_old_keys(keys: IngestStore) -> None:
+    """Idempotency keys are kept 24 hours; the older ones are deleted every few minutes."""
+    while True:
+        with contextlib.suppress(Exception):
+            await keys.forget_old()
+        await asyncio.sleep(300)
+
+
+async def _idempotency_conflict(_request: Request, exc: Exception) -> JSONResponse:
+    REQUESTS_REJECTED.labels("idempotency_conflict").inc()
+    if isinstance(exc, IdempotencyInProgress):
+        return problems.problem_response(
+            409,
+            "Request in progress",
+            "A request with this Idempotency-Key is being handled; retry in a moment.",
+            headers={"Retry-After": "1"},
+        )
+    return problems.problem_response(
+        409,
+        "Idempotency-Key reused",
+        "This Idempotency-Key was used for a different request; use a new key for a new request.",
+    )
+
+
+async def _invalid_key(_request: Request, exc: Exception) -> JSONResponse:
+    return problems.problem_response(400, "Invalid Idempotency-Key", str(exc))
 
 
 async def _publish_failed(_request: Request, exc: Exception) -> JSONResponse:
@@ -81,6 +126,9 @@ def create_app(settings: Settings, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, problems.http_problem)
     app.add_exception_handler(PublishFailed, _publish_failed)
+    app.add_exception_handler(IdempotencyConflict, _idempotency_conflict)
+    app.add_exception_handler(IdempotencyInProgress, _idempotency_conflict)
+    app.add_exception_handler(InvalidKey, _invalid_key)
     # Added innermost first: metrics see every answer, auth runs before the body is read.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.ingest_max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring(settings.api_key_secrets))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Protocol
-from uuid import uuid4
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID, uuid4
 
+from services.ingest.idempotency import Verdict, event_id
 from services.ingest.metrics import EVENTS_ACCEPTED
 from services.ingest.schemas import Accepted
 from shared.events import ContactData, ContactUpserted, Event, InterestData, InterestDeclared
@@ -33,42 +35,110 @@ def correlation_id_from(header: str | None) -> str:
     return str(uuid4())
 
 
+class IdempotencyKeys(Protocol):
+    async def claim(
+        self, integration: str, key: str, fingerprint: bytes
+    ) -> tuple[Verdict, dict[str, Any] | None]: ...
+
+    async def complete(self, integration: str, key: str, response: dict[str, Any]) -> None: ...
+
+    async def release(self, integration: str, key: str) -> None: ...
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before for a different request."""
+
+
+class IdempotencyInProgress(Exception):
+    """Another request with the key is being handled right now."""
+
+
+@dataclass(frozen=True)
+class Keyed:
+    key: str
+    fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class Answer:
+    accepted: Accepted
+    replayed: bool = False
+
+
 class Intake:
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, keys: IdempotencyKeys | None = None) -> None:
         self._publisher = publisher
+        self._keys = keys
 
     async def accept_contacts(
-        self, items: Sequence[ContactData], *, correlation_id: str, integration: str
-    ) -> Accepted:
-        events = [
-            ContactUpserted(
-                source="ingest", correlation_id=correlation_id, integration=integration, data=item
+        self,
+        items: Sequence[ContactData],
+        *,
+        correlation_id: str,
+        integration: str,
+        keyed: Keyed | None = None,
+    ) -> Answer:
+        def event(index: int, item: ContactData) -> Event:
+            return ContactUpserted(
+                message_id=_event_id(integration, keyed, index),
+                source="ingest",
+                correlation_id=correlation_id,
+                integration=integration,
+                data=item,
             )
-            for item in items
-        ]
-        return await self._accept(events, correlation_id, integration)
+
+        return await self._accept(
+            [event(i, item) for i, item in enumerate(items)], correlation_id, integration, keyed
+        )
 
     async def accept_interests(
-        self, items: Sequence[InterestData], *, correlation_id: str, integration: str
-    ) -> Accepted:
-        events = [
-            InterestDeclared(
-                source="ingest", correlation_id=correlation_id, integration=integration, data=item
+        self,
+        items: Sequence[InterestData],
+        *,
+        correlation_id: str,
+        integration: str,
+        keyed: Keyed | None = None,
+    ) -> Answer:
+        def event(index: int, item: InterestData) -> Event:
+            return InterestDeclared(
+                message_id=_event_id(integration, keyed, index),
+                source="ingest",
+                correlation_id=correlation_id,
+                integration=integration,
+                data=item,
             )
-            for item in items
-        ]
-        return await self._accept(events, correlation_id, integration)
+
+        return await self._accept(
+            [event(i, item) for i, item in enumerate(items)], correlation_id, integration, keyed
+        )
 
     async def _accept(
-        self, events: Sequence[Event], correlation_id: str, integration: str
-    ) -> Accepted:
+        self, events: Sequence[Event], correlation_id: str, integration: str, keyed: Keyed | None
+    ) -> Answer:
+        if keyed is not None and self._keys is not None:
+            verdict, response = await self._keys.claim(integration, keyed.key, keyed.fingerprint)
+            if verdict is Verdict.REPLAY and response is not None:
+                return Answer(Accepted.model_validate(response), replayed=True)
+            if verdict is Verdict.CONFLICT:
+                raise IdempotencyConflict
+            if verdict is Verdict.IN_PROGRESS:
+                raise IdempotencyInProgress
         try:
             await self._publisher.publish(events)
         except Exception as exc:
+            if keyed is not None and self._keys is not None:
+                await self._keys.release(integration, keyed.key)
             raise PublishFailed(type(exc).__name__) from exc
         EVENTS_ACCEPTED.labels(events[0].type, integration).inc(len(events))
-        return Accepted(
+        accepted = Accepted(
             accepted=len(events),
             event_ids=[e.message_id for e in events],
             correlation_id=correlation_id,
         )
+        if keyed is not None and self._keys is not None:
+            await self._keys.complete(integration, keyed.key, accepted.model_dump(mode="json"))
+        return Answer(accepted)
+
+
+def _event_id(integration: str, keyed: Keyed | None, index: int) -> UUID:
+    return event_id(integration, keyed.key, index) if keyed is not None else uuid4()

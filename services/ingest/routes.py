@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from services.ingest.intake import Intake, correlation_id_from
+from services.ingest.idempotency import check_key, fingerprint
+from services.ingest.intake import Answer, Intake, Keyed, correlation_id_from
 from services.ingest.schemas import (
     Accepted,
     ContactBatch,
@@ -21,12 +22,22 @@ from shared.problems import Problem
 # Declares the scheme in the OpenAPI document; the check itself is ApiKeyMiddleware.
 _bearer = HTTPBearer(auto_error=False, description="An API key from ROAC_API_KEYS")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+# Declared for the OpenAPI document; read from the request by `_keyed`.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Any unique token per logical request (kept 24 h): a retry with the same key "
+        "and body gets the first answer; the same key with another body is a 409.",
+    ),
+]
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {"application/problem+json": {}}, "description": text}
     for status, text in {
         400: "Malformed JSON",
         401: "Missing or invalid API key",
+        409: "Idempotency-Key already used for another request, or still being handled",
         413: "Body too large",
         422: "Invalid fields (every one listed); nothing was published",
         503: "RabbitMQ did not confirm; nothing was accepted, retry",
@@ -48,25 +59,59 @@ def _context(request: Request, response: Response) -> tuple[str, str]:
     return correlation_id, request.state.integration
 
 
+async def _keyed(request: Request, response: Response) -> Keyed | None:
+    """The request's Idempotency-Key, with a fingerprint of what it asks for."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    response.headers["Idempotency-Key"] = check_key(key)
+    body = await request.body()  # already read and cached by the validation
+    return Keyed(key, fingerprint(request.method, request.url.path, body))
+
+
+def _answered(answer: Answer, response: Response) -> Accepted:
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return answer.accepted
+
+
 @api.post("/contacts", status_code=202, response_model=Accepted, summary="Upsert people")
 async def post_contacts(
-    body: ContactsBody, request: Request, response: Response, _: Credentials
+    body: ContactsBody,
+    request: Request,
+    response: Response,
+    _: Credentials,
+    __: IdempotencyKey = None,
 ) -> Accepted:
-    """One person, or `{"items": [...]}` of up to 1,000. Answered once RabbitMQ confirmed them."""
+    """One person, or `{"items": [...]}` of up to 1,000. Answered once RabbitMQ confirmed them.
+    With `Idempotency-Key`, a retry gets the first answer and publishes nothing again."""
     correlation_id, integration = _context(request, response)
     items = body.items if isinstance(body, ContactBatch) else [body]
-    return await _intake(request).accept_contacts(
-        items, correlation_id=correlation_id, integration=integration
+    answer = await _intake(request).accept_contacts(
+        items,
+        correlation_id=correlation_id,
+        integration=integration,
+        keyed=await _keyed(request, response),
     )
+    return _answered(answer, response)
 
 
 @api.post("/interests", status_code=202, response_model=Accepted, summary="Declare interests")
 async def post_interests(
-    body: InterestsBody, request: Request, response: Response, _: Credentials
+    body: InterestsBody,
+    request: Request,
+    response: Response,
+    _: Credentials,
+    __: IdempotencyKey = None,
 ) -> Accepted:
-    """One interest (`likes`, `seeks` or `offers` a topic), or `{"items": [...]}` of up to 1,000."""
+    """One interest (`likes`, `seeks` or `offers` a topic), or `{"items": [...]}` of up to 1,000.
+    With `Idempotency-Key`, a retry gets the first answer and publishes nothing again."""
     correlation_id, integration = _context(request, response)
     items = body.items if isinstance(body, InterestBatch) else [body]
-    return await _intake(request).accept_interests(
-        items, correlation_id=correlation_id, integration=integration
+    answer = await _intake(request).accept_interests(
+        items,
+        correlation_id=correlation_id,
+        integration=integration,
+        keyed=await _keyed(request, response),
     )
+    return _answered(answer, response)

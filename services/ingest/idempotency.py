@@ -1,0 +1,68 @@
+"""Idempotency-Key semantics (what a retry gets), as plain Python.
+
+A key is claimed by the first request that brings it. A retry with the same key and the same
+request gets the first answer and publishes nothing; the same key with a different request is a
+conflict (409). A claim whose request never finished (the process died between RabbitMQ's
+confirm and recording the answer) is taken over after `ABANDONED_AFTER`; the retry then
+publishes events with the same ids as the first attempt (`event_id`), which consumers
+deduplicate, so even that case changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+ABANDONED_AFTER = timedelta(seconds=60)
+KEPT_FOR = timedelta(hours=24)
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+_EVENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://roac.example.org/idempotency")
+
+
+class InvalidKey(ValueError):
+    pass
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key):
+        raise InvalidKey("Idempotency-Key must be 1 to 255 printable ASCII characters, no spaces")
+    return key
+
+
+def fingerprint(method: str, path: str, body: bytes) -> bytes:
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).digest()
+
+
+def event_id(integration: str, key: str, index: int) -> UUID:
+    """The same event id for the same item of the same keyed request, on every attempt."""
+    return uuid5(_EVENT_NAMESPACE, f"{integration}\n{key}\n{index}")
+
+
+class Verdict(StrEnum):
+    PROCEED = "proceed"  # ours: publish, then record the answer
+    REPLAY = "replay"  # answered before: give the same answer
+    CONFLICT = "conflict"  # the key was used for another request
+    IN_PROGRESS = "in_progress"  # another request with this key is being handled right now
+
+
+@dataclass(frozen=True)
+class Stored:
+    fingerprint: bytes
+    state: str
+    response: dict[str, Any] | None
+    updated_at: datetime
+
+
+def judge(stored: Stored, presented: bytes, now: datetime) -> Verdict:
+    if stored.fingerprint != presented:
+        return Verdict.CONFLICT
+    if stored.state == "done" and stored.response is not None:
+        return Verdict.REPLAY
+    if now - stored.updated_at > ABANDONED_AFTER:
+        return Verdict.PROCEED
+    return Verdict.IN_PROGRESS
