@@ -74,6 +74,16 @@ PersonName = Annotated[
 OrganizationName = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_no_line_breaks)
 ]
+TagName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        to_lower=True,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9_.:-]*$",
+    ),
+]
 TimezoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_timezone)]
 Topic = Annotated[
     str,
@@ -158,6 +168,12 @@ class ContactData(ContactRef):
     timezone: TimezoneName | None = None
     # In preference order; ingest puts `email` first when it is not already listed.
     channels: list[ChannelAddress] = Field(default_factory=list, max_length=10)
+    # Labels that pools select people by ("berlin", "mentors-2026"): lower-case, like sources.
+    tags: list[TagName] = Field(default_factory=list, max_length=20)
+    # No introductions until then (a holiday, a busy month); omitted or null means available.
+    snoozed_until: AwareDatetime | None = None
+    # People this person never wants to be introduced to, as the same integration knows them.
+    blocks: list[ContactRef] = Field(default_factory=list, max_length=200)
 
 
 class InterestData(ContactRef):
@@ -196,6 +212,8 @@ class IntroData(_Model):
     # When the event that led to this proposal entered roac (an interest's occurred_at): the
     # notifier measures ingest-to-first-message latency from it.
     triggered_at: AwareDatetime | None = None
+    # The round that made this proposal (POST /v1/rounds); None for a live, event-triggered one.
+    round_id: UUID | None = None
 
 
 class DeliveryKind(StrEnum):

@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     # Matching: a pair is proposed only at or above this score (see services/matcher/scoring.py).
     match_min_score: float = Field(default=1.0, ge=0)
     match_candidates_per_topic: int = Field(default=50, ge=1, le=10_000)
+    # Constraints every introduction obeys, live or in a round (services/matcher/constraints.py).
+    match_cap_per_week: int = Field(default=2, ge=1, le=100)
+    # Days before the same group may be proposed again; unset means never.
+    match_repeat_cooldown_days: int | None = Field(default=None, ge=1)
+    # An interest's weight halves every this many days after it was declared.
+    match_interest_half_life_days: float = Field(default=365.0, gt=0)
+    # Rounds: candidates kept per person in the sparse graph, and people sampled per topic.
+    round_top_k: int = Field(default=12, ge=1, le=200)
+    round_candidates_per_topic: int = Field(default=40, ge=1, le=10_000)
+    round_poll_seconds: float = Field(default=1.0, gt=0)
 
     # Consumers: AMQP messages handled concurrently per process (each may hold many events).
     consumer_prefetch: int = Field(default=32, ge=1, le=1000)

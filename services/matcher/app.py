@@ -1,8 +1,21 @@
-"""Wiring of the matcher process: pool, broker, subscriber, outbox relay, ops endpoints."""
+"""Wiring of the matcher process: pool, broker, subscriber, outbox relay, the round worker, and
+the HTTP routes (/v1/pools, /v1/rounds, /metrics, /healthz, /readyz) on
+ROAC_MATCHER_METRICS_PORT."""
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from services.matcher import handlers
+from services.matcher.constraints import Rules
+from services.matcher.feedback import Feedback
+from services.matcher.rounds import RoundPolicy, Rounds
+from services.matcher.routes import api
 from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import CONSUMER, MatcherStore
+from shared import problems
+from shared.api_keys import ApiKeyMiddleware, ApiKeyring
+from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
@@ -10,17 +23,36 @@ from shared.outbox import OutboxRelay
 from shared.runtime import consumer_app, open_pool, serve
 from shared.settings import Settings
 
+API_BODY_LIMIT_BYTES = 64 * 1024
 
-async def run(settings: Settings) -> None:
-    configure_logging(settings.log_level, settings.log_format)
-    pool = await open_pool(settings)
+
+async def build(settings: Settings) -> FastAPI:
+    # Room for the consumers, the round worker and the API beside the relay.
+    pool = await open_pool(
+        settings, max_size=settings.database_pool_size + settings.consumer_prefetch
+    )
     watch_pool("matcher", pool)
     broker = make_broker(settings, service="matcher", prefetch=settings.consumer_prefetch)
+    store = MatcherStore(pool)
     policy = MatchingPolicy(
         min_score=settings.match_min_score,
         candidates_per_topic=settings.match_candidates_per_topic,
+        rules=Rules(cap_per_week=settings.match_cap_per_week),
+        cooldown_days=settings.match_repeat_cooldown_days,
+        half_life_days=settings.match_interest_half_life_days,
     )
-    handlers.register(broker, MatcherService(MatcherStore(pool), policy))
+    handlers.register(broker, MatcherService(store, policy))
+    rounds = Rounds(
+        store,
+        RoundPolicy(
+            top_k=settings.round_top_k,
+            per_topic=settings.round_candidates_per_topic,
+            cap_per_week=settings.match_cap_per_week,
+            cooldown_days=settings.match_repeat_cooldown_days,
+            half_life_days=settings.match_interest_half_life_days,
+            poll_seconds=settings.round_poll_seconds,
+        ),
+    )
     relay = OutboxRelay(
         pool, EventPublisher(broker, "matcher"), CONSUMER, database_url=settings.database_url
     )
@@ -31,5 +63,19 @@ async def run(settings: Settings) -> None:
         broker=broker,
         pool=pool,
         relay=relay,
+        background=[rounds.run_forever],
+        routers=[api],
     )
+    app.state.rounds = rounds
+    app.state.feedback = Feedback(store)
+    app.add_exception_handler(RequestValidationError, problems.validation_problem)
+    app.add_exception_handler(HTTPException, problems.http_problem)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=API_BODY_LIMIT_BYTES)
+    app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring(settings.api_key_secrets))
+    return app
+
+
+async def run(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    app = await build(settings)
     await serve(app, host=settings.metrics_host, port=settings.matcher_metrics_port)

@@ -2,7 +2,9 @@
 
 Score of a pair = the sum, over topics the two people have in a compatible way, of
     rarity(topic) x weight_a x weight_b
-where rarity(topic) = ln(1 + population / people_with_topic), an inverse document frequency:
+where rarity(topic) = ln(1 + population / people_with_topic), an inverse document frequency
+(raised by `topic_boost` for topics whose introductions led to meetings), and each weight decays
+with the interest's age (`decayed_weight`, half-life ROAC_MATCH_INTEREST_HALF_LIFE_DAYS):
 a topic three people in a hundred share counts ln(1 + 100/3) = 3.5, one all hundred share counts
 ln 2 = 0.69. Compatible means both like it, or one seeks what the other offers; two people who
 both seek the same thing are not an answer to each other, nor are two who both offer it.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
+from datetime import datetime
 
 from shared.events import InterestKind, TopicRelation
 
@@ -22,12 +25,15 @@ class Interest:
     topic_id: int
     kind: InterestKind
     weight: float
+    declared_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TopicStats:
     name: str
     people: int
+    # From feedback: topics whose introductions led to meetings count more (`topic_boost`).
+    boost: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +61,38 @@ def rarity(people_with_topic: int, population: int) -> float:
     return math.log1p(max(population, 1) / max(people_with_topic, 1))
 
 
-_COMPATIBLE = frozenset(
+def topic_value(stats: TopicStats, population: int) -> float:
+    """What sharing this topic is worth: its rarity, raised by meetings it led to."""
+    return rarity(stats.people, population) * stats.boost
+
+
+def topic_boost(meetings: int) -> float:
+    """1.0 for a topic no introduction led to a meeting yet, +5 % per meeting, at most 2.0."""
+    return 1.0 + 0.05 * min(max(meetings, 0), 20)
+
+
+def decayed_weight(
+    weight: float, declared_at: datetime, now: datetime, half_life_days: float
+) -> float:
+    """An interest counts less as it ages: half its weight after `half_life_days`. Age counts
+    in whole days, so interests declared the same day weigh the same (ties stay ties)."""
+    age_days = max((now - declared_at).days, 0)
+    return float(weight * 0.5 ** (age_days / half_life_days))
+
+
+def decayed(interests: Iterable[Interest], now: datetime, half_life_days: float) -> list[Interest]:
+    """The interests with their weights decayed to `now` (undated ones unchanged)."""
+    return [
+        i
+        if i.declared_at is None
+        else Interest(
+            i.topic_id, i.kind, decayed_weight(i.weight, i.declared_at, now, half_life_days)
+        )
+        for i in interests
+    ]
+
+
+COMPATIBLE_KINDS = frozenset(
     {
         (InterestKind.LIKES, InterestKind.LIKES),
         (InterestKind.SEEKS, InterestKind.OFFERS),
@@ -92,8 +129,9 @@ def score_pair(
             relation = _relation(mine.kind, theirs.kind)
             if relation is None:
                 continue
-            stats = topics[mine.topic_id]
-            contribution = rarity(stats.people, population) * mine.weight * theirs.weight
+            contribution = topic_value(topics[mine.topic_id], population) * (
+                mine.weight * theirs.weight
+            )
             current = best.get(mine.topic_id)
             if current is None or contribution > current.contribution:
                 best[mine.topic_id] = TopicMatch(
@@ -123,7 +161,7 @@ def choose_partner(
     by_topic: dict[int, list[Interest]] = {}
     for interest in mine:
         by_topic.setdefault(interest.topic_id, []).append(interest)
-    rarities = {t: rarity(topics[t].people, population) for t in by_topic}
+    rarities = {t: topic_value(topics[t], population) for t in by_topic}
     best_id, best_score = -1, -1.0
     for candidate_id in sorted(candidates):
         if candidate_id in excluded:
@@ -131,7 +169,7 @@ def choose_partner(
         per_topic: dict[int, float] = {}
         for theirs in candidates[candidate_id]:
             for own in by_topic.get(theirs.topic_id, ()):
-                if (own.kind, theirs.kind) in _COMPATIBLE:
+                if (own.kind, theirs.kind) in COMPATIBLE_KINDS:
                     value = rarities[theirs.topic_id] * own.weight * theirs.weight
                     if value > per_topic.get(theirs.topic_id, 0.0):
                         per_topic[theirs.topic_id] = value
@@ -150,7 +188,7 @@ def pair_key(*contact_ids: int) -> str:
     return ":".join(str(i) for i in sorted(set(contact_ids)))
 
 
-def explain(pair: PairScore, topics: Mapping[int, TopicStats]) -> str:
+def explain(pair: PairScore, topics: Mapping[int, TopicStats], group_size: int = 2) -> str:
     """One sentence saying why these people should meet, for the proposal and its readers."""
     shared = [topics[m.topic_id].name for m in pair.topics if m.relation is TopicRelation.SHARED]
     helping = [
@@ -158,9 +196,10 @@ def explain(pair: PairScore, topics: Mapping[int, TopicStats]) -> str:
     ]
     parts = []
     if shared:
-        parts.append(f"both care about {_join(shared)}")
+        parts.append(f"{'both' if group_size == 2 else 'all'} care about {_join(shared)}")
     if helping:
-        parts.append(f"one is looking for help with {_join(helping)} and the other offers it")
+        other = "the other offers it" if group_size == 2 else "another offers it"
+        parts.append(f"one is looking for help with {_join(helping)} and {other}")
     return "You " + " and ".join(parts) + "." if shared else _capitalise(" and ".join(parts)) + "."
 
 

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
 from services.matcher import metrics
-from services.matcher.scoring import Choice, TopicStats, choose_partner, explain, pair_key
-from services.matcher.store import InterestRow, ProfileRow, ProposalRow
+from services.matcher.constraints import Person, Rules, available, forbidden
+from services.matcher.scoring import (
+    Choice,
+    TopicStats,
+    choose_partner,
+    decayed,
+    explain,
+    pair_key,
+)
+from services.matcher.store import Availability, InterestRow, ProfileRow, ProposalRow
 from shared.events import (
     ChannelAddress,
     ChannelType,
@@ -46,6 +55,19 @@ log = logging.getLogger("roac.matcher")
 class MatchingPolicy:
     min_score: float
     candidates_per_topic: int
+    rules: Rules = field(default_factory=Rules)
+    cooldown_days: int | None = None
+    half_life_days: float = 365.0
+
+
+def may_be_introduced(state: Availability, recent: int, now: datetime, rules: Rules) -> bool:
+    """Whether a locked contact may take one more introduction (cap, opt-out, snooze)."""
+    return (
+        state.deliverable
+        and not state.opted_out
+        and recent < rules.cap_per_week
+        and (state.snoozed_until is None or state.snoozed_until <= now)
+    )
 
 
 def channels_of(contact: ContactData) -> list[ChannelAddress]:
@@ -96,7 +118,10 @@ class MatcherService:
             ref = (event.data.source, event.data.external_id)
             if ref not in latest or latest[ref].occurred_at <= event.occurred_at:
                 latest[ref] = event
-        ids = await uow.resolve_identities(latest.keys())
+        blocked_refs = {
+            (b.source, b.external_id) for event in latest.values() for b in event.data.blocks
+        }
+        ids = await uow.resolve_identities(set(latest) | blocked_refs)
         became_reachable = await uow.update_profiles(
             [
                 ProfileRow(
@@ -106,9 +131,17 @@ class MatcherService:
                     timezone=event.data.timezone,
                     channels=channels_of(event.data),
                     profile_at=event.occurred_at,
+                    tags=tuple(sorted(set(event.data.tags))),
+                    snoozed_until=event.data.snoozed_until,
                 )
                 for ref, event in latest.items()
             ]
+        )
+        await uow.replace_blocks(
+            {
+                ids[ref]: {ids[(b.source, b.external_id)] for b in event.data.blocks} - {ids[ref]}
+                for ref, event in latest.items()
+            }
         )
         if not became_reachable:
             return
@@ -163,40 +196,61 @@ class MatcherService:
         causes: dict[int, Envelope],
     ) -> None:
         """For each person with new topics, propose the best partner not yet introduced to them."""
-        people = await uow.reachable(seeds)
-        if not people:
+        reachable = await uow.reachable(seeds)
+        if not reachable:
             return
         candidates = await uow.candidates(
-            ((p, t) for p in people for t in seeds[p]), self._policy.candidates_per_topic
+            ((p, t) for p in reachable for t in seeds[p]), self._policy.candidates_per_topic
         )
         if not candidates:
-            metrics.MATCH_ATTEMPTS.labels("no_candidate").inc(len(people))
+            metrics.MATCH_ATTEMPTS.labels("no_candidate").inc(len(reachable))
             return
         everyone_considered = {c for cs in candidates.values() for c in cs}
+        now = datetime.now(UTC)
+        half_life = self._policy.half_life_days
         own_interests = await uow.interests_of(candidates.keys())
         own_topics = {i.topic_id for interests in own_interests.values() for i in interests}
         their_interests = await uow.interests_of(everyone_considered, own_topics)
         stats = await uow.topic_stats(own_topics)
         population = await uow.population()
-        met = await uow.partners_met(candidates.keys())
+        rules = self._policy.rules
+        people = await self._people(uow, set(candidates) | everyone_considered)
 
         chosen: list[tuple[int, Choice]] = []
         for person in sorted(candidates):
+            me = people[person]
+            if not available(me, now, rules):
+                metrics.MATCH_ATTEMPTS.labels("unavailable").inc()
+                continue
+            excluded = {
+                c
+                for c in candidates[person]
+                if not available(people[c], now, rules) or forbidden(me, people[c], rules)
+            }
             choice = choose_partner(
-                own_interests.get(person, []),
-                {c: their_interests.get(c, []) for c in candidates[person]},
+                decayed(own_interests.get(person, []), now, half_life),
+                {
+                    c: decayed(their_interests.get(c, []), now, half_life)
+                    for c in candidates[person]
+                },
                 stats,
                 population,
-                excluded=met.get(person, set()),
+                excluded=excluded,
                 min_score=self._policy.min_score,
             )
             if choice is None:
                 metrics.MATCH_ATTEMPTS.labels("below_threshold").inc()
                 continue
-            # Pairs chosen earlier in this batch count as met too.
-            met.setdefault(person, set()).add(choice.partner_id)
-            met.setdefault(choice.partner_id, set()).add(person)
+            # Pairs chosen earlier in this batch count as met, and against the cap, too.
+            partner = people[choice.partner_id]
+            people[person] = replace(
+                me, met=me.met | {partner.id}, recent_intros=me.recent_intros + 1
+            )
+            people[partner.id] = replace(
+                partner, met=partner.met | {person}, recent_intros=partner.recent_intros + 1
+            )
             chosen.append((person, choice))
+        chosen = await self._within_cap(uow, chosen, now)
         if not chosen:
             return
 
@@ -221,11 +275,56 @@ class MatcherService:
                 )
             )
             events[group_key] = event
-        inserted = await uow.insert_proposals(proposals)
+        inserted = await uow.insert_proposals(proposals, self._policy.cooldown_days)
         published = [e for e in events.values() if e.data.proposal_id in inserted]
         await uow.enqueue(published)
         metrics.MATCH_ATTEMPTS.labels("proposed").inc(len(published))
-        metrics.PROPOSALS.inc(len(published))
+        metrics.PROPOSALS.labels("live").inc(len(published))
+
+    async def _people(self, uow: MatcherUnitOfWork, ids: set[int]) -> dict[int, Person]:
+        """What the rules need to know about each of these contacts."""
+        profiles = await uow.constraint_profiles(ids)
+        recent = await uow.recent_intro_counts(ids)
+        blocks = await uow.blocks_of(ids)
+        met = await uow.partners_met(ids, self._policy.cooldown_days)
+        return {
+            i: Person(
+                id=i,
+                organization=profile[0],
+                timezone=profile[1],
+                snoozed_until=profile[2],
+                opted_out=profile[3],
+                recent_intros=recent.get(i, 0),
+                blocked=frozenset(blocks.get(i, ())),
+                met=frozenset(met.get(i, ())),
+            )
+            for i, profile in profiles.items()
+        }
+
+    async def _within_cap(
+        self, uow: MatcherUnitOfWork, chosen: list[tuple[int, Choice]], now: datetime
+    ) -> list[tuple[int, Choice]]:
+        """Re-check the chosen pairs under the participants' row locks: what another matcher
+        committed meanwhile counts, so the cap holds however many matchers run."""
+        if not chosen:
+            return chosen
+        locked = await uow.lock_availability(
+            {p for person, choice in chosen for p in (person, choice.partner_id)}
+        )
+        counts = {i: a.recent_intros for i, a in locked.items()}
+        kept = []
+        for person, choice in chosen:
+            pair = (person, choice.partner_id)
+            if all(
+                i in locked and may_be_introduced(locked[i], counts[i], now, self._policy.rules)
+                for i in pair
+            ):
+                for i in pair:
+                    counts[i] += 1
+                kept.append((person, choice))
+            else:
+                metrics.MATCH_ATTEMPTS.labels("over_cap").inc()
+        return kept
 
     async def _apply_deliveries(self, uow: MatcherUnitOfWork, events: Sequence[object]) -> None:
         outcomes = []

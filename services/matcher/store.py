@@ -16,7 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.matcher.scoring import Interest, TopicStats
+from services.matcher.scoring import Interest, TopicStats, topic_boost
 from shared import inbox, outbox
 from shared.events import ChannelAddress, ChannelType, ContactRef, Event, InterestKind, Participant
 
@@ -32,6 +32,8 @@ class ProfileRow:
     timezone: str | None
     channels: list[ChannelAddress]
     profile_at: datetime
+    tags: tuple[str, ...] = ()
+    snoozed_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,60 @@ class ProposalRow:
     reason: str
     topics: list[dict[str, Any]]
     correlation_id: str
+    round_id: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRow:
+    name: str
+    selector: dict[str, list[str]]
+    group_size: int
+    serendipity: float
+    rules: dict[str, str]
+    every_seconds: int | None
+    next_round_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRow:
+    id: UUID
+    pool: str
+    group_size: int
+    seed: int
+    serendipity: float
+    dry_run: bool
+    status: str
+    worker: UUID | None
+    attempts: int
+    stats: dict[str, Any] | None
+    plan: list[dict[str, Any]] | None
+    error: str | None
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    """A pool member as a round sees it."""
+
+    id: int
+    organization: str | None
+    timezone: str | None
+    snoozed_until: datetime | None
+    last_introduced_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """A contact's state read under its row lock, just before a proposal is written."""
+
+    recent_intros: int
+    opted_out: bool
+    deliverable: bool
+    snoozed_until: datetime | None
 
 
 class MatcherUnitOfWork:
@@ -131,10 +187,13 @@ class MatcherUnitOfWork:
             UPDATE matcher.contacts AS c
             SET name = u.name, organization = u.organization, timezone = u.timezone,
                 channels = u.channels::jsonb, deliverable = u.deliverable,
-                profile_at = u.profile_at, updated_at = now()
+                profile_at = u.profile_at, updated_at = now(),
+                tags = ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb)),
+                snoozed_until = u.snoozed_until
             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[],
-                        $7::timestamptz[])
-                 AS u(id, name, organization, timezone, channels, deliverable, profile_at)
+                        $7::timestamptz[], $8::text[], $9::timestamptz[])
+                 AS u(id, name, organization, timezone, channels, deliverable, profile_at, tags,
+                      snoozed_until)
             WHERE c.id = u.id AND (c.profile_at IS NULL OR c.profile_at <= u.profile_at)
             RETURNING c.id, c.deliverable
             """,
@@ -145,8 +204,26 @@ class MatcherUnitOfWork:
             [json.dumps([c.model_dump(mode="json") for c in r.channels]) for r in ordered],
             [bool(r.channels) for r in ordered],
             [r.profile_at for r in ordered],
+            [json.dumps(list(r.tags)) for r in ordered],
+            [r.snoozed_until for r in ordered],
         )
         return {r["id"] for r in updated if r["deliverable"] and r["id"] in unreachable_before}
+
+    async def replace_blocks(self, blocks: dict[int, set[int]]) -> None:
+        """Set each listed contact's block list to exactly the given contacts."""
+        owners = sorted(blocks)
+        await self._conn.execute(
+            "DELETE FROM matcher.blocks WHERE contact_id = ANY($1::bigint[])", owners
+        )
+        pairs = sorted((owner, blocked) for owner in owners for blocked in blocks[owner])
+        await self._conn.execute(
+            """
+            INSERT INTO matcher.blocks (contact_id, blocked_id)
+            SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING
+            """,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+        )
 
     async def upsert_topics(self, names: Iterable[str]) -> dict[str, int]:
         ordered = sorted(set(names))
@@ -174,10 +251,12 @@ class MatcherUnitOfWork:
 
     async def topic_stats(self, topic_ids: Iterable[int]) -> dict[int, TopicStats]:
         rows = await self._conn.fetch(
-            "SELECT id, name, people FROM matcher.topics WHERE id = ANY($1::bigint[])",
+            "SELECT id, name, people, meetings FROM matcher.topics WHERE id = ANY($1::bigint[])",
             list(set(topic_ids)),
         )
-        return {r["id"]: TopicStats(r["name"], r["people"]) for r in rows}
+        return {
+            r["id"]: TopicStats(r["name"], r["people"], topic_boost(r["meetings"])) for r in rows
+        }
 
     async def population(self) -> int:
         value: int = await self._conn.fetchval(
@@ -317,40 +396,50 @@ class MatcherUnitOfWork:
         ids = list(set(contact_ids))
         if topic_ids is None:
             rows = await self._conn.fetch(
-                "SELECT contact_id, topic_id, kind, weight FROM matcher.interests "
+                "SELECT contact_id, topic_id, kind, weight, declared_at FROM matcher.interests "
                 "WHERE contact_id = ANY($1::bigint[])",
                 ids,
             )
         else:
             rows = await self._conn.fetch(
-                "SELECT contact_id, topic_id, kind, weight FROM matcher.interests "
+                "SELECT contact_id, topic_id, kind, weight, declared_at FROM matcher.interests "
                 "WHERE contact_id = ANY($1::bigint[]) AND topic_id = ANY($2::bigint[])",
                 ids,
                 list(set(topic_ids)),
             )
+        kinds = {k.value: k for k in InterestKind}
         found: dict[int, list[Interest]] = {}
         for r in rows:
             found.setdefault(r["contact_id"], []).append(
-                Interest(r["topic_id"], InterestKind(r["kind"]), float(r["weight"]))
+                Interest(r["topic_id"], kinds[r["kind"]], float(r["weight"]), r["declared_at"])
             )
         return found
 
-    async def partners_met(self, contact_ids: Iterable[int]) -> dict[int, set[int]]:
-        """Everyone each person was already proposed to (for "never the same pair twice")."""
+    async def partners_met(
+        self, contact_ids: Iterable[int], cooldown_days: int | None = None
+    ) -> dict[int, set[int]]:
+        """Everyone each person must not be grouped with again: proposed to them within the
+        cooldown (ever, without one), or in a group that was declined."""
         rows = await self._conn.fetch(
             """
             SELECT p.person, theirs.contact_id AS partner
             FROM unnest($1::bigint[]) AS p(person)
             CROSS JOIN LATERAL (
-                SELECT proposal_id FROM matcher.proposal_participants
+                SELECT proposal_id, created_at FROM matcher.proposal_participants
                 WHERE contact_id = p.person OFFSET 0  -- an index lookup per person, never a hash
             ) AS mine
             CROSS JOIN LATERAL (
                 SELECT contact_id FROM matcher.proposal_participants
                 WHERE proposal_id = mine.proposal_id AND contact_id <> p.person LIMIT 6
             ) AS theirs
+            WHERE $2::int IS NULL
+               OR mine.created_at > now() - make_interval(days => $2::int)
+               OR EXISTS (
+                   SELECT 1 FROM matcher.proposals pr JOIN matcher.groups g USING (group_key)
+                   WHERE pr.id = mine.proposal_id AND g.declined)
             """,
             list(set(contact_ids)),
+            cooldown_days,
         )
         found: dict[int, set[int]] = {}
         for r in rows:
@@ -390,17 +479,107 @@ class MatcherUnitOfWork:
             for r in rows
         }
 
-    async def insert_proposals(self, proposals: Sequence[ProposalRow]) -> set[UUID]:
-        """Insert proposals whose group was never proposed; return the ids actually inserted."""
-        ordered = sorted(proposals, key=lambda p: p.group_key)
-        inserted = await self._conn.fetch(
+    async def lock_availability(self, contact_ids: Iterable[int]) -> dict[int, Availability]:
+        """Lock the contacts (in id order, so writers cannot deadlock) and read, under the lock,
+        what decides whether they may get another introduction. Every proposal is written
+        after this, in the same transaction: two matchers cannot both see room under the cap."""
+        ids = sorted(set(contact_ids))
+        # NO KEY UPDATE: exclusive among writers like this one, yet compatible with the
+        # KEY SHARE locks this transaction's own foreign keys (interests, participants) took.
+        await self._conn.execute(
+            "SELECT 1 FROM matcher.contacts WHERE id = ANY($1::bigint[]) ORDER BY id "
+            "FOR NO KEY UPDATE",
+            ids,
+        )
+        # A separate statement: under READ COMMITTED it reads a snapshot taken after the locks
+        # were granted, so it sees what the previous holder committed.
+        rows = await self._conn.fetch(
             """
-            INSERT INTO matcher.proposals (id, group_key, score, reason, topics, correlation_id)
+            SELECT c.id, c.opted_out, c.deliverable, c.snoozed_until,
+                   (SELECT count(*) FROM matcher.proposal_participants pp
+                    WHERE pp.contact_id = c.id AND pp.created_at > now() - interval '7 days')
+                       AS recent
+            FROM matcher.contacts c WHERE c.id = ANY($1::bigint[])
+            """,
+            ids,
+        )
+        return {
+            r["id"]: Availability(r["recent"], r["opted_out"], r["deliverable"], r["snoozed_until"])
+            for r in rows
+        }
+
+    async def recent_intro_counts(self, contact_ids: Iterable[int]) -> dict[int, int]:
+        rows = await self._conn.fetch(
+            """
+            SELECT t.id, (SELECT count(*) FROM matcher.proposal_participants pp
+                          WHERE pp.contact_id = t.id AND pp.created_at > now() - interval '7 days')
+                       AS recent
+            FROM unnest($1::bigint[]) AS t(id)
+            """,
+            list(set(contact_ids)),
+        )
+        return {r["id"]: r["recent"] for r in rows if r["recent"]}
+
+    async def blocks_of(self, contact_ids: Iterable[int]) -> dict[int, set[int]]:
+        """For each contact, everyone it blocks or is blocked by."""
+        ids = list(set(contact_ids))
+        rows = await self._conn.fetch(
+            """
+            SELECT contact_id AS person, blocked_id AS other FROM matcher.blocks
+            WHERE contact_id = ANY($1::bigint[])
+            UNION
+            SELECT blocked_id, contact_id FROM matcher.blocks WHERE blocked_id = ANY($1::bigint[])
+            """,
+            ids,
+        )
+        found: dict[int, set[int]] = {}
+        for r in rows:
+            found.setdefault(r["person"], set()).add(r["other"])
+        return found
+
+    async def constraint_profiles(
+        self, contact_ids: Iterable[int]
+    ) -> dict[int, tuple[str | None, str | None, datetime | None, bool]]:
+        """Organisation, time zone, snooze and opt-out of each contact."""
+        rows = await self._conn.fetch(
+            "SELECT id, organization, timezone, snoozed_until, opted_out FROM matcher.contacts "
+            "WHERE id = ANY($1::bigint[])",
+            list(set(contact_ids)),
+        )
+        return {
+            r["id"]: (r["organization"], r["timezone"], r["snoozed_until"], r["opted_out"])
+            for r in rows
+        }
+
+    async def insert_proposals(
+        self, proposals: Sequence[ProposalRow], cooldown_days: int | None = None
+    ) -> set[UUID]:
+        """Insert proposals whose group may be proposed (never before, or not within the
+        cooldown, and never after a decline); return the ids actually inserted. The groups row
+        is the guard: of two transactions proposing one group, the second waits and skips."""
+        ordered = sorted(proposals, key=lambda p: p.group_key)
+        allowed = await self._conn.fetch(
+            """
+            INSERT INTO matcher.groups AS g (group_key, last_proposed_at)
+            SELECT k, now() FROM unnest($1::text[]) AS t(k) ORDER BY k
+            ON CONFLICT (group_key) DO UPDATE SET last_proposed_at = EXCLUDED.last_proposed_at
+                WHERE NOT g.declined AND $2::int IS NOT NULL
+                  AND g.last_proposed_at < now() - make_interval(days => $2::int)
+            RETURNING group_key
+            """,
+            [p.group_key for p in ordered],
+            cooldown_days,
+        )
+        keys = {r["group_key"] for r in allowed}
+        ordered = [p for p in ordered if p.group_key in keys]
+        if not ordered:
+            return set()
+        await self._conn.execute(
+            """
+            INSERT INTO matcher.proposals
+                (id, group_key, score, reason, topics, correlation_id, round_id)
             SELECT * FROM unnest($1::uuid[], $2::text[], $3::real[], $4::text[],
-                                 $5::text[]::jsonb[],
-                                 $6::text[])
-            ON CONFLICT (group_key) DO NOTHING
-            RETURNING id
+                                 $5::text[]::jsonb[], $6::text[], $7::uuid[])
             """,
             [p.id for p in ordered],
             [p.group_key for p in ordered],
@@ -408,18 +587,22 @@ class MatcherUnitOfWork:
             [p.reason for p in ordered],
             [json.dumps(p.topics) for p in ordered],
             [p.correlation_id for p in ordered],
+            [p.round_id for p in ordered],
         )
-        ids = {r["id"] for r in inserted}
-        members = [(p.id, c) for p in ordered if p.id in ids for c in p.contact_ids]
+        members = sorted((c, p.id) for p in ordered for c in p.contact_ids)
         await self._conn.execute(
             """
             INSERT INTO matcher.proposal_participants (proposal_id, contact_id)
             SELECT * FROM unnest($1::uuid[], $2::bigint[])
             """,
-            [m[0] for m in members],
             [m[1] for m in members],
+            [m[0] for m in members],
         )
-        return ids
+        await self._conn.execute(
+            "UPDATE matcher.contacts SET last_introduced_at = now() WHERE id = ANY($1::bigint[])",
+            sorted({m[0] for m in members}),
+        )
+        return {p.id for p in ordered}
 
     async def record_deliveries(self, outcomes: Sequence[tuple[UUID, ContactRef, str]]) -> None:
         """Mark participants delivered or failed, from the notifier's delivery events."""
@@ -438,6 +621,61 @@ class MatcherUnitOfWork:
             [o[2] for o in outcomes],
         )
 
+    async def record_feedback(
+        self, proposal_id: UUID, outcome: str, rating: int | None
+    ) -> bool | None:
+        """Store one piece of feedback; None when the proposal is unknown, else whether it is
+        the proposal's first `met` (its topics count one more meeting only then). The proposal
+        row is locked so two participants reporting at once count one meeting."""
+        exists = await self._conn.fetchval(
+            "SELECT true FROM matcher.proposals WHERE id = $1 FOR NO KEY UPDATE", proposal_id
+        )
+        if not exists:
+            return None
+        met_before = await self._conn.fetchval(
+            "SELECT count(*) FROM matcher.feedback WHERE proposal_id = $1 AND outcome = 'met'",
+            proposal_id,
+        )
+        await self._conn.execute(
+            "INSERT INTO matcher.feedback (proposal_id, outcome, rating) VALUES ($1, $2, $3)",
+            proposal_id,
+            outcome,
+            rating,
+        )
+        return outcome == "met" and met_before == 0
+
+    async def decline_group(self, proposal_id: UUID) -> None:
+        await self._conn.execute(
+            """
+            UPDATE matcher.groups g SET declined = true FROM matcher.proposals p
+            WHERE p.id = $1 AND g.group_key = p.group_key
+            """,
+            proposal_id,
+        )
+
+    async def count_meeting(self, proposal_id: UUID) -> None:
+        await self._conn.execute(
+            """
+            UPDATE matcher.topics t SET meetings = t.meetings + 1
+            FROM matcher.proposals p, jsonb_array_elements(p.topics) AS pt
+            WHERE p.id = $1 AND t.name = pt->>'topic'
+            """,
+            proposal_id,
+        )
+
+    async def feedback_summary(self, proposal_id: UUID) -> tuple[dict[str, int], float | None]:
+        rows = await self._conn.fetch(
+            "SELECT outcome, count(*) AS n, avg(rating) AS rating FROM matcher.feedback "
+            "WHERE proposal_id = $1 GROUP BY outcome",
+            proposal_id,
+        )
+        ratings = await self._conn.fetchval(
+            "SELECT avg(rating) FROM matcher.feedback WHERE proposal_id = $1", proposal_id
+        )
+        return {r["outcome"]: r["n"] for r in rows}, (
+            round(float(ratings), 2) if ratings is not None else None
+        )
+
     async def opt_out(self, refs: Sequence[ContactRef]) -> None:
         await self._conn.execute(
             """
@@ -451,6 +689,280 @@ class MatcherUnitOfWork:
         )
 
 
+def _round(r: asyncpg.Record) -> RoundRow:
+    return RoundRow(
+        id=r["id"],
+        pool=r["pool"],
+        group_size=r["group_size"],
+        seed=r["seed"],
+        serendipity=float(r["serendipity"]),
+        dry_run=r["dry_run"],
+        status=r["status"],
+        worker=r["worker"],
+        attempts=r["attempts"],
+        stats=r["stats"],
+        plan=r["plan"],
+        error=r["error"],
+        requested_at=r["requested_at"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+    )
+
+
+def _pool(r: asyncpg.Record) -> PoolRow:
+    return PoolRow(
+        name=r["name"],
+        selector=r["selector"],
+        group_size=r["group_size"],
+        serendipity=float(r["serendipity"]),
+        rules=r["rules"],
+        every_seconds=r["every_seconds"],
+        next_round_at=r["next_round_at"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+class RoundsUnitOfWork(MatcherUnitOfWork):
+    """Pools and rounds: the statements of `POST /v1/pools`, `/v1/rounds` and the round worker."""
+
+    async def upsert_pool(self, pool: PoolRow) -> tuple[PoolRow, bool]:
+        """Create or replace a pool; True when it was created."""
+        row = await self._conn.fetchrow(
+            """
+            INSERT INTO matcher.pools AS p
+                (name, selector, group_size, serendipity, rules, every_seconds, next_round_at)
+            VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6,
+                    CASE WHEN $6::int IS NULL THEN NULL
+                         ELSE now() + make_interval(secs => $6::int) END)
+            ON CONFLICT (name) DO UPDATE SET
+                selector = EXCLUDED.selector, group_size = EXCLUDED.group_size,
+                serendipity = EXCLUDED.serendipity, rules = EXCLUDED.rules,
+                every_seconds = EXCLUDED.every_seconds,
+                next_round_at = CASE WHEN EXCLUDED.every_seconds IS NULL THEN NULL
+                                     ELSE coalesce(p.next_round_at, EXCLUDED.next_round_at) END,
+                updated_at = now()
+            RETURNING *, (xmax = 0) AS created
+            """,
+            pool.name,
+            pool.selector,
+            pool.group_size,
+            pool.serendipity,
+            pool.rules,
+            pool.every_seconds,
+        )
+        return _pool(row), bool(row["created"])
+
+    async def pools(self) -> list[PoolRow]:
+        return [
+            _pool(r) for r in await self._conn.fetch("SELECT * FROM matcher.pools ORDER BY name")
+        ]
+
+    async def pool(self, name: str) -> PoolRow | None:
+        row = await self._conn.fetchrow("SELECT * FROM matcher.pools WHERE name = $1", name)
+        return _pool(row) if row else None
+
+    async def create_round(
+        self,
+        round_id: UUID,
+        pool: PoolRow,
+        group_size: int,
+        seed: int,
+        serendipity: float,
+        dry_run: bool,
+    ) -> RoundRow:
+        row = await self._conn.fetchrow(
+            """
+            INSERT INTO matcher.rounds (id, pool, group_size, seed, serendipity, dry_run)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            RETURNING *
+            """,
+            round_id,
+            pool.name,
+            group_size,
+            seed,
+            serendipity,
+            dry_run,
+        )
+        await self._conn.execute("NOTIFY roac_matcher_rounds")
+        return _round(row)
+
+    async def schedule_due_rounds(self, seeds: Sequence[int]) -> int:
+        """Request a round for each pool whose schedule is due, and move its schedule on;
+        SKIP LOCKED lets several matchers run this loop without requesting a round twice."""
+        created = await self._conn.fetchval(
+            """
+            WITH locked AS (
+                SELECT name, group_size, serendipity FROM matcher.pools
+                WHERE next_round_at <= now()
+                ORDER BY name LIMIT 64 FOR UPDATE SKIP LOCKED
+            ), due AS (
+                SELECT *, row_number() OVER (ORDER BY name) AS n FROM locked
+            ), moved AS (
+                -- The next one a period later; a schedule missed for long resumes from now.
+                UPDATE matcher.pools p
+                SET next_round_at = greatest(p.next_round_at, now() - make_interval(
+                        secs => p.every_seconds)) + make_interval(secs => p.every_seconds)
+                FROM due WHERE p.name = due.name
+            ), requested AS (
+                INSERT INTO matcher.rounds (id, pool, group_size, seed, serendipity)
+                SELECT gen_random_uuid(), due.name, due.group_size, ($1::bigint[])[due.n],
+                       due.serendipity
+                FROM due
+                RETURNING id
+            )
+            SELECT count(*) FROM requested
+            """,
+            list(seeds),
+        )
+        return int(created)
+
+    async def claim_round(self, worker: UUID, lease_seconds: float) -> RoundRow | None:
+        """Take the oldest round waiting, or one whose worker's lease ran out (it crashed)."""
+        row = await self._conn.fetchrow(
+            """
+            UPDATE matcher.rounds SET status = 'running', worker = $1,
+                lease_until = now() + make_interval(secs => $2::float8),
+                started_at = coalesce(started_at, now()), attempts = attempts + 1
+            WHERE id = (
+                SELECT id FROM matcher.rounds
+                WHERE status = 'pending' OR (status = 'running' AND lease_until < now())
+                ORDER BY requested_at LIMIT 1 FOR UPDATE SKIP LOCKED
+            )
+            RETURNING *
+            """,
+            worker,
+            lease_seconds,
+        )
+        return _round(row) if row else None
+
+    async def hold_round(self, round_id: UUID, worker: UUID) -> bool:
+        """Lock the round for its final write; False when another worker has taken it over."""
+        owner = await self._conn.fetchval(
+            "SELECT worker FROM matcher.rounds WHERE id = $1 AND status = 'running' FOR UPDATE",
+            round_id,
+        )
+        return bool(owner == worker)
+
+    async def finish_round(
+        self,
+        round_id: UUID,
+        status: str,
+        stats: dict[str, Any] | None,
+        plan: list[dict[str, Any]] | None,
+        error: str | None = None,
+    ) -> None:
+        await self._conn.execute(
+            """
+            UPDATE matcher.rounds SET status = $2, stats = $3::jsonb, plan = $4::jsonb,
+                error = $5, finished_at = now(), lease_until = NULL
+            WHERE id = $1
+            """,
+            round_id,
+            status,
+            stats,
+            plan,
+            error,
+        )
+
+    async def round(self, round_id: UUID) -> RoundRow | None:
+        row = await self._conn.fetchrow("SELECT * FROM matcher.rounds WHERE id = $1", round_id)
+        return _round(row) if row else None
+
+    async def round_proposals(
+        self, round_id: UUID, limit: int, after: UUID | None
+    ) -> list[dict[str, Any]]:
+        rows = await self._conn.fetch(
+            """
+            SELECT p.id, p.score, p.reason, p.topics, p.created_at,
+                   (SELECT jsonb_agg(jsonb_build_object('source', i.source,
+                                                        'external_id', i.external_id)
+                                     ORDER BY pp.contact_id)
+                    FROM matcher.proposal_participants pp
+                    CROSS JOIN LATERAL (
+                        SELECT source, external_id FROM matcher.identities
+                        WHERE contact_id = pp.contact_id
+                        ORDER BY created_at, source, external_id LIMIT 1) AS i
+                    WHERE pp.proposal_id = p.id) AS participants
+            FROM matcher.proposals p
+            WHERE p.round_id = $1 AND ($3::uuid IS NULL OR p.id > $3)
+            ORDER BY p.id LIMIT $2
+            """,
+            round_id,
+            limit,
+            after,
+        )
+        return [
+            {
+                "id": r["id"],
+                "participants": r["participants"],
+                "score": r["score"],
+                "reason": r["reason"],
+                "topics": r["topics"],
+                "created_at": r["created_at"],
+            }
+            for r in rows
+        ]
+
+    async def round_feedback(self, round_id: UUID) -> dict[str, Any]:
+        rows = await self._conn.fetch(
+            """
+            SELECT f.outcome, count(*) AS n, avg(f.rating) AS rating
+            FROM matcher.feedback f JOIN matcher.proposals p ON p.id = f.proposal_id
+            WHERE p.round_id = $1 GROUP BY f.outcome
+            """,
+            round_id,
+        )
+        return {r["outcome"]: r["n"] for r in rows}
+
+    async def pool_members(self, selector: dict[str, list[str]]) -> list[MemberRow]:
+        """Reachable, not opted-out contacts the pool's selector takes in (every listed
+        criterion must hold; within one, any value)."""
+        tags = selector.get("tags") or None
+        sources = selector.get("sources") or None
+        organizations = [o.casefold() for o in selector.get("organizations") or []] or None
+        rows = await self._conn.fetch(
+            """
+            SELECT c.id, c.organization, c.timezone, c.snoozed_until, c.last_introduced_at
+            FROM matcher.contacts c
+            WHERE c.deliverable AND NOT c.opted_out
+              AND ($1::text[] IS NULL OR c.tags && $1::text[])
+              AND ($2::text[] IS NULL OR EXISTS (
+                    SELECT 1 FROM matcher.identities i
+                    WHERE i.contact_id = c.id AND i.source = ANY($2::text[])))
+              AND ($3::text[] IS NULL OR lower(c.organization) = ANY($3::text[]))
+            ORDER BY c.id
+            """,
+            tags,
+            sources,
+            organizations,
+        )
+        return [
+            MemberRow(
+                r["id"],
+                r["organization"],
+                r["timezone"],
+                r["snoozed_until"],
+                r["last_introduced_at"],
+            )
+            for r in rows
+        ]
+
+    async def all_topic_stats(self, contact_ids: Sequence[int]) -> dict[int, TopicStats]:
+        """Statistics of every topic these contacts hold."""
+        rows = await self._conn.fetch(
+            """
+            SELECT t.id, t.name, t.people, t.meetings FROM matcher.topics t
+            WHERE t.id IN (SELECT DISTINCT topic_id FROM matcher.interests
+                           WHERE contact_id = ANY($1::bigint[]))
+            """,
+            list(contact_ids),
+        )
+        return {
+            r["id"]: TopicStats(r["name"], r["people"], topic_boost(r["meetings"])) for r in rows
+        }
+
+
 class MatcherStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -460,3 +972,18 @@ class MatcherStore:
         """One transaction: committed when the block exits normally, rolled back otherwise."""
         async with self._pool.acquire() as conn, conn.transaction():
             yield MatcherUnitOfWork(conn)
+
+    @asynccontextmanager
+    async def rounds(self) -> AsyncIterator[RoundsUnitOfWork]:
+        """One transaction over pools and rounds (and everything a round writes)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield RoundsUnitOfWork(conn)
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[RoundsUnitOfWork]:
+        """A read-only, repeatable-read transaction: a round plans on one consistent view."""
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            yield RoundsUnitOfWork(conn)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
@@ -112,8 +113,11 @@ async def list_intros(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[datetime | None, Query(description="created_at of the last one seen")] = None,
+    round_id: Annotated[
+        UUID | None, Query(alias="round", description="Only the introductions of this round")
+    ] = None,
 ) -> dict[str, Any]:
     store: NotifierStore = request.app.state.store
     async with store.unit_of_work() as uow:
-        intros = await uow.list_intros(state=state, limit=limit, before=before)
+        intros = await uow.list_intros(state=state, limit=limit, before=before, round_id=round_id)
     return {"intros": intros}

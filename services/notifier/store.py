@@ -456,7 +456,12 @@ class NotifierUnitOfWork:
     # Reading
 
     async def list_intros(
-        self, *, state: str | None, limit: int, before: datetime | None
+        self,
+        *,
+        state: str | None,
+        limit: int,
+        before: datetime | None,
+        round_id: UUID | None = None,
     ) -> list[dict[str, Any]]:
         rows = await self._conn.fetch(
             """
@@ -474,12 +479,14 @@ class NotifierUnitOfWork:
             FROM notifier.intros i
             WHERE ($1::text IS NULL OR i.state = $1)
               AND ($3::timestamptz IS NULL OR i.created_at < $3)
+              AND ($4::text IS NULL OR i.intro->>'round_id' = $4)
             ORDER BY i.created_at DESC, i.id
             LIMIT $2
             """,
             state,
             limit,
             before,
+            str(round_id) if round_id else None,
         )
         found = []
         for r in rows:
@@ -492,6 +499,7 @@ class NotifierUnitOfWork:
                     "score": intro.get("score"),
                     "reason": intro.get("reason"),
                     "topics": [t.get("topic") for t in intro.get("topics", [])],
+                    "round": intro.get("round_id"),
                     "created_at": r["created_at"],
                     "updated_at": r["updated_at"],
                     "asks_expire_at": r["asked_until"],

@@ -13,11 +13,19 @@ import httpx
 
 
 class ServiceProcess:
-    def __init__(self, name: str, env: dict[str, str], ready_url: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        ready_url: str,
+        log_dir: Path,
+        label: str | None = None,
+    ) -> None:
         self.name = name
         self._env = {**os.environ, **env}
         self.ready_url = ready_url
-        self.log_path = log_dir / f"{name}.log"
+        # Several processes of one service (three matchers) each keep a log of their own.
+        self.log_path = log_dir / f"{label or name}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, within: float = 30.0) -> None:

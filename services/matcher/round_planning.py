@@ -1,0 +1,180 @@
+"""Planning a round: who meets whom, and why. Plain Python, no I/O.
+
+A round covers every available person of a pool at once ("daily acts of connection"):
+
+1. people who are snoozed, opted out or at the weekly cap sit this round out;
+2. a sparse candidate graph (`candidate_graph`): each person's best `top_k` partners through
+   the topics they hold, without pairs the rules forbid;
+3. edge weights are the pair score, times the penalty of any broken *preferred* rule, times the
+   waiting bonus of the two people (whoever waited longest is placed first);
+4. `assignment.assign` groups people on that graph (a near-optimal weighted matching for pairs;
+   an odd person joins a pair as a third), with `serendipity` and the round's seed;
+5. every group gets its explanation (the topics and the reason), every person not placed a reason.
+
+The same inputs and seed give the same plan, so a round can be replayed (dry run) exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import combinations
+from typing import Any
+
+from services.matcher.assignment import assign
+from services.matcher.candidate_graph import build_candidate_graph
+from services.matcher.constraints import (
+    Person,
+    Rules,
+    available,
+    forbidden,
+    preference_factor,
+    waiting_bonus,
+)
+from services.matcher.scoring import (
+    Interest,
+    PairScore,
+    TopicMatch,
+    TopicStats,
+    explain,
+    score_pair,
+)
+from shared.events import TopicRelation
+
+NO_INTERESTS = "has declared no interests"
+NO_PARTNER = "nobody available in the pool shares an interest with them under the rules"
+ALL_TAKEN = "every compatible partner was placed in another group"
+
+
+@dataclass(frozen=True, slots=True)
+class RoundParams:
+    group_size: int
+    serendipity: float
+    seed: int
+    top_k: int
+    per_topic: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTopic:
+    topic: str
+    relation: TopicRelation
+    seeker: int | None = None
+    offerer: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedGroup:
+    members: tuple[int, ...]
+    score: float
+    topics: tuple[GroupTopic, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoundPlan:
+    groups: tuple[PlannedGroup, ...]
+    unplaced: tuple[tuple[int, str], ...]  # (contact id, reason)
+    stats: dict[str, Any]
+
+
+def plan_round(
+    people: Mapping[int, Person],
+    interests: Mapping[int, Sequence[Interest]],
+    topics: Mapping[int, TopicStats],
+    population: int,
+    last_introduced: Mapping[int, datetime | None],
+    rules: Rules,
+    params: RoundParams,
+    now: datetime,
+) -> RoundPlan:
+    """Plan a round over `people` (the pool's reachable members); weights already decayed."""
+    ready = [p for p in sorted(people) if available(people[p], now, rules)]
+    with_interests = [p for p in ready if interests.get(p)]
+
+    def excluded(a: int, b: int) -> bool:
+        return forbidden(people[a], people[b], rules)
+
+    graph = build_candidate_graph(
+        {p: interests[p] for p in with_interests},
+        topics,
+        population,
+        top_k=params.top_k,
+        per_topic=params.per_topic,
+        seed=params.seed,
+        excluded=excluded,
+    )
+    bonus = {p: waiting_bonus(last_introduced.get(p), now) for p in with_interests}
+    weighted = [
+        (a, b, score * preference_factor(people[a], people[b], rules) * (bonus[a] + bonus[b]) / 2)
+        for (a, b), score in graph.items()
+    ]
+    assignment = assign(
+        with_interests,
+        weighted,
+        group_size=params.group_size,
+        serendipity=params.serendipity,
+        seed=params.seed,
+        forbidden=excluded,
+        priority=bonus,
+    )
+    groups = tuple(
+        _explained(members, interests, topics, population) for members in assignment.groups
+    )
+    connected = {p for edge in graph for p in edge}
+    unplaced = tuple(
+        [(p, NO_INTERESTS) for p in ready if not interests.get(p)]
+        + [(p, ALL_TAKEN if p in connected else NO_PARTNER) for p in assignment.unplaced]
+    )
+    placed = sum(len(g.members) for g in groups)
+    sizes: dict[str, int] = {}
+    for group in groups:
+        sizes[str(len(group.members))] = sizes.get(str(len(group.members)), 0) + 1
+    total = sum(g.score for g in groups)
+    stats: dict[str, Any] = {
+        "pool_members": len(people),
+        "unavailable": len(people) - len(ready),
+        "eligible": len(ready),
+        "candidate_edges": len(graph),
+        "groups": len(groups),
+        "group_sizes": sizes,
+        "placed": placed,
+        "unplaced": len(unplaced),
+        "coverage": round(placed / len(ready), 4) if ready else 1.0,
+        "total_score": round(total, 4),
+        "mean_group_score": round(total / len(groups), 4) if groups else 0.0,
+    }
+    return RoundPlan(groups, unplaced, stats)
+
+
+def _explained(
+    members: tuple[int, ...],
+    interests: Mapping[int, Sequence[Interest]],
+    topics: Mapping[int, TopicStats],
+    population: int,
+) -> PlannedGroup:
+    """A group's score (the sum over its pairs) and what its members have in common."""
+    total = 0.0
+    best: dict[int, tuple[TopicMatch, GroupTopic]] = {}
+    for a, b in combinations(members, 2):
+        pair = score_pair(interests.get(a, ()), interests.get(b, ()), topics, population)
+        if pair is None:
+            continue
+        total += pair.score
+        for match in pair.topics:
+            seeker = offerer = None
+            if match.relation is TopicRelation.SEEKS_OFFERS:
+                seeker, offerer = (a, b) if match.first_seeks else (b, a)
+            entry = GroupTopic(topics[match.topic_id].name, match.relation, seeker, offerer)
+            if (
+                match.topic_id not in best
+                or match.contribution > best[match.topic_id][0].contribution
+            ):
+                best[match.topic_id] = (match, entry)
+    ordered = sorted(best.values(), key=lambda me: (-me[0].contribution, me[0].topic_id))
+    merged = PairScore(total, tuple(match for match, _ in ordered))
+    reason = (
+        explain(merged, topics, group_size=len(members)) if ordered else "You were placed together."
+    )
+    return PlannedGroup(members, total, tuple(entry for _, entry in ordered), reason)

@@ -1,0 +1,388 @@
+"""Rounds and pools, the use cases: request a round, run it, report it.
+
+A round is a row in `matcher.rounds`, so it survives restarts and any matcher process can run
+it: a worker claims it with a lease (SKIP LOCKED), plans it on a repeatable-read snapshot (in a
+thread, so the event loop keeps consuming), then writes every proposal, its outbox event and
+the round's statistics in one transaction, after re-checking each member under a row lock
+(another matcher may have used someone's weekly cap meanwhile). A worker that dies mid-round
+leaves no partial round: the lease runs out and another worker plans it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+from services.matcher import metrics
+from services.matcher.constraints import Person, Rules
+from services.matcher.round_planning import PlannedGroup, RoundParams, RoundPlan, plan_round
+from services.matcher.scoring import decayed, pair_key
+from services.matcher.service import may_be_introduced
+from services.matcher.store import PoolRow, ProposalRow, RoundRow
+from shared.events import (
+    ContactRef,
+    IntroData,
+    IntroProposed,
+    IntroTopic,
+    Participant,
+    TopicRelation,
+)
+
+if TYPE_CHECKING:
+    from services.matcher.store import MatcherStore, RoundsUnitOfWork
+
+log = logging.getLogger("roac.matcher.rounds")
+SELECTOR_KEYS = ("tags", "sources", "organizations")
+
+
+class PoolNotFound(LookupError):
+    pass
+
+
+class InvalidPool(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RoundPolicy:
+    top_k: int = 12
+    per_topic: int = 40
+    cap_per_week: int = 2
+    cooldown_days: int | None = None
+    half_life_days: float = 365.0
+    lease_seconds: float = 600.0
+    poll_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    selector: dict[str, list[str]] = field(default_factory=dict)
+    group_size: int = 2
+    serendipity: float = 0.0
+    rules: dict[str, str] = field(default_factory=dict)
+    every_seconds: int | None = None
+
+
+def rules_of(pool_rules: dict[str, str], cap_per_week: int) -> Rules:
+    try:
+        return Rules.from_mapping(cap_per_week, pool_rules)
+    except ValueError as exc:
+        raise InvalidPool(str(exc)) from exc
+
+
+class Rounds:
+    def __init__(self, store: MatcherStore, policy: RoundPolicy) -> None:
+        self._store = store
+        self._policy = policy
+        self._worker = uuid4()
+
+    async def save_pool(self, spec: PoolSpec) -> tuple[PoolRow, bool]:
+        unknown = set(spec.selector) - set(SELECTOR_KEYS)
+        if unknown:
+            raise InvalidPool(f"unknown selector keys: {', '.join(sorted(unknown))}")
+        rules_of(spec.rules, self._policy.cap_per_week)  # validates names and levels
+        async with self._store.rounds() as uow:
+            return await uow.upsert_pool(
+                PoolRow(
+                    spec.name,
+                    spec.selector,
+                    spec.group_size,
+                    spec.serendipity,
+                    spec.rules,
+                    spec.every_seconds,
+                )
+            )
+
+    async def pools(self) -> list[PoolRow]:
+        async with self._store.rounds() as uow:
+            return await uow.pools()
+
+    async def request(
+        self,
+        pool_name: str,
+        *,
+        group_size: int | None = None,
+        seed: int | None = None,
+        serendipity: float | None = None,
+        dry_run: bool = False,
+    ) -> RoundRow:
+        async with self._store.rounds() as uow:
+            pool = await uow.pool(pool_name)
+            if pool is None:
+                raise PoolNotFound(pool_name)
+            return await uow.create_round(
+                uuid4(),
+                pool,
+                group_size or pool.group_size,
+                seed if seed is not None else random.randrange(2**31),
+                serendipity if serendipity is not None else pool.serendipity,
+                dry_run,
+            )
+
+    async def get(self, round_id: UUID) -> RoundRow | None:
+        async with self._store.rounds() as uow:
+            return await uow.round(round_id)
+
+    async def feedback(self, round_id: UUID) -> dict[str, Any]:
+        async with self._store.rounds() as uow:
+            return await uow.round_feedback(round_id)
+
+    async def proposals(
+        self, round_id: UUID, limit: int, after: UUID | None
+    ) -> list[dict[str, Any]]:
+        async with self._store.rounds() as uow:
+            return await uow.round_proposals(round_id, limit, after)
+
+    async def run_forever(self) -> None:
+        """The worker loop every matcher runs: scheduled rounds, then waiting rounds."""
+        while True:
+            try:
+                async with self._store.rounds() as uow:
+                    await uow.schedule_due_rounds([random.randrange(2**31) for _ in range(64)])
+                while await self.run_next():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("round worker failed; retrying")
+            await asyncio.sleep(self._policy.poll_seconds)
+
+    async def run_next(self) -> bool:
+        """Claim and run one round; False when none was waiting."""
+        async with self._store.rounds() as uow:
+            claimed = await uow.claim_round(self._worker, self._policy.lease_seconds)
+        if claimed is None:
+            return False
+        started = time.perf_counter()
+        try:
+            await self._run(claimed, started)
+        except Exception as exc:
+            log.exception("round %s failed", claimed.id)
+            metrics.ROUNDS.labels("failed").inc()
+            with contextlib.suppress(Exception):
+                async with self._store.rounds() as uow:
+                    if await uow.hold_round(claimed.id, self._worker):
+                        await uow.finish_round(
+                            claimed.id, "failed", None, None, f"{type(exc).__name__}: {exc}"
+                        )
+        return True
+
+    async def _run(self, claimed: RoundRow, started: float) -> None:
+        now = datetime.now(UTC)
+        async with self._store.snapshot() as uow:
+            pool = await uow.pool(claimed.pool)
+            if pool is None:
+                raise PoolNotFound(claimed.pool)
+            rules = rules_of(pool.rules, self._policy.cap_per_week)
+            people, last_introduced = await self._members(uow, pool)
+            interests = await uow.interests_of(people)
+            topics = await uow.all_topic_stats(list(people))
+            population = await uow.population()
+        loaded = time.perf_counter()
+        params = RoundParams(
+            group_size=claimed.group_size,
+            serendipity=claimed.serendipity,
+            seed=claimed.seed,
+            top_k=self._policy.top_k,
+            per_topic=self._policy.per_topic,
+        )
+        half_life = self._policy.half_life_days
+        plan = await asyncio.to_thread(
+            lambda: plan_round(
+                people,
+                {p: decayed(i, now, half_life) for p, i in interests.items()},
+                topics,
+                population,
+                last_introduced,
+                rules,
+                params,
+                now,
+            )
+        )
+        planned = time.perf_counter()
+        async with self._store.rounds() as uow:
+            if not await uow.hold_round(claimed.id, self._worker):
+                log.warning("round %s was taken over by another worker", claimed.id)
+                return
+            if claimed.dry_run:
+                written, plan_json = 0, await self._plan_json(uow, plan)
+            else:
+                written, plan_json = await self._propose(uow, claimed, plan, rules, now), None
+            stats = dict(plan.stats)
+            stats["proposed"] = written
+            stats["skipped_at_write"] = len(plan.groups) - written if not claimed.dry_run else 0
+            stats["unplaced_sample"] = await self._unplaced_sample(uow, plan)
+            stats["seconds"] = {
+                "load": round(loaded - started, 3),
+                "plan": round(planned - loaded, 3),
+                "write": round(time.perf_counter() - planned, 3),
+                "total": round(time.perf_counter() - started, 3),
+            }
+            await uow.finish_round(claimed.id, "done", stats, plan_json)
+        metrics.ROUNDS.labels("done").inc()
+        metrics.ROUND_SECONDS.observe(time.perf_counter() - started)
+        if not claimed.dry_run:
+            metrics.ROUND_GROUPS.inc(written)
+            metrics.ROUND_PEOPLE.labels("placed").inc(plan.stats["placed"])
+            metrics.ROUND_PEOPLE.labels("unplaced").inc(plan.stats["unplaced"])
+            metrics.LAST_ROUND_COVERAGE.set(plan.stats["coverage"])
+            metrics.LAST_ROUND_GROUPS.set(written)
+        log.info(
+            "round %s done: %d groups, coverage %.3f, %.1fs",
+            claimed.id,
+            len(plan.groups),
+            plan.stats["coverage"],
+            time.perf_counter() - started,
+        )
+
+    async def _members(
+        self, uow: RoundsUnitOfWork, pool: PoolRow
+    ) -> tuple[dict[int, Person], dict[int, datetime | None]]:
+        members = await uow.pool_members(pool.selector)
+        ids = [m.id for m in members]
+        recent = await uow.recent_intro_counts(ids)
+        blocks = await uow.blocks_of(ids)
+        met = await uow.partners_met(ids, self._policy.cooldown_days)
+        people = {
+            m.id: Person(
+                id=m.id,
+                organization=m.organization,
+                timezone=m.timezone,
+                snoozed_until=m.snoozed_until,
+                recent_intros=recent.get(m.id, 0),
+                blocked=frozenset(blocks.get(m.id, ())),
+                met=frozenset(met.get(m.id, ())),
+            )
+            for m in members
+        }
+        return people, {m.id: m.last_introduced_at for m in members}
+
+    async def _propose(
+        self,
+        uow: RoundsUnitOfWork,
+        claimed: RoundRow,
+        plan: RoundPlan,
+        rules: Rules,
+        now: datetime,
+    ) -> int:
+        """Write the planned groups that still hold under the members' row locks."""
+        clock = time.perf_counter()
+        phases: dict[str, float] = {}
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now_ = time.perf_counter()
+            phases[name] = round(now_ - clock, 3)
+            clock = now_
+
+        locked = await uow.lock_availability(p for g in plan.groups for p in g.members)
+        lap("lock")
+        counts = {i: a.recent_intros for i, a in locked.items()}
+        kept: list[PlannedGroup] = []
+        for group in plan.groups:
+            if all(
+                i in locked and may_be_introduced(locked[i], counts[i], now, rules)
+                for i in group.members
+            ):
+                for i in group.members:
+                    counts[i] += 1
+                kept.append(group)
+        details = await uow.participants(p for g in kept for p in g.members)
+        lap("details")
+        correlation = f"round-{claimed.id}"
+        rows: list[ProposalRow] = []
+        events: dict[UUID, IntroProposed] = {}
+        for group in kept:
+            event = _intro_event(group, details, claimed.id, correlation, now)
+            rows.append(
+                ProposalRow(
+                    id=event.data.proposal_id,
+                    group_key=pair_key(*group.members),
+                    contact_ids=group.members,
+                    score=group.score,
+                    reason=group.reason,
+                    topics=[t.model_dump(mode="json") for t in event.data.topics],
+                    correlation_id=correlation,
+                    round_id=claimed.id,
+                )
+            )
+            events[event.data.proposal_id] = event
+        lap("events")
+        inserted = await uow.insert_proposals(rows, self._policy.cooldown_days)
+        lap("proposals")
+        await uow.enqueue([events[i] for i in sorted(inserted)])
+        lap("outbox")
+        log.info("round %s write phases: %s", claimed.id, phases)
+        metrics.PROPOSALS.labels("round").inc(len(inserted))
+        return len(inserted)
+
+    async def _plan_json(self, uow: RoundsUnitOfWork, plan: RoundPlan) -> list[dict[str, Any]]:
+        details = await uow.participants(p for g in plan.groups for p in g.members)
+        return [
+            {
+                "participants": [
+                    {"source": details[p].source, "external_id": details[p].external_id}
+                    for p in g.members
+                ],
+                "score": round(g.score, 4),
+                "reason": g.reason,
+                "topics": [t.topic for t in g.topics],
+            }
+            for g in plan.groups
+        ]
+
+    async def _unplaced_sample(
+        self, uow: RoundsUnitOfWork, plan: RoundPlan, limit: int = 100
+    ) -> list[dict[str, str]]:
+        sample = plan.unplaced[:limit]
+        details = await uow.participants(p for p, _ in sample)
+        return [
+            {"source": details[p].source, "external_id": details[p].external_id, "reason": why}
+            for p, why in sample
+            if p in details
+        ]
+
+
+def _intro_event(
+    group: PlannedGroup,
+    details: dict[int, Participant],
+    round_id: UUID,
+    correlation_id: str,
+    now: datetime,
+) -> IntroProposed:
+    """The proposal event of one group. Built without re-validation (`model_construct`): every
+    value comes from rows written from validated events, and a round builds tens of thousands."""
+
+    def ref(contact_id: int | None) -> ContactRef | None:
+        if contact_id is None:
+            return None
+        p = details[contact_id]
+        return ContactRef.model_construct(source=p.source, external_id=p.external_id)
+
+    topics = [
+        IntroTopic.model_construct(
+            topic=t.topic, relation=t.relation, seeker=ref(t.seeker), offerer=ref(t.offerer)
+        )
+        for t in group.topics
+    ] or [IntroTopic(topic="a shared round", relation=TopicRelation.SHARED)]
+    return IntroProposed.model_construct(
+        source="matcher",
+        correlation_id=correlation_id,
+        data=IntroData.model_construct(
+            proposal_id=uuid4(),
+            participants=[details[p] for p in group.members],
+            topics=topics,
+            score=round(group.score, 4),
+            reason=group.reason,
+            triggered_at=now,
+            round_id=round_id,
+        ),
+    )

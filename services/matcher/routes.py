@@ -1,0 +1,221 @@
+"""The matcher's HTTP API: pools, rounds and feedback (on ROAC_MATCHER_METRICS_PORT, API key
+required)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from services.matcher.feedback import Feedback, FeedbackOutcome, UnknownProposal
+from services.matcher.rounds import PoolNotFound, PoolSpec, Rounds
+from services.matcher.store import PoolRow, RoundRow
+from shared.events import SourceName, TagName
+
+api = APIRouter(prefix="/v1", tags=["pools and rounds"])
+
+PoolName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+]
+RuleLevelName = Literal["required", "preferred", "off"]
+
+
+class Selector(BaseModel):
+    """Who is in a pool; every criterion given must hold (within one, any value). Empty: all."""
+
+    model_config = ConfigDict(extra="forbid")
+    tags: list[TagName] = Field(default_factory=list, max_length=50)
+    sources: list[SourceName] = Field(default_factory=list, max_length=50)
+    organizations: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=50
+    )
+
+
+class PoolRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    different_organization: RuleLevelName = "required"
+    same_timezone: RuleLevelName = "off"
+
+
+class PoolIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: PoolName
+    selector: Selector = Field(default_factory=Selector)
+    group_size: int = Field(default=2, ge=2, le=6)
+    serendipity: float = Field(default=0.0, ge=0, le=10)
+    rules: PoolRules = Field(default_factory=PoolRules)
+    every_seconds: int | None = Field(
+        default=None, ge=60, description="Run a round this often (e.g. 86400: daily); null: never"
+    )
+
+
+class PoolOut(PoolIn):
+    next_round_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class RoundIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pool: PoolName = "everyone"
+    group_size: int | None = Field(default=None, ge=2, le=6, description="Default: the pool's")
+    seed: int | None = Field(
+        default=None, ge=0, lt=2**63, description="Same seed, same data: same round"
+    )
+    serendipity: float | None = Field(default=None, ge=0, le=10)
+    dry_run: bool = Field(default=False, description="Plan and report the round; propose nothing")
+
+
+class RoundOut(BaseModel):
+    id: UUID
+    pool: str
+    status: str
+    group_size: int
+    seed: int
+    serendipity: float
+    dry_run: bool
+    attempts: int
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    stats: dict[str, Any] | None
+    error: str | None
+    plan: list[dict[str, Any]] | None = Field(
+        default=None, description="A dry run's groups (participants, score, reason)"
+    )
+    feedback: dict[str, int] = Field(
+        default_factory=dict, description="Feedback received on its introductions, by outcome"
+    )
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: FeedbackOutcome
+    rating: int | None = Field(default=None, ge=1, le=5)
+
+
+class FeedbackOut(BaseModel):
+    proposal_id: UUID
+    outcomes: dict[str, int]
+    mean_rating: float | None
+
+
+def _rounds(request: Request) -> Rounds:
+    rounds: Rounds = request.app.state.rounds
+    return rounds
+
+
+def _pool_out(pool: PoolRow) -> PoolOut:
+    return PoolOut(
+        name=pool.name,
+        selector=Selector.model_validate(pool.selector),
+        group_size=pool.group_size,
+        serendipity=pool.serendipity,
+        rules=PoolRules.model_validate(pool.rules),
+        every_seconds=pool.every_seconds,
+        next_round_at=pool.next_round_at,
+        created_at=pool.created_at,
+        updated_at=pool.updated_at,
+    )
+
+
+def _round_out(row: RoundRow) -> RoundOut:
+    return RoundOut(
+        id=row.id,
+        pool=row.pool,
+        status=row.status,
+        group_size=row.group_size,
+        seed=row.seed,
+        serendipity=row.serendipity,
+        dry_run=row.dry_run,
+        attempts=row.attempts,
+        requested_at=row.requested_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        stats=row.stats,
+        error=row.error,
+        plan=row.plan,
+    )
+
+
+@api.post("/pools", summary="Create or replace a pool", response_model=PoolOut)
+async def save_pool(body: PoolIn, request: Request, response: Response) -> PoolOut:
+    pool, created = await _rounds(request).save_pool(
+        PoolSpec(
+            name=body.name,
+            selector=body.selector.model_dump(exclude_defaults=True),
+            group_size=body.group_size,
+            serendipity=body.serendipity,
+            rules=body.rules.model_dump(),
+            every_seconds=body.every_seconds,
+        )
+    )
+    response.status_code = 201 if created else 200
+    return _pool_out(pool)
+
+
+@api.get("/pools", summary="Every pool")
+async def list_pools(request: Request) -> dict[str, list[PoolOut]]:
+    return {"pools": [_pool_out(p) for p in await _rounds(request).pools()]}
+
+
+@api.post("/rounds", status_code=202, summary="Request a round", response_model=RoundOut)
+async def request_round(body: RoundIn, request: Request, response: Response) -> RoundOut:
+    try:
+        row = await _rounds(request).request(
+            body.pool,
+            group_size=body.group_size,
+            seed=body.seed,
+            serendipity=body.serendipity,
+            dry_run=body.dry_run,
+        )
+    except PoolNotFound:
+        raise HTTPException(404, f"There is no pool named '{body.pool}'.") from None
+    response.headers["Location"] = f"/v1/rounds/{row.id}"
+    return _round_out(row)
+
+
+@api.get("/rounds/{round_id}", summary="A round's status and statistics", response_model=RoundOut)
+async def get_round(round_id: UUID, request: Request) -> RoundOut:
+    rounds = _rounds(request)
+    row = await rounds.get(round_id)
+    if row is None:
+        raise HTTPException(404, "There is no such round.")
+    out = _round_out(row)
+    out.feedback = await rounds.feedback(round_id)
+    return out
+
+
+@api.get("/rounds/{round_id}/intros", summary="The introductions a round proposed")
+async def round_intros(
+    round_id: UUID,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[UUID | None, Query(description="The last id of the previous page")] = None,
+) -> dict[str, Any]:
+    rounds = _rounds(request)
+    if await rounds.get(round_id) is None:
+        raise HTTPException(404, "There is no such round.")
+    return {"intros": await rounds.proposals(round_id, limit, after)}
+
+
+@api.post(
+    "/intros/{proposal_id}/feedback",
+    status_code=201,
+    summary="Say how an introduction went",
+    response_model=FeedbackOut,
+)
+async def give_feedback(proposal_id: UUID, body: FeedbackIn, request: Request) -> FeedbackOut:
+    feedback: Feedback = request.app.state.feedback
+    try:
+        summary = await feedback.record(proposal_id, body.outcome, body.rating)
+    except UnknownProposal:
+        raise HTTPException(404, "There is no such introduction.") from None
+    return FeedbackOut(
+        proposal_id=summary.proposal_id,
+        outcomes=summary.outcomes,
+        mean_rating=summary.mean_rating,
+    )

@@ -1,0 +1,133 @@
+"""Pools, rounds and feedback over HTTP, against the three live services: a round's proposals
+travel through RabbitMQ to the notifier and out by email like any other."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Stack, new_person, run_id
+from tests.support.infra import API_KEY
+
+pytestmark = pytest.mark.e2e
+
+
+def _matcher(stack: Stack) -> httpx.Client:
+    return httpx.Client(
+        base_url=stack.matcher_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    )
+
+
+def _finished_round(client: httpx.Client, location: str, within: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = client.get(location).json()
+        if body["status"] in ("done", "failed"):
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"the round at {location} did not finish within {within} s")
+
+
+def _load_people(stack: Stack, run: str, count: int) -> list[dict[str, Any]]:
+    """People tagged for this run, paired by a topic only two share, plus one everyone shares.
+    Weights are low, so the live path (min score 1.0) proposes nothing: the round does."""
+    people = [new_person(run, i, tags=[f"t{run}"]) for i in range(count)]
+    with stack.client() as client:
+        assert client.post("/v1/contacts", json={"items": people}).status_code == 202
+        interests = [
+            {"source": "e2e", "external_id": f"{run}-{i}", "topic": topic, "weight": 0.2}
+            for i in range(count)
+            for topic in (f"pair {i // 2} {run}", f"common {run}")
+        ]
+        assert client.post("/v1/interests", json={"items": interests}).status_code == 202
+    return people
+
+
+def _wait_until_loaded(matcher: httpx.Client, pool: str, count: int) -> None:
+    """The matcher applies events asynchronously: a dry run tells when all have arrived."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        response = matcher.post("/v1/rounds", json={"pool": pool, "dry_run": True})
+        plan = _finished_round(matcher, response.headers["Location"])
+        if plan["stats"]["eligible"] == count and plan["stats"]["placed"] == count:
+            return
+        time.sleep(0.3)
+    raise AssertionError("the matcher did not receive every person in time")
+
+
+def test_the_pools_api_needs_a_key_and_valid_input(stack: Stack) -> None:
+    assert httpx.get(f"{stack.matcher_url}/v1/pools").status_code == 401
+    with _matcher(stack) as matcher:
+        bad = matcher.post(
+            "/v1/pools",
+            json={"name": "Not A Name", "group_size": 9, "rules": {"same_team": "required"}},
+        )
+        assert bad.status_code == 422
+        assert bad.headers["content-type"].startswith("application/problem+json")
+        fields = {e["field"] for e in bad.json()["errors"]}
+        assert {"name", "group_size", "rules.same_team"} <= fields
+        missing = matcher.post("/v1/rounds", json={"pool": "no-such-pool"})
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("application/problem+json")
+        assert matcher.get("/v1/rounds/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_a_round_over_http_introduces_everyone_in_the_pool_once(stack: Stack) -> None:
+    run = run_id()
+    pool = f"p{run}"
+    with _matcher(stack) as matcher:
+        created = matcher.post(
+            "/v1/pools", json={"name": pool, "selector": {"tags": [f"t{run}"]}, "group_size": 2}
+        )
+        assert created.status_code == 201, created.text
+        assert matcher.post("/v1/pools", json={"name": pool, "selector": {"tags": [f"t{run}"]}})
+        assert pool in {p["name"] for p in matcher.get("/v1/pools").json()["pools"]}
+
+        people = _load_people(stack, run, 8)
+        _wait_until_loaded(matcher, pool, 8)
+
+        requested = matcher.post("/v1/rounds", json={"pool": pool, "seed": 7})
+        assert requested.status_code == 202, requested.text
+        done = _finished_round(matcher, requested.headers["Location"])
+        assert done["status"] == "done", done["error"]
+        assert done["stats"]["coverage"] == 1.0
+        assert done["stats"]["groups"] == 4
+        intros = matcher.get(f"/v1/rounds/{done['id']}/intros").json()["intros"]
+        pairs = sorted(sorted(p["external_id"] for p in i["participants"]) for i in intros)
+        assert pairs == [[f"{run}-{i}", f"{run}-{i + 1}"] for i in range(0, 8, 2)]
+        assert all(i["reason"].startswith("You both care about pair") for i in intros)
+
+        # Delivered like any proposal: each person gets exactly one introduction email.
+        for person in people:
+            stack.sink.wait_for(person["email"], within=15)
+        time.sleep(1.0)
+        assert all(len(stack.sink.to(p["email"])) == 1 for p in people)
+        with httpx.Client(
+            base_url=stack.notifier_url, headers={"Authorization": f"Bearer {API_KEY}"}
+        ) as notifier:
+            listed = notifier.get("/v1/intros", params={"round": done["id"]}).json()["intros"]
+        assert len(listed) == 4
+        assert {i["round"] for i in listed} == {done["id"]}
+
+        # A second round finds nobody new to meet inside the pairs: no group repeats.
+        again = matcher.post("/v1/rounds", json={"pool": pool, "seed": 8})
+        second = _finished_round(matcher, again.headers["Location"])
+        later = matcher.get(f"/v1/rounds/{second['id']}/intros").json()["intros"]
+        later_pairs = {tuple(sorted(p["external_id"] for p in i["participants"])) for i in later}
+        assert not later_pairs & {tuple(p) for p in pairs}
+
+        # Feedback: recorded, summarised on the round, and 404 for an unknown introduction.
+        first = intros[0]["id"]
+        met = matcher.post(f"/v1/intros/{first}/feedback", json={"outcome": "met", "rating": 5})
+        assert met.status_code == 201, met.text
+        assert met.json()["outcomes"] == {"met": 1}
+        assert matcher.get(f"/v1/rounds/{done['id']}").json()["feedback"] == {"met": 1}
+        unknown = matcher.post(
+            "/v1/intros/00000000-0000-0000-0000-000000000000/feedback", json={"outcome": "met"}
+        )
+        assert unknown.status_code == 404
+        invalid = matcher.post(f"/v1/intros/{first}/feedback", json={"outcome": "great"})
+        assert invalid.status_code == 422
