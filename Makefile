@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults test-cluster lint unit services bench clean
+.PHONY: run test test-faults test-cluster lint unit services bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ unit: $(STAMP)
 bench: $(STAMP) services
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run_all.py --write docs/performance.md
+
+## Regenerate the OpenAPI and AsyncAPI documents in docs/ (a unit test fails when they drift).
+docs: $(STAMP)
+	$(BIN)/python -m services.api_docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -160,6 +161,78 @@ def deliveries_retry() -> None:
         f"replayed {report.replayed}, already done {report.already_done}, "
         f"unreadable left in the queue {report.unreadable}"
     )
+
+
+keys = typer.Typer(
+    help="API keys of integrations, kept in the database as SHA-256 digests. Running services "
+    "see a change within ROAC_API_KEYS_REFRESH_SECONDS (at once when the database announces it)."
+)
+app.add_typer(keys, name="keys")
+
+
+@keys.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="The integration's name (in events and metrics)")],
+) -> None:
+    """Create a key and print its secret: shown this once, never stored."""
+    from shared.api_key_store import KeyNameTaken
+    from shared.api_keys import create_key
+
+    try:
+        secret = _keys_db(create_key(_settings().database_url, name))
+    except ValueError as exc:
+        typer.echo(f"invalid name: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except KeyNameTaken as exc:
+        typer.echo(f"an active key is named {name!r}: revoke it first", err=True)
+        raise typer.Exit(1) from exc
+    # The secret alone on stdout (KEY=$(roac keys create crm)); the advice on stderr.
+    typer.echo(secret)
+    typer.echo(f"created API key {name!r}; store the secret now, it is not shown again", err=True)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Show every key: name, created, last used (to within seconds), revoked. Never a secret."""
+    from shared.api_keys import list_keys
+
+    records = _keys_db(list_keys(_settings().database_url))
+    typer.echo(f"{'NAME':<24} {'CREATED':<20} {'LAST USED':<20} REVOKED")
+    for r in records:
+        typer.echo(
+            f"{r.name:<24} {_when(r.created_at):<20} {_when(r.last_used_at):<20} "
+            f"{_when(r.revoked_at)}"
+        )
+    active = sum(r.revoked_at is None for r in records)
+    typer.echo(f"{active} active, {len(records) - active} revoked")
+
+
+@keys.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The active key's name")]) -> None:
+    """Revoke the active key with this name; requests with it get 401 within seconds."""
+    from shared.api_keys import revoke_key
+
+    if not _keys_db(revoke_key(_settings().database_url, name)):
+        typer.echo(f"no active key is named {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked API key {name!r}")
+
+
+def _keys_db(coroutine: Coroutine[Any, Any, T]) -> T:
+    import asyncpg
+
+    try:
+        return asyncio.run(coroutine)
+    except asyncpg.UndefinedTableError as exc:
+        typer.echo("no API key table in this database: run `roac migrate` first", err=True)
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        typer.echo(f"PostgreSQL (ROAC_DATABASE_URL) is unreachable: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 def main() -> None:

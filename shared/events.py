@@ -216,9 +216,41 @@ class IntroData(_Model):
     round_id: UUID | None = None
 
 
+def _web_url(value: str) -> str:
+    url = urlsplit(value)
+    if url.scheme not in ("https", "http") or not url.hostname:
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+WebUrl = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=2048), AfterValidator(_web_url)
+]
+ResourceTitle = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=300),
+    AfterValidator(_no_line_breaks),
+]
+
+
+class ResourceData(_Model):
+    """A resource (an article, an event, a job post) brought to one person interested in it.
+    One proposal per (resource, recipient): the notifier delivers it once, without asking."""
+
+    proposal_id: UUID
+    resource_id: UUID
+    url: WebUrl
+    title: ResourceTitle
+    recipient: Participant
+    topics: list[str] = Field(min_length=1, max_length=20)  # the recipient's matching topics
+    reason: str
+    triggered_at: AwareDatetime | None = None
+
+
 class DeliveryKind(StrEnum):
     ASK = "ask"  # double opt-in: "would you like to meet ...?"
     INTRO = "intro"  # the introduction itself
+    RESOURCE = "resource"  # a resource brought to one person (resource.proposed.v1)
 
 
 class DeliveryData(_Model):
@@ -289,6 +321,11 @@ class ContactOptedOut(Envelope):
     data: OptOutData
 
 
+class ResourceProposed(Envelope):
+    type: Literal["resource.proposed.v1"] = "resource.proposed.v1"
+    data: ResourceData
+
+
 class DeliveryRequested(Envelope):
     type: Literal["delivery.requested.v1"] = "delivery.requested.v1"
     data: DeliveryJobData
@@ -301,7 +338,8 @@ Event = Annotated[
     | DeliverySucceeded
     | DeliveryFailed
     | ContactOptedOut
-    | DeliveryRequested,
+    | DeliveryRequested
+    | ResourceProposed,
     Field(discriminator="type"),
 ]
 
@@ -313,6 +351,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "delivery.failed.v1",
     "contact.opted_out.v1",
     "delivery.requested.v1",
+    "resource.proposed.v1",
 )
 
 

@@ -7,7 +7,7 @@ Service-specific metrics live beside the service (`services/*/metrics.py`).
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -73,6 +73,12 @@ OUTBOX_DELAY_SECONDS = Histogram(
     "Time an outbox row waited between its commit and its confirmed publish.",
     ["service"],
     buckets=LATENCY_BUCKETS,
+)
+
+API_KEYS_LOADED = Gauge(
+    "roac_api_keys_loaded_timestamp_seconds",
+    "When this process last loaded the database's API keys (Unix time). Falling behind by more "
+    "than ROAC_API_KEYS_REFRESH_SECONDS means revoked or new keys are not seen.",
 )
 
 

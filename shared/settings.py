@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# An API key's name (the integration): in events, metric labels and the api_keys table's CHECK.
+KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class Settings(BaseSettings):
@@ -37,8 +38,13 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     smtp_pool_size: int = Field(default=4, ge=1, le=64)
 
-    # `name:secret` pairs, comma-separated; parsed by `api_key_secrets`.
+    # `name:secret` pairs, comma-separated; parsed by `api_key_secrets`. Valid beside the keys
+    # in the database (`roac keys create`).
     api_keys: SecretStr = SecretStr("")
+    # How often each process reloads the database's API keys when no change was announced
+    # (`roac keys` announces each change with NOTIFY, seen at once): the longest a revoked key
+    # can keep working while the database is reachable.
+    api_keys_refresh_seconds: float = Field(default=5.0, gt=0, le=300)
     # double_opt_in: each participant is asked first; direct: introduce at once.
     intro_mode: Literal["direct", "double_opt_in"] = "double_opt_in"
     # Where people's browsers reach the notifier's links (accept, decline, unsubscribe).
@@ -94,10 +100,14 @@ class Settings(BaseSettings):
     match_repeat_cooldown_days: int | None = Field(default=None, ge=1)
     # An interest's weight halves every this many days after it was declared.
     match_interest_half_life_days: float = Field(default=365.0, gt=0)
+    # Up to this many people sharing a rare topic (and no history) meet as one group; 2: never.
+    match_group_max: int = Field(default=6, ge=2, le=6)
     # Rounds: candidates kept per person in the sparse graph, and people sampled per topic.
     round_top_k: int = Field(default=12, ge=1, le=200)
     round_candidates_per_topic: int = Field(default=40, ge=1, le=10_000)
     round_poll_seconds: float = Field(default=1.0, gt=0)
+    # Resources (POST /v1/resources): at most this many per person in any 7 days.
+    resource_cap_per_week: int = Field(default=2, ge=1, le=100)
 
     # Consumers: AMQP messages handled concurrently per process (each may hold many events).
     consumer_prefetch: int = Field(default=32, ge=1, le=1000)
@@ -131,7 +141,7 @@ def parse_api_keys(raw: str) -> dict[str, str]:
         if not part:
             continue
         name, sep, secret = part.partition(":")
-        if not sep or not _KEY_NAME.match(name):
+        if not sep or not KEY_NAME.fullmatch(name):
             raise ValueError(
                 "ROAC_API_KEYS must be comma-separated name:secret pairs "
                 "(name: letters, digits, '_', '.', '-')"

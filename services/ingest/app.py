@@ -114,7 +114,10 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return await problems.validation_problem(request, exc)
 
 
-def create_app(settings: Settings, lifespan: Lifespan | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, lifespan: Lifespan | None = None, keyring: ApiKeyring | None = None
+) -> FastAPI:
+    """The ingest app; by default its keyring is ROAC_API_KEYS plus the database's keys."""
     app = FastAPI(
         title="roac ingest",
         version="1",
@@ -131,15 +134,13 @@ def create_app(settings: Settings, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_exception_handler(InvalidKey, _invalid_key)
     # Added innermost first: metrics see every answer, auth runs before the body is read.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.ingest_max_body_bytes)
-    app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring(settings.api_key_secrets))
+    app.add_middleware(ApiKeyMiddleware, keyring=keyring or ApiKeyring.from_settings(settings))
     app.add_middleware(HttpMetricsMiddleware)
     return app
 
 
 async def run(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    if not settings.api_key_secrets:
-        raise SystemExit(
-            "ROAC_API_KEYS is empty: ingest would refuse every request. Set name:secret pairs."
-        )
+    # No key at all is allowed (`roac keys create` adds them while ingest runs); the keyring
+    # warns about it at start.
     await serve(create_app(settings), host=settings.ingest_host, port=settings.ingest_port)

@@ -20,7 +20,9 @@ from shared.logs import correlation_id as current_correlation
 from shared.problems import Problem
 
 # Declares the scheme in the OpenAPI document; the check itself is ApiKeyMiddleware.
-_bearer = HTTPBearer(auto_error=False, description="An API key from ROAC_API_KEYS")
+_bearer = HTTPBearer(
+    auto_error=False, description="An API key: `roac keys create NAME`, or one of ROAC_API_KEYS"
+)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 # Declared for the OpenAPI document; read from the request by `_keyed`.
 IdempotencyKey = Annotated[

@@ -1,5 +1,5 @@
 """Wiring of the matcher process: pool, broker, subscriber, outbox relay, the round worker, and
-the HTTP routes (/v1/pools, /v1/rounds, /metrics, /healthz, /readyz) on
+the HTTP routes (/v1/pools, /v1/rounds, /v1/resources, feedback, /metrics, /healthz, /readyz) on
 ROAC_MATCHER_METRICS_PORT."""
 
 from fastapi import FastAPI
@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 from services.matcher import handlers
 from services.matcher.constraints import Rules
 from services.matcher.feedback import Feedback
+from services.matcher.resources import Resources
 from services.matcher.rounds import RoundPolicy, Rounds
 from services.matcher.routes import api
 from services.matcher.service import MatcherService, MatchingPolicy
@@ -27,10 +28,8 @@ API_BODY_LIMIT_BYTES = 64 * 1024
 
 
 async def build(settings: Settings) -> FastAPI:
-    # Room for the consumers, the round worker and the API beside the relay.
-    pool = await open_pool(
-        settings, max_size=settings.database_pool_size + settings.consumer_prefetch
-    )
+    # Two connections beyond the consumers' share: the round worker and the HTTP API.
+    pool = await open_pool(settings, max_size=settings.database_pool_size + 2)
     watch_pool("matcher", pool)
     broker = make_broker(settings, service="matcher", prefetch=settings.consumer_prefetch)
     store = MatcherStore(pool)
@@ -40,6 +39,7 @@ async def build(settings: Settings) -> FastAPI:
         rules=Rules(cap_per_week=settings.match_cap_per_week),
         cooldown_days=settings.match_repeat_cooldown_days,
         half_life_days=settings.match_interest_half_life_days,
+        group_max=settings.match_group_max,
     )
     handlers.register(broker, MatcherService(store, policy))
     rounds = Rounds(
@@ -68,10 +68,15 @@ async def build(settings: Settings) -> FastAPI:
     )
     app.state.rounds = rounds
     app.state.feedback = Feedback(store)
+    app.state.resources = Resources(
+        store,
+        cap_per_week=settings.resource_cap_per_week,
+        half_life_days=settings.match_interest_half_life_days,
+    )
     app.add_exception_handler(RequestValidationError, problems.validation_problem)
     app.add_exception_handler(HTTPException, problems.http_problem)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=API_BODY_LIMIT_BYTES)
-    app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring(settings.api_key_secrets))
+    app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring.from_settings(settings))
     return app
 
 

@@ -4,7 +4,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 PROPOSALS = Counter(
     "roac_matcher_proposals_total",
-    "Introductions proposed (and queued for delivery), by trigger: live (an event) or round.",
+    "Introductions proposed (and queued for delivery), by trigger: live (an event), group (a "
+    "rare topic's handful at once) or round.",
     ["trigger"],
 )
 MATCH_ATTEMPTS = Counter(
@@ -47,7 +48,7 @@ FEEDBACK = Counter(
 
 # Known label values exported from the start (at 0), so dashboards and alerts see the series
 # before the first round or piece of feedback; the last-round gauges start as NaN (no data).
-for _trigger in ("live", "round"):
+for _trigger in ("live", "group", "round"):
     PROPOSALS.labels(_trigger)
 for _outcome in ("done", "failed"):
     ROUNDS.labels(_outcome)

@@ -373,10 +373,18 @@ def _intro_event(
         )
         for t in group.topics
     ] or [IntroTopic(topic="a shared round", relation=TopicRelation.SHARED)]
+    # Every field given: model_construct would otherwise inspect each default factory's
+    # signature, which costs more than the rest of the event.
     return IntroProposed.model_construct(
+        message_id=uuid4(),
+        occurred_at=now,
         source="matcher",
         correlation_id=correlation_id,
+        causation_id=None,
+        integration=None,
+        type="intro.proposed.v1",
         data=IntroData.model_construct(
+            mode=None,
             proposal_id=uuid4(),
             participants=[details[p] for p in group.members],
             topics=topics,

@@ -1,19 +1,20 @@
-"""The matcher's HTTP API: pools, rounds and feedback (on ROAC_MATCHER_METRICS_PORT, API key
-required)."""
+"""The matcher's HTTP API: pools, rounds, feedback and resources (on ROAC_MATCHER_METRICS_PORT,
+API key required)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.matcher.feedback import Feedback, FeedbackOutcome, UnknownProposal
+from services.matcher.resources import Resources
 from services.matcher.rounds import PoolNotFound, PoolSpec, Rounds
 from services.matcher.store import PoolRow, RoundRow
-from shared.events import SourceName, TagName
+from shared.events import ResourceTitle, SourceName, TagName, Topic, WebUrl
 
 api = APIRouter(prefix="/v1", tags=["pools and rounds"])
 
@@ -219,3 +220,48 @@ async def give_feedback(proposal_id: UUID, body: FeedbackIn, request: Request) -
         outcomes=summary.outcomes,
         mean_rating=summary.mean_rating,
     )
+
+
+class ResourceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: WebUrl
+    title: ResourceTitle
+    topics: list[Topic] = Field(min_length=1, max_length=20)
+    limit: int = Field(
+        default=100, ge=1, le=1000, description="At most this many recipients for this request"
+    )
+
+
+class ResourceOut(BaseModel):
+    resource_id: UUID
+    recipients: int = Field(description="People this request brought it to")
+    total_recipients: int = Field(description="People it was brought to so far")
+
+
+@api.post(
+    "/resources",
+    status_code=202,
+    summary="Bring a resource to the people most interested in its topics",
+    response_model=ResourceOut,
+)
+async def share_resource(body: ResourceIn, request: Request, response: Response) -> ResourceOut:
+    resources: Resources = request.app.state.resources
+    correlation = request.headers.get("x-correlation-id") or f"resource-{uuid4()}"
+    shared = await resources.share(
+        body.url, body.title, list(dict.fromkeys(body.topics)), body.limit, correlation[:128]
+    )
+    response.headers["Location"] = f"/v1/resources/{shared.resource_id}"
+    return ResourceOut(
+        resource_id=shared.resource_id,
+        recipients=shared.recipients,
+        total_recipients=shared.total_recipients,
+    )
+
+
+@api.get("/resources/{resource_id}", summary="A resource and how many people it reached")
+async def get_resource(resource_id: UUID, request: Request) -> dict[str, Any]:
+    resources: Resources = request.app.state.resources
+    found = await resources.get(resource_id)
+    if found is None:
+        raise HTTPException(404, "There is no such resource.")
+    return found

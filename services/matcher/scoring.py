@@ -82,14 +82,15 @@ def decayed_weight(
 
 def decayed(interests: Iterable[Interest], now: datetime, half_life_days: float) -> list[Interest]:
     """The interests with their weights decayed to `now` (undated ones unchanged)."""
-    return [
-        i
-        if i.declared_at is None
-        else Interest(
-            i.topic_id, i.kind, decayed_weight(i.weight, i.declared_at, now, half_life_days)
-        )
-        for i in interests
-    ]
+    found = []
+    for i in interests:
+        # Interests from today keep their weight: reuse them (a round decays millions).
+        if i.declared_at is None or (now - i.declared_at).days <= 0:
+            found.append(i)
+        else:
+            weight = decayed_weight(i.weight, i.declared_at, now, half_life_days)
+            found.append(Interest(i.topic_id, i.kind, weight))  # undated: decayed once
+    return found
 
 
 COMPATIBLE_KINDS = frozenset(

@@ -16,6 +16,7 @@ from uuid import uuid4
 
 from services.matcher import metrics
 from services.matcher.constraints import Person, Rules, available, forbidden
+from services.matcher.group_intros import MIN_GROUP, topic_groups
 from services.matcher.scoring import (
     Choice,
     TopicStats,
@@ -23,6 +24,7 @@ from services.matcher.scoring import (
     decayed,
     explain,
     pair_key,
+    topic_value,
 )
 from services.matcher.store import Availability, InterestRow, ProfileRow, ProposalRow
 from shared.events import (
@@ -58,6 +60,8 @@ class MatchingPolicy:
     rules: Rules = field(default_factory=Rules)
     cooldown_days: int | None = None
     half_life_days: float = 365.0
+    # Up to this many people sharing a rare topic meet as one group (below 3: never).
+    group_max: int = 6
 
 
 def may_be_introduced(state: Availability, recent: int, now: datetime, rules: Rules) -> bool:
@@ -187,7 +191,85 @@ class MatcherService:
         causes: dict[int, Envelope] = {}
         for event in latest.values():
             causes.setdefault(ids[(event.data.source, event.data.external_id)], event)
+        if self._policy.group_max >= MIN_GROUP and increments:
+            grouped = await self._propose_topic_groups(uow, set(increments), causes)
+            # Whoever met their topic's group does not also look for a pair on that topic.
+            for topic_id, members in grouped:
+                for member in members:
+                    seeds.get(member, set()).discard(topic_id)
+            seeds = {p: topics for p, topics in seeds.items() if topics}
         await self._propose(uow, seeds, causes)
+
+    async def _propose_topic_groups(
+        self, uow: MatcherUnitOfWork, topic_ids: set[int], causes: dict[int, Envelope]
+    ) -> list[tuple[int, tuple[int, ...]]]:
+        """One introduction for the handful of people who share a rare topic (group_intros)."""
+        holders = await uow.rare_topic_holders(topic_ids, self._policy.group_max)
+        holders = {t: m for t, m in holders.items() if len(m) >= MIN_GROUP}
+        if not holders:
+            return []
+        now = datetime.now(UTC)
+        people = await self._people(uow, {m for members in holders.values() for m in members})
+        groups = topic_groups(holders, people, now, self._policy.rules, self._policy.group_max)
+        if not groups:
+            return []
+        locked = await uow.lock_availability(m for _, members in groups for m in members)
+        counts = {i: a.recent_intros for i, a in locked.items()}
+        kept = []
+        for topic_id, members in groups:
+            if all(
+                m in locked and may_be_introduced(locked[m], counts[m], now, self._policy.rules)
+                for m in members
+            ):
+                for m in members:
+                    counts[m] += 1
+                kept.append((topic_id, members))
+        if not kept:
+            return []
+        stats = await uow.topic_stats(t for t, _ in kept)
+        population = await uow.population()
+        # Each pair in the group must be worth an introduction on its own.
+        kept = [
+            (t, m) for t, m in kept if topic_value(stats[t], population) >= self._policy.min_score
+        ]
+        if not kept:
+            return []
+        details = await uow.participants(m for _, members in kept for m in members)
+        rows, events = [], {}
+        for topic_id, members in kept:
+            cause = next(causes[m] for m in members if m in causes)
+            name = stats[topic_id].name
+            pairs = len(members) * (len(members) - 1) // 2
+            event = IntroProposed(
+                source="matcher",
+                correlation_id=cause.correlation_id,
+                causation_id=cause.message_id,
+                integration=cause.integration,
+                data=IntroData(
+                    proposal_id=uuid4(),
+                    participants=[details[m] for m in members],
+                    topics=[IntroTopic(topic=name, relation=TopicRelation.SHARED)],
+                    score=round(topic_value(stats[topic_id], population) * pairs, 4),
+                    reason=f"You all care about {name}, and nobody else here does yet.",
+                    triggered_at=cause.occurred_at,
+                ),
+            )
+            rows.append(
+                ProposalRow(
+                    id=event.data.proposal_id,
+                    group_key=pair_key(*members),
+                    contact_ids=members,
+                    score=event.data.score,
+                    reason=event.data.reason,
+                    topics=[t.model_dump(mode="json") for t in event.data.topics],
+                    correlation_id=event.correlation_id,
+                )
+            )
+            events[event.data.proposal_id] = (topic_id, members, event)
+        inserted = await uow.insert_proposals(rows, self._policy.cooldown_days)
+        await uow.enqueue([events[i][2] for i in sorted(inserted)])
+        metrics.PROPOSALS.labels("group").inc(len(inserted))
+        return [(events[i][0], events[i][1]) for i in inserted]
 
     async def _propose(
         self,

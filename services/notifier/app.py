@@ -1,6 +1,7 @@
-"""Wiring of the notifier process: pool, broker, channels, the two subscribers (proposals and
-delivery jobs), the outbox relay, the expiry sweep, and the HTTP routes (links, /v1/intros,
-/metrics, /healthz, /readyz) on ROAC_NOTIFIER_METRICS_PORT."""
+"""Wiring of the notifier process: pool, broker, channels, the two subscribers (proposals of
+introductions and resources, and delivery jobs), the outbox relay, the expiry sweep, and the
+HTTP routes (links, /v1/intros, /v1/resources/deliveries, /metrics, /healthz, /readyz) on
+ROAC_NOTIFIER_METRICS_PORT."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from services.notifier.planning import QuietHours
 from services.notifier.proposals import ProposalIntake
 from services.notifier.rate_limit import RateLimiter
 from services.notifier.rendering import MessageRenderer
+from services.notifier.resources import ResourceIntake
 from services.notifier.routes import api, links
 from services.notifier.smtp import SmtpSender
 from services.notifier.store import PRODUCER, NotifierStore
@@ -85,8 +87,9 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         clock=clock,
         deliver=worker.deliver_now,
     )
+    resources = ResourceIntake(store, quiet=quiet, clock=clock, deliver=worker.deliver_now)
     answers = Answers(store, secret=secret.encode(), ask_ttl=ask_ttl, quiet=quiet, clock=clock)
-    handlers.register(broker, proposals, worker)
+    handlers.register(broker, proposals, resources, worker)
     relay = OutboxRelay(
         pool, EventPublisher(broker, "notifier"), PRODUCER, database_url=settings.database_url
     )
@@ -108,7 +111,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.state.answers = answers
     app.state.store = store
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=PUBLIC_BODY_LIMIT_BYTES)
-    app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring(settings.api_key_secrets))
+    app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring.from_settings(settings))
     return app
 
 

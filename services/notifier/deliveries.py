@@ -1,5 +1,6 @@
 """Attempting deliveries: first attempts right after a proposal is recorded, later ones as the
-job handler behind `delivery.requested.v1`.
+job handler behind `delivery.requested.v1`. A delivery belongs to an introduction (an ask or the
+introduction itself) or to a resource proposal (one message to one person, nothing to answer).
 
 Per group of deliveries, in one transaction: lock the introductions, then the delivery rows;
 drop stale or repeated copies (status or generation differ); wait (via a delay queue) for quiet
@@ -33,9 +34,10 @@ from services.notifier.links import LinkAction, LinkMaker
 from services.notifier.optin import IntroState
 from services.notifier.planning import PlannedDelivery, QuietHours
 from services.notifier.rate_limit import RateLimiter
-from services.notifier.rendering import Links, MessageRenderer, Style, Trusted
+from services.notifier.rendering import Links, MessageRenderer, Rendered, Style, Trusted
 from services.notifier.retry_policy import retry_delay
 from services.notifier.scheduling import JobCause, park, run_later, run_now
+from services.notifier.store import IntroRecord, ProposalRecord, ResourceRecord
 from shared.events import (
     ChannelAddress,
     ChannelType,
@@ -52,12 +54,7 @@ from shared.events import (
 from shared.metrics import EVENTS_CONSUMED
 
 if TYPE_CHECKING:
-    from services.notifier.store import (
-        DeliveryRecord,
-        IntroRecord,
-        NotifierStore,
-        NotifierUnitOfWork,
-    )
+    from services.notifier.store import DeliveryRecord, NotifierStore, NotifierUnitOfWork
 
 log = logging.getLogger("roac.notifier")
 
@@ -171,13 +168,17 @@ class DeliveryWorker:
             metrics.DELIVERIES.labels(r.delivery.channel, r.delivery.kind.value, "sent").inc()
             metrics.ATTEMPTS.labels(r.delivery.channel, "sent").observe(r.delivery.attempts + 1)
             metrics.PROPOSAL_TO_DELIVERY_SECONDS.labels(r.delivery.kind.value).observe(
-                (self._clock.now() - r.intro.proposed_at).total_seconds()
+                (self._clock.now() - r.proposal.proposed_at).total_seconds()
             )
-            first_message = r.delivery.kind is DeliveryKind.ASK or r.intro.mode == "direct"
-            if first_message and r.intro.intro.triggered_at is not None:
-                metrics.INGEST_TO_FIRST_MESSAGE_SECONDS.observe(
-                    (self._clock.now() - r.intro.intro.triggered_at).total_seconds()
-                )
+            # The pipeline's latency objective is about introductions (a resource's
+            # proposal-to-delivery time is observed above, by kind).
+            if isinstance(r.proposal, IntroRecord):
+                intro = r.proposal
+                first_message = r.delivery.kind is DeliveryKind.ASK or intro.mode == "direct"
+                if first_message and intro.intro.triggered_at is not None:
+                    metrics.INGEST_TO_FIRST_MESSAGE_SECONDS.observe(
+                        (self._clock.now() - intro.intro.triggered_at).total_seconds()
+                    )
             if result.hold_for and r.rate_key is not None:
                 self._limiter.hold_until(r.rate_key, self._clock.monotonic() + result.hold_for)
 
@@ -193,7 +194,7 @@ class DeliveryWorker:
     async def _prepare(
         self,
         uow: NotifierUnitOfWork,
-        intro: IntroRecord,
+        proposal: ProposalRecord,
         delivery: DeliveryRecord,
         opted_out: bool,
         generation: int,
@@ -205,14 +206,15 @@ class DeliveryWorker:
         if delivery.status != "pending" or delivery.generation != generation:
             metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "duplicate").inc()
             return None
-        wanted = IntroState.ASKED if delivery.kind is DeliveryKind.ASK else IntroState.ACCEPTED
-        if intro.state is not wanted:
-            await self._close(uow, delivery, "cancelled")
-            return None
+        if isinstance(proposal, IntroRecord):
+            wanted = IntroState.ASKED if delivery.kind is DeliveryKind.ASK else IntroState.ACCEPTED
+            if proposal.state is not wanted:
+                await self._close(uow, delivery, "cancelled")
+                return None
         if opted_out:
             await self._close(uow, delivery, "suppressed")
             return None
-        people = [intro.intro.participants[p] for p in delivery.positions]
+        people = [proposal.participants[p] for p in delivery.positions]
         now = self._clock.now()
         due = max(delivery.not_before, self._quiet.earliest(now, people[0].timezone))
         if due > now:
@@ -220,17 +222,20 @@ class DeliveryWorker:
             return None
         target = self._target(delivery, people)
         if target is None:
-            await self._give_up(uow, intro, delivery, "no channel left to try", cause)
+            await self._give_up(uow, proposal, delivery, "no channel left to try", cause)
             return None
         address, group = target
         channel = ChannelType(delivery.channel)
         sender = self._channels.get(channel)
         if sender is None:
             await self._permanent(
-                uow, intro, delivery, people, f"{channel.value} is not set up", cause
+                uow, proposal, delivery, people, f"{channel.value} is not set up", cause
             )
             return None
-        out = self._outgoing(intro, delivery, people, channel, address, group)
+        if isinstance(proposal, ResourceRecord):
+            out = self._resource_outgoing(proposal, delivery, channel, address)
+        else:
+            out = self._outgoing(proposal, delivery, people, channel, address, group)
         rate_key = sender.rate_key(out)
         wait = 0.0
         if rate_key is not None:
@@ -242,7 +247,7 @@ class DeliveryWorker:
                 await self._reschedule(uow, delivery, later, cause)
                 return None
             wait = reserved
-        return _Ready(intro, delivery, people, out, sender, rate_key, cause, wait)
+        return _Ready(proposal, delivery, people, out, sender, rate_key, cause, wait)
 
     async def _record_failure(
         self, uow: NotifierUnitOfWork, ready: _Ready, error: BaseException
@@ -255,7 +260,9 @@ class DeliveryWorker:
         outcome = "permanent" if isinstance(error, PermanentDeliveryError) else "transient"
         await uow.record_attempt(delivery.id, delivery.channel, outcome, str(error)[:500])
         if isinstance(error, PermanentDeliveryError):
-            await self._permanent(uow, ready.intro, delivery, ready.people, str(error), ready.cause)
+            await self._permanent(
+                uow, ready.proposal, delivery, ready.people, str(error), ready.cause
+            )
         else:
             await self._transient(uow, delivery, ready.people, error, ready.cause)
 
@@ -350,6 +357,35 @@ class DeliveryWorker:
             payload=payload,
         )
 
+    def _resource_outgoing(
+        self,
+        proposal: ResourceRecord,
+        delivery: DeliveryRecord,
+        channel: ChannelType,
+        address: str,
+    ) -> Outgoing:
+        """A resource for its one recipient: no answer links, the unsubscribe link as always."""
+        resource = proposal.resource
+        person = resource.recipient
+        unsubscribe = self._links.unsubscribe(
+            person.source, person.external_id, self._clock.now().timestamp()
+        )
+        rendered = self._renderer.render_resource(
+            resource, Links(accept=None, decline=None, unsubscribe=Trusted(unsubscribe))
+        )
+        return Outgoing(
+            delivery_id=delivery.id,
+            idempotency_key=f"{delivery.id}.{delivery.channel_index}",
+            proposal_id=proposal.id,
+            kind=delivery.kind,
+            channel=channel,
+            address=address,
+            rendered=rendered,
+            unsubscribe_url=unsubscribe,
+            to_name=person.name,
+            payload=_resource_payload(proposal, delivery, rendered, unsubscribe),
+        )
+
     async def _record_sent(
         self, uow: NotifierUnitOfWork, sent: Sequence[tuple[_Ready, Sent]]
     ) -> None:
@@ -378,7 +414,7 @@ class DeliveryWorker:
                 for person in r.people
             ]
         )
-        introduced = {r.intro.id for r, _ in sent if r.delivery.kind is DeliveryKind.INTRO}
+        introduced = {r.proposal.id for r, _ in sent if r.delivery.kind is DeliveryKind.INTRO}
         if introduced:
             await uow.finish_if_delivered(introduced)
 
@@ -429,7 +465,7 @@ class DeliveryWorker:
     async def _permanent(
         self,
         uow: NotifierUnitOfWork,
-        intro: IntroRecord,
+        proposal: ProposalRecord,
         delivery: DeliveryRecord,
         people: list[Participant],
         reason: str,
@@ -460,7 +496,7 @@ class DeliveryWorker:
                 await self._failed_events(
                     uow, delivery, people, delivery.attempts + 1, reason, True, cause
                 )
-                await self._maybe_finish(uow, intro)
+                await self._maybe_finish(uow, proposal)
             return
         channels = people[0].channels
         next_index = delivery.channel_index + 1
@@ -481,18 +517,18 @@ class DeliveryWorker:
             await run_now(uow, delivery.id, generation, cause)
             metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "fallback").inc()
             return
-        await self._give_up(uow, intro, delivery, reason, cause, people)
+        await self._give_up(uow, proposal, delivery, reason, cause, people)
 
     async def _give_up(
         self,
         uow: NotifierUnitOfWork,
-        intro: IntroRecord,
+        proposal: ProposalRecord,
         delivery: DeliveryRecord,
         reason: str,
         cause: JobCause,
         people: list[Participant] | None = None,
     ) -> None:
-        people = people or [intro.intro.participants[p] for p in delivery.positions]
+        people = people or [proposal.participants[p] for p in delivery.positions]
         attempts = delivery.attempts + 1
         await self._close(uow, delivery, "failed", reason)
         await self._failed_events(
@@ -501,14 +537,15 @@ class DeliveryWorker:
         metrics.ATTEMPTS.labels(delivery.channel, "failed").observe(attempts)
         if delivery.kind is DeliveryKind.ASK:
             # Someone cannot be asked: the introduction cannot happen.
-            await uow.set_intro_state(intro.id, IntroState.FAILED)
-            await uow.cancel_pending(intro.id)
+            await uow.set_intro_state(proposal.id, IntroState.FAILED)
+            await uow.cancel_pending(proposal.id)
         else:
-            await self._maybe_finish(uow, intro)
+            await self._maybe_finish(uow, proposal)
         log.warning("delivery %s failed: %s", delivery.id, reason)
 
-    async def _maybe_finish(self, uow: NotifierUnitOfWork, intro: IntroRecord) -> None:
-        await uow.finish_if_delivered({intro.id})
+    async def _maybe_finish(self, uow: NotifierUnitOfWork, proposal: ProposalRecord) -> None:
+        if isinstance(proposal, IntroRecord):
+            await uow.finish_if_delivered({proposal.id})
 
     async def _failed_events(
         self,
@@ -576,7 +613,7 @@ class DeliveryWorker:
 class _Ready:
     """A delivery checked and rendered, about to be sent."""
 
-    intro: IntroRecord
+    proposal: ProposalRecord
     delivery: DeliveryRecord
     people: list[Participant]
     out: Outgoing
@@ -585,6 +622,35 @@ class _Ready:
     cause: JobCause
     wait: float
     seconds: float = 0.0
+
+
+def _resource_payload(
+    proposal: ResourceRecord, delivery: DeliveryRecord, rendered: Rendered, unsubscribe: str
+) -> dict[str, object]:
+    """The generic webhook's JSON for a resource (docs/notifier.md)."""
+    resource = proposal.resource
+    person = resource.recipient
+    return {
+        "version": 1,
+        "type": f"roac.{delivery.kind.value}",
+        "delivery_id": str(delivery.id),
+        "proposal_id": str(proposal.id),
+        "recipient": {
+            "source": person.source,
+            "external_id": person.external_id,
+            "name": person.name,
+        },
+        "subject": rendered.subject,
+        "text": rendered.chat[Style.PLAIN],
+        "topics": list(resource.topics),
+        "links": {"accept": None, "decline": None, "unsubscribe": unsubscribe},
+        "resource": {
+            "id": str(resource.resource_id),
+            "url": resource.url,
+            "title": resource.title,
+            "reason": resource.reason,
+        },
+    }
 
 
 def _first_of(channels: list[ChannelAddress], kind: ChannelType) -> str | None:

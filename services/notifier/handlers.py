@@ -1,24 +1,53 @@
 """The notifier's subscribers: each hands its message to the consumer policy and a use case."""
 
+from collections.abc import Awaitable, Callable, Mapping
+
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.notifier.deliveries import DeliveryWorker
 from services.notifier.proposals import ProposalIntake
+from services.notifier.resources import ResourceIntake
 from shared.consumer import handle_message, skip_decoding
+from shared.events import EventBatch
 from shared.topology import DELIVERY_QUEUE, NOTIFIER_QUEUE
 
+Apply = Callable[[EventBatch], Awaitable[None]]
 
-def register(broker: RabbitBroker, proposals: ProposalIntake, deliveries: DeliveryWorker) -> None:
+
+def by_type(use_cases: Mapping[str, Apply]) -> Apply:
+    """One use case per event type (a message holds events of one type); a type nobody handles
+    raises, so the consumer policy parks the message."""
+
+    async def apply(batch: EventBatch) -> None:
+        use_case = use_cases.get(batch.type)
+        if use_case is None:
+            raise ValueError(f"the notifier does not handle {batch.type} on {NOTIFIER_QUEUE.name}")
+        await use_case(batch)
+
+    return apply
+
+
+def register(
+    broker: RabbitBroker,
+    proposals: ProposalIntake,
+    resources: ResourceIntake,
+    deliveries: DeliveryWorker,
+) -> None:
+    apply_proposal = by_type(
+        {"intro.proposed.v1": proposals.apply, "resource.proposed.v1": resources.apply}
+    )
+
     @broker.subscriber(
         NOTIFIER_QUEUE.rabbit_queue(declare=False),
         decoder=skip_decoding,
         title="notifier",
-        description="Proposed introductions: recorded, and their first messages scheduled.",
+        description="Proposed introductions and resources: recorded, and their first messages "
+        "scheduled.",
     )
-    async def on_intro_batch(message: RabbitMessage) -> None:
+    async def on_proposal_batch(message: RabbitMessage) -> None:
         await handle_message(
-            message, service="notifier", queue=NOTIFIER_QUEUE.name, apply=proposals.apply
+            message, service="notifier", queue=NOTIFIER_QUEUE.name, apply=apply_proposal
         )
 
     @broker.subscriber(

@@ -6,10 +6,10 @@ from shared.metrics import LATENCY_BUCKETS
 
 DELIVERIES = Counter(
     "roac_notifier_deliveries_total",
-    "Delivery outcomes by channel, kind (ask or intro) and outcome: sent, retried (transient "
-    "failure, rescheduled), fallback (permanent failure, next channel), failed (permanent, no "
-    "channel left), parked (out of attempts), rescheduled (quiet hours or pacing), duplicate, "
-    "cancelled, suppressed (opted out).",
+    "Delivery outcomes by channel, kind (ask, intro or resource) and outcome: sent, retried "
+    "(transient failure, rescheduled), fallback (permanent failure, next channel), failed "
+    "(permanent, no channel left), parked (out of attempts), rescheduled (quiet hours or pacing), "
+    "duplicate, cancelled, suppressed (opted out).",
     ["channel", "kind", "outcome"],
 )
 SEND_SECONDS = Histogram(
@@ -26,8 +26,8 @@ ATTEMPTS = Histogram(
 )
 PROPOSAL_TO_DELIVERY_SECONDS = Histogram(
     "roac_notifier_proposal_to_delivery_seconds",
-    "Time from the matcher's proposal to a message delivered, by kind (an introduction in "
-    "double opt-in mode includes the time people took to answer).",
+    "Time from the matcher's proposal to a message delivered, by kind: ask, intro (in double "
+    "opt-in mode including the time people took to answer) or resource.",
     ["kind"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600, 72 * 3600),
 )

@@ -1,4 +1,5 @@
-"""Which deliveries a step of an introduction needs, and when each may go out: plain Python."""
+"""Which deliveries a step of an introduction (or a resource proposal) needs, and when each may
+go out: plain Python."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from uuid import UUID
 
 from services.notifier.delivery_policy import delivery_id
 from services.notifier.quiet_hours import earliest_delivery
-from shared.events import ChannelType, DeliveryKind, IntroData
+from shared.events import ChannelType, DeliveryKind, IntroData, ResourceData
 
 GROUP_SOURCE = "group"
 
@@ -85,3 +86,22 @@ def plan(
             )
         )
     return planned
+
+
+def plan_resource(resource: ResourceData, now: datetime, quiet: QuietHours) -> PlannedDelivery:
+    """The one delivery of a resource proposal: to its recipient, on their first channel."""
+    person = resource.recipient
+    return PlannedDelivery(
+        id=delivery_id(
+            resource.proposal_id,
+            DeliveryKind.RESOURCE.value,
+            f"{person.source}/{person.external_id}",
+        ),
+        proposal_id=resource.proposal_id,
+        kind=DeliveryKind.RESOURCE,
+        positions=(0,),
+        recipient_source=person.source,
+        recipient_external_id=person.external_id,
+        channel=person.channels[0].type if person.channels else ChannelType.EMAIL,
+        not_before=quiet.earliest(now, person.timezone),
+    )

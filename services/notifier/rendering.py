@@ -2,8 +2,10 @@
 
 Every value a template prints is escaped for where it goes: HTML for the email's HTML part,
 Slack's `&<>` entities for Slack, Markdown for Mattermost, Discord and Teams, nothing for plain
-text and Matrix. Links roac built itself are marked `Trusted` and left alone. Templates live in
-`templates/<language>/`; files in ROAC_TEMPLATE_DIR (or its `<language>/` folder) override them.
+text and Matrix. Links roac built itself are marked `Trusted` and left alone; any other URL
+a chat template makes a link of (a resource's) has the characters that could end or break the
+link's markup percent-encoded. Templates live in `templates/<language>/`; files in
+ROAC_TEMPLATE_DIR (or its `<language>/` folder) override them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from jinja2 import (
 )
 from markupsafe import Markup
 
-from shared.events import ChannelType, DeliveryKind, IntroData, Participant, TopicRelation
+from shared.events import (
+    ChannelType,
+    DeliveryKind,
+    IntroData,
+    Participant,
+    ResourceData,
+    TopicRelation,
+)
 
 
 class Style(StrEnum):
@@ -78,6 +87,29 @@ _ESCAPERS: dict[Style, Callable[[str], str]] = {
     Style.SLACK: _slack,
     Style.MARKDOWN: _markdown,
 }
+
+# What could end a link or break out of it in some chat's markup (`<url|label>`, `[label](url)`,
+# autolinked text): whitespace, control characters, brackets of every kind but [] (IPv6 hosts),
+# quotes, the backslash and the backtick.
+_UNSAFE_IN_URL = re.compile(r'[\s\x00-\x1f\x7f<>|()"\\`{}^]')
+
+
+def link_target(url: str) -> str:
+    """A URL roac did not build, made safe as a chat link's target: the characters above
+    percent-encoded (as UTF-8), everything else as given; `&` is left to the style's escaping."""
+    return _UNSAFE_IN_URL.sub(lambda m: "".join(f"%{b:02X}" for b in m[0].encode()), url)
+
+
+def _link_global(style: Style) -> Callable[[str, str], Trusted]:
+    make = _LINKS[style]
+    escape_target = _slack if style is Style.SLACK else (lambda text: text)
+
+    def link(url: str, label: str) -> Trusted:
+        if not isinstance(url, Trusted):
+            url = escape_target(link_target(url))
+        return Trusted(make(url, label))
+
+    return link
 
 
 def _finalizer(escape: Callable[[str], str]) -> Callable[[Any], Any]:
@@ -157,8 +189,7 @@ class MessageRenderer:
         for style, escape in _ESCAPERS.items():
             # Not HTML: `finalize` escapes every printed value for the chat's own syntax.
             env = Environment(autoescape=False, finalize=_finalizer(escape), **common)  # noqa: S701
-            make_link = _LINKS[style]
-            env.globals["link"] = lambda url, label, make=make_link: Trusted(make(url, label))
+            env.globals["link"] = _link_global(style)
             self._chat[style] = env
 
     def render(
@@ -169,8 +200,26 @@ class MessageRenderer:
         links: Links,
     ) -> Rendered:
         """What the participants at `recipients` receive (one person, or a group chat)."""
-        context = self._context(kind, intro, recipients, links)
-        name = kind.value
+        return self._render(kind.value, self._context(kind, intro, recipients, links))
+
+    def render_resource(self, resource: ResourceData, links: Links) -> Rendered:
+        """What the recipient of a resource receives (`resource.*` templates)."""
+        topics = list(resource.topics)
+        context = {
+            "kind": DeliveryKind.RESOURCE.value,
+            "group": False,
+            "recipient": resource.recipient,
+            "title": resource.title,
+            "url": resource.url,
+            "reason": resource.reason,
+            "topic": topics[0],
+            "topics": topics,
+            "topics_text": join_words(topics),
+            "links": links,
+        }
+        return self._render(DeliveryKind.RESOURCE.value, context)
+
+    def _render(self, name: str, context: dict[str, Any]) -> Rendered:
         plain = self._chat[Style.PLAIN]
         subject = plain.get_template(f"{name}.subject.j2").render(context)
         chat = {

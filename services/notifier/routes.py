@@ -1,4 +1,5 @@
-"""The notifier's public HTTP routes: the links people click, and introductions for operators.
+"""The notifier's public HTTP routes: the links people click, and introductions and resource
+deliveries for operators.
 
 A GET on a link only shows a page with a button (mail scanners that prefetch links must not
 answer for people); the button POSTs. RFC 8058 one-click unsubscribe POSTs directly.
@@ -21,7 +22,9 @@ from services.notifier.optin import IntroState
 from services.notifier.store import NotifierStore
 
 _pages = Environment(loader=PackageLoader("services.notifier", "templates/en"), autoescape=True)
-_bearer = HTTPBearer(auto_error=False, description="An API key from ROAC_API_KEYS")
+_bearer = HTTPBearer(
+    auto_error=False, description="An API key (roac keys create, or ROAC_API_KEYS)"
+)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 links = APIRouter(tags=["links"])
@@ -39,8 +42,8 @@ _CONFIRM = {
         "No, thanks",
     ),
     LinkAction.UNSUBSCRIBE: (
-        "Stop all introductions?",
-        "You will receive no more asks or introductions.",
+        "Stop all messages from roac?",
+        "You will receive no more asks, introductions or resources.",
         "Stop them",
     ),
 }
@@ -51,7 +54,7 @@ _RESULT = {
         "Understood",
         "This introduction ends here. Nobody is told who said no.",
     ),
-    Outcome.UNSUBSCRIBED: (200, "Done", "You will receive no more introductions from us."),
+    Outcome.UNSUBSCRIBED: (200, "Done", "You will receive no more messages from us."),
     Outcome.REPEATED: (200, "Already noted", "We have your answer; nothing more to do."),
     Outcome.CLOSED: (
         200,
@@ -121,3 +124,20 @@ async def list_intros(
     async with store.unit_of_work() as uow:
         intros = await uow.list_intros(state=state, limit=limit, before=before, round_id=round_id)
     return {"intros": intros}
+
+
+@api.get(
+    "/resources/deliveries",
+    summary="Where a resource's deliveries stand, per recipient",
+    tags=["resources"],
+)
+async def resource_deliveries(
+    request: Request,
+    _: Credentials,
+    resource: Annotated[UUID, Query(description="The resource's id (POST /v1/resources)")],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> dict[str, Any]:
+    store: NotifierStore = request.app.state.store
+    async with store.unit_of_work() as uow:
+        deliveries = await uow.resource_deliveries(resource, limit)
+    return {"resource": resource, "deliveries": deliveries}

@@ -19,7 +19,7 @@ import asyncpg
 from services.notifier.optin import Answer, IntroState, Role, Seat
 from services.notifier.planning import PlannedDelivery
 from shared import outbox
-from shared.events import DeliveryKind, Event, IntroData
+from shared.events import DeliveryKind, Event, IntroData, Participant, ResourceData
 
 PRODUCER = "notifier"
 
@@ -33,6 +33,37 @@ class IntroRecord:
     correlation_id: str
     proposed_at: datetime
     asked_until: datetime | None
+
+    @property
+    def participants(self) -> list[Participant]:
+        """Whom a delivery's `positions` index."""
+        return self.intro.participants
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRecord:
+    """A resource proposed to one person (resource.proposed.v1): no answers, no state of its
+    own; its one delivery row says where it stands."""
+
+    id: UUID
+    resource: ResourceData
+    correlation_id: str
+    proposed_at: datetime
+
+    @property
+    def participants(self) -> list[Participant]:
+        return [self.resource.recipient]
+
+
+# What a delivery row belongs to (its `proposal_id`).
+ProposalRecord = IntroRecord | ResourceRecord
+
+
+@dataclass(frozen=True, slots=True)
+class NewResource:
+    resource: ResourceData
+    correlation_id: str
+    proposed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,17 +240,77 @@ class NotifierUnitOfWork:
         )
         return [r["intro_id"] for r in rows]
 
+    # Resources
+
+    async def insert_resources(self, resources: Sequence[NewResource]) -> set[UUID]:
+        """Record new resource proposals; return the ids recorded now (not before, and not a
+        resource already proposed to the same person under another id)."""
+        rows = await self._conn.fetch(
+            """
+            INSERT INTO notifier.resources
+                (id, resource_id, recipient_source, recipient_external_id, proposal,
+                 correlation_id, proposed_at)
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[],
+                                 $6::text[], $7::timestamptz[])
+            ON CONFLICT DO NOTHING
+            RETURNING id
+            """,
+            [n.resource.proposal_id for n in resources],
+            [n.resource.resource_id for n in resources],
+            [n.resource.recipient.source for n in resources],
+            [n.resource.recipient.external_id for n in resources],
+            [n.resource.model_dump(mode="json") for n in resources],
+            [n.correlation_id for n in resources],
+            [n.proposed_at for n in resources],
+        )
+        return {r["id"] for r in rows}
+
+    async def resource_deliveries(self, resource_id: UUID, limit: int) -> list[dict[str, Any]]:
+        """Per recipient of a resource: its delivery's status (no names or addresses)."""
+        rows = await self._conn.fetch(
+            """
+            SELECT r.id, r.recipient_source, r.recipient_external_id, r.created_at,
+                   d.channel, d.status, d.attempts, d.sent_at, d.updated_at
+            FROM notifier.resources r
+            LEFT JOIN notifier.deliveries d ON d.proposal_id = r.id AND d.kind = 'resource'
+            WHERE r.resource_id = $1
+            ORDER BY r.recipient_source, r.recipient_external_id
+            LIMIT $2
+            """,
+            resource_id,
+            limit,
+        )
+        return [
+            {
+                "proposal_id": r["id"],
+                "recipient": {
+                    "source": r["recipient_source"],
+                    "external_id": r["recipient_external_id"],
+                },
+                "channel": r["channel"],
+                "status": r["status"],
+                "attempts": r["attempts"] or 0,
+                "proposed_at": r["created_at"],
+                "sent_at": r["sent_at"],
+                "updated_at": r["updated_at"],
+            }
+            for r in rows
+        ]
+
     # Deliveries
 
-    async def insert_deliveries(self, planned: Sequence[PlannedDelivery]) -> list[UUID]:
-        """Insert the planned rows not inserted before; return the ids that are new."""
+    async def insert_deliveries(
+        self, planned: Sequence[PlannedDelivery], status: str = "pending"
+    ) -> list[UUID]:
+        """Insert the planned rows not inserted before; return the ids that are new. A row
+        inserted `suppressed` records a message deliberately not sent (an opted-out person)."""
         rows = await self._conn.fetch(
             """
             INSERT INTO notifier.deliveries
                 (id, proposal_id, kind, positions, recipient_source, recipient_external_id,
                  channel, not_before, channel_index, status)
             SELECT u.id, u.proposal_id, u.kind, string_to_array(u.positions, ',')::int[], u.source,
-                   u.external_id, u.channel, u.not_before, u.channel_index, 'pending'
+                   u.external_id, u.channel, u.not_before, u.channel_index, $10
             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                         $7::text[], $8::timestamptz[], $9::int[])
                  AS u(proposal_id, id, kind, positions, source, external_id, channel, not_before,
@@ -236,14 +327,17 @@ class NotifierUnitOfWork:
             [p.channel.value for p in planned],
             [p.not_before for p in planned],
             [p.channel_index for p in planned],
+            status,
         )
         return [r["id"] for r in rows]
 
     async def lock_for_deliveries(
         self, delivery_ids: Sequence[UUID]
-    ) -> dict[UUID, tuple[IntroRecord, DeliveryRecord, bool]]:
+    ) -> dict[UUID, tuple[ProposalRecord, DeliveryRecord, bool]]:
         """Lock the deliveries' introductions, then the deliveries (the lock order, each in id
-        order), and say whether any recipient of each opted out: two statements for a group."""
+        order), and say whether any recipient of each opted out: two statements for a group.
+        A resource's delivery comes with its proposal (read, not locked: nothing changes a
+        resource row, and the delivery row's lock is what keeps its copies apart)."""
         ids = sorted(set(delivery_ids))
         intros = await self._conn.fetch(
             """
@@ -254,25 +348,40 @@ class NotifierUnitOfWork:
             """,
             ids,
         )
-        by_id = {r["id"]: _intro(r) for r in intros}
+        by_id: dict[UUID, ProposalRecord] = {r["id"]: _intro(r) for r in intros}
         rows = await self._conn.fetch(
             """
-            SELECT d.*, EXISTS (
+            SELECT d.*, CASE WHEN d.kind = 'resource' THEN EXISTS (
+                SELECT 1 FROM notifier.opt_outs o
+                WHERE o.source = d.recipient_source AND o.external_id = d.recipient_external_id
+            ) ELSE EXISTS (
                 SELECT 1 FROM notifier.intro_seats s
                 JOIN notifier.opt_outs o ON o.source = s.source AND o.external_id = s.external_id
                 WHERE s.intro_id = d.proposal_id AND s.position = ANY(d.positions)
-            ) AS opted_out
-            FROM notifier.deliveries d WHERE d.id = ANY($1::uuid[])
+            ) END AS opted_out,
+            r.proposal AS resource_proposal, r.correlation_id AS resource_correlation_id,
+            r.proposed_at AS resource_proposed_at
+            FROM notifier.deliveries d
+            LEFT JOIN notifier.resources r ON d.kind = 'resource' AND r.id = d.proposal_id
+            WHERE d.id = ANY($1::uuid[])
             ORDER BY d.id
             FOR UPDATE OF d
             """,
             ids,
         )
-        return {
-            r["id"]: (by_id[r["proposal_id"]], _delivery(r), bool(r["opted_out"]))
-            for r in rows
-            if r["proposal_id"] in by_id
-        }
+        locked: dict[UUID, tuple[ProposalRecord, DeliveryRecord, bool]] = {}
+        for r in rows:
+            proposal = by_id.get(r["proposal_id"])
+            if proposal is None and r["resource_proposal"] is not None:
+                proposal = ResourceRecord(
+                    id=r["proposal_id"],
+                    resource=ResourceData.model_validate(r["resource_proposal"]),
+                    correlation_id=r["resource_correlation_id"],
+                    proposed_at=r["resource_proposed_at"],
+                )
+            if proposal is not None:
+                locked[r["id"]] = (proposal, _delivery(r), bool(r["opted_out"]))
+        return locked
 
     async def mark_sent(self, sent: Sequence[tuple[UUID, int, str, str]]) -> None:
         """Deliveries sent: (id, attempts, channel, provider key); rows and attempt records in

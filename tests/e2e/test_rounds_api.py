@@ -131,3 +131,44 @@ def test_a_round_over_http_introduces_everyone_in_the_pool_once(stack: Stack) ->
         assert unknown.status_code == 404
         invalid = matcher.post(f"/v1/intros/{first}/feedback", json={"outcome": "great"})
         assert invalid.status_code == 422
+
+
+def test_a_resource_reaches_the_interested_by_email_once(stack: Stack) -> None:
+    run = run_id()
+    people = [new_person(run, i) for i in range(4)]
+    topic = f"bryophytes {run}"
+    with stack.client() as client:
+        assert client.post("/v1/contacts", json={"items": people}).status_code == 202
+        interests = [
+            {"source": "e2e", "external_id": f"{run}-{i}", "topic": topic, "kind": kind}
+            for i, kind in ((0, "likes"), (1, "seeks"), (2, "offers"))
+        ]
+        assert client.post("/v1/interests", json={"items": interests}).status_code == 202
+    body = {
+        "url": f"https://example.org/mosses/{run}",
+        "title": "Mosses <of> the world",
+        "topics": [topic.upper()],
+    }
+    with _matcher(stack) as matcher:
+        deadline = time.monotonic() + 15
+        while True:  # until the matcher has applied the interests
+            shared = matcher.post("/v1/resources", json=body)
+            assert shared.status_code == 202, shared.text
+            if shared.json()["total_recipients"] == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert shared.json()["total_recipients"] == 2
+        again = matcher.post("/v1/resources", json=body)
+        assert again.json()["recipients"] == 0
+    url = f"https://example.org/mosses/{run}"
+
+    def resource_mails(person: dict[str, Any]) -> list[str]:
+        # The seeker and the offerer also get their introduction: count the resource's only.
+        return [m.text for m in stack.sink.to(person["email"]) if url in m.text]
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not all(resource_mails(p) for p in people[:2]):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert [len(resource_mails(p)) for p in people] == [1, 1, 0, 0]
+    assert "Mosses <of> the world" in resource_mails(people[0])[0]

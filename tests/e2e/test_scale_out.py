@@ -31,7 +31,7 @@ async def _queue_depth(amqp_url: str) -> int:
     connection = await aio_pika.connect(amqp_url)
     async with connection, connection.channel() as channel:
         queue = await channel.declare_queue(MATCHER_QUEUE.name, passive=True)
-        return int(queue.declaration_result.message_count)
+        return int(queue.declaration_result.message_count or 0)
 
 
 def _consumed(url: str) -> float:

@@ -209,3 +209,33 @@ async def test_concurrent_matchers_never_exceed_the_cap(pool: asyncpg.Pool) -> N
     )
     involving_0 = [f for f in await proposals_for(pool, run) if f"{run}-0" in f["ids"]]
     assert len(involving_0) == 2
+
+
+async def test_a_handful_sharing_a_rare_topic_meet_as_one_group(
+    matcher: MatcherService, pool: asyncpg.Pool
+) -> None:
+    run = _run()
+    await matcher.apply(EventBatch(events=[person(run, i) for i in range(6)]))
+    # Four people declare a topic nobody else has, in one batch (an import, a form).
+    await matcher.apply(EventBatch(events=[likes(run, i, f"lichens {run}") for i in range(4)]))
+    found = await proposals_for(pool, run)
+    assert [f["ids"] for f in found] == [[f"{run}-{i}" for i in range(4)]]
+    data = found[0]["event"]["data"]
+    assert data["reason"] == f"You all care about lichens {run}, and nobody else here does yet."
+    # A fifth holder later makes the topic too crowded for a group of strangers: a pair instead.
+    await matcher.apply(EventBatch(events=[likes(run, 4, f"lichens {run}")]))
+    found = await proposals_for(pool, run)
+    assert len(found) == 2
+    assert len(found[1]["ids"]) == 2 or len(found[0]["ids"]) == 2
+
+
+async def test_no_group_when_two_of_them_already_met(
+    matcher: MatcherService, pool: asyncpg.Pool
+) -> None:
+    run = _run()
+    await matcher.apply(EventBatch(events=[person(run, i) for i in range(4)]))
+    await matcher.apply(EventBatch(events=[likes(run, 0, f"a {run}"), likes(run, 1, f"a {run}")]))
+    assert len(await proposals_for(pool, run)) == 1
+    await matcher.apply(EventBatch(events=[likes(run, i, f"moss {run}") for i in range(3)]))
+    sizes = sorted(len(f["ids"]) for f in await proposals_for(pool, run))
+    assert 3 not in sizes  # 0 and 1 know each other: pairs, not a group

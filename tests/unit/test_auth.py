@@ -1,4 +1,21 @@
-from shared.api_keys import ApiKeyring, bearer_token
+from datetime import UTC, datetime
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from shared.api_key_store import ActiveKey
+from shared.api_keys import (
+    ApiKeyMiddleware,
+    ApiKeyring,
+    bearer_token,
+    check_key_name,
+    digest,
+    new_secret,
+)
+from shared.settings import Settings
+
+DB_SECRET = "db-secret-0123456789abcdef"
 
 
 def test_keys_authenticate_by_name() -> None:
@@ -11,7 +28,57 @@ def test_keys_authenticate_by_name() -> None:
 
 def test_only_digests_are_kept() -> None:
     ring = ApiKeyring({"crm": "crm-secret-0123456789"})
+    ring.load([ActiveKey(1, "forms", digest(DB_SECRET))])
     assert "crm-secret" not in repr(vars(ring))
+    assert DB_SECRET not in repr(vars(ring))
+
+
+def test_database_keys_are_replaced_on_each_load_and_environment_keys_stay() -> None:
+    ring = ApiKeyring({"env": "env-secret-0123456789"}, database_url="postgresql://unused/x")
+    assert not ring.loaded
+    ring.load([ActiveKey(7, "forms", digest(DB_SECRET))])
+    assert ring.loaded
+    assert ring.authenticate(DB_SECRET) == "forms"
+    ring.load([])  # revoked
+    assert ring.authenticate(DB_SECRET) is None
+    assert ring.authenticate("env-secret-0123456789") == "env"
+
+
+def test_uses_of_database_keys_are_collected_for_the_next_reload() -> None:
+    ring = ApiKeyring({"env": "env-secret-0123456789"})
+    ring.load([ActiveKey(7, "forms", digest(DB_SECRET))])
+    ring.authenticate("env-secret-0123456789")  # no row to record it in
+    assert ring.take_used() == {}
+    ring.authenticate(DB_SECRET)
+    used = ring.take_used()
+    assert list(used) == [7]
+    assert ring.take_used() == {}  # taken
+    ring.give_back_used(used)  # the write failed: kept for the next attempt
+    assert ring.take_used() == used
+
+
+def test_from_settings_reads_the_environment_keys_and_the_database() -> None:
+    settings = Settings(api_keys="crm:crm-secret-0123456789", api_keys_refresh_seconds=2)
+    ring = ApiKeyring.from_settings(settings)
+    assert ring.authenticate("crm-secret-0123456789") == "crm"
+    assert not ring.loaded  # until the database's keys are loaded
+
+
+def test_secrets_are_long_and_random() -> None:
+    first, second = new_secret(), new_secret()
+    assert first != second
+    assert len(first) >= 43  # 32 random bytes, URL-safe base64
+
+
+@pytest.mark.parametrize("name", ["crm", "community-platform", "forms_2", "a.b"])
+def test_key_names_that_are_accepted(name: str) -> None:
+    assert check_key_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-crm", "has space", "x" * 65, "crm\n", "émile"])
+def test_key_names_that_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="API key name"):
+        check_key_name(name)
 
 
 def test_bearer_token_parsing() -> None:
@@ -23,3 +90,62 @@ def test_bearer_token_parsing() -> None:
     assert bearer_token(scope(b"Basic abc")) is None
     assert bearer_token(scope(b"Bearer ")) is None
     assert bearer_token({"headers": []}) is None
+
+
+class RecordingKeyring(ApiKeyring):
+    """Records when the middleware starts and stops it, and loads nothing."""
+
+    def __init__(self) -> None:
+        super().__init__({"env": "env-secret-0123456789"}, database_url="postgresql://unused/x")
+        self.calls: list[str] = []
+
+    async def start(self) -> None:
+        self.calls.append("start")
+
+    async def stop(self) -> None:
+        self.calls.append("stop")
+
+
+def _app(ring: ApiKeyring) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/v1/whoami")
+    async def whoami() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    app.add_middleware(ApiKeyMiddleware, keyring=ring)
+    return app
+
+
+def test_the_middleware_runs_the_keyring_with_the_app() -> None:
+    ring = RecordingKeyring()
+    with TestClient(_app(ring)):
+        assert ring.calls == ["start"]
+    assert ring.calls == ["start", "stop"]
+
+
+def test_an_unknown_key_is_503_until_the_database_keys_are_loaded() -> None:
+    ring = RecordingKeyring()
+    with TestClient(_app(ring)) as client:
+        unknown = {"Authorization": "Bearer not-a-key-0123456789"}
+        waiting = client.get("/v1/whoami", headers=unknown)
+        assert waiting.status_code == 503
+        assert waiting.headers["retry-after"] == "1"
+        # An environment key works meanwhile; no key at all is 401 either way.
+        env = {"Authorization": "Bearer env-secret-0123456789"}
+        assert client.get("/v1/whoami", headers=env).status_code == 200
+        assert client.get("/v1/whoami").status_code == 401
+        ring.load([ActiveKey(1, "forms", digest(DB_SECRET))])
+        assert client.get("/v1/whoami", headers=unknown).status_code == 401
+        db = {"Authorization": f"Bearer {DB_SECRET}"}
+        assert client.get("/v1/whoami", headers=db).status_code == 200
+
+
+def test_last_use_is_a_moment_in_utc() -> None:
+    ring = ApiKeyring({})
+    ring.load([ActiveKey(3, "forms", digest(DB_SECRET))])
+    before = datetime.now(UTC)
+    ring.authenticate(DB_SECRET)
+    (when,) = ring.take_used().values()
+    assert when.tzinfo is not None
+    assert (when - before).total_seconds() < 5

@@ -118,3 +118,19 @@ def test_the_graph_is_deterministic_for_a_seed() -> None:
     people = {i: [Interest(1, LIKES, 1.0), Interest(2 + i % 7, LIKES, 1.0)] for i in range(300)}
     assert _graph(people, per_topic=10, seed=5) == _graph(people, per_topic=10, seed=5)
     assert _graph(people, per_topic=10, seed=5) != _graph(people, per_topic=10, seed=6)
+
+
+def test_a_rare_topics_holders_form_one_group_only_if_all_can_meet() -> None:
+    from services.matcher.group_intros import topic_groups
+
+    people = {i: Person(i) for i in range(1, 8)}
+    people[7] = Person(7, snoozed_until=NOW + timedelta(days=1))
+    rules = Rules()
+    # topic 1: three strangers; topic 2: two people only; topic 3: includes a snoozed person.
+    holders = {1: [1, 2, 3], 2: [4, 5], 3: [4, 5, 7]}
+    assert topic_groups(holders, people, NOW, rules, max_size=6) == [(1, (1, 2, 3))]
+    # Someone in a group is not in a second one in the same pass; two who met block a group.
+    assert topic_groups({1: [1, 2, 3], 2: [3, 4, 5]}, people, NOW, rules, 6) == [(1, (1, 2, 3))]
+    people[2] = Person(2, met=frozenset({3}))
+    assert topic_groups({1: [1, 2, 3]}, people, NOW, rules, 6) == []
+    assert topic_groups({1: [4, 5, 6]}, people, NOW, rules, max_size=2) == []

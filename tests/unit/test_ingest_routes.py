@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from services.ingest.app import create_app
 from services.ingest.intake import Intake
+from shared.api_keys import ApiKeyring
 from shared.events import Event
 from shared.settings import Settings
 
@@ -46,7 +47,9 @@ def client(publisher: FakePublisher) -> Iterator[TestClient]:
 
     settings = Settings(api_keys=f"unit:{KEY}", ingest_max_body_bytes=10_000)
     with TestClient(
-        create_app(settings, lifespan), headers={"Authorization": f"Bearer {KEY}"}
+        # ROAC_API_KEYS only: the database's keys are covered by the integration tests.
+        create_app(settings, lifespan, ApiKeyring(settings.api_key_secrets)),
+        headers={"Authorization": f"Bearer {KEY}"},
     ) as c:
         yield c
 
