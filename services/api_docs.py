@@ -89,7 +89,14 @@ EVENT_DOCS: dict[str, EventDoc] = {
         "notifier", "A message could not be delivered on any of the recipient's channels."
     ),
     "contact.opted_out.v1": EventDoc(
-        "notifier", "A person unsubscribed (a signed link): no more introductions for them."
+        "notifier",
+        "A person unsubscribed (a signed link; or ingest, POST /v1/contacts/.../opt-out): "
+        "no more introductions for them.",
+    ),
+    "contact.erased.v1": EventDoc(
+        "ingest",
+        "Erase a person everywhere (DELETE /v1/contacts/{source}/{external_id}): personal data "
+        "scrubbed, nothing more sent to or about them.",
     ),
     "delivery.requested.v1": EventDoc(
         "notifier", "The notifier's own work item: attempt one delivery now."

@@ -8,6 +8,7 @@ import secrets
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -101,6 +102,56 @@ def load_sample_command(
     base = url or f"http://{s.ingest_host}:{s.ingest_port}"
     people, interests = asyncio.run(load_sample(base, api_key))
     typer.echo(f"accepted {people} people and {interests} interests")
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="A CSV or JSON Lines file (docs/import.md)")],
+    format: Annotated[
+        str, typer.Option("--format", help="csv or jsonl (default: by the file's extension)")
+    ] = "",
+    url: Annotated[str, typer.Option(help="Ingest base URL (default: ROAC_INGEST_HOST/PORT)")] = "",
+    api_key: Annotated[
+        str,
+        typer.Option(
+            help="API key (default: ROAC_IMPORT_API_KEY, else the first of ROAC_API_KEYS)"
+        ),
+    ] = "",
+    source: Annotated[str, typer.Option(help="`source` for lines that name none")] = "",
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Lines per request")] = 500,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Requests in flight")] = 4,
+    restart: Annotated[
+        bool, typer.Option(help="Start from the first line, ignoring a checkpoint")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on a terminal")] = True,
+    stop_after_batches: Annotated[int | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """Import people and interests from FILE through ingest, resumably. Imported interests feed
+    the next round: an import introduces nobody at once. Exit code 1 if any line was rejected."""
+    from services.ingest.import_cli import run_import
+
+    s = _settings()
+    key = api_key or os.environ.get("ROAC_IMPORT_API_KEY", "")
+    key = key or next(iter(s.api_key_secrets.values()), "")
+    if not key:
+        typer.echo("no API key: pass --api-key or set ROAC_IMPORT_API_KEY", err=True)
+        raise typer.Exit(2)
+    if format not in ("", "csv", "jsonl"):
+        typer.echo("--format is csv or jsonl", err=True)
+        raise typer.Exit(2)
+    code = run_import(
+        file,
+        url=url or f"http://{s.ingest_host}:{s.ingest_port}",
+        api_key=key,
+        format=format or None,
+        source=source or None,
+        batch=batch,
+        concurrency=concurrency,
+        restart=restart,
+        progress=progress,
+        stop_after_batches=stop_after_batches,
+    )
+    raise typer.Exit(code)
 
 
 @app.command()

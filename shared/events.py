@@ -268,7 +268,12 @@ class DeliveryFailureData(DeliveryData):
 
 
 class OptOutData(ContactRef):
-    reason: Literal["unsubscribe"] = "unsubscribe"
+    # "unsubscribe": a signed link (notifier); "request": POST /v1/contacts/.../opt-out (ingest).
+    reason: Literal["unsubscribe", "request"] = "unsubscribe"
+
+
+class ErasureData(ContactRef):
+    """Erase this person everywhere (DELETE /v1/contacts/{source}/{external_id})."""
 
 
 class DeliveryJobData(_Model):
@@ -289,6 +294,9 @@ class Envelope(_Model):
     causation_id: UUID | None = None
     # Which integration (API key name) sent it; set by ingest, carried along by the others.
     integration: str | None = None
+    # From a bulk import (`roac import`, header X-Roac-Bulk): the matcher applies it but
+    # proposes nothing at once; the next round (POST /v1/rounds) matches it. Never floods people.
+    bulk: bool = False
 
 
 class ContactUpserted(Envelope):
@@ -321,6 +329,11 @@ class ContactOptedOut(Envelope):
     data: OptOutData
 
 
+class ContactErased(Envelope):
+    type: Literal["contact.erased.v1"] = "contact.erased.v1"
+    data: ErasureData
+
+
 class ResourceProposed(Envelope):
     type: Literal["resource.proposed.v1"] = "resource.proposed.v1"
     data: ResourceData
@@ -338,6 +351,7 @@ Event = Annotated[
     | DeliverySucceeded
     | DeliveryFailed
     | ContactOptedOut
+    | ContactErased
     | DeliveryRequested
     | ResourceProposed,
     Field(discriminator="type"),
@@ -350,6 +364,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "delivery.succeeded.v1",
     "delivery.failed.v1",
     "contact.opted_out.v1",
+    "contact.erased.v1",
     "delivery.requested.v1",
     "resource.proposed.v1",
 )

@@ -1,8 +1,10 @@
 """The RabbitMQ topology, declared here and nowhere else.
 
     producers --(routing key = event type)--> roac.events (topic)
-        roac.events --contact.upserted.v1, interest.declared.v1, delivery.*--> roac.matcher (quorum)
-        roac.events --intro.proposed.v1, resource.proposed.v1--> roac.notifier (quorum)
+        roac.events --contact.upserted.v1, interest.declared.v1, delivery.*,
+                      contact.opted_out.v1, contact.erased.v1--> roac.matcher (quorum)
+        roac.events --intro.proposed.v1, resource.proposed.v1,
+                      contact.opted_out.v1, contact.erased.v1--> roac.notifier (quorum)
         roac.events --delivery.requested.v1--> roac.notifier.deliveries (quorum)
         roac.notifier.delay.<n>s (quorum, TTL n s) --(dead-letter)--> roac.notifier.deliveries
     a message rejected by its consumer, or delivered more than the delivery limit:
@@ -72,9 +74,18 @@ MATCHER_QUEUE = ConsumerQueue(
         "delivery.succeeded.v1",
         "delivery.failed.v1",
         "contact.opted_out.v1",
+        "contact.erased.v1",
     ),
 )
-NOTIFIER_QUEUE = ConsumerQueue("roac.notifier", ("intro.proposed.v1", "resource.proposed.v1"))
+NOTIFIER_QUEUE = ConsumerQueue(
+    "roac.notifier",
+    (
+        "intro.proposed.v1",
+        "resource.proposed.v1",
+        "contact.opted_out.v1",
+        "contact.erased.v1",
+    ),
+)
 # The notifier's own work queue: one message per delivery attempt to make.
 DELIVERY_QUEUE = ConsumerQueue("roac.notifier.deliveries", ("delivery.requested.v1",))
 

@@ -15,7 +15,18 @@ from uuid import UUID, uuid4
 from services.ingest.idempotency import Verdict, event_id
 from services.ingest.metrics import EVENTS_ACCEPTED
 from services.ingest.schemas import Accepted
-from shared.events import ContactData, ContactUpserted, Event, InterestData, InterestDeclared
+from shared.events import (
+    ContactData,
+    ContactErased,
+    ContactOptedOut,
+    ContactRef,
+    ContactUpserted,
+    ErasureData,
+    Event,
+    InterestData,
+    InterestDeclared,
+    OptOutData,
+)
 
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -77,6 +88,7 @@ class Intake:
         correlation_id: str,
         integration: str,
         keyed: Keyed | None = None,
+        bulk: bool = False,
     ) -> Answer:
         def event(index: int, item: ContactData) -> Event:
             return ContactUpserted(
@@ -84,6 +96,7 @@ class Intake:
                 source="ingest",
                 correlation_id=correlation_id,
                 integration=integration,
+                bulk=bulk,
                 data=item,
             )
 
@@ -98,6 +111,7 @@ class Intake:
         correlation_id: str,
         integration: str,
         keyed: Keyed | None = None,
+        bulk: bool = False,
     ) -> Answer:
         def event(index: int, item: InterestData) -> Event:
             return InterestDeclared(
@@ -105,12 +119,39 @@ class Intake:
                 source="ingest",
                 correlation_id=correlation_id,
                 integration=integration,
+                bulk=bulk,
                 data=item,
             )
 
         return await self._accept(
             [event(i, item) for i, item in enumerate(items)], correlation_id, integration, keyed
         )
+
+    async def accept_erasure(
+        self, ref: ContactRef, *, correlation_id: str, integration: str, keyed: Keyed | None = None
+    ) -> Answer:
+        """Erase a person everywhere: one contact.erased.v1 for the matcher and the notifier."""
+        event = ContactErased(
+            message_id=_event_id(integration, keyed, 0),
+            source="ingest",
+            correlation_id=correlation_id,
+            integration=integration,
+            data=ErasureData(source=ref.source, external_id=ref.external_id),
+        )
+        return await self._accept([event], correlation_id, integration, keyed)
+
+    async def accept_opt_out(
+        self, ref: ContactRef, *, correlation_id: str, integration: str, keyed: Keyed | None = None
+    ) -> Answer:
+        """No more introductions for a person: the contact.opted_out.v1 an unsubscribe sends."""
+        event = ContactOptedOut(
+            message_id=_event_id(integration, keyed, 0),
+            source="ingest",
+            correlation_id=correlation_id,
+            integration=integration,
+            data=OptOutData(source=ref.source, external_id=ref.external_id, reason="request"),
+        )
+        return await self._accept([event], correlation_id, integration, keyed)
 
     async def _accept(
         self, events: Sequence[Event], correlation_id: str, integration: str, keyed: Keyed | None

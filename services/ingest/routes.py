@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.ingest.idempotency import check_key, fingerprint
@@ -16,6 +16,7 @@ from services.ingest.schemas import (
     InterestBatch,
     InterestsBody,
 )
+from shared.events import ContactRef
 from shared.logs import correlation_id as current_correlation
 from shared.problems import Problem
 
@@ -31,6 +32,16 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         description="Any unique token per logical request (kept 24 h): a retry with the same key "
         "and body gets the first answer; the same key with another body is a 409.",
+    ),
+]
+
+# A bulk import's requests carry `X-Roac-Bulk: true`.
+BulkFlag = Annotated[
+    bool,
+    Header(
+        alias="X-Roac-Bulk",
+        description="`true` for a bulk import (`roac import`): the events are applied but "
+        "introduce nobody at once; the next round matches them. An import never floods people.",
     ),
 ]
 
@@ -84,6 +95,7 @@ async def post_contacts(
     response: Response,
     _: Credentials,
     __: IdempotencyKey = None,
+    bulk: BulkFlag = False,
 ) -> Accepted:
     """One person, or `{"items": [...]}` of up to 1,000. Answered once RabbitMQ confirmed them.
     With `Idempotency-Key`, a retry gets the first answer and publishes nothing again."""
@@ -94,6 +106,7 @@ async def post_contacts(
         correlation_id=correlation_id,
         integration=integration,
         keyed=await _keyed(request, response),
+        bulk=bulk,
     )
     return _answered(answer, response)
 
@@ -105,6 +118,7 @@ async def post_interests(
     response: Response,
     _: Credentials,
     __: IdempotencyKey = None,
+    bulk: BulkFlag = False,
 ) -> Accepted:
     """One interest (`likes`, `seeks` or `offers` a topic), or `{"items": [...]}` of up to 1,000.
     With `Idempotency-Key`, a retry gets the first answer and publishes nothing again."""
@@ -112,6 +126,71 @@ async def post_interests(
     items = body.items if isinstance(body, InterestBatch) else [body]
     answer = await _intake(request).accept_interests(
         items,
+        correlation_id=correlation_id,
+        integration=integration,
+        keyed=await _keyed(request, response),
+        bulk=bulk,
+    )
+    return _answered(answer, response)
+
+
+# A person as an integration knows them, in the path (the same rules as ContactRef's fields).
+SourcePath = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Source"),
+]
+ExternalIdPath = Annotated[
+    str, Path(min_length=1, max_length=256, description="The person's id in that source")
+]
+
+
+@api.delete(
+    "/contacts/{source}/{external_id}",
+    status_code=202,
+    response_model=Accepted,
+    summary="Erase a person",
+)
+async def erase_contact(
+    source: SourcePath,
+    external_id: ExternalIdPath,
+    request: Request,
+    response: Response,
+    _: Credentials,
+    __: IdempotencyKey = None,
+) -> Accepted:
+    """Erase a person everywhere (`contact.erased.v1`): the matcher and the notifier delete or
+    scrub everything that identifies them, cancel what was not sent yet (introductions naming
+    them included) and keep only a digest so that late events cannot bring them back."""
+    correlation_id, integration = _context(request, response)
+    answer = await _intake(request).accept_erasure(
+        ContactRef(source=source, external_id=external_id),
+        correlation_id=correlation_id,
+        integration=integration,
+        keyed=await _keyed(request, response),
+    )
+    return _answered(answer, response)
+
+
+@api.post(
+    "/contacts/{source}/{external_id}/opt-out",
+    status_code=202,
+    response_model=Accepted,
+    summary="Opt a person out",
+)
+async def opt_out_contact(
+    source: SourcePath,
+    external_id: ExternalIdPath,
+    request: Request,
+    response: Response,
+    _: Credentials,
+    __: IdempotencyKey = None,
+) -> Accepted:
+    """No more introductions for this person (`contact.opted_out.v1`, as their unsubscribe
+    link does): the matcher proposes them no more and the notifier sends nothing pending or
+    in flight to them."""
+    correlation_id, integration = _context(request, response)
+    answer = await _intake(request).accept_opt_out(
+        ContactRef(source=source, external_id=external_id),
         correlation_id=correlation_id,
         integration=integration,
         keyed=await _keyed(request, response),

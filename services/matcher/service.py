@@ -31,12 +31,14 @@ from shared.events import (
     ChannelAddress,
     ChannelType,
     ContactData,
+    ContactErased,
     ContactOptedOut,
     ContactRef,
     ContactUpserted,
     DeliveryFailed,
     DeliverySucceeded,
     Envelope,
+    Event,
     EventBatch,
     InterestDeclared,
     IntroData,
@@ -96,6 +98,8 @@ class MatcherService:
             duplicates = len(batch.events) - len(fresh)
             if duplicates:
                 EVENTS_CONSUMED.labels("matcher", batch.type, "duplicate").inc(duplicates)
+            if batch.type in ("contact.upserted.v1", "interest.declared.v1"):
+                fresh = await _without_erased(uow, fresh)
             if not fresh:
                 return
             if batch.type == "contact.upserted.v1":
@@ -110,6 +114,14 @@ class MatcherService:
                 await self._apply_deliveries(uow, fresh)
             elif batch.type == "contact.opted_out.v1":
                 await uow.opt_out([e.data for e in fresh if isinstance(e, ContactOptedOut)])
+            elif batch.type == "contact.erased.v1":
+                for erased in sorted(
+                    (e for e in fresh if isinstance(e, ContactErased)),
+                    key=lambda e: (e.data.source, e.data.external_id),
+                ):
+                    await uow.erase(
+                        (erased.data.source, erased.data.external_id), erased.occurred_at
+                    )
             else:
                 raise ValueError(f"the matcher does not handle {batch.type}")
         EVENTS_CONSUMED.labels("matcher", batch.type, "processed").inc(len(fresh))
@@ -147,6 +159,9 @@ class MatcherService:
                 for ref, event in latest.items()
             }
         )
+        # A contact from a bulk import (Envelope.bulk) introduces nobody at once: it is stored,
+        # and the next round (POST /v1/rounds) matches it. An import never floods people.
+        became_reachable -= {ids[ref] for ref, event in latest.items() if event.bulk}
         if not became_reachable:
             return
         # Interests that arrived before the person's contact details can match now.
@@ -184,6 +199,11 @@ class MatcherService:
         for _contact_id, topic_id in {(a[0], a[1]) for a in added} - known:
             increments[topic_id] = increments.get(topic_id, 0) + 1
         await uow.add_topic_people(increments)
+        # Interests from a bulk import (Envelope.bulk) are applied above but trigger no live
+        # or group introduction: the next round matches them. An import never floods people.
+        # (One message is one ingest request, so its events share the flag.)
+        if any(event.bulk for event in latest.values()):
+            return
 
         seeds: dict[int, set[int]] = {}
         for contact_id, topic_id, _kind in added:
@@ -454,6 +474,33 @@ def _intro_event(
             triggered_at=cause.occurred_at,
         ),
     )
+
+
+async def _without_erased(uow: MatcherUnitOfWork, events: list[Event]) -> list[Event]:
+    """Drop contact and interest events of people erased after the event occurred (it raced
+    the erasure), and such people from block lists: nothing brings an erased person back."""
+    refs: list[tuple[tuple[str, str], datetime]] = []
+    for event in events:
+        if isinstance(event, ContactUpserted | InterestDeclared):
+            refs.append(((event.data.source, event.data.external_id), event.occurred_at))
+        if isinstance(event, ContactUpserted):
+            refs += [((b.source, b.external_id), event.occurred_at) for b in event.data.blocks]
+    erased = await uow.erased_refs(refs)
+    if not erased:
+        return events
+    kept: list[Event] = []
+    for event in events:
+        if not isinstance(event, ContactUpserted | InterestDeclared):
+            kept.append(event)
+        elif (event.data.source, event.data.external_id) in erased:
+            log.info("dropped %s of an erased person", event.type)
+        elif isinstance(event, ContactUpserted):
+            blocks = [b for b in event.data.blocks if (b.source, b.external_id) not in erased]
+            data = event.data.model_copy(update={"blocks": blocks})
+            kept.append(event.model_copy(update={"data": data}))
+        else:
+            kept.append(event)
+    return kept
 
 
 def _ref(participant: Participant) -> ContactRef:

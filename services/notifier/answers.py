@@ -158,24 +158,29 @@ class Answers:
                         )
                     ]
                 )
-            for intro_id in await uow.open_intros_of(claim.source, claim.external_id):
-                intro = await uow.lock_intro(intro_id)
-                if intro is None:
-                    continue
-                seats = await uow.seats(intro_id)
-                people = intro.intro.participants
-                positions = [
-                    s.position
-                    for s in seats
-                    if (people[s.position].source, people[s.position].external_id)
-                    == (claim.source, claim.external_id)
-                ]
-                for position in positions:
-                    step = optin.decline(intro.state, seats, position)
-                    if step.changed:
-                        await self._apply(uow, intro_id, intro.intro, intro.correlation_id, step)
-                await uow.cancel_pending(intro_id, positions)
+            await self.withdraw(uow, claim.source, claim.external_id)
         return AnswerResult(Outcome.UNSUBSCRIBED if first_time else Outcome.REPEATED)
+
+    async def withdraw(self, uow: NotifierUnitOfWork, source: str, external_id: str) -> None:
+        """The person's open asks count as a no, and nothing pending is sent to them (an
+        unsubscribe, an opt-out or an erasure; the caller records which)."""
+        for intro_id in await uow.open_intros_of(source, external_id):
+            intro = await uow.lock_intro(intro_id)
+            if intro is None:
+                continue
+            seats = await uow.seats(intro_id)
+            people = intro.intro.participants
+            positions = [
+                s.position
+                for s in seats
+                if (people[s.position].source, people[s.position].external_id)
+                == (source, external_id)
+            ]
+            for position in positions:
+                step = optin.decline(intro.state, seats, position)
+                if step.changed:
+                    await self._apply(uow, intro_id, intro.intro, intro.correlation_id, step)
+            await uow.cancel_pending(intro_id, positions)
 
     async def expire_due(self, limit: int = 100) -> int:
         """Expire introductions whose asks went unanswered; return how many."""

@@ -17,6 +17,7 @@ from services.notifier.channel_registry import build_channels, http_session
 from services.notifier.clock import Clock, SystemClock
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
 from services.notifier.links import LinkMaker
+from services.notifier.people import PeopleRequests
 from services.notifier.planning import QuietHours
 from services.notifier.proposals import ProposalIntake
 from services.notifier.rate_limit import RateLimiter
@@ -89,7 +90,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     )
     resources = ResourceIntake(store, quiet=quiet, clock=clock, deliver=worker.deliver_now)
     answers = Answers(store, secret=secret.encode(), ask_ttl=ask_ttl, quiet=quiet, clock=clock)
-    handlers.register(broker, proposals, resources, worker)
+    handlers.register(broker, proposals, resources, worker, PeopleRequests(store, answers))
     relay = OutboxRelay(
         pool, EventPublisher(broker, "notifier"), PRODUCER, database_url=settings.database_url
     )

@@ -6,6 +6,7 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.notifier.deliveries import DeliveryWorker
+from services.notifier.people import PeopleRequests
 from services.notifier.proposals import ProposalIntake
 from services.notifier.resources import ResourceIntake
 from shared.consumer import handle_message, skip_decoding
@@ -33,9 +34,15 @@ def register(
     proposals: ProposalIntake,
     resources: ResourceIntake,
     deliveries: DeliveryWorker,
+    people: PeopleRequests,
 ) -> None:
     apply_proposal = by_type(
-        {"intro.proposed.v1": proposals.apply, "resource.proposed.v1": resources.apply}
+        {
+            "intro.proposed.v1": proposals.apply,
+            "resource.proposed.v1": resources.apply,
+            "contact.opted_out.v1": people.apply,
+            "contact.erased.v1": people.apply,
+        }
     )
 
     @broker.subscriber(
@@ -43,7 +50,7 @@ def register(
         decoder=skip_decoding,
         title="notifier",
         description="Proposed introductions and resources: recorded, and their first messages "
-        "scheduled.",
+        "scheduled; opt-outs and erasures: nothing more sent to or about the person.",
     )
     async def on_proposal_batch(message: RabbitMessage) -> None:
         await handle_message(

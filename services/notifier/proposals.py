@@ -14,7 +14,8 @@ from services.notifier.clock import Clock
 from services.notifier.planning import QuietHours, plan
 from services.notifier.scheduling import JobCause, schedule_planned
 from services.notifier.store import NewIntro
-from shared.events import DeliveryKind, EventBatch, IntroProposed
+from shared.erasure import ERASED
+from shared.events import ContactRef, DeliveryKind, EventBatch, IntroProposed, Participant
 from shared.metrics import EVENTS_CONSUMED
 
 if TYPE_CHECKING:
@@ -63,6 +64,16 @@ class ProposalIntake:
                 for p in proposals
                 for person in p.data.participants
             )
+            erased = await uow.erased(
+                (person.source, person.external_id)
+                for p in proposals
+                for person in p.data.participants
+            )
+            if erased:
+                # Proposed before the erasure reached the matcher: recorded without them (a
+                # placeholder, declined), nothing sent to anyone.
+                proposals = [_without(p, erased) for p in proposals]
+                opted_out.add((ERASED, ERASED))
             steps = {p.data.proposal_id: self._first_step(p, opted_out) for p in proposals}
             recorded = await uow.insert_intros(
                 [
@@ -108,3 +119,27 @@ class ProposalIntake:
             for s in step.seats
         )
         return optin.Step(optin.IntroState.DECLINED, seats)
+
+
+def _without(proposal: IntroProposed, erased: set[tuple[str, str]]) -> IntroProposed:
+    """The proposal with erased people replaced by a placeholder."""
+
+    def gone(ref: ContactRef | None) -> bool:
+        return ref is not None and (ref.source, ref.external_id) in erased
+
+    placeholder = Participant(source=ERASED, external_id=ERASED, name=ERASED, channels=[])
+    anonymous = ContactRef(source=ERASED, external_id=ERASED)
+    data = proposal.data
+    participants = [placeholder if gone(p) else p for p in data.participants]
+    topics = [
+        t.model_copy(
+            update={
+                "seeker": anonymous if gone(t.seeker) else t.seeker,
+                "offerer": anonymous if gone(t.offerer) else t.offerer,
+            }
+        )
+        for t in data.topics
+    ]
+    return proposal.model_copy(
+        update={"data": data.model_copy(update={"participants": participants, "topics": topics})}
+    )

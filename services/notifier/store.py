@@ -19,6 +19,7 @@ import asyncpg
 from services.notifier.optin import Answer, IntroState, Role, Seat
 from services.notifier.planning import PlannedDelivery
 from shared import outbox
+from shared.erasure import ERASED, erasure_digest
 from shared.events import DeliveryKind, Event, IntroData, Participant, ResourceData
 
 PRODUCER = "notifier"
@@ -540,6 +541,135 @@ class NotifierUnitOfWork:
         )
         return {(r["source"], r["external_id"]) for r in rows}
 
+    # Erasure
+
+    async def erased(self, refs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these people were erased (their tombstone digest is stored)."""
+        digests = {erasure_digest(*ref): ref for ref in set(refs)}
+        if not digests:
+            return set()
+        rows = await self._conn.fetch(
+            "SELECT digest FROM notifier.erasures WHERE digest = ANY($1::bytea[])", list(digests)
+        )
+        return {digests[bytes(r["digest"])] for r in rows}
+
+    async def erase(self, source: str, external_id: str, erased_at: datetime) -> None:
+        """Erase one person: a tombstone (a digest), then every introduction naming them is
+        closed with nothing more sent to anyone, and their name, addresses and ids are replaced
+        by placeholders in introductions, seats, deliveries, attempts, resources and events not
+        yet relayed. Call after `Answers.withdraw` (which closes their open asks properly)."""
+        await self._conn.execute(
+            """
+            INSERT INTO notifier.erasures (digest, erased_at) VALUES ($1, $2)
+            ON CONFLICT (digest) DO UPDATE
+                SET erased_at = greatest(notifier.erasures.erased_at, EXCLUDED.erased_at)
+            """,
+            erasure_digest(source, external_id),
+            erased_at,
+        )
+        await self._conn.execute(
+            "DELETE FROM notifier.opt_outs WHERE source = $1 AND external_id = $2",
+            source,
+            external_id,
+        )
+        intro_ids = await self._conn.fetch(
+            "SELECT DISTINCT intro_id FROM notifier.intro_seats "
+            "WHERE source = $1 AND external_id = $2 ORDER BY intro_id",
+            source,
+            external_id,
+        )
+        for record in intro_ids:
+            await self._close_and_scrub_intro(record["intro_id"], source, external_id)
+        await self._conn.execute(
+            "UPDATE notifier.intro_seats SET source = $3, external_id = $3 "
+            "WHERE source = $1 AND external_id = $2",
+            source,
+            external_id,
+            ERASED,
+        )
+        deliveries = await self._conn.fetch(
+            """
+            UPDATE notifier.deliveries
+            SET recipient_source = $3, recipient_external_id = $3 || ':' || id::text,
+                last_error = NULL, updated_at = now(),
+                status = CASE WHEN status IN ('pending', 'parked') THEN 'cancelled'
+                              ELSE status END
+            WHERE recipient_source = $1 AND recipient_external_id = $2
+            RETURNING id
+            """,
+            source,
+            external_id,
+            ERASED,
+        )
+        await self._conn.execute(
+            "UPDATE notifier.delivery_attempts SET detail = NULL "
+            "WHERE delivery_id = ANY($1::uuid[])",
+            [r["id"] for r in deliveries],
+        )
+        await self._conn.execute(
+            """
+            UPDATE notifier.resources
+            SET recipient_source = $3, recipient_external_id = $3 || ':' || id::text,
+                proposal = jsonb_set(proposal, '{recipient}', $4::text::jsonb)
+            WHERE recipient_source = $1 AND recipient_external_id = $2
+            """,
+            source,
+            external_id,
+            ERASED,
+            json.dumps(_ERASED_PERSON),
+        )
+        await self._conn.execute(
+            """
+            DELETE FROM messaging.outbox o
+            WHERE o.producer = $1
+              AND o.routing_key IN ('delivery.succeeded.v1', 'delivery.failed.v1',
+                                    'contact.opted_out.v1')
+              AND (
+                convert_from(o.body, 'UTF8')::jsonb -> 'data' -> 'recipient'
+                    @> jsonb_build_object('source', $2::text, 'external_id', $3::text)
+                OR convert_from(o.body, 'UTF8')::jsonb -> 'data'
+                    @> jsonb_build_object('source', $2::text, 'external_id', $3::text)
+              )
+            """,
+            PRODUCER,
+            source,
+            external_id,
+        )
+
+    async def _close_and_scrub_intro(self, intro_id: UUID, source: str, external_id: str) -> None:
+        """An introduction naming an erased person must not go out: close it, cancel what is
+        not sent (to anyone), and replace them in its stored proposal."""
+        row = await self._conn.fetchrow(
+            "SELECT intro FROM notifier.intros WHERE id = $1 FOR UPDATE", intro_id
+        )
+        if row is None:
+            return
+        await self._conn.execute(
+            "UPDATE notifier.deliveries SET status = 'cancelled', updated_at = now() "
+            "WHERE proposal_id = $1 AND status IN ('pending', 'parked')",
+            intro_id,
+        )
+        intro: dict[str, Any] = row["intro"]
+        intro = json.loads(intro) if isinstance(intro, str) else intro
+        for i, person in enumerate(intro.get("participants", [])):
+            if (person.get("source"), person.get("external_id")) == (source, external_id):
+                intro["participants"][i] = dict(_ERASED_PERSON)
+        for topic in intro.get("topics", []):
+            for role in ("seeker", "offerer"):
+                who = topic.get(role)
+                if who and (who.get("source"), who.get("external_id")) == (source, external_id):
+                    topic[role] = {"source": ERASED, "external_id": ERASED}
+        await self._conn.execute(
+            """
+            UPDATE notifier.intros
+            SET intro = $2::text::jsonb, updated_at = now(),
+                state = CASE WHEN state IN ('asked', 'accepted') THEN 'declined' ELSE state END
+            WHERE id = $1
+            """,
+            intro_id,
+            json.dumps(intro),
+        )
+
     # Outbox
 
     async def enqueue(
@@ -617,6 +747,17 @@ class NotifierUnitOfWork:
                 }
             )
         return found
+
+
+# Who an erased participant or recipient becomes in the rows that stay.
+_ERASED_PERSON: dict[str, Any] = {
+    "source": ERASED,
+    "external_id": ERASED,
+    "name": ERASED,
+    "organization": None,
+    "timezone": None,
+    "channels": [],
+}
 
 
 class NotifierStore:

@@ -48,7 +48,15 @@ def _consumed(url: str) -> float:
 def test_three_matchers_on_a_burst_never_duplicate_or_exceed_the_cap(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    with running_stack("scale", tmp_path, request, ROAC_INTRO_MODE="direct") as stack:
+    # Small pools: this stack runs beside the session's, within PostgreSQL's 100 connections.
+    with running_stack(
+        "scale",
+        tmp_path,
+        request,
+        ROAC_INTRO_MODE="direct",
+        ROAC_DATABASE_POOL_SIZE=5,
+        ROAC_CONSUMER_PREFETCH=8,
+    ) as stack:
         extra = []
         for n in (2, 3):
             port = free_port()

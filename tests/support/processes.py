@@ -54,6 +54,11 @@ class ServiceProcess:
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready within {within}s:\n{self.tail()}")
 
+    @property
+    def pid(self) -> int | None:
+        """The running process's id (benchmarks read its memory from /proc)."""
+        return self._process.pid if self._process is not None else None
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, no graceful shutdown, in-flight work lost mid-way."""
         if self._process is not None and self._process.poll() is None:
