@@ -246,6 +246,7 @@ async def speed(dsn: str, people: int, seed: int) -> dict[str, Any]:
             "load_seconds": round(loaded, 1),
             "round_seconds": round(seconds, 1),
             "phases": done.stats["seconds"],
+            "plan_phases": done.stats["plan_seconds"],
             "coverage": done.stats["coverage"],
             "groups": done.stats["groups"],
         }
@@ -291,7 +292,8 @@ def report(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"round over {s['people']:,} people: {s['round_seconds']} s "
             f"(load {s['phases']['load']} s, plan {s['phases']['plan']} s, write "
-            f"{s['phases']['write']} s), coverage {s['coverage']:.3f}, {s['groups']:,} groups"
+            f"{s['phases']['write']} s), coverage {s['coverage']:.3f}, {s['groups']:,} groups; "
+            f"plan: {s['plan_phases']}"
         )
     return lines
 

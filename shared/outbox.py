@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import asyncpg
 
@@ -59,6 +60,43 @@ async def enqueue(
         [encode_event(e) for e in events],
         exchange,
         headers or None,
+        NOTIFY_CHANNEL,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """An event already serialised (by a producer writing tens of thousands at once)."""
+
+    message_id: UUID
+    routing_key: str
+    correlation_id: str
+    body: bytes
+
+
+async def enqueue_encoded(
+    conn: asyncpg.Connection, producer: str, events: Sequence[EncodedEvent]
+) -> None:
+    """`enqueue` for events serialised by the caller, routed on roac.events by `routing_key`."""
+    if not events:
+        return
+    await conn.execute(
+        """
+        WITH added AS (
+            INSERT INTO messaging.outbox
+                (producer, message_id, routing_key, correlation_id, body, exchange, headers)
+            SELECT $1, m, r, c, b, $6, NULL
+            FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[]) AS t(m, r, c, b)
+            RETURNING 1
+        )
+        SELECT pg_notify($7, $1) FROM (SELECT 1 FROM added LIMIT 1) AS any_row
+        """,
+        producer,
+        [e.message_id for e in events],
+        [e.routing_key for e in events],
+        [e.correlation_id for e in events],
+        [e.body for e in events],
+        EVENTS_EXCHANGE.name,
         NOTIFY_CHANNEL,
     )
 

@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     # Up to this many people sharing a rare topic (and no history) meet as one group; 2: never.
     match_group_max: int = Field(default=6, ge=2, le=6)
     # Rounds: candidates kept per person in the sparse graph, and people sampled per topic.
-    round_top_k: int = Field(default=12, ge=1, le=200)
-    round_candidates_per_topic: int = Field(default=40, ge=1, le=10_000)
+    round_top_k: int = Field(default=10, ge=1, le=200)
+    round_candidates_per_topic: int = Field(default=30, ge=1, le=10_000)
     round_poll_seconds: float = Field(default=1.0, gt=0)
     # Resources (POST /v1/resources): at most this many per person in any 7 days.
     resource_cap_per_week: int = Field(default=2, ge=1, le=100)

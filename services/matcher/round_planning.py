@@ -16,6 +16,7 @@ The same inputs and seed give the same plan, so a round can be replayed (dry run
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,6 +91,7 @@ def plan_round(
     now: datetime,
 ) -> RoundPlan:
     """Plan a round over `people` (the pool's reachable members); weights already decayed."""
+    clock = time.perf_counter()
     ready = [p for p in sorted(people) if available(people[p], now, rules)]
     with_interests = [p for p in ready if interests.get(p)]
 
@@ -105,6 +107,7 @@ def plan_round(
         seed=params.seed,
         excluded=excluded,
     )
+    graph_seconds = time.perf_counter() - clock
     bonus = {p: waiting_bonus(last_introduced.get(p), now) for p in with_interests}
     weighted = [
         (a, b, score * preference_factor(people[a], people[b], rules) * (bonus[a] + bonus[b]) / 2)
@@ -119,6 +122,7 @@ def plan_round(
         forbidden=excluded,
         priority=bonus,
     )
+    assign_seconds = time.perf_counter() - clock - graph_seconds
     groups = tuple(
         _explained(members, interests, topics, population) for members in assignment.groups
     )
@@ -144,6 +148,11 @@ def plan_round(
         "coverage": round(placed / len(ready), 4) if ready else 1.0,
         "total_score": round(total, 4),
         "mean_group_score": round(total / len(groups), 4) if groups else 0.0,
+        "plan_seconds": {
+            "graph": round(graph_seconds, 3),
+            "assignment": round(assign_seconds, 3),
+            "explanations": round(time.perf_counter() - clock - graph_seconds - assign_seconds, 3),
+        },
     }
     return RoundPlan(groups, unplaced, stats)
 

@@ -122,6 +122,9 @@ class MatcherUnitOfWork:
     async def enqueue(self, events: Sequence[Event]) -> None:
         await outbox.enqueue(self._conn, CONSUMER, events)
 
+    async def enqueue_encoded(self, rows: Sequence[outbox.EncodedEvent]) -> None:
+        await outbox.enqueue_encoded(self._conn, CONSUMER, rows)
+
     async def resolve_identities(self, refs: Iterable[Ref]) -> dict[Ref, int]:
         """Map each (source, external_id) to its contact, creating a bare contact for new ones."""
         ordered = sorted(set(refs))
@@ -479,6 +482,32 @@ class MatcherUnitOfWork:
             found.setdefault(r["person"], set()).add(r["partner"])
         return found
 
+    async def participant_rows(self, contact_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """`participants` as plain JSON-ready dicts, for rounds writing tens of thousands."""
+        rows = await self._conn.fetch(
+            """
+            SELECT c.id, c.name, c.organization, c.timezone, c.channels, i.source, i.external_id
+            FROM matcher.contacts c
+            JOIN LATERAL (
+                SELECT source, external_id FROM matcher.identities
+                WHERE contact_id = c.id ORDER BY created_at, source, external_id LIMIT 1
+            ) AS i ON true
+            WHERE c.id = ANY($1::bigint[])
+            """,
+            list(set(contact_ids)),
+        )
+        return {
+            r["id"]: {
+                "source": r["source"],
+                "external_id": r["external_id"],
+                "name": r["name"],
+                "organization": r["organization"],
+                "timezone": r["timezone"],
+                "channels": [{"type": c["type"], "address": c["address"]} for c in r["channels"]],
+            }
+            for r in rows
+        }
+
     async def participants(self, contact_ids: Iterable[int]) -> dict[int, Participant]:
         """Delivery details of each contact, presented under its oldest identity."""
         rows = await self._conn.fetch(
@@ -630,10 +659,6 @@ class MatcherUnitOfWork:
             """,
             [m[1] for m in members],
             [m[0] for m in members],
-        )
-        await self._conn.execute(
-            "UPDATE matcher.contacts SET last_introduced_at = now() WHERE id = ANY($1::bigint[])",
-            sorted({m[0] for m in members}),
         )
         return {p.id for p in ordered}
 
@@ -1215,7 +1240,10 @@ class RoundsUnitOfWork(MatcherUnitOfWork):
         organizations = [o.casefold() for o in selector.get("organizations") or []] or None
         rows = await self._conn.fetch(
             """
-            SELECT c.id, c.organization, c.timezone, c.snoozed_until, c.last_introduced_at
+            SELECT c.id, c.organization, c.timezone, c.snoozed_until,
+                   -- the newest proposal: one backward step on (contact_id, created_at)
+                   (SELECT max(pp.created_at) FROM matcher.proposal_participants pp
+                    WHERE pp.contact_id = c.id) AS last_introduced_at
             FROM matcher.contacts c
             WHERE c.deliverable AND NOT c.opted_out
               AND ($1::text[] IS NULL OR c.tags && $1::text[])
