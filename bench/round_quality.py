@@ -32,6 +32,8 @@ from shared.db import create_pool
 from shared.settings import Settings
 from tests.support.infra import isolated_infra
 
+# Loading a million people writes millions of indexed rows: beyond the pool's 60 s default.
+LOAD_TIMEOUT = 1800
 COMMUNITY_SIZE = 40
 COMMON_TOPICS = 8
 TOPICS_PER_COMMUNITY = 5
@@ -92,17 +94,20 @@ async def load(conn: asyncpg.Connection, population: list[Person]) -> None:
             (cid, f"Person {cid}", p.organization, True, ["bench"])
             for cid, p in enumerate(population, start=1)
         ],
+        timeout=LOAD_TIMEOUT,
     )
     # (jsonb has no binary COPY encoder in asyncpg: one UPDATE sets everyone's channel.)
     await conn.execute(
         "UPDATE matcher.contacts SET channels = $1::text::jsonb",
         '[{"type": "email", "address": "bench@example.org"}]',
+        timeout=LOAD_TIMEOUT,
     )
     await conn.copy_records_to_table(
         "identities",
         schema_name="matcher",
         columns=["source", "external_id", "contact_id"],
         records=[("bench", str(cid), cid) for cid in range(1, len(population) + 1)],
+        timeout=LOAD_TIMEOUT,
     )
     await conn.copy_records_to_table(
         "topics",
@@ -116,13 +121,14 @@ async def load(conn: asyncpg.Connection, population: list[Person]) -> None:
         CREATE TEMP TABLE staged (contact_id bigint, topic_id bigint, kind text, weight real)
         """
     )
-    await conn.copy_records_to_table("staged", records=interests)
+    await conn.copy_records_to_table("staged", records=interests, timeout=LOAD_TIMEOUT)
     await conn.execute(
         """
         INSERT INTO matcher.interests (contact_id, topic_id, kind, weight, declared_at)
         SELECT contact_id, topic_id, kind, weight, to_timestamp($1) FROM staged
         """,
         now,
+        timeout=LOAD_TIMEOUT,
     )
     await conn.execute("DROP TABLE staged")
     await conn.execute(
@@ -130,7 +136,9 @@ async def load(conn: asyncpg.Connection, population: list[Person]) -> None:
     )
     await conn.execute("SELECT setval('matcher.contacts_id_seq', $1)", len(population))
     await conn.execute("SELECT setval('matcher.topics_id_seq', $1)", len(topic_ids))
-    await conn.execute("ANALYZE matcher.contacts, matcher.interests, matcher.identities")
+    await conn.execute(
+        "ANALYZE matcher.contacts, matcher.interests, matcher.identities", timeout=LOAD_TIMEOUT
+    )
 
 
 def good_pair(a: Person, b: Person) -> bool:
