@@ -430,19 +430,22 @@ class MatcherUnitOfWork:
         self, contact_ids: Iterable[int], topic_ids: Iterable[int] | None = None
     ) -> dict[int, list[Interest]]:
         ids = list(set(contact_ids))
-        if topic_ids is None:
-            rows = await self._conn.fetch(
-                "SELECT contact_id, topic_id, kind, weight, declared_at FROM matcher.interests "
-                "WHERE contact_id = ANY($1::bigint[])",
-                ids,
-            )
-        else:
-            rows = await self._conn.fetch(
-                "SELECT contact_id, topic_id, kind, weight, declared_at FROM matcher.interests "
-                "WHERE contact_id = ANY($1::bigint[]) AND topic_id = ANY($2::bigint[])",
-                ids,
-                list(set(topic_ids)),
-            )
+        # One primary-key lookup per contact (a person holds a handful of interests). Given the
+        # topics as an array, the planner may instead read every holder of a popular topic
+        # through the topic index and filter by contact: 115 ms at a million people.
+        rows = await self._conn.fetch(
+            """
+            SELECT i.contact_id, i.topic_id, i.kind, i.weight, i.declared_at
+            FROM unnest($1::bigint[]) AS c(id)
+            CROSS JOIN LATERAL (
+                SELECT contact_id, topic_id, kind, weight, declared_at FROM matcher.interests
+                WHERE contact_id = c.id OFFSET 0
+            ) AS i
+            WHERE $2::bigint[] IS NULL OR i.topic_id = ANY($2::bigint[])
+            """,
+            ids,
+            None if topic_ids is None else list(set(topic_ids)),
+        )
         kinds = {k.value: k for k in InterestKind}
         found: dict[int, list[Interest]] = {}
         for r in rows:
