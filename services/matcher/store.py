@@ -486,7 +486,8 @@ class MatcherUnitOfWork:
         return found
 
     async def participant_rows(self, contact_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """`participants` as plain JSON-ready dicts, for rounds writing tens of thousands."""
+        """Delivery details of each contact under its oldest identity, as plain JSON-ready
+        dicts (rounds serialise tens of thousands of them directly)."""
         rows = await self._conn.fetch(
             """
             SELECT c.id, c.name, c.organization, c.timezone, c.channels, i.source, i.external_id
@@ -513,35 +514,23 @@ class MatcherUnitOfWork:
 
     async def participants(self, contact_ids: Iterable[int]) -> dict[int, Participant]:
         """Delivery details of each contact, presented under its oldest identity."""
-        rows = await self._conn.fetch(
-            """
-            SELECT c.id, c.name, c.organization, c.timezone, c.channels, i.source, i.external_id
-            FROM matcher.contacts c
-            JOIN LATERAL (
-                SELECT source, external_id FROM matcher.identities
-                WHERE contact_id = c.id ORDER BY created_at, source, external_id LIMIT 1
-            ) AS i ON true
-            WHERE c.id = ANY($1::bigint[])
-            """,
-            list(set(contact_ids)),
-        )
         # Rows this store wrote from validated events: constructed, not validated again (email
         # validation alone cost a third of a batch's time).
         return {
-            r["id"]: Participant.model_construct(
-                source=r["source"],
-                external_id=r["external_id"],
-                name=r["name"],
-                organization=r["organization"],
-                timezone=r["timezone"],
-                channels=[
-                    ChannelAddress.model_construct(
-                        type=ChannelType(c["type"]), address=c["address"]
-                    )
-                    for c in r["channels"]
-                ],
+            contact_id: Participant.model_construct(
+                **(
+                    row
+                    | {
+                        "channels": [
+                            ChannelAddress.model_construct(
+                                type=ChannelType(c["type"]), address=c["address"]
+                            )
+                            for c in row["channels"]
+                        ]
+                    }
+                )
             )
-            for r in rows
+            for contact_id, row in (await self.participant_rows(contact_ids)).items()
         }
 
     async def lock_availability(self, contact_ids: Iterable[int]) -> dict[int, Availability]:
