@@ -133,3 +133,11 @@ async def measure(stack: BenchStack) -> dict[str, float]:
         "single_event_messages_per_s": SINGLE_MESSAGES / single_seconds,
         "proposals": float(proposals),
     }
+
+
+if __name__ == "__main__":
+    # python -m bench.matcher_throughput: this figure alone, on a fresh database.
+    from bench.harness import bench_stack
+
+    with bench_stack() as stack:
+        print(asyncio.run(measure(stack)))

@@ -4,11 +4,15 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.matcher.service import MatcherService
-from shared.consumer import handle_message, skip_decoding
+from shared.coalescing import Coalescer
+from shared.consumer import TRANSIENT_ERRORS, handle_message, skip_decoding
 from shared.topology import MATCHER_QUEUE
 
 
 def register(broker: RabbitBroker, service: MatcherService) -> None:
+    # Messages delivered together are applied in one transaction (group commit).
+    coalescer = Coalescer(service.apply, transient=TRANSIENT_ERRORS)
+
     @broker.subscriber(
         MATCHER_QUEUE.rabbit_queue(declare=False),
         decoder=skip_decoding,
@@ -17,5 +21,5 @@ def register(broker: RabbitBroker, service: MatcherService) -> None:
     )
     async def on_event_batch(message: RabbitMessage) -> None:
         await handle_message(
-            message, service="matcher", queue=MATCHER_QUEUE.name, apply=service.apply
+            message, service="matcher", queue=MATCHER_QUEUE.name, apply=coalescer.apply
         )
