@@ -15,8 +15,11 @@ What FastStream's AsyncAPI generator cannot say, and how the document is complet
   AMQP binding objects; they are added as `x-amqp-bindings` and `x-amqp-arguments`.
 - Dead-letter queues are filled by RabbitMQ, not by an application, so no publisher declares them;
   their channels are added with the messages of the queue they park for.
-- Headers other than the AMQP properties (`x-roac-reason` on parked delivery jobs) are added as
-  message header schemas.
+- Headers other than the AMQP properties (`x-roac-reason` on parked delivery jobs and parked
+  ingress messages) are added as message header schemas.
+- The AMQP ingress (docs/ingress.md): integrations publish request bodies, not event batches, to
+  `roac.ingress`; its channels (`contacts`, `interests`), the queue ingest consumes and its
+  parking queue carry the two bodies of POST /v1/contacts and /v1/interests.
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ from typing import Any, get_args
 from fastapi import APIRouter, FastAPI
 from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, RootModel, create_model
 
+from services.ingest import handlers as ingest_handlers
 from services.ingest.app import create_app as create_ingest_app
+from services.ingest.ingress import REASON_HEADER, ROUTING_KEY_HEADER
+from services.ingest.schemas import ContactsBody, InterestsBody
 from services.matcher import handlers as matcher_handlers
 from services.matcher.routes import api as matcher_api
 from services.notifier import handlers as notifier_handlers
@@ -51,6 +57,11 @@ from shared.topology import (
     DELAY_QUEUES,
     DELIVERY_QUEUE,
     EVENTS_EXCHANGE,
+    INGRESS_CONTACTS,
+    INGRESS_EXCHANGE,
+    INGRESS_INTERESTS,
+    INGRESS_QUEUE,
+    INGRESS_ROUTING_KEYS,
     ConsumerQueue,
 )
 
@@ -98,9 +109,45 @@ EVENT_DOCS: dict[str, EventDoc] = {
         "Erase a person everywhere (DELETE /v1/contacts/{source}/{external_id}): personal data "
         "scrubbed, nothing more sent to or about them.",
     ),
+    "contact.merged.v1": EventDoc(
+        "matcher",
+        "Identity resolution found identities of one person (same email, or same chat handle on "
+        "one platform) and merged their contacts: the person is never introduced to themselves.",
+    ),
+    "contact.unmerged.v1": EventDoc(
+        "matcher",
+        "An operator undid a merge (`roac contacts unmerge`): two people again, never merged "
+        "automatically again.",
+    ),
     "delivery.requested.v1": EventDoc(
         "notifier", "The notifier's own work item: attempt one delivery now."
     ),
+}
+
+
+class ContactsIngress(RootModel[ContactsBody]):
+    """One person, or `{"items": [...]}` of up to 1,000: the body of POST /v1/contacts."""
+
+
+class InterestsIngress(RootModel[InterestsBody]):
+    """One interest, or `{"items": [...]}` of up to 1,000: the body of POST /v1/interests."""
+
+
+# What an integration publishes to roac.ingress, by routing key.
+INGRESS_BODIES: dict[str, type[BaseModel]] = {
+    INGRESS_CONTACTS: ContactsIngress,
+    INGRESS_INTERESTS: InterestsIngress,
+}
+_INGRESS_HEADERS = {
+    "type": "object",
+    "properties": {
+        REASON_HEADER: {
+            "type": "string",
+            "maxLength": 2000,
+            "description": "Why ingest parked it: field locations and error types, never values.",
+        },
+        ROUTING_KEY_HEADER: {"type": "string", "description": "The routing key it came with."},
+    },
 }
 
 
@@ -197,6 +244,7 @@ def _documented_broker() -> RabbitBroker:
     broker = RabbitBroker(DOCUMENTED_AMQP_URL)
     _subscribe(matcher_handlers.register, broker)
     _subscribe(notifier_handlers.register, broker)
+    _subscribe(ingest_handlers.register, broker)
     classes = event_classes()
     missing = sorted(set(classes) - set(EVENT_DOCS))
     if missing:
@@ -239,6 +287,20 @@ def _documented_broker() -> RabbitBroker:
         schema=job,
         message_type="delivery.requested.v1",
     )
+    for routing_key, body in INGRESS_BODIES.items():
+        broker.publisher(
+            exchange=INGRESS_EXCHANGE,
+            routing_key=routing_key,
+            persist=True,
+            title=f"{INGRESS_EXCHANGE.name}/{routing_key}",
+            description=(
+                f"What POST /v1/{routing_key} takes, published to {INGRESS_EXCHANGE.name} by an "
+                "integration that prefers the broker (docs/ingress.md); `message_id` required "
+                "(event ids derive from it), `user_id` names the integration. Consumed by ingest "
+                f"from {INGRESS_QUEUE.name}."
+            ),
+            schema=body,
+        )
     return broker
 
 
@@ -410,8 +472,69 @@ def _complete(document: dict[str, Any], event_types: list[str]) -> None:
         doc.carry(key, {"delivery.requested.v1": event_message["delivery.requested.v1"]})
         doc.queue(key, dict(delay.arguments()), [])
 
+    _complete_ingress(doc)
     doc.drop_unreferenced()
     _put_in_order(document, event_types)
+
+
+def _complete_ingress(doc: _Document) -> None:
+    """The ingress queue carries the two request bodies; its parking queue (filled by ingest,
+    and by RabbitMQ's dead-lettering) the same, with the reason in a header."""
+    bodies: dict[str, dict[str, str]] = {}
+    for routing_key in INGRESS_ROUTING_KEYS:
+        key = doc.channel_at(routing_key)
+        if key is None:
+            raise LookupError(f"no publisher for {INGRESS_EXCHANGE.name} {routing_key}")
+        (reference,) = doc.channels[key]["messages"].values()
+        message = doc.messages[_component(reference)]
+        message["name"] = f"ingress.{routing_key}"
+        message["contentType"] = "application/json"
+        bodies[routing_key] = dict(reference)
+    queue = doc.channel_at(INGRESS_QUEUE.name)
+    if queue is None:
+        raise LookupError(f"no subscriber consumes {INGRESS_QUEUE.name}")
+    doc.carry(queue, bodies)
+    doc.channels[queue]["description"] = (
+        f"{doc.channels[queue].get('description', '')} Bound to {INGRESS_EXCHANGE.name} with "
+        f"{', '.join(INGRESS_QUEUE.bindings)} (an unknown routing key is parked with a reason); "
+        f"parks in {INGRESS_QUEUE.dead_letter_queue}."
+    ).strip()
+    doc.queue(
+        queue,
+        dict(INGRESS_QUEUE.arguments()),
+        [{"exchange": INGRESS_EXCHANGE.name, "routingKey": b} for b in INGRESS_QUEUE.bindings],
+    )
+    parked = INGRESS_QUEUE.dead_letter_queue
+    parked_messages = {}
+    for routing_key, reference in bodies.items():
+        # A copy of each body's message: the same payload, plus the parking headers.
+        component = f"{_component(reference)}:parked"
+        doc.messages[component] = {
+            **doc.messages[_component(reference)],
+            "title": f"{parked}/{routing_key}",
+            "name": f"ingress.{routing_key}.parked",
+            "headers": _INGRESS_HEADERS,
+        }
+        parked_messages[f"{routing_key}.parked"] = {"$ref": f"#/components/messages/{component}"}
+    doc.channels[parked] = {
+        "address": parked,
+        "description": (
+            f"Parking queue of {INGRESS_QUEUE.name}. Ingest publishes here (default exchange) "
+            "the original body of every message that failed validation, as it came (it may not "
+            f"even be JSON), with `{REASON_HEADER}` (why) and `{ROUTING_KEY_HEADER}`, and its "
+            "message_id; it publishes nothing to roac.events for it. RabbitMQ dead-letters here "
+            f"through {DEAD_LETTER_EXCHANGE.name} (routing key {INGRESS_QUEUE.name}) what ingest "
+            f"rejected or what was delivered {INGRESS_QUEUE.arguments()['x-delivery-limit']} "
+            "times, with `x-death`. Nothing consumes it: they wait for an operator."
+        ),
+        "servers": doc.channels[queue]["servers"],
+        "messages": parked_messages,
+    }
+    doc.queue(
+        parked,
+        {"x-queue-type": "quorum"},
+        [{"exchange": DEAD_LETTER_EXCHANGE.name, "routingKey": INGRESS_QUEUE.name}],
+    )
 
 
 def _put_in_order(document: dict[str, Any], event_types: list[str]) -> None:
@@ -421,6 +544,7 @@ def _put_in_order(document: dict[str, Any], event_types: list[str]) -> None:
     addresses = [*event_types]
     for queue in CONSUMER_QUEUES:
         addresses += [queue.name, queue.dead_letter_queue]
+    addresses += [*INGRESS_ROUTING_KEYS, INGRESS_QUEUE.name, INGRESS_QUEUE.dead_letter_queue]
     addresses += [delay.name for delay in DELAY_QUEUES]
     rank = {address: i for i, address in enumerate(addresses)}
     channels: dict[str, Any] = document["channels"]

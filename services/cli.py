@@ -150,6 +150,7 @@ def import_command(
         restart=restart,
         progress=progress,
         stop_after_batches=stop_after_batches,
+        max_interests_per_person=s.ingest_max_interests_per_person,
     )
     raise typer.Exit(code)
 
@@ -230,7 +231,7 @@ def keys_create(
     from shared.api_keys import create_key
 
     try:
-        secret = _keys_db(create_key(_settings().database_url, name))
+        secret = _with_database(create_key(_settings().database_url, name))
     except ValueError as exc:
         typer.echo(f"invalid name: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -247,7 +248,7 @@ def keys_list() -> None:
     """Show every key: name, created, last used (to within seconds), revoked. Never a secret."""
     from shared.api_keys import list_keys
 
-    records = _keys_db(list_keys(_settings().database_url))
+    records = _with_database(list_keys(_settings().database_url))
     typer.echo(f"{'NAME':<24} {'CREATED':<20} {'LAST USED':<20} REVOKED")
     for r in records:
         typer.echo(
@@ -263,19 +264,75 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The active key's name"
     """Revoke the active key with this name; requests with it get 401 within seconds."""
     from shared.api_keys import revoke_key
 
-    if not _keys_db(revoke_key(_settings().database_url, name)):
+    if not _with_database(revoke_key(_settings().database_url, name)):
         typer.echo(f"no active key is named {name!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked API key {name!r}")
 
 
-def _keys_db(coroutine: Coroutine[Any, Any, T]) -> T:
+contacts = typer.Typer(help="People as the matcher knows them: identities and merges.")
+app.add_typer(contacts, name="contacts")
+
+
+@contacts.command("show")
+def contacts_show(
+    source: Annotated[str, typer.Argument(help="The integration's source name")],
+    external_id: Annotated[str, typer.Argument(help="The person's id in that source")],
+) -> None:
+    """List the identities of this person's contact and the merges that joined them."""
+    from services.matcher.contacts_admin import show
+
+    view = _with_database(show(_settings(), (source, external_id)))
+    if view is None:
+        typer.echo(f"no identity {source}/{external_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"contact {view.contact_id}")
+    for identity in view.identities:
+        typer.echo(f"  identity {identity.source}/{identity.external_id}")
+    for merge in view.merges:
+        typer.echo(
+            f"  merge {merge.id}  {_when(merge.merged_at)}  on {merge.matched_on}, "
+            f"brought {len(merge.identity_ids)} identity(ies)"
+        )
+
+
+@contacts.command("unmerge")
+def contacts_unmerge(
+    source: Annotated[str, typer.Argument(help="The integration's source name")],
+    external_id: Annotated[str, typer.Argument(help="The person's id in that source")],
+    merge: Annotated[
+        str | None, typer.Option(help="The merge to undo, when the contact has several")
+    ] = None,
+) -> None:
+    """Undo the merge that joined this identity to another: both people come back with their
+    own identities, interests, introductions and profiles, and are never merged again."""
+    from uuid import UUID
+
+    from services.matcher.contacts_admin import unmerge
+    from services.matcher.identity_resolution import UnmergeRefused
+
+    try:
+        merge_id = UUID(merge) if merge else None
+    except ValueError as exc:
+        typer.echo(f"--merge is a merge id (roac contacts show): {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        data = _with_database(unmerge(_settings(), (source, external_id), merge_id))
+    except UnmergeRefused as exc:
+        typer.echo(f"cannot unmerge {source}/{external_id}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    restored = ", ".join(f"{r.source}/{r.external_id}" for r in data.restored)
+    remaining = ", ".join(f"{r.source}/{r.external_id}" for r in data.remaining)
+    typer.echo(f"undid merge {data.merge_id}: {restored} | {remaining}")
+
+
+def _with_database(coroutine: Coroutine[Any, Any, T]) -> T:
     import asyncpg
 
     try:
         return asyncio.run(coroutine)
     except asyncpg.UndefinedTableError as exc:
-        typer.echo("no API key table in this database: run `roac migrate` first", err=True)
+        typer.echo("tables missing in this database: run `roac migrate` first", err=True)
         raise typer.Exit(2) from exc
     except OSError as exc:
         typer.echo(f"PostgreSQL (ROAC_DATABASE_URL) is unreachable: {exc}", err=True)

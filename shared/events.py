@@ -276,6 +276,26 @@ class ErasureData(ContactRef):
     """Erase this person everywhere (DELETE /v1/contacts/{source}/{external_id})."""
 
 
+class MergeData(_Model):
+    """Identity resolution joined two contacts into one person: `merged` (the identities of the
+    absorbed contact) now belong to the contact known by `into`. Undone by contact.unmerged.v1."""
+
+    merge_id: UUID
+    into: list[ContactRef] = Field(min_length=1)
+    merged: list[ContactRef] = Field(min_length=1)
+    # What the identities shared: an email address, or a chat handle on the same platform.
+    matched_on: Literal["email", "chat_handle"]
+
+
+class UnmergeData(_Model):
+    """An operator undid merge `merge_id` (`roac contacts unmerge`): `restored` are one person
+    again, `remaining` another, and they are never merged automatically again."""
+
+    merge_id: UUID
+    remaining: list[ContactRef] = Field(min_length=1)
+    restored: list[ContactRef] = Field(min_length=1)
+
+
 class DeliveryJobData(_Model):
     """The notifier's own work item: attempt delivery `delivery_id` (generation guards against
     stale duplicates of a job that was rescheduled since)."""
@@ -334,6 +354,16 @@ class ContactErased(Envelope):
     data: ErasureData
 
 
+class ContactMerged(Envelope):
+    type: Literal["contact.merged.v1"] = "contact.merged.v1"
+    data: MergeData
+
+
+class ContactUnmerged(Envelope):
+    type: Literal["contact.unmerged.v1"] = "contact.unmerged.v1"
+    data: UnmergeData
+
+
 class ResourceProposed(Envelope):
     type: Literal["resource.proposed.v1"] = "resource.proposed.v1"
     data: ResourceData
@@ -353,7 +383,9 @@ Event = Annotated[
     | ContactOptedOut
     | ContactErased
     | DeliveryRequested
-    | ResourceProposed,
+    | ResourceProposed
+    | ContactMerged
+    | ContactUnmerged,
     Field(discriminator="type"),
 ]
 
@@ -367,6 +399,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "contact.erased.v1",
     "delivery.requested.v1",
     "resource.proposed.v1",
+    "contact.merged.v1",
+    "contact.unmerged.v1",
 )
 
 

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Ingest limits: a request over them is refused before anything is published.
     ingest_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     ingest_max_batch_items: int = Field(default=1000, ge=1, le=10_000)
+    # Interests for one person (the same source and external_id) in one request: a batch
+    # declaring more for someone is refused (or, with ?partial=true, the later ones are).
+    ingest_max_interests_per_person: int = Field(default=100, ge=1, le=10_000)
 
     # Matching: a pair is proposed only at or above this score (see services/matcher/scoring.py).
     match_min_score: float = Field(default=1.0, ge=0)

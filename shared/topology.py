@@ -4,12 +4,17 @@
         roac.events --contact.upserted.v1, interest.declared.v1, delivery.*,
                       contact.opted_out.v1, contact.erased.v1--> roac.matcher (quorum)
         roac.events --intro.proposed.v1, resource.proposed.v1,
-                      contact.opted_out.v1, contact.erased.v1--> roac.notifier (quorum)
+                      contact.opted_out.v1, contact.erased.v1,
+                      contact.merged.v1, contact.unmerged.v1--> roac.notifier (quorum)
         roac.events --delivery.requested.v1--> roac.notifier.deliveries (quorum)
         roac.notifier.delay.<n>s (quorum, TTL n s) --(dead-letter)--> roac.notifier.deliveries
     a message rejected by its consumer, or delivered more than the delivery limit:
         roac.<consumer> --(dead-letter, routing key = queue name)--> roac.dead-letter (direct)
         roac.dead-letter --roac.<consumer>--> roac.<consumer>.dlq (quorum, parked until replayed)
+    integrations that prefer the broker to HTTP (docs/ingress.md):
+        integration --(routing key contacts | interests)--> roac.ingress (topic)
+        roac.ingress --#--> roac.ingest.ingress (quorum, consumed by ingest)
+        ingest --(invalid: original body + x-roac-reason)--> roac.ingest.ingress.dlq
 
 Every service declares the whole topology when it starts (declarations are idempotent), so an
 event published before its consumer ever ran is queued, not returned as unroutable.
@@ -84,12 +89,27 @@ NOTIFIER_QUEUE = ConsumerQueue(
         "resource.proposed.v1",
         "contact.opted_out.v1",
         "contact.erased.v1",
+        # Merges: an open introduction between two identities of one person is withdrawn.
+        "contact.merged.v1",
+        "contact.unmerged.v1",
     ),
 )
 # The notifier's own work queue: one message per delivery attempt to make.
 DELIVERY_QUEUE = ConsumerQueue("roac.notifier.deliveries", ("delivery.requested.v1",))
 
 CONSUMER_QUEUES: tuple[ConsumerQueue, ...] = (MATCHER_QUEUE, NOTIFIER_QUEUE, DELIVERY_QUEUE)
+
+# AMQP ingress: integrations publish what POST /v1/contacts and /v1/interests take, with these
+# routing keys. Bound with `#`, not the two keys: a message with a mistyped key then reaches
+# ingest and is parked with a reason, rather than being returned or dropped at the exchange.
+INGRESS_EXCHANGE = RabbitExchange("roac.ingress", type=ExchangeType.TOPIC, durable=True)
+INGRESS_CONTACTS = "contacts"
+INGRESS_INTERESTS = "interests"
+INGRESS_ROUTING_KEYS: tuple[str, ...] = (INGRESS_CONTACTS, INGRESS_INTERESTS)
+# Not in CONSUMER_QUEUES: it is bound to roac.ingress, not to roac.events, and carries request
+# bodies rather than event batches. Same arguments: delivery limit, at-least-once dead-lettering.
+# Ingest parks what fails validation in its `.dlq` itself, with the reason in `x-roac-reason`.
+INGRESS_QUEUE = ConsumerQueue("roac.ingest.ingress", ("#",))
 
 
 @dataclass(frozen=True)
@@ -130,6 +150,7 @@ async def declare_topology(broker: RabbitBroker) -> None:
     """Declare exchanges, consumer queues, their bindings and dead-letter queues (idempotent)."""
     for consumer in CONSUMER_QUEUES:
         await declare_consumer_queue(broker, consumer)
+    await declare_consumer_queue(broker, INGRESS_QUEUE, exchange=INGRESS_EXCHANGE)
     for delay in DELAY_QUEUES:
         await broker.declare_queue(
             RabbitQueue(
@@ -141,9 +162,12 @@ async def declare_topology(broker: RabbitBroker) -> None:
         )
 
 
-async def declare_consumer_queue(broker: RabbitBroker, consumer: ConsumerQueue) -> None:
-    """One consumer's quorum queue, bound to its event types, and its dead-letter queue."""
-    events = await broker.declare_exchange(EVENTS_EXCHANGE)
+async def declare_consumer_queue(
+    broker: RabbitBroker, consumer: ConsumerQueue, *, exchange: RabbitExchange = EVENTS_EXCHANGE
+) -> None:
+    """One consumer's quorum queue, bound to its routing keys on `exchange`, and its dead-letter
+    queue."""
+    events = await broker.declare_exchange(exchange)
     dead_letter = await broker.declare_exchange(DEAD_LETTER_EXCHANGE)
     parked = await broker.declare_queue(
         RabbitQueue(consumer.dead_letter_queue, queue_type=QueueType.QUORUM, durable=True)

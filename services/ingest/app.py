@@ -12,7 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from services.ingest import handlers
 from services.ingest.idempotency import InvalidKey
+from services.ingest.ingress import Ingress
 from services.ingest.intake import (
     IdempotencyConflict,
     IdempotencyInProgress,
@@ -30,7 +32,7 @@ from shared.db import DatabaseCheck
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
 from shared.ops import router as ops_router
-from shared.runtime import open_pool, retry_until_ready, serve
+from shared.runtime import ConsumerCheck, open_pool, retry_until_ready, serve
 from shared.settings import Settings
 from shared.topology import declare_topology
 
@@ -38,21 +40,39 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def connected_lifespan(settings: Settings) -> Lifespan:
-    """Open the pool and the broker, declare the topology, and expose the intake."""
+    """Open the pool and the broker, declare the topology, consume the AMQP ingress, and expose
+    the intake."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await open_pool(settings)
         watch_pool("ingest", pool)
-        broker = make_broker(settings, service="ingest")
+        # The prefetch bounds the ingress messages handled at once; HTTP publishing ignores it.
+        broker = make_broker(settings, service="ingest", prefetch=settings.consumer_prefetch)
+        handlers.register(
+            broker,
+            Ingress(
+                EventPublisher(broker, "ingest"),
+                handlers.QueueParker(broker),
+                max_body_bytes=settings.ingest_max_body_bytes,
+                max_interests_per_person=settings.ingest_max_interests_per_person,
+            ),
+        )
         await retry_until_ready("RabbitMQ", broker.connect)
         await declare_topology(broker)
         await broker.start()
 
+        consumers_present = ConsumerCheck(broker, settings.amqp_url)
         database_answers = DatabaseCheck(settings.database_url)
 
         async def readiness() -> dict[str, bool]:
-            return {"broker": await broker.ping(timeout=2.0), "database": await database_answers()}
+            broker_ok = await broker.ping(timeout=2.0)
+            consuming = broker_ok and await consumers_present()
+            return {
+                "broker": broker_ok,
+                "consumers": consuming,
+                "database": await database_answers(),
+            }
 
         keys = IngestStore(pool)
         app.state.intake = Intake(EventPublisher(broker, "ingest"), keys)
@@ -64,7 +84,9 @@ def connected_lifespan(settings: Settings) -> Lifespan:
             cleanup.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cleanup
+            # Stops consuming the ingress and waits for its in-flight messages (graceful_timeout).
             await broker.stop()
+            await consumers_present.close()
             await database_answers.close()
             await pool.close()
 
@@ -124,6 +146,8 @@ def create_app(
         summary="Push people and their interests into roac.",
         lifespan=lifespan or connected_lifespan(settings),
     )
+    # Read by the interests route (services/ingest/triage.py applies it).
+    app.state.max_interests_per_person = settings.ingest_max_interests_per_person
     app.include_router(api)
     app.include_router(ops_router)
     app.add_exception_handler(RequestValidationError, _invalid)

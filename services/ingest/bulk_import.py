@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,6 +279,8 @@ class Options:
     concurrency: int = 4
     restart: bool = False
     stop_after_batches: int | None = None  # a test hook: stop as if interrupted
+    # Ingest's ROAC_INGEST_MAX_INTERESTS_PER_PERSON (interests of one person per request).
+    max_interests_per_person: int = 100
 
 
 @dataclass
@@ -362,27 +365,42 @@ class Importer:
 
     def _batches(self, records: Iterator[Record]) -> Iterator[Batch]:
         size = max(1, min(self._options.batch, MAX_BATCH))
+        limit = self._options.max_interests_per_person
         batch: Batch | None = None
         index = 0
         count = 0
+        per_person: Counter[tuple[str, str]] = Counter()
         for record in records:
-            if batch is None:
-                batch = Batch(index, record.line, record.last_line, record.end_offset)
-                index += 1
-            batch.end_line, batch.end_offset = record.last_line, record.end_offset
-            count += 1
+            parsed: Parsed | None = None
+            error: str | None = None
             if record.fields is None:
-                batch.rejected.append((record.line, record.error or "unreadable"))
+                error = record.error or "unreadable"
             else:
                 try:
                     parsed = parse_record(record.fields, self._options.source)
                 except LineError as exc:
-                    batch.rejected.append((record.line, str(exc)))
-                else:
-                    if parsed.contact is not None:
-                        batch.contacts.append((record.line, parsed.contact))
-                    if parsed.interest is not None:
-                        batch.interests.append((record.line, parsed.interest))
+                    error = str(exc)
+            interest = parsed.interest if parsed is not None else None
+            person = (interest.source, interest.external_id) if interest is not None else None
+            # Ingest takes at most `limit` interests of one person per request: a person with
+            # more starts the next batch instead (nothing is refused for it).
+            if batch is not None and person is not None and per_person[person] >= limit:
+                yield batch
+                batch, count = None, 0
+            if batch is None:
+                batch = Batch(index, record.line, record.last_line, record.end_offset)
+                index += 1
+                per_person.clear()
+            batch.end_line, batch.end_offset = record.last_line, record.end_offset
+            count += 1
+            if error is not None:
+                batch.rejected.append((record.line, error))
+            elif parsed is not None:
+                if parsed.contact is not None:
+                    batch.contacts.append((record.line, parsed.contact))
+                if interest is not None and person is not None:
+                    batch.interests.append((record.line, interest))
+                    per_person[person] += 1
             if count >= size:
                 yield batch
                 batch, count = None, 0

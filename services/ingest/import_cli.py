@@ -42,6 +42,7 @@ def run_import(
     restart: bool,
     progress: bool,
     stop_after_batches: int | None,
+    max_interests_per_person: int = 100,
 ) -> int:
     """Exit code: 0 all imported, 1 some lines rejected, 2 not possible, 3 stopped early."""
     err = Console(stderr=True)
@@ -57,6 +58,7 @@ def run_import(
         concurrency=concurrency,
         restart=restart,
         stop_after_batches=stop_after_batches,
+        max_interests_per_person=max_interests_per_person,
     )
     try:
         outcome = asyncio.run(_run(path, options, progress and err.is_terminal, err))
@@ -113,7 +115,8 @@ def _summary(outcome: Outcome, out: Console) -> None:
     out.print(f"lines read: {t.lines}")
     out.print(f"contacts imported: {t.contacts}")
     out.print(f"interests imported: {t.interests}")
-    out.print("merged: n/a (identity resolution not implemented)")
+    # Merging happens in the matcher as it applies the events, after ingest confirmed them.
+    out.print("merged: by the matcher as it applies them (roac_matcher_merges_total)")
     out.print(f"rejected: {t.rejected}")
     for line, reason in _first_rejections(outcome):
         out.print(f"  line {line}: {reason}")

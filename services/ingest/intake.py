@@ -1,7 +1,8 @@
 """Ingest's use case: turn validated items into events and hand them to RabbitMQ in one message.
 
 One request is one AMQP message, so a request is accepted whole or not at all: either RabbitMQ
-confirmed it (202) or nothing was published (503, safe to retry).
+confirmed it (202) or nothing was published (503, safe to retry). (A batch sent with
+`?partial=true` reaches here without its refused items: services/ingest/triage.py.)
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID, uuid4
 
 from services.ingest.idempotency import Verdict, event_id
 from services.ingest.metrics import EVENTS_ACCEPTED
-from services.ingest.schemas import Accepted
+from services.ingest.schemas import Accepted, BatchAccepted, RejectedItem
 from shared.events import (
     ContactData,
     ContactErased,
@@ -70,9 +71,12 @@ class Keyed:
     fingerprint: bytes
 
 
+A = TypeVar("A", bound=Accepted)
+
+
 @dataclass(frozen=True)
-class Answer:
-    accepted: Accepted
+class Answer(Generic[A]):
+    accepted: A
     replayed: bool = False
 
 
@@ -89,7 +93,12 @@ class Intake:
         integration: str,
         keyed: Keyed | None = None,
         bulk: bool = False,
-    ) -> Answer:
+        indexes: Sequence[int] | None = None,
+        rejected: Sequence[RejectedItem] = (),
+    ) -> Answer[BatchAccepted]:
+        """`indexes`: each item's position in the request's batch (default: 0, 1, ...), which
+        its event id derives from; `rejected`: the items left out (`?partial=true`)."""
+
         def event(index: int, item: ContactData) -> Event:
             return ContactUpserted(
                 message_id=_event_id(integration, keyed, index),
@@ -100,8 +109,14 @@ class Intake:
                 data=item,
             )
 
+        positions = list(indexes) if indexes is not None else list(range(len(items)))
         return await self._accept(
-            [event(i, item) for i, item in enumerate(items)], correlation_id, integration, keyed
+            [event(i, item) for i, item in zip(positions, items, strict=True)],
+            correlation_id,
+            integration,
+            keyed,
+            BatchAccepted,
+            {"indexes": positions, "rejected": list(rejected)},
         )
 
     async def accept_interests(
@@ -112,7 +127,12 @@ class Intake:
         integration: str,
         keyed: Keyed | None = None,
         bulk: bool = False,
-    ) -> Answer:
+        indexes: Sequence[int] | None = None,
+        rejected: Sequence[RejectedItem] = (),
+    ) -> Answer[BatchAccepted]:
+        """`indexes`: each item's position in the request's batch (default: 0, 1, ...), which
+        its event id derives from; `rejected`: the items left out (`?partial=true`)."""
+
         def event(index: int, item: InterestData) -> Event:
             return InterestDeclared(
                 message_id=_event_id(integration, keyed, index),
@@ -123,13 +143,19 @@ class Intake:
                 data=item,
             )
 
+        positions = list(indexes) if indexes is not None else list(range(len(items)))
         return await self._accept(
-            [event(i, item) for i, item in enumerate(items)], correlation_id, integration, keyed
+            [event(i, item) for i, item in zip(positions, items, strict=True)],
+            correlation_id,
+            integration,
+            keyed,
+            BatchAccepted,
+            {"indexes": positions, "rejected": list(rejected)},
         )
 
     async def accept_erasure(
         self, ref: ContactRef, *, correlation_id: str, integration: str, keyed: Keyed | None = None
-    ) -> Answer:
+    ) -> Answer[Accepted]:
         """Erase a person everywhere: one contact.erased.v1 for the matcher and the notifier."""
         event = ContactErased(
             message_id=_event_id(integration, keyed, 0),
@@ -138,11 +164,11 @@ class Intake:
             integration=integration,
             data=ErasureData(source=ref.source, external_id=ref.external_id),
         )
-        return await self._accept([event], correlation_id, integration, keyed)
+        return await self._accept([event], correlation_id, integration, keyed, Accepted, {})
 
     async def accept_opt_out(
         self, ref: ContactRef, *, correlation_id: str, integration: str, keyed: Keyed | None = None
-    ) -> Answer:
+    ) -> Answer[Accepted]:
         """No more introductions for a person: the contact.opted_out.v1 an unsubscribe sends."""
         event = ContactOptedOut(
             message_id=_event_id(integration, keyed, 0),
@@ -151,15 +177,23 @@ class Intake:
             integration=integration,
             data=OptOutData(source=ref.source, external_id=ref.external_id, reason="request"),
         )
-        return await self._accept([event], correlation_id, integration, keyed)
+        return await self._accept([event], correlation_id, integration, keyed, Accepted, {})
 
     async def _accept(
-        self, events: Sequence[Event], correlation_id: str, integration: str, keyed: Keyed | None
-    ) -> Answer:
+        self,
+        events: Sequence[Event],
+        correlation_id: str,
+        integration: str,
+        keyed: Keyed | None,
+        answer: type[A],
+        details: dict[str, Any],
+    ) -> Answer[A]:
+        """Publish, then answer with `answer` (the counts, the event ids and `details`); with
+        a key, the whole answer is recorded, so a retry gets it back as it was."""
         if keyed is not None and self._keys is not None:
             verdict, response = await self._keys.claim(integration, keyed.key, keyed.fingerprint)
             if verdict is Verdict.REPLAY and response is not None:
-                return Answer(Accepted.model_validate(response), replayed=True)
+                return Answer(answer.model_validate(response), replayed=True)
             if verdict is Verdict.CONFLICT:
                 raise IdempotencyConflict
             if verdict is Verdict.IN_PROGRESS:
@@ -171,10 +205,11 @@ class Intake:
                 await self._keys.release(integration, keyed.key)
             raise PublishFailed(type(exc).__name__) from exc
         EVENTS_ACCEPTED.labels(events[0].type, integration).inc(len(events))
-        accepted = Accepted(
+        accepted = answer(
             accepted=len(events),
             event_ids=[e.message_id for e in events],
             correlation_id=correlation_id,
+            **details,
         )
         if keyed is not None and self._keys is not None:
             await self._keys.complete(integration, keyed.key, accepted.model_dump(mode="json"))

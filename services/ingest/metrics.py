@@ -1,4 +1,5 @@
-"""Ingest's HTTP metrics, labelled by route template (never by a path holding an id)."""
+"""Ingest's metrics: HTTP, labelled by route template (never by a path holding an id), and the
+AMQP ingress by outcome."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ REQUESTS_REJECTED = Counter(
     "roac_ingest_requests_rejected_total",
     "Requests refused before anything was published, by reason.",
     ["reason"],
+)
+INGRESS_MESSAGES = Counter(
+    "roac_ingest_ingress_messages_total",
+    "Messages from the AMQP ingress (roac.ingress) by outcome: accepted (events confirmed), "
+    "parked (invalid, in roac.ingest.ingress.dlq with x-roac-reason) or requeued (RabbitMQ did "
+    "not confirm; tried again).",
+    ["outcome"],
 )
 
 

@@ -1,22 +1,28 @@
-"""Ingest's HTTP routes: parse, call the intake, answer. No decisions here."""
+"""Ingest's HTTP routes: parse, call the intake, answer. No decisions here (which items of a
+batch are accepted: services/ingest/triage.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 
 from services.ingest.idempotency import check_key, fingerprint
 from services.ingest.intake import Answer, Intake, Keyed, correlation_id_from
 from services.ingest.schemas import (
     Accepted,
-    ContactBatch,
-    ContactsBody,
-    InterestBatch,
-    InterestsBody,
+    BatchAccepted,
+    ContactItems,
+    ContactsRequest,
+    InterestItems,
+    InterestsRequest,
+    Unparsed,
 )
-from shared.events import ContactRef
+from services.ingest.triage import Item, Triage, triage
+from shared.events import ContactData, ContactRef, InterestData
 from shared.logs import correlation_id as current_correlation
 from shared.problems import Problem
 
@@ -45,6 +51,16 @@ BulkFlag = Annotated[
     ),
 ]
 
+# Without it a batch is accepted whole or refused whole.
+PartialFlag = Annotated[
+    bool,
+    Query(
+        description="`true`: accept the valid items of a batch and list the others in "
+        "`rejected` (by index, with their errors) instead of refusing the whole batch; a batch "
+        "with no valid item is still a 422.",
+    ),
+]
+
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {"application/problem+json": {}}, "description": text}
     for status, text in {
@@ -52,7 +68,7 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
         401: "Missing or invalid API key",
         409: "Idempotency-Key already used for another request, or still being handled",
         413: "Body too large",
-        422: "Invalid fields (every one listed); nothing was published",
+        422: "Invalid fields or items over a limit (every one listed); nothing was published",
         503: "RabbitMQ did not confirm; nothing was accepted, retry",
     }.items()
 }
@@ -79,57 +95,105 @@ async def _keyed(request: Request, response: Response) -> Keyed | None:
         return None
     response.headers["Idempotency-Key"] = check_key(key)
     body = await request.body()  # already read and cached by the validation
-    return Keyed(key, fingerprint(request.method, request.url.path, body))
+    # The query is part of the request: the same body with and without ?partial=true differ.
+    target = f"{request.url.path}?{request.url.query}" if request.url.query else request.url.path
+    return Keyed(key, fingerprint(request.method, target, body))
 
 
-def _answered(answer: Answer, response: Response) -> Accepted:
+A = TypeVar("A", bound=Accepted)
+
+
+def _answered(answer: Answer[A], response: Response) -> A:
     if answer.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return answer.accepted
 
 
-@api.post("/contacts", status_code=202, response_model=Accepted, summary="Upsert people")
+def _admitted(sorted_items: Triage[Item], *, partial: bool) -> Triage[Item]:
+    """The batch's triage, or the 422 every invalid request gets (the same problem details)."""
+    if sorted_items.refused(partial=partial):
+        raise RequestValidationError(sorted_items.errors)
+    return sorted_items
+
+
+def _interests_per_person(request: Request) -> int:
+    limit: int = request.app.state.max_interests_per_person
+    return limit
+
+
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Confirmed by RabbitMQ: every item, or with `?partial=true` the items "
+        "in `indexes`, the others listed in `rejected`"
+    }
+}
+
+
+@api.post(
+    "/contacts",
+    status_code=202,
+    response_model=BatchAccepted,
+    responses=_ACCEPTED,
+    summary="Upsert people",
+)
 async def post_contacts(
-    body: ContactsBody,
+    body: ContactsRequest,
     request: Request,
     response: Response,
     _: Credentials,
     __: IdempotencyKey = None,
     bulk: BulkFlag = False,
-) -> Accepted:
-    """One person, or `{"items": [...]}` of up to 1,000. Answered once RabbitMQ confirmed them.
-    With `Idempotency-Key`, a retry gets the first answer and publishes nothing again."""
+    partial: PartialFlag = False,
+) -> BatchAccepted:
+    """One person, or `{"items": [...]}` of up to 1,000, accepted whole unless `?partial=true`.
+    Answered once RabbitMQ confirmed them. With `Idempotency-Key`, a retry gets the first answer
+    and publishes nothing again."""
     correlation_id, integration = _context(request, response)
-    items = body.items if isinstance(body, ContactBatch) else [body]
+    items: list[ContactData | Unparsed] = body.items if isinstance(body, ContactItems) else [body]
+    batch = _admitted(triage(items), partial=partial)
     answer = await _intake(request).accept_contacts(
-        items,
+        batch.items,
         correlation_id=correlation_id,
         integration=integration,
         keyed=await _keyed(request, response),
         bulk=bulk,
+        indexes=batch.indexes,
+        rejected=batch.rejected,
     )
     return _answered(answer, response)
 
 
-@api.post("/interests", status_code=202, response_model=Accepted, summary="Declare interests")
+@api.post(
+    "/interests",
+    status_code=202,
+    response_model=BatchAccepted,
+    responses=_ACCEPTED,
+    summary="Declare interests",
+)
 async def post_interests(
-    body: InterestsBody,
+    body: InterestsRequest,
     request: Request,
     response: Response,
     _: Credentials,
     __: IdempotencyKey = None,
     bulk: BulkFlag = False,
-) -> Accepted:
-    """One interest (`likes`, `seeks` or `offers` a topic), or `{"items": [...]}` of up to 1,000.
-    With `Idempotency-Key`, a retry gets the first answer and publishes nothing again."""
+    partial: PartialFlag = False,
+) -> BatchAccepted:
+    """One interest (`likes`, `seeks` or `offers` a topic), or `{"items": [...]}` of up to 1,000,
+    at most ROAC_INGEST_MAX_INTERESTS_PER_PERSON (default 100) for one person; accepted whole
+    unless `?partial=true`. With `Idempotency-Key`, a retry gets the first answer and publishes
+    nothing again."""
     correlation_id, integration = _context(request, response)
-    items = body.items if isinstance(body, InterestBatch) else [body]
+    items: list[InterestData | Unparsed] = body.items if isinstance(body, InterestItems) else [body]
+    batch = _admitted(triage(items, max_per_person=_interests_per_person(request)), partial=partial)
     answer = await _intake(request).accept_interests(
-        items,
+        batch.items,
         correlation_id=correlation_id,
         integration=integration,
         keyed=await _keyed(request, response),
         bulk=bulk,
+        indexes=batch.indexes,
+        rejected=batch.rejected,
     )
     return _answered(answer, response)
 
@@ -144,6 +208,23 @@ ExternalIdPath = Annotated[
 ]
 
 
+async def _person(source: SourcePath, external_id: ExternalIdPath) -> ContactRef:
+    """The person in the path, checked as ContactRef checks it: an id that is only whitespace
+    passes the path's own rules but is empty once stripped, a 422 and not a 500."""
+    try:
+        return ContactRef(source=source, external_id=external_id)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [
+                {"type": e["type"], "loc": ("path", *e["loc"]), "msg": e["msg"]}
+                for e in exc.errors(include_url=False, include_input=False)
+            ]
+        ) from None
+
+
+Person = Annotated[ContactRef, Depends(_person)]
+
+
 @api.delete(
     "/contacts/{source}/{external_id}",
     status_code=202,
@@ -151,8 +232,7 @@ ExternalIdPath = Annotated[
     summary="Erase a person",
 )
 async def erase_contact(
-    source: SourcePath,
-    external_id: ExternalIdPath,
+    person: Person,
     request: Request,
     response: Response,
     _: Credentials,
@@ -163,7 +243,7 @@ async def erase_contact(
     them included) and keep only a digest so that late events cannot bring them back."""
     correlation_id, integration = _context(request, response)
     answer = await _intake(request).accept_erasure(
-        ContactRef(source=source, external_id=external_id),
+        person,
         correlation_id=correlation_id,
         integration=integration,
         keyed=await _keyed(request, response),
@@ -178,8 +258,7 @@ async def erase_contact(
     summary="Opt a person out",
 )
 async def opt_out_contact(
-    source: SourcePath,
-    external_id: ExternalIdPath,
+    person: Person,
     request: Request,
     response: Response,
     _: Credentials,
@@ -190,7 +269,7 @@ async def opt_out_contact(
     in flight to them."""
     correlation_id, integration = _context(request, response)
     answer = await _intake(request).accept_opt_out(
-        ContactRef(source=source, external_id=external_id),
+        person,
         correlation_id=correlation_id,
         integration=integration,
         keyed=await _keyed(request, response),

@@ -3,12 +3,24 @@ so what an integration sends is exactly what the matcher receives."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from shared.events import ContactData, InterestData
+from shared.problems import FieldProblem
 
 MAX_BATCH_ITEMS = 1000
 
@@ -39,9 +51,109 @@ InterestsBody = Annotated[
 ]
 
 
+class Unparsed:
+    """A batch item that failed validation, with its errors located inside the item. Kept
+    instead of failing the whole body, so that `?partial=true` can accept the other items; the
+    input itself is not kept (the errors never echo it)."""
+
+    __slots__ = ("errors",)
+
+    def __init__(self, errors: Sequence[Any]) -> None:
+        self.errors: tuple[Any, ...] = tuple(errors)
+
+
+_CONTACT: TypeAdapter[ContactData] = TypeAdapter(ContactData)
+_INTEREST: TypeAdapter[InterestData] = TypeAdapter(InterestData)
+
+
+def _contact_or_unparsed(value: Any) -> ContactData | Unparsed:
+    try:
+        return _CONTACT.validate_python(value)
+    except ValidationError as exc:
+        return Unparsed(exc.errors(include_url=False, include_input=False))
+
+
+def _interest_or_unparsed(value: Any) -> InterestData | Unparsed:
+    try:
+        return _INTEREST.validate_python(value)
+    except ValidationError as exc:
+        return Unparsed(exc.errors(include_url=False, include_input=False))
+
+
+# Documented as the plain item (json_schema_input_type): the API's schema is unchanged.
+ContactItem = Annotated[
+    ContactData | Unparsed, PlainValidator(_contact_or_unparsed, json_schema_input_type=ContactData)
+]
+InterestItem = Annotated[
+    InterestData | Unparsed,
+    PlainValidator(_interest_or_unparsed, json_schema_input_type=InterestData),
+]
+
+
+# The HTTP batches: the envelope is checked here, each item by itself, so that the route can
+# refuse a batch whole or accept it partially (services/ingest/triage.py decides).
+class ContactItems(BaseModel):
+    """Up to 1,000 people, accepted whole, or with `?partial=true` item by item."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    items: list[ContactItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class InterestItems(BaseModel):
+    """Up to 1,000 interests, accepted whole, or with `?partial=true` item by item."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    items: list[InterestItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+ContactsRequest = Annotated[
+    Annotated[ContactData, Tag("single")] | Annotated[ContactItems, Tag("batch")],
+    Discriminator(_shape),
+]
+InterestsRequest = Annotated[
+    Annotated[InterestData, Tag("single")] | Annotated[InterestItems, Tag("batch")],
+    Discriminator(_shape),
+]
+
+
 class Accepted(BaseModel):
     """Returned with 202 once RabbitMQ has confirmed every event of the request."""
 
     accepted: int
     event_ids: list[UUID]
     correlation_id: str
+
+
+class RejectedItem(BaseModel):
+    """An item refused by a partially accepted batch (`?partial=true`)."""
+
+    index: int = Field(description="The item's position in `items`, from 0.")
+    errors: list[FieldProblem] = Field(
+        description="What is wrong with it, as in a 422's `errors` (`items[3].kind`)."
+    )
+
+
+class BatchAccepted(Accepted):
+    """Returned with 202 by POST /v1/contacts and /v1/interests once RabbitMQ has confirmed the
+    events: `event_ids[k]` is the event of item `indexes[k]`."""
+
+    # Always sent, so documented as required in the answer's schema.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    indexes: list[int] = Field(
+        description="The position in `items` of each accepted item, in the order of "
+        "`event_ids` (`[0]` for a single object)."
+    )
+    rejected: list[RejectedItem] = Field(
+        default_factory=list,
+        description="With `?partial=true`: the items refused, by index, with their errors. "
+        "Without it a batch is accepted whole, so this is empty.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _indexes_of_older_answers(cls, data: Any) -> Any:
+        # Answers recorded for Idempotency-Key before `indexes` existed accepted every item.
+        if isinstance(data, dict) and "indexes" not in data and "event_ids" in data:
+            return {**data, "indexes": list(range(len(data["event_ids"])))}
+        return data

@@ -45,6 +45,15 @@ FEEDBACK = Counter(
     "Feedback received on introductions, by outcome: met, did_not_meet or declined.",
     ["outcome"],
 )
+MERGES = Counter(
+    "roac_matcher_merges_total",
+    "Contacts merged into another by identity resolution, by what they shared: email or "
+    "chat_handle.",
+    ["matched_on"],
+)
+UNMERGES = Counter(
+    "roac_matcher_unmerges_total", "Merges undone by an operator (roac contacts unmerge)."
+)
 
 # Known label values exported from the start (at 0), so dashboards and alerts see the series
 # before the first round or piece of feedback; the last-round gauges start as NaN (no data).
@@ -56,5 +65,7 @@ for _outcome in ("placed", "unplaced"):
     ROUND_PEOPLE.labels(_outcome)
 for _outcome in ("met", "did_not_meet", "declined"):
     FEEDBACK.labels(_outcome)
+for _matched_on in ("email", "chat_handle"):
+    MERGES.labels(_matched_on)
 LAST_ROUND_COVERAGE.set(float("nan"))
 LAST_ROUND_GROUPS.set(float("nan"))

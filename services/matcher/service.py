@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
-from services.matcher import metrics
+from services.matcher import identity_resolution, metrics
 from services.matcher.constraints import Person, Rules, available, forbidden
 from services.matcher.group_intros import MIN_GROUP, topic_groups
 from services.matcher.scoring import (
@@ -26,11 +26,8 @@ from services.matcher.scoring import (
     pair_key,
     topic_value,
 )
-from services.matcher.store import Availability, InterestRow, ProfileRow, ProposalRow
+from services.matcher.store import Availability, InterestRow, ProposalRow
 from shared.events import (
-    ChannelAddress,
-    ChannelType,
-    ContactData,
     ContactErased,
     ContactOptedOut,
     ContactRef,
@@ -74,16 +71,6 @@ def may_be_introduced(state: Availability, recent: int, now: datetime, rules: Ru
         and recent < rules.cap_per_week
         and (state.snoozed_until is None or state.snoozed_until <= now)
     )
-
-
-def channels_of(contact: ContactData) -> list[ChannelAddress]:
-    """The contact's channels in preference order, its `email` first unless already listed."""
-    channels = list(contact.channels)
-    if contact.email and not any(
-        c.type is ChannelType.EMAIL and c.address.lower() == contact.email.lower() for c in channels
-    ):
-        channels.insert(0, ChannelAddress(type=ChannelType.EMAIL, address=contact.email))
-    return channels
 
 
 class MatcherService:
@@ -134,31 +121,9 @@ class MatcherService:
             ref = (event.data.source, event.data.external_id)
             if ref not in latest or latest[ref].occurred_at <= event.occurred_at:
                 latest[ref] = event
-        blocked_refs = {
-            (b.source, b.external_id) for event in latest.values() for b in event.data.blocks
-        }
-        ids = await uow.resolve_identities(set(latest) | blocked_refs)
-        became_reachable = await uow.update_profiles(
-            [
-                ProfileRow(
-                    contact_id=ids[ref],
-                    name=event.data.name,
-                    organization=event.data.organization,
-                    timezone=event.data.timezone,
-                    channels=channels_of(event.data),
-                    profile_at=event.occurred_at,
-                    tags=tuple(sorted(set(event.data.tags))),
-                    snoozed_until=event.data.snoozed_until,
-                )
-                for ref, event in latest.items()
-            ]
-        )
-        await uow.replace_blocks(
-            {
-                ids[ref]: {ids[(b.source, b.external_id)] for b in event.data.blocks} - {ids[ref]}
-                for ref, event in latest.items()
-            }
-        )
+        applied = await identity_resolution.apply_contacts(uow, latest)
+        ids = applied.contacts
+        became_reachable = set(applied.became_reachable)
         # A contact from a bulk import (Envelope.bulk) introduces nobody at once: it is stored,
         # and the next round (POST /v1/rounds) matches it. An import never floods people.
         became_reachable -= {ids[ref] for ref, event in latest.items() if event.bulk}
@@ -179,19 +144,22 @@ class MatcherService:
             key = (d.source, d.external_id, d.topic, d.kind.value)
             if key not in latest or latest[key].occurred_at <= event.occurred_at:
                 latest[key] = event
-        ids = await uow.resolve_identities((k[0], k[1]) for k in latest)
+        resolved = await uow.resolve((k[0], k[1]) for k in latest)
+        ids = {ref: r.contact_id for ref, r in resolved.items()}
         topic_ids = await uow.upsert_topics(k[2] for k in latest)
         await uow.lock_topics(topic_ids.values())
         rows = [
             InterestRow(
-                contact_id=ids[(d.source, d.external_id)],
+                contact_id=found.contact_id,
                 topic_id=topic_ids[d.topic],
                 kind=d.kind,
                 weight=d.weight,
                 declared_at=event.occurred_at,
+                identity_id=found.identity_id,
             )
             for event in latest.values()
             for d in (event.data,)
+            for found in (resolved[(d.source, d.external_id)],)
         ]
         known = await uow.known_contact_topics((r.contact_id, r.topic_id) for r in rows)
         added = await uow.upsert_interests(rows)

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
 
+from services.matcher.identity_store import IdentityRecords
 from services.matcher.resources import HeldTopic
 from services.matcher.scoring import Interest, TopicStats, topic_boost
 from shared import inbox, outbox
@@ -45,6 +46,13 @@ class InterestRow:
     kind: InterestKind
     weight: float
     declared_at: datetime
+    # The identity that declared it (an unmerge gives each side back its own interests).
+    identity_id: int | None = None
+
+
+class Resolved(NamedTuple):
+    contact_id: int
+    identity_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,7 @@ class Availability:
 class MatcherUnitOfWork:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self.identities = IdentityRecords(conn)
 
     async def claim_new(self, message_ids: Iterable[UUID]) -> set[UUID]:
         return await inbox.claim_new(self._conn, CONSUMER, message_ids)
@@ -127,6 +136,11 @@ class MatcherUnitOfWork:
 
     async def resolve_identities(self, refs: Iterable[Ref]) -> dict[Ref, int]:
         """Map each (source, external_id) to its contact, creating a bare contact for new ones."""
+        return {ref: found.contact_id for ref, found in (await self.resolve(refs)).items()}
+
+    async def resolve(self, refs: Iterable[Ref]) -> dict[Ref, Resolved]:
+        """Each (source, external_id)'s contact and identity, creating a bare contact for new
+        ones."""
         ordered = sorted(set(refs))
         found = await self._identities(ordered)
         missing = [ref for ref in ordered if ref not in found]
@@ -158,26 +172,26 @@ class MatcherUnitOfWork:
             )
         return found | await self._identities(missing)
 
-    async def _identities(self, refs: Sequence[Ref]) -> dict[Ref, int]:
+    async def _identities(self, refs: Sequence[Ref]) -> dict[Ref, Resolved]:
         rows = await self._conn.fetch(
             """
-            SELECT i.source, i.external_id, i.contact_id
+            SELECT i.source, i.external_id, i.contact_id, i.id
             FROM unnest($1::text[], $2::text[]) AS t(s, e)
             CROSS JOIN LATERAL (
                 -- LIMIT keeps this a per-row index lookup: flattened into a join, a generic
                 -- plan could hash the whole table for a one-row batch.
-                SELECT source, external_id, contact_id FROM matcher.identities
+                SELECT source, external_id, contact_id, id FROM matcher.identities
                 WHERE source = t.s AND external_id = t.e LIMIT 1
             ) AS i
             """,
             [r[0] for r in refs],
             [r[1] for r in refs],
         )
-        return {(r["source"], r["external_id"]): r["contact_id"] for r in rows}
+        return {(r["source"], r["external_id"]): Resolved(r["contact_id"], r["id"]) for r in rows}
 
-    async def update_profiles(self, rows: Sequence[ProfileRow]) -> set[int]:
-        """Apply contact details unless a newer version is stored; return contacts that just
-        became reachable (they had no channel before and have one now)."""
+    async def update_profiles(self, rows: Sequence[ProfileRow], *, force: bool = False) -> set[int]:
+        """Apply contact details unless a newer version is stored (force: even then); return
+        contacts that just became reachable (they had no channel before and have one now)."""
         ordered = sorted(rows, key=lambda r: r.contact_id)
         ids = [r.contact_id for r in ordered]
         unreachable_before = {
@@ -199,7 +213,8 @@ class MatcherUnitOfWork:
                         $7::timestamptz[], $8::text[], $9::timestamptz[])
                  AS u(id, name, organization, timezone, channels, deliverable, profile_at, tags,
                       snoozed_until)
-            WHERE c.id = u.id AND (c.profile_at IS NULL OR c.profile_at <= u.profile_at)
+            WHERE c.id = u.id
+              AND ($10 OR c.profile_at IS NULL OR c.profile_at <= u.profile_at)
             RETURNING c.id, c.deliverable
             """,
             ids,
@@ -211,6 +226,7 @@ class MatcherUnitOfWork:
             [r.profile_at for r in ordered],
             [json.dumps(list(r.tags)) for r in ordered],
             [r.snoozed_until for r in ordered],
+            force,
         )
         return {r["id"] for r in updated if r["deliverable"] and r["id"] in unreachable_before}
 
@@ -292,12 +308,18 @@ class MatcherUnitOfWork:
         ordered = sorted(rows, key=lambda r: (r.contact_id, r.topic_id, r.kind.value))
         result = await self._conn.fetch(
             """
-            INSERT INTO matcher.interests AS i (contact_id, topic_id, kind, weight, declared_at)
-            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::real[],
-                                 $5::timestamptz[])
+            INSERT INTO matcher.interests AS i
+                (contact_id, topic_id, kind, weight, declared_at, via)
+            SELECT c, t, k, w, d, CASE WHEN v IS NULL THEN '{}'::bigint[] ELSE ARRAY[v] END
+            FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::real[],
+                        $5::timestamptz[], $6::bigint[]) AS u(c, t, k, w, d, v)
             ON CONFLICT (contact_id, topic_id, kind) DO UPDATE
-                SET weight = EXCLUDED.weight, declared_at = EXCLUDED.declared_at
-                WHERE i.declared_at <= EXCLUDED.declared_at
+                SET weight = CASE WHEN i.declared_at <= EXCLUDED.declared_at
+                                  THEN EXCLUDED.weight ELSE i.weight END,
+                    declared_at = greatest(i.declared_at, EXCLUDED.declared_at),
+                    via = CASE WHEN EXCLUDED.via <@ i.via THEN i.via
+                               ELSE i.via || EXCLUDED.via END
+                WHERE i.declared_at <= EXCLUDED.declared_at OR NOT EXCLUDED.via <@ i.via
             RETURNING contact_id, topic_id, kind, (xmax = 0) AS inserted
             """,
             [r.contact_id for r in ordered],
@@ -305,6 +327,7 @@ class MatcherUnitOfWork:
             [r.kind.value for r in ordered],
             [r.weight for r in ordered],
             [r.declared_at for r in ordered],
+            [r.identity_id for r in ordered],
         )
         return [
             (r["contact_id"], r["topic_id"], InterestKind(r["kind"]))
@@ -831,15 +854,23 @@ class MatcherUnitOfWork:
         return dict(row) if row else None
 
     async def opt_out(self, refs: Sequence[ContactRef]) -> None:
-        await self._conn.execute(
+        """The person opts out whole: their contact and every identity of it (so both sides
+        of a later unmerge stay out)."""
+        contact_ids = await self._conn.fetch(
             """
             UPDATE matcher.contacts AS c SET opted_out = true, updated_at = now()
             FROM unnest($1::text[], $2::text[]) AS t(s, e)
             JOIN matcher.identities i ON i.source = t.s AND i.external_id = t.e
-            WHERE c.id = i.contact_id AND NOT c.opted_out
+            WHERE c.id = i.contact_id
+            RETURNING c.id
             """,
             [r.source for r in refs],
             [r.external_id for r in refs],
+        )
+        await self._conn.execute(
+            "UPDATE matcher.identities SET opted_out = true "
+            "WHERE contact_id = ANY($1::bigint[]) AND NOT opted_out",
+            sorted({r["id"] for r in contact_ids}),
         )
 
     # Erasure

@@ -161,15 +161,27 @@ class Answers:
             await self.withdraw(uow, claim.source, claim.external_id)
         return AnswerResult(Outcome.UNSUBSCRIBED if first_time else Outcome.REPEATED)
 
-    async def withdraw(self, uow: NotifierUnitOfWork, source: str, external_id: str) -> None:
+    async def withdraw(
+        self,
+        uow: NotifierUnitOfWork,
+        source: str,
+        external_id: str,
+        *,
+        only_with: set[tuple[str, str]] | None = None,
+    ) -> None:
         """The person's open asks count as a no, and nothing pending is sent to them (an
-        unsubscribe, an opt-out or an erasure; the caller records which)."""
+        unsubscribe, an opt-out or an erasure; the caller records which). With `only_with`,
+        only in introductions that also include one of those people (a merge)."""
         for intro_id in await uow.open_intros_of(source, external_id):
             intro = await uow.lock_intro(intro_id)
             if intro is None:
                 continue
-            seats = await uow.seats(intro_id)
             people = intro.intro.participants
+            if only_with is not None and not any(
+                (p.source, p.external_id) in only_with for p in people
+            ):
+                continue
+            seats = await uow.seats(intro_id)
             positions = [
                 s.position
                 for s in seats

@@ -42,6 +42,8 @@ def register(
             "resource.proposed.v1": resources.apply,
             "contact.opted_out.v1": people.apply,
             "contact.erased.v1": people.apply,
+            "contact.merged.v1": people.apply_merges,
+            "contact.unmerged.v1": people.apply_merges,
         }
     )
 
@@ -50,7 +52,8 @@ def register(
         decoder=skip_decoding,
         title="notifier",
         description="Proposed introductions and resources: recorded, and their first messages "
-        "scheduled; opt-outs and erasures: nothing more sent to or about the person.",
+        "scheduled; opt-outs and erasures: nothing more sent to or about the person; merges: an "
+        "open introduction of a person to themselves withdrawn.",
     )
     async def on_proposal_batch(message: RabbitMessage) -> None:
         await handle_message(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shared.events import ContactErased, ContactOptedOut, EventBatch
+from shared.events import ContactErased, ContactMerged, ContactOptedOut, EventBatch
 from shared.metrics import EVENTS_CONSUMED
 
 if TYPE_CHECKING:
@@ -35,4 +35,18 @@ class PeopleRequests:
                     await uow.erase(*ref, erased_at=event.occurred_at)
                 else:
                     raise ValueError(f"the notifier does not handle {event.type} here")
+        EVENTS_CONSUMED.labels("notifier", batch.type, "processed").inc(len(batch.events))
+
+    async def apply_merges(self, batch: EventBatch) -> None:
+        """Identity resolution found two identities to be one person: an introduction still
+        open between them would introduce the person to themselves, so the merged side's seat
+        is withdrawn (as a decline, which tells nobody who). An unmerge changes nothing here:
+        what was withdrawn stays withdrawn."""
+        for event in batch.events:
+            if not isinstance(event, ContactMerged):
+                continue
+            into = {(r.source, r.external_id) for r in event.data.into}
+            async with self._store.unit_of_work() as uow:
+                for ref in event.data.merged:
+                    await self._answers.withdraw(uow, ref.source, ref.external_id, only_with=into)
         EVENTS_CONSUMED.labels("notifier", batch.type, "processed").inc(len(batch.events))

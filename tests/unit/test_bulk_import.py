@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.ingest.bulk_import import (
     Checkpoint,
+    Importer,
     LineError,
+    Options,
     Totals,
     parse_record,
     read_csv,
@@ -85,3 +88,13 @@ def test_a_checkpoint_survives_a_round_trip(tmp_path: Path) -> None:
     assert loaded is not None and (loaded.offset, loaded.line) == (120, 7)
     assert loaded.totals.contacts == 3
     assert Checkpoint.load(tmp_path / "missing") is None
+
+
+def test_a_person_with_more_interests_than_a_request_takes_starts_a_new_batch() -> None:
+    lines = "".join(f'{{"source": "crm", "external_id": "1", "topic": "t{i}"}}\n' for i in range(5))
+    data = lines.encode()
+    options = Options(url="http://x", api_key="k", format="jsonl", max_interests_per_person=2)
+    importer = Importer(Path("unused.jsonl"), options, httpx.AsyncClient())
+    batches = list(importer._batches(read_jsonl(io.BytesIO(data), 0, 1)))
+    assert [[line for line, _ in b.interests] for b in batches] == [[1, 2], [3, 4], [5]]
+    assert all(not b.rejected for b in batches)

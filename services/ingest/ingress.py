@@ -1,0 +1,271 @@
+"""The AMQP ingress (docs/ingress.md): what ingest does with a message an integration published to
+`roac.ingress`, as plain Python.
+
+A message is judged exactly like the HTTP request with the same body: the same pydantic types
+(`ContactsBody`, `InterestsBody`), the same batch and string limits, the same body size limit.
+
+- Valid: its events go through the same `Intake` as HTTP (one confirmed message on roac.events);
+  the caller acks the ingress message only after that. Event ids derive from the message's AMQP
+  `message_id` (required), so a redelivered message publishes the same ids and consumers
+  deduplicate it.
+- Invalid: the original body is parked, confirmed, in roac.ingest.ingress.dlq with a readable
+  reason (field locations and error types, never input values: they may be personal data);
+  nothing reaches roac.events.
+- RabbitMQ did not confirm (either of the above): requeued after a pause, like every consumer
+  (shared/consumer.py); the queue's delivery limit parks a message that never succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import TypeAdapter, ValidationError
+
+from services.ingest.intake import Intake, Keyed, Publisher, PublishFailed, correlation_id_from
+from services.ingest.metrics import INGRESS_MESSAGES
+from services.ingest.schemas import ContactBatch, ContactsBody, InterestBatch, InterestsBody
+from services.ingest.triage import triage
+from shared.consumer import TRANSIENT_ERRORS
+from shared.events import ContactData, InterestData
+from shared.problems import field_problems
+from shared.redelivery import requeue_delay
+from shared.topology import INGRESS_CONTACTS, INGRESS_ROUTING_KEYS
+
+log = logging.getLogger("roac.ingest.ingress")
+
+# Without a user_id property (which RabbitMQ checks against the connection's user), events
+# carry this as their integration.
+DEFAULT_INTEGRATION = "amqp"
+REASON_HEADER = "x-roac-reason"
+ROUTING_KEY_HEADER = "x-roac-routing-key"
+BULK_HEADER = "x-roac-bulk"
+# A reason names at most this many fields and stays this short: it travels in an AMQP header.
+MAX_REASON_FIELDS = 20
+MAX_REASON_LENGTH = 2000
+
+_CONTACTS: TypeAdapter[Any] = TypeAdapter(ContactsBody)
+_INTERESTS: TypeAdapter[Any] = TypeAdapter(InterestsBody)
+
+
+@dataclass(frozen=True)
+class IngressMessage:
+    """What ingest reads from an AMQP message of the ingress queue."""
+
+    body: bytes
+    routing_key: str
+    message_id: str | None = None
+    user_id: str | None = None
+    correlation_id: str | None = None
+    content_type: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    delivery_count: int = 0  # quorum queues count earlier deliveries in x-delivery-count
+
+
+@dataclass(frozen=True)
+class Valid:
+    """Items to turn into events, and everything the intake needs to do so."""
+
+    contacts: Sequence[ContactData]
+    interests: Sequence[InterestData]
+    integration: str
+    correlation_id: str
+    keyed: Keyed
+    bulk: bool
+
+
+@dataclass(frozen=True)
+class Invalid:
+    reason: str
+
+
+def integration_of(message: IngressMessage) -> str:
+    return message.user_id or DEFAULT_INTEGRATION
+
+
+def ingress_key(routing_key: str, message_id: str) -> str:
+    """The key event ids derive from (`idempotency.event_id`). HTTP Idempotency-Keys cannot
+    hold spaces, so no HTTP request can ever produce the same ids."""
+    return f"amqp-ingress {routing_key} {message_id}"
+
+
+def examine(
+    message: IngressMessage, *, max_body_bytes: int, max_interests_per_person: int | None = None
+) -> Valid | Invalid:
+    """Judge a message as the HTTP route judges its request (without `?partial=true`: a
+    message is accepted or parked whole)."""
+    if message.routing_key not in INGRESS_ROUTING_KEYS:
+        expected = " or ".join(f"'{key}'" for key in INGRESS_ROUTING_KEYS)
+        return Invalid(f"unknown routing key: publish with {expected}")
+    if len(message.body) > max_body_bytes:
+        return Invalid(
+            f"body is {len(message.body)} bytes, over the limit of {max_body_bytes} bytes"
+        )
+    if not message.message_id:
+        return Invalid(
+            "the message_id property is required: event ids derive from it, so that a "
+            "redelivered message changes nothing twice"
+        )
+    try:
+        document = json.loads(message.body)
+    except UnicodeDecodeError:
+        return Invalid("body is not JSON: not UTF-8 text")
+    except json.JSONDecodeError as exc:
+        # exc.msg and the position only; str(exc) is the same, but never the document.
+        return Invalid(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    adapter = _CONTACTS if message.routing_key == INGRESS_CONTACTS else _INTERESTS
+    try:
+        body = adapter.validate_python(document)
+    except ValidationError as exc:
+        return Invalid(reason_from(exc.errors()))
+    items = body.items if isinstance(body, ContactBatch | InterestBatch) else [body]
+    over = triage(
+        [i for i in items if isinstance(i, InterestData)], max_per_person=max_interests_per_person
+    ).errors
+    if over:
+        return Invalid(reason_from(over))
+    return Valid(
+        contacts=[i for i in items if isinstance(i, ContactData)],
+        interests=[i for i in items if isinstance(i, InterestData)],
+        integration=integration_of(message),
+        correlation_id=correlation_id_from(message.correlation_id or message.message_id),
+        keyed=Keyed(
+            ingress_key(message.routing_key, message.message_id),
+            hashlib.sha256(message.body).digest(),
+        ),
+        bulk=_flag(message.headers.get(BULK_HEADER)),
+    )
+
+
+def reason_from(errors: Sequence[Any]) -> str:
+    """`N invalid fields: items[3].kind: <message> [enum]; ...`, naming where and what, as the
+    HTTP API's problem details do; a message that repeats the input value is left out."""
+    noun = "field" if len(errors) == 1 else "fields"
+    reason = f"{len(errors)} invalid {noun}: "
+    shown = errors[:MAX_REASON_FIELDS]
+    listed = 0
+    for error, problem in zip(shown, field_problems(shown), strict=True):
+        message = problem.message
+        value = error.get("input")
+        if isinstance(value, str | int | float) and str(value) and str(value) in message:
+            message = "is invalid"
+        part = f"{problem.field or 'body'}: {message} [{error.get('type', 'invalid')}]"
+        # Room is kept for the "and N more" ending.
+        if listed and len(reason) + len(part) + 2 > MAX_REASON_LENGTH - 20:
+            break
+        reason += ("; " if listed else "") + part[: MAX_REASON_LENGTH - 40]
+        listed += 1
+    if len(errors) > listed:
+        reason += f"; and {len(errors) - listed} more"
+    return reason
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"  # events confirmed by RabbitMQ: ack
+    PARKED = "parked"  # invalid, parked with its reason (confirmed): ack
+    REQUEUED = "requeued"  # RabbitMQ did not confirm: requeue (after a pause)
+    REJECTED = "rejected"  # a bug: reject, RabbitMQ dead-letters it to the same parking queue
+
+
+class ParkFailed(Exception):
+    """RabbitMQ did not confirm the parked copy: the original must stay in the ingress queue."""
+
+
+# Worth another delivery: RabbitMQ did not confirm, or a connection failed on the way.
+_RETRYABLE: tuple[type[BaseException], ...] = (PublishFailed, ParkFailed, *TRANSIENT_ERRORS)
+
+
+class Parker(Protocol):
+    async def park(self, message: IngressMessage, reason: str) -> None: ...
+
+
+class Ingress:
+    """Ingest's use case for one ingress message."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        parker: Parker,
+        *,
+        max_body_bytes: int,
+        max_interests_per_person: int | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        # No idempotency store: the ingress message's id alone makes the event ids repeatable.
+        self._intake = Intake(publisher)
+        self._parker = parker
+        self._max_body_bytes = max_body_bytes
+        self._max_interests_per_person = max_interests_per_person
+        self._sleep = sleep
+
+    async def handle(self, message: IngressMessage) -> Outcome:
+        verdict = examine(
+            message,
+            max_body_bytes=self._max_body_bytes,
+            max_interests_per_person=self._max_interests_per_person,
+        )
+        try:
+            if isinstance(verdict, Invalid):
+                await self._parker.park(message, verdict.reason)
+                # The reason holds no input values; the message id is the integration's token.
+                log.warning(
+                    "parked ingress message %s from %s: %s",
+                    message.message_id,
+                    integration_of(message),
+                    verdict.reason,
+                )
+                outcome = Outcome.PARKED
+            else:
+                await self._accept(verdict)
+                outcome = Outcome.ACCEPTED
+        except _RETRYABLE as exc:
+            delay = requeue_delay(message.delivery_count)
+            log.warning(
+                "RabbitMQ did not confirm for ingress message %s (delivery %d), requeueing in "
+                "%.1fs: %r",
+                message.message_id,
+                message.delivery_count + 1,
+                delay,
+                exc,
+            )
+            # A pause, so that a broker hiccup does not burn through the delivery limit.
+            await self._sleep(delay)
+            outcome = Outcome.REQUEUED
+        except Exception:
+            log.exception(
+                "rejecting ingress message %s after an unexpected error", message.message_id
+            )
+            outcome = Outcome.REJECTED
+        INGRESS_MESSAGES.labels(outcome.value).inc()
+        return outcome
+
+    async def _accept(self, valid: Valid) -> None:
+        # A message is one routing key's body, so exactly one of the two holds items.
+        if valid.contacts:
+            await self._intake.accept_contacts(
+                valid.contacts,
+                correlation_id=valid.correlation_id,
+                integration=valid.integration,
+                keyed=valid.keyed,
+                bulk=valid.bulk,
+            )
+        if valid.interests:
+            await self._intake.accept_interests(
+                valid.interests,
+                correlation_id=valid.correlation_id,
+                integration=valid.integration,
+                keyed=valid.keyed,
+                bulk=valid.bulk,
+            )

@@ -1,0 +1,228 @@
+"""Identity resolution: one person known through several sources becomes one contact.
+
+Applied inside the transaction of a batch of contact events: each identity's own newest
+profile and match keys are kept; identities that share a key (identity_keys) are merged into
+the older contact, which becomes the person's only contact (the absorbed one stays as a
+tombstone); the merge is recorded and emitted (contact.merged.v1). The contact's profile is the
+newest of its identities', its blocks the union of theirs. `unmerge` undoes a merge exactly
+enough to give both sides back their identities, interests, introductions and profiles, and
+vetoes merging them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4
+
+from services.matcher import metrics
+from services.matcher.identity_keys import Components, links_between, lock_ids, match_keys
+from services.matcher.identity_store import IdentityProfile, IdentityRow, MergeRow
+from services.matcher.store import ProfileRow, Resolved
+from shared.events import (
+    ChannelAddress,
+    ChannelType,
+    ContactData,
+    ContactMerged,
+    ContactRef,
+    ContactUnmerged,
+    ContactUpserted,
+    MergeData,
+    UnmergeData,
+)
+
+if TYPE_CHECKING:
+    from services.matcher.store import MatcherUnitOfWork
+
+Ref = tuple[str, str]
+
+
+class UnmergeRefused(Exception):
+    """The identity is unknown, not merged, or its contact has several merges to choose from."""
+
+
+def channels_of(contact: ContactData) -> list[ChannelAddress]:
+    """The contact's channels in preference order, with `email` first unless already listed."""
+    channels = list(contact.channels)
+    if contact.email and not any(
+        c.type is ChannelType.EMAIL and c.address.lower() == contact.email.lower() for c in channels
+    ):
+        channels.insert(0, ChannelAddress(type=ChannelType.EMAIL, address=contact.email))
+    return channels
+
+
+def profile_row(contact_id: int, data: ContactData, identity: IdentityRow) -> ProfileRow:
+    assert identity.profile_at is not None
+    return ProfileRow(
+        contact_id=contact_id,
+        name=data.name,
+        organization=data.organization,
+        timezone=data.timezone,
+        channels=channels_of(data),
+        profile_at=identity.profile_at,
+        tags=tuple(sorted(set(data.tags))),
+        snoozed_until=data.snoozed_until,
+    )
+
+
+@dataclass(frozen=True)
+class ContactsApplied:
+    """Where each identity of the batch ended up, and who just became reachable."""
+
+    contacts: dict[Ref, int]
+    became_reachable: set[int]
+
+
+async def apply_contacts(
+    uow: MatcherUnitOfWork, latest: dict[Ref, ContactUpserted]
+) -> ContactsApplied:
+    """Store the newest contact event of each identity, merge identities that are one person,
+    and bring each touched contact's profile and blocks up to date."""
+    blocked_refs = {(b.source, b.external_id) for e in latest.values() for b in e.data.blocks}
+    resolved: dict[Ref, Resolved] = await uow.resolve(set(latest) | blocked_refs)
+    keys = {resolved[ref].identity_id: match_keys(event.data) for ref, event in latest.items()}
+    kinds = {digest: kind for found in keys.values() for digest, kind in found.items()}
+    # Serialise per key: of two identities with one email arriving at once, the second sees
+    # the first and merges instead of both missing each other.
+    await uow.identities.lock_keys(lock_ids(kinds))
+    fresh = await uow.identities.record_profiles(
+        [
+            IdentityProfile(
+                resolved[ref].identity_id, event.data.model_dump(mode="json"), event.occurred_at
+            )
+            for ref, event in latest.items()
+        ]
+    )
+    await uow.identities.replace_keys({i: set(keys[i]) for i in fresh})
+    components = Components()
+    if fresh:
+        owners = await uow.identities.key_owners(d for i in fresh for d in keys[i])
+        for link in links_between(owners, kinds):
+            a, b = components.root(link.a), components.root(link.b)
+            if a == b or await uow.identities.vetoed(a, b):
+                continue
+            survivor, absorbed = components.join(a, b)
+            cause = next(iter(latest.values()))
+            await _merge(uow, survivor, absorbed, link.matched_on, cause)
+    contacts = {ref: components.root(found.contact_id) for ref, found in resolved.items()}
+    touched = {contacts[ref] for ref in latest}
+    became_reachable = await rebuild_profiles(uow, touched)
+    await rebuild_blocks(uow, touched)
+    return ContactsApplied(contacts, became_reachable)
+
+
+async def _merge(
+    uow: MatcherUnitOfWork, survivor: int, absorbed: int, matched_on: str, cause: ContactUpserted
+) -> None:
+    await uow.identities.lock_contacts((survivor, absorbed))
+    before = await uow.identities.identities_of((survivor,))
+    merge_id = uuid4()
+    moved = set(await uow.identities.merge(merge_id, survivor, absorbed, matched_on))
+    merged = [i for i in await uow.identities.identities_of((survivor,)) if i.id in moved]
+    metrics.MERGES.labels(matched_on).inc()
+    await uow.enqueue(
+        [
+            ContactMerged(
+                source="matcher",
+                correlation_id=cause.correlation_id,
+                causation_id=cause.message_id,
+                integration=cause.integration,
+                data=MergeData(
+                    merge_id=merge_id,
+                    into=[_ref(i) for i in before],
+                    merged=[_ref(i) for i in merged],
+                    matched_on="email" if matched_on == "email" else "chat_handle",
+                ),
+            )
+        ]
+    )
+
+
+async def rebuild_profiles(
+    uow: MatcherUnitOfWork, contact_ids: Iterable[int], *, force: bool = False
+) -> set[int]:
+    """Set each contact's profile to the newest of its identities' (force: even when that is
+    older than what the contact shows, as after an unmerge); return those that just became
+    reachable."""
+    newest: dict[int, IdentityRow] = {}
+    for identity in await uow.identities.identities_of(contact_ids):
+        if identity.profile is None or identity.profile_at is None:
+            continue
+        best = newest.get(identity.contact_id)
+        if best is None or (best.profile_at is not None and best.profile_at <= identity.profile_at):
+            newest[identity.contact_id] = identity
+    rows = [
+        profile_row(contact_id, ContactData.model_validate(identity.profile), identity)
+        for contact_id, identity in newest.items()
+        if identity.profile is not None
+    ]
+    return await uow.update_profiles(rows, force=force)
+
+
+async def rebuild_blocks(uow: MatcherUnitOfWork, contact_ids: Iterable[int]) -> None:
+    """Each contact's block list: everyone any of its identities blocks."""
+    owners = set(contact_ids)
+    identities = await uow.identities.identities_of(owners)
+    wanted: dict[int, set[Ref]] = {owner: set() for owner in owners}
+    for identity in identities:
+        for block in (identity.profile or {}).get("blocks", []):
+            wanted[identity.contact_id].add((block["source"], block["external_id"]))
+    known = await uow.identities.known_contacts(r for refs in wanted.values() for r in refs)
+    await uow.replace_blocks(
+        {owner: {known[r] for r in refs if r in known} - {owner} for owner, refs in wanted.items()}
+    )
+
+
+async def unmerge(uow: MatcherUnitOfWork, ref: Ref, merge_id: UUID | None = None) -> UnmergeData:
+    """Undo the merge that joined this identity's contact with another: the newest one that
+    brought this identity in, or the only one into its contact, or the one named."""
+    identity = await uow.identities.identity(ref)
+    if identity is None:
+        raise UnmergeRefused("no such identity")
+    merge = _choose(identity, await uow.identities.merges_into(identity.contact_id), merge_id)
+    await uow.identities.lock_contacts((merge.survivor_id, merge.absorbed_id))
+    blockers = await uow.identities.blockers_of(merge.survivor_id)
+    restored_ids, remaining_ids = await uow.identities.undo_merge(merge)
+    sides = (merge.survivor_id, merge.absorbed_id)
+    await rebuild_profiles(uow, sides, force=True)
+    identities = await uow.identities.identities_of(sides)
+    for contact_id in sides:
+        await uow.identities.set_opted_out(
+            contact_id, any(i.opted_out for i in identities if i.contact_id == contact_id)
+        )
+    await rebuild_blocks(uow, set(sides) | blockers)
+    by_id = {i.id: i for i in identities}
+    data = UnmergeData(
+        merge_id=merge.id,
+        remaining=[_ref(by_id[i]) for i in remaining_ids],
+        restored=[_ref(by_id[i]) for i in restored_ids],
+    )
+    await uow.enqueue(
+        [ContactUnmerged(source="matcher", correlation_id=f"unmerge-{merge.id}", data=data)]
+    )
+    metrics.UNMERGES.inc()
+    return data
+
+
+def _choose(identity: IdentityRow, merges: Sequence[MergeRow], merge_id: UUID | None) -> MergeRow:
+    if merge_id is not None:
+        named = [m for m in merges if m.id == merge_id]
+        if not named:
+            raise UnmergeRefused(f"merge {merge_id} is not an active merge of this contact")
+        return named[0]
+    brought = [m for m in merges if identity.id in m.identity_ids]
+    if brought:
+        return brought[0]
+    if len(merges) == 1:
+        return merges[0]
+    if not merges:
+        raise UnmergeRefused("this identity's contact has no merge to undo")
+    raise UnmergeRefused(
+        "this identity's contact absorbed several others; name one with --merge: "
+        + ", ".join(str(m.id) for m in merges)
+    )
+
+
+def _ref(identity: IdentityRow) -> ContactRef:
+    return ContactRef(source=identity.source, external_id=identity.external_id)

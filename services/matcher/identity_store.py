@@ -1,0 +1,457 @@
+"""Every SQL statement of identity resolution: identity profiles and match keys, merges and
+their undoing. Runs on the connection (and transaction) of a matcher unit of work."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.matcher.scoring import pair_key
+
+Ref = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityProfile:
+    identity_id: int
+    profile: dict[str, Any]  # the identity's last ContactData, as JSON
+    profile_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRow:
+    id: UUID
+    survivor_id: int
+    absorbed_id: int
+    identity_ids: tuple[int, ...]
+    matched_on: str
+    proposal_ids: tuple[UUID, ...]
+    merged_at: datetime
+    undone_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRow:
+    id: int
+    source: str
+    external_id: str
+    contact_id: int
+    opted_out: bool
+    profile: dict[str, Any] | None
+    profile_at: datetime | None
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _merge(r: asyncpg.Record) -> MergeRow:
+    return MergeRow(
+        r["id"],
+        r["survivor_id"],
+        r["absorbed_id"],
+        tuple(r["identity_ids"]),
+        r["matched_on"],
+        tuple(r["proposal_ids"]),
+        r["merged_at"],
+        r["undone_at"],
+    )
+
+
+def _identity(r: asyncpg.Record) -> IdentityRow:
+    return IdentityRow(
+        r["id"],
+        r["source"],
+        r["external_id"],
+        r["contact_id"],
+        r["opted_out"],
+        _json(r["profile"]),
+        r["profile_at"],
+    )
+
+
+class IdentityRecords:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def lock_keys(self, lock_ids: Sequence[int]) -> None:
+        """Transaction-scoped advisory locks, taken in the given (sorted) order."""
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest($1::bigint[]) AS k) AS t",
+            list(lock_ids),
+        )
+
+    async def record_profiles(self, profiles: Sequence[IdentityProfile]) -> set[int]:
+        """Keep each identity's own newest contact event (a late older one changes nothing);
+        return the identities whose profile this replaced."""
+        ordered = sorted(profiles, key=lambda p: p.identity_id)
+        rows = await self._conn.fetch(
+            """
+            UPDATE matcher.identities AS i SET profile = u.profile::jsonb, profile_at = u.at
+            FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS u(id, profile, at)
+            WHERE i.id = u.id AND (i.profile_at IS NULL OR i.profile_at <= u.at)
+            RETURNING i.id
+            """,
+            [p.identity_id for p in ordered],
+            [json.dumps(p.profile) for p in ordered],
+            [p.profile_at for p in ordered],
+        )
+        return {r["id"] for r in rows}
+
+    async def replace_keys(self, keys: dict[int, set[bytes]]) -> None:
+        """Set each identity's match keys to exactly these digests."""
+        owners = sorted(keys)
+        await self._conn.execute(
+            "DELETE FROM matcher.identity_keys WHERE identity_id = ANY($1::bigint[])", owners
+        )
+        pairs = sorted((digest, owner) for owner in owners for digest in keys[owner])
+        await self._conn.execute(
+            """
+            INSERT INTO matcher.identity_keys (digest, identity_id)
+            SELECT * FROM unnest($1::bytea[], $2::bigint[]) ON CONFLICT DO NOTHING
+            """,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+        )
+
+    async def key_owners(self, digests: Iterable[bytes]) -> dict[bytes, set[int]]:
+        """For each digest, the (live, not erased) contacts whose identities have it."""
+        rows = await self._conn.fetch(
+            """
+            SELECT k.digest, i.contact_id FROM matcher.identity_keys k
+            JOIN matcher.identities i ON i.id = k.identity_id
+            WHERE k.digest = ANY($1::bytea[])
+            """,
+            list(set(digests)),
+        )
+        owners: dict[bytes, set[int]] = {}
+        for r in rows:
+            owners.setdefault(bytes(r["digest"]), set()).add(r["contact_id"])
+        return owners
+
+    async def vetoed(self, contact_a: int, contact_b: int) -> bool:
+        """Whether an operator split identities of these two contacts before."""
+        found: bool = await self._conn.fetchval(
+            """
+            SELECT EXISTS (
+                SELECT 1 FROM matcher.identities a
+                JOIN matcher.identities b ON b.contact_id = $2
+                JOIN matcher.merge_vetoes v
+                  ON v.identity_a = least(a.id, b.id) AND v.identity_b = greatest(a.id, b.id)
+                WHERE a.contact_id = $1)
+            """,
+            contact_a,
+            contact_b,
+        )
+        return found
+
+    async def identities_of(self, contact_ids: Iterable[int]) -> list[IdentityRow]:
+        rows = await self._conn.fetch(
+            "SELECT id, source, external_id, contact_id, opted_out, profile, profile_at "
+            "FROM matcher.identities "
+            "WHERE contact_id = ANY($1::bigint[]) ORDER BY created_at, source, external_id",
+            sorted(set(contact_ids)),
+        )
+        return [_identity(r) for r in rows]
+
+    async def identity(self, ref: Ref) -> IdentityRow | None:
+        row = await self._conn.fetchrow(
+            "SELECT id, source, external_id, contact_id, opted_out, profile, profile_at "
+            "FROM matcher.identities WHERE source = $1 AND external_id = $2",
+            *ref,
+        )
+        return None if row is None else _identity(row)
+
+    async def lock_contacts(self, contact_ids: Iterable[int]) -> None:
+        """Row locks in id order: a proposal being written for either waits for the merge and
+        then finds the absorbed contact gone (not deliverable)."""
+        await self._conn.execute(
+            "SELECT 1 FROM matcher.contacts WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+            sorted(set(contact_ids)),
+        )
+
+    async def merge(
+        self, merge_id: UUID, survivor: int, absorbed: int, matched_on: str
+    ) -> tuple[int, ...]:
+        """Move everything of `absorbed` to `survivor` and leave a tombstone; return the
+        identity ids it brought. The caller locked both contacts."""
+        conn = self._conn
+        survivor_ids: list[int] = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM matcher.identities WHERE contact_id = $1", survivor
+            )
+        ]
+        moved_ids: list[int] = [
+            r["id"]
+            for r in await conn.fetch(
+                "UPDATE matcher.identities SET contact_id = $1 WHERE contact_id = $2 RETURNING id",
+                survivor,
+                absorbed,
+            )
+        ]
+        # Interests without provenance (older than identity resolution) belong to the
+        # contact's own identities: say so before the two sets are mixed.
+        await conn.execute(
+            "UPDATE matcher.interests SET via = $2::bigint[] WHERE contact_id = $1 AND via = '{}'",
+            survivor,
+            survivor_ids,
+        )
+        # A topic both held counts one person fewer once they are one.
+        await conn.execute(
+            """
+            UPDATE matcher.topics SET people = greatest(people - 1, 0)
+            WHERE id IN (SELECT topic_id FROM matcher.interests WHERE contact_id = $1
+                         INTERSECT
+                         SELECT topic_id FROM matcher.interests WHERE contact_id = $2)
+            """,
+            survivor,
+            absorbed,
+        )
+        await conn.execute(
+            """
+            WITH moved AS (
+                DELETE FROM matcher.interests WHERE contact_id = $2
+                RETURNING topic_id, kind, weight, declared_at,
+                          CASE WHEN via = '{}' THEN $3::bigint[] ELSE via END AS via
+            )
+            INSERT INTO matcher.interests AS i
+                (contact_id, topic_id, kind, weight, declared_at, via)
+            SELECT $1, topic_id, kind, weight, declared_at, via FROM moved
+            ORDER BY topic_id, kind
+            ON CONFLICT (contact_id, topic_id, kind) DO UPDATE
+                SET weight = CASE WHEN i.declared_at <= EXCLUDED.declared_at
+                                  THEN EXCLUDED.weight ELSE i.weight END,
+                    declared_at = greatest(i.declared_at, EXCLUDED.declared_at),
+                    via = ARRAY(SELECT DISTINCT unnest(i.via || EXCLUDED.via) ORDER BY 1)
+            """,
+            survivor,
+            absorbed,
+            moved_ids,
+        )
+        # Blocks by or of the absorbed contact now concern the survivor.
+        await conn.execute(
+            """
+            INSERT INTO matcher.blocks (contact_id, blocked_id)
+            SELECT $1, blocked_id FROM matcher.blocks WHERE contact_id = $2 AND blocked_id <> $1
+            UNION
+            SELECT contact_id, $1 FROM matcher.blocks WHERE blocked_id = $2 AND contact_id <> $1
+            ORDER BY 1, 2
+            ON CONFLICT DO NOTHING
+            """,
+            survivor,
+            absorbed,
+        )
+        await conn.execute(
+            "DELETE FROM matcher.blocks WHERE contact_id = $1 OR blocked_id = $1", absorbed
+        )
+        # Their introductions count for the survivor (per-person cap, never the same group
+        # twice); a proposal that already held both stays with the tombstone.
+        moved_proposals: list[UUID] = [
+            r["proposal_id"]
+            for r in await conn.fetch(
+                """
+                UPDATE matcher.proposal_participants SET contact_id = $1
+                WHERE contact_id = $2 AND proposal_id NOT IN (
+                    SELECT proposal_id FROM matcher.proposal_participants WHERE contact_id = $1)
+                RETURNING proposal_id
+                """,
+                survivor,
+                absorbed,
+            )
+        ]
+        if moved_proposals:
+            await self._rekey_groups(moved_proposals, survivor, absorbed)
+        opted_out: bool = await conn.fetchval(
+            """
+            UPDATE matcher.contacts SET
+                merged_into = $2, name = NULL, organization = NULL, timezone = NULL,
+                channels = '[]'::jsonb, tags = '{}', deliverable = false, snoozed_until = NULL,
+                profile_at = NULL, updated_at = now()
+            WHERE id = $1
+            RETURNING opted_out
+            """,
+            absorbed,
+            survivor,
+        )
+        if opted_out:  # whoever opted out under one identity stays out as the merged person
+            await conn.execute(
+                "UPDATE matcher.contacts SET opted_out = true WHERE id = $1", survivor
+            )
+        await conn.execute("UPDATE matcher.counters SET value = value - 1 WHERE name = 'contacts'")
+        await conn.execute(
+            """
+            INSERT INTO matcher.merges
+                (id, survivor_id, absorbed_id, identity_ids, matched_on, proposal_ids)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            """,
+            merge_id,
+            survivor,
+            absorbed,
+            moved_ids,
+            matched_on,
+            moved_proposals,
+        )
+        return tuple(moved_ids)
+
+    async def _rekey_groups(self, proposal_ids: list[UUID], survivor: int, absorbed: int) -> None:
+        """The groups the absorbed contact was in, under the survivor's id too: the merged person
+        is never proposed the same group again."""
+        rows = await self._conn.fetch(
+            """
+            SELECT g.group_key, g.last_proposed_at, g.declined FROM matcher.groups g
+            WHERE g.group_key IN (
+                SELECT group_key FROM matcher.proposals WHERE id = ANY($1::uuid[]))
+            """,
+            proposal_ids,
+        )
+        rekeyed: dict[str, tuple[datetime, bool]] = {}
+        for r in rows:
+            ids = [int(part) for part in r["group_key"].split(":")]
+            key = pair_key(*(survivor if i == absorbed else i for i in ids))
+            rekeyed[key] = (r["last_proposed_at"], r["declined"])
+        ordered = sorted(rekeyed.items())
+        await self._conn.execute(
+            """
+            INSERT INTO matcher.groups (group_key, last_proposed_at, declined)
+            SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bool[])
+            ON CONFLICT (group_key) DO UPDATE
+                SET last_proposed_at = greatest(matcher.groups.last_proposed_at,
+                                                EXCLUDED.last_proposed_at),
+                    declined = matcher.groups.declined OR EXCLUDED.declined
+            """,
+            [k for k, _ in ordered],
+            [v[0] for _, v in ordered],
+            [v[1] for _, v in ordered],
+        )
+
+    async def merges_into(self, contact_id: int) -> list[MergeRow]:
+        """The merges, not undone, that the contact absorbed others by, newest first."""
+        rows = await self._conn.fetch(
+            "SELECT * FROM matcher.merges WHERE survivor_id = $1 AND undone_at IS NULL "
+            "ORDER BY merged_at DESC, id",
+            contact_id,
+        )
+        return [_merge(r) for r in rows]
+
+    async def merge_by_id(self, merge_id: UUID) -> MergeRow | None:
+        row = await self._conn.fetchrow("SELECT * FROM matcher.merges WHERE id = $1", merge_id)
+        return None if row is None else _merge(row)
+
+    async def undo_merge(self, merge: MergeRow) -> tuple[list[int], list[int]]:
+        """Give the absorbed contact back its identities, the interests they declared, its
+        introductions; veto merging them again. Returns (restored, remaining) identity ids.
+        The caller locked both contacts; profiles and blocks are rebuilt by the caller."""
+        conn = self._conn
+        survivor, absorbed = merge.survivor_id, merge.absorbed_id
+        restored: list[int] = [
+            r["id"]
+            for r in await conn.fetch(
+                "UPDATE matcher.identities SET contact_id = $1 "
+                "WHERE contact_id = $2 AND id = ANY($3::bigint[]) RETURNING id",
+                absorbed,
+                survivor,
+                list(merge.identity_ids),
+            )
+        ]
+        remaining: list[int] = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM matcher.identities WHERE contact_id = $1", survivor
+            )
+        ]
+        await conn.execute(
+            """
+            INSERT INTO matcher.interests (contact_id, topic_id, kind, weight, declared_at, via)
+            SELECT $1, topic_id, kind, weight, declared_at,
+                   ARRAY(SELECT unnest(via) INTERSECT SELECT unnest($3::bigint[]) ORDER BY 1)
+            FROM matcher.interests WHERE contact_id = $2 AND via && $3::bigint[]
+            ORDER BY topic_id, kind
+            ON CONFLICT DO NOTHING
+            """,
+            absorbed,
+            survivor,
+            restored,
+        )
+        await conn.execute(
+            "DELETE FROM matcher.interests "
+            "WHERE contact_id = $1 AND via <@ $2::bigint[] AND via <> '{}'",
+            survivor,
+            restored,
+        )
+        await conn.execute(
+            """
+            UPDATE matcher.interests
+            SET via = ARRAY(SELECT unnest(via) EXCEPT SELECT unnest($2::bigint[]) ORDER BY 1)
+            WHERE contact_id = $1 AND via && $2::bigint[]
+            """,
+            survivor,
+            restored,
+        )
+        # A topic both sides hold again counts both people.
+        await conn.execute(
+            """
+            UPDATE matcher.topics SET people = people + 1
+            WHERE id IN (SELECT topic_id FROM matcher.interests WHERE contact_id = $1
+                         INTERSECT
+                         SELECT topic_id FROM matcher.interests WHERE contact_id = $2)
+            """,
+            survivor,
+            absorbed,
+        )
+        await conn.execute(
+            "UPDATE matcher.proposal_participants SET contact_id = $1 "
+            "WHERE contact_id = $2 AND proposal_id = ANY($3::uuid[])",
+            absorbed,
+            survivor,
+            list(merge.proposal_ids),
+        )
+        await conn.execute(
+            "UPDATE matcher.contacts SET merged_into = NULL, updated_at = now() WHERE id = $1",
+            absorbed,
+        )
+        await conn.execute("UPDATE matcher.counters SET value = value + 1 WHERE name = 'contacts'")
+        await conn.execute("UPDATE matcher.merges SET undone_at = now() WHERE id = $1", merge.id)
+        pairs = sorted({(min(a, b), max(a, b)) for a in restored for b in remaining})
+        await conn.execute(
+            """
+            INSERT INTO matcher.merge_vetoes (identity_a, identity_b)
+            SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING
+            """,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+        )
+        return restored, remaining
+
+    async def set_opted_out(self, contact_id: int, opted_out: bool) -> None:
+        await self._conn.execute(
+            "UPDATE matcher.contacts SET opted_out = $2, updated_at = now() WHERE id = $1",
+            contact_id,
+            opted_out,
+        )
+
+    async def blockers_of(self, contact_id: int) -> set[int]:
+        rows = await self._conn.fetch(
+            "SELECT contact_id FROM matcher.blocks WHERE blocked_id = $1", contact_id
+        )
+        return {r["contact_id"] for r in rows}
+
+    async def known_contacts(self, refs: Iterable[Ref]) -> dict[Ref, int]:
+        """The contacts of these identities, for those that exist (none is created)."""
+        ordered = sorted(set(refs))
+        rows = await self._conn.fetch(
+            """
+            SELECT i.source, i.external_id, i.contact_id
+            FROM unnest($1::text[], $2::text[]) AS t(s, e)
+            JOIN matcher.identities i ON i.source = t.s AND i.external_id = t.e
+            """,
+            [r[0] for r in ordered],
+            [r[1] for r in ordered],
+        )
+        return {(r["source"], r["external_id"]): r["contact_id"] for r in rows}
