@@ -134,3 +134,30 @@ def measure(
         "backlog_at_end": sum(run.backlog[-1][1].values()),
         "load_generator_behind_max_s": run.behind_seconds,
     }
+
+
+if __name__ == "__main__":
+    # python -m bench.latency [MINUTES]: this figure alone (make bench runs it with the rest).
+    import json
+    import sys
+
+    from bench import notifier_throughput
+    from bench.harness import bench_stack
+    from tests.support.infra import free_port
+
+    smtp_port, http_port = free_port(), free_port()
+    sinks = notifier_throughput.start_sinks(smtp_port, http_port)
+    try:
+        with bench_stack(
+            "matcher",
+            "notifier",
+            "ingest",
+            smtp_port=smtp_port,
+            ROAC_INTRO_MODE="direct",
+            ROAC_QUIET_HOURS_ENABLED="false",
+            ROAC_MATCH_MIN_SCORE="0.5",
+        ) as stack:
+            minutes = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
+            print(json.dumps(measure(stack, http_port, minutes=minutes), indent=2))
+    finally:
+        sinks.kill()

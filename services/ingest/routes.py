@@ -226,7 +226,8 @@ Person = Annotated[ContactRef, Depends(_person)]
 
 
 @api.delete(
-    "/contacts/{source}/{external_id}",
+    # `:path`: an id may hold a slash (sent as %2F, which the server decodes before routing).
+    "/contacts/{source}/{external_id:path}",
     status_code=202,
     response_model=Accepted,
     summary="Erase a person",
@@ -252,7 +253,7 @@ async def erase_contact(
 
 
 @api.post(
-    "/contacts/{source}/{external_id}/opt-out",
+    "/contacts/{source}/{external_id:path}/opt-out",
     status_code=202,
     response_model=Accepted,
     summary="Opt a person out",

@@ -146,3 +146,14 @@ def test_metrics_label_routes_by_template(client: TestClient) -> None:
     assert (
         'roac_ingest_http_requests_total{method="POST",route="/v1/contacts",status="202"}' in text
     )
+
+
+def test_an_external_id_with_a_slash_can_be_erased_and_opted_out(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    erased = client.delete("/v1/contacts/crm/team%2F42")
+    opted_out = client.post("/v1/contacts/crm/team%2F42/opt-out")
+    assert erased.status_code == opted_out.status_code == 202, (erased.text, opted_out.text)
+    refs = [(m[0].data.source, m[0].data.external_id) for m in publisher.published]  # type: ignore[union-attr]
+    assert refs == [("crm", "team/42"), ("crm", "team/42")]
+    assert publisher.published[1][0].type == "contact.opted_out.v1"
