@@ -27,13 +27,13 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     StringConstraints,
     TypeAdapter,
     model_validator,
 )
 
+from shared.email_address import EmailAddress, check_email
 from shared.topics import MAX_TOPIC_LENGTH, normalize_topic
 
 
@@ -128,7 +128,6 @@ WEBHOOK_CHANNELS = frozenset(
         ChannelType.WEBHOOK,
     }
 )
-_EMAIL = TypeAdapter(EmailStr)
 _SLACK_MEMBER = re.compile(r"^[UW][A-Z0-9]{2,30}$")
 _MATRIX_ROOM = re.compile(r"^![^:\s]+:[^\s]+$")
 
@@ -140,7 +139,7 @@ class ChannelAddress(_Model):
     @model_validator(mode="after")
     def _address_fits_type(self) -> ChannelAddress:
         if self.type is ChannelType.EMAIL:
-            _EMAIL.validate_python(self.address)
+            check_email(self.address)
         elif self.type is ChannelType.SLACK:
             if not _SLACK_MEMBER.match(self.address):
                 raise ValueError("a slack address is a member id such as U024BE7LH")
@@ -163,7 +162,7 @@ class ContactRef(_Model):
 
 class ContactData(ContactRef):
     name: PersonName
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     organization: OrganizationName | None = None
     timezone: TimezoneName | None = None
     # In preference order; ingest puts `email` first when it is not already listed.

@@ -76,6 +76,11 @@ class Components:
     def __init__(self) -> None:
         self._parent: dict[int, int] = {}
 
+    @property
+    def absorbed(self) -> set[int]:
+        """Every contact merged into another."""
+        return set(self._parent)
+
     def root(self, contact_id: int) -> int:
         parent = self._parent.get(contact_id, contact_id)
         if parent == contact_id:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
@@ -52,15 +53,14 @@ def channels_of(contact: ContactData) -> list[ChannelAddress]:
     return channels
 
 
-def profile_row(contact_id: int, data: ContactData, identity: IdentityRow) -> ProfileRow:
-    assert identity.profile_at is not None
+def profile_row(contact_id: int, data: ContactData, at: datetime) -> ProfileRow:
     return ProfileRow(
         contact_id=contact_id,
         name=data.name,
         organization=data.organization,
         timezone=data.timezone,
         channels=channels_of(data),
-        profile_at=identity.profile_at,
+        profile_at=at,
         tags=tuple(sorted(set(data.tags))),
         snoozed_until=data.snoozed_until,
     )
@@ -106,9 +106,20 @@ async def apply_contacts(
             cause = next(iter(latest.values()))
             await _merge(uow, survivor, absorbed, link.matched_on, cause)
     contacts = {ref: components.root(found.contact_id) for ref, found in resolved.items()}
-    touched = {contacts[ref] for ref in latest}
-    became_reachable = await rebuild_profiles(uow, touched)
-    await rebuild_blocks(uow, touched)
+    merged = {contacts[ref] for ref in latest if contacts[ref] != resolved[ref].contact_id}
+    merged |= {components.root(c) for c in components.absorbed}
+    # Without a merge, the event itself is the identity's newest profile, and the contact's
+    # guard (profile_at) keeps the newest of its identities': no need to read them back.
+    became_reachable = await uow.update_profiles(
+        [
+            profile_row(contacts[ref], event.data, event.occurred_at)
+            for ref, event in latest.items()
+            if contacts[ref] not in merged
+        ]
+    )
+    if merged:
+        became_reachable |= await rebuild_profiles(uow, merged)
+    await rebuild_blocks(uow, {contacts[ref] for ref in latest})
     return ContactsApplied(contacts, became_reachable)
 
 
@@ -153,9 +164,9 @@ async def rebuild_profiles(
         if best is None or (best.profile_at is not None and best.profile_at <= identity.profile_at):
             newest[identity.contact_id] = identity
     rows = [
-        profile_row(contact_id, ContactData.model_validate(identity.profile), identity)
+        profile_row(contact_id, ContactData.model_validate(identity.profile), identity.profile_at)
         for contact_id, identity in newest.items()
-        if identity.profile is not None
+        if identity.profile is not None and identity.profile_at is not None
     ]
     return await uow.update_profiles(rows, force=force)
 
@@ -163,11 +174,9 @@ async def rebuild_profiles(
 async def rebuild_blocks(uow: MatcherUnitOfWork, contact_ids: Iterable[int]) -> None:
     """Each contact's block list: everyone any of its identities blocks."""
     owners = set(contact_ids)
-    identities = await uow.identities.identities_of(owners)
     wanted: dict[int, set[Ref]] = {owner: set() for owner in owners}
-    for identity in identities:
-        for block in (identity.profile or {}).get("blocks", []):
-            wanted[identity.contact_id].add((block["source"], block["external_id"]))
+    for owner, ref in await uow.identities.declared_blocks(owners):
+        wanted[owner].add(ref)
     known = await uow.identities.known_contacts(r for refs in wanted.values() for r in refs)
     await uow.replace_blocks(
         {owner: {known[r] for r in refs if r in known} - {owner} for owner, refs in wanted.items()}

@@ -436,6 +436,20 @@ class IdentityRecords:
             opted_out,
         )
 
+    async def declared_blocks(self, contact_ids: Iterable[int]) -> list[tuple[int, Ref]]:
+        """(contact, blocked identity) for every block any identity of the contacts declared."""
+        rows = await self._conn.fetch(
+            """
+            SELECT i.contact_id, b ->> 'source' AS source, b ->> 'external_id' AS external_id
+            FROM matcher.identities i
+            CROSS JOIN LATERAL jsonb_array_elements(coalesce(i.profile -> 'blocks', '[]')) AS b
+            WHERE i.contact_id = ANY($1::bigint[]) AND jsonb_array_length(
+                coalesce(i.profile -> 'blocks', '[]')) > 0
+            """,
+            sorted(set(contact_ids)),
+        )
+        return [(r["contact_id"], (r["source"], r["external_id"])) for r in rows]
+
     async def blockers_of(self, contact_id: int) -> set[int]:
         rows = await self._conn.fetch(
             "SELECT contact_id FROM matcher.blocks WHERE blocked_id = $1", contact_id
