@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from itertools import accumulate
 from pathlib import Path
 from tempfile import mkdtemp
 
@@ -31,7 +32,8 @@ def generate(path: Path, people: int, interests: int, seed: int = 7) -> None:
     """Each person's row followed by their interests (Zipf-like topics), written as it goes."""
     rng = random.Random(seed)
     topics = [f"topic {i}" for i in range(max(100, people // 10))]
-    weights = [1 / (i + 1) for i in range(len(topics))]
+    # Cumulative weights once: rng.choices with plain weights sums all 100,000 per call.
+    cumulative = list(accumulate(1 / (i + 1) for i in range(len(topics))))
     per_person, extra = divmod(interests, people)
     with path.open("w", buffering=1 << 20) as out:
         out.write(HEADER)
@@ -41,7 +43,7 @@ def generate(path: Path, people: int, interests: int, seed: int = 7) -> None:
                 f"city-{p % 50},,,\n"
             )
             count = per_person + (1 if p < extra else 0)
-            chosen = set(rng.choices(topics, weights, k=count * 2))
+            chosen = set(rng.choices(topics, cum_weights=cumulative, k=count * 2))
             for topic in list(chosen)[:count]:
                 out.write(f"bench,{p},,,,,,{topic},{rng.choice(KINDS)},1\n")
 
@@ -80,7 +82,10 @@ async def _applied(database_url: str) -> tuple[int, int]:
         await conn.close()
 
 
-def run(stack: BenchStack, path: Path, people: int, batch: int, concurrency: int) -> None:
+def run(
+    stack: BenchStack, path: Path, people: int, batch: int, concurrency: int
+) -> dict[str, float]:
+    """Import the file; print and return the times and peak RSS (MiB) of ingest and matcher."""
     pids = {name: stack.processes[name].pid or 0 for name in ("ingest", "matcher")}
     sampler = RssSampler(pids)
     sampler.start()
@@ -111,13 +116,37 @@ def run(stack: BenchStack, path: Path, people: int, batch: int, concurrency: int
     sampler.join()
     print(f"import command: {imported:,.1f} s (exit {result.returncode})")
     print(f"matcher applied {counts[0]:,} people, {counts[1]:,} interests after {applied:,.1f} s")
+    figures = {
+        "import_s": imported,
+        "applied_s": applied,
+        "people": float(counts[0]),
+        "interests": float(counts[1]),
+        "exit_code": float(result.returncode),
+    }
     for name, pid in pids.items():
         samples = sampler.samples[name] or [0]
+        figures[f"{name}_peak_mib"] = _status(pid, "VmHWM") / 1024
+        figures[f"{name}_first_mib"] = samples[0] / 1024
+        figures[f"{name}_last_mib"] = samples[-1] / 1024
         print(
-            f"{name}: peak RSS {_status(pid, 'VmHWM') / 1024:,.0f} MiB (VmHWM); RSS first "
+            f"{name}: peak RSS {figures[f'{name}_peak_mib']:,.0f} MiB (VmHWM); RSS first "
             f"{samples[0] / 1024:,.0f} MiB, last {samples[-1] / 1024:,.0f} MiB, "
             f"max sampled {max(samples) / 1024:,.0f} MiB"
         )
+    return figures
+
+
+def measure(
+    people: int, interests: int, batch: int = 1000, concurrency: int = 8
+) -> dict[str, float]:
+    """Generate a file of that size in a temporary directory, import it, remove it."""
+    path = Path(mkdtemp(prefix="roac-import-")) / "people.csv"
+    try:
+        generate(path, people, interests)
+        with bench_stack("ingest", "matcher") as stack:
+            return run(stack, path, people, batch, concurrency)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _expected_interests(summary: str) -> int:

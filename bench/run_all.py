@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import (
     assignment_quality,
     broker_ceiling,
+    import_bench,
     ingest_throughput,
     latency,
     live_latency,
@@ -73,6 +74,11 @@ NOTES = """## What was measured
   total weight and people placed in pairs, at 1,000 people (and at 5,000 with
   `python -m bench.assignment_quality --sizes 1000 5000`: networkx alone takes 10-16 minutes
   there); and times the assignment alone at 5,000 and 100,000.
+- **import**: `bench/import_bench.py` writes a CSV of 1,000,000 people with 5 interests each
+  (Zipf-like topics), runs `roac import` on it against ingest and the matcher (batches of 1,000,
+  8 in flight), and waits until the matcher has applied every person and interest; it samples
+  the RSS of both services throughout. `python -m bench.import_bench --people N --interests M`
+  runs it alone.
 - **live matching at scale**: `bench/live_latency.py` loads 1,000,000 people of the same
   population (5.3 million interests) with COPY, then applies 2,000 single new interests one at a
   time through the matcher's use case on the real PostgreSQL (inbox, interest, topic lock,
@@ -86,6 +92,12 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="also write the results as markdown here")
     parser.add_argument(
         "--latency-minutes", type=float, default=10.0, help="length of the steady-load run"
+    )
+    parser.add_argument(
+        "--import-people",
+        type=int,
+        default=1_000_000,
+        help="people in the roac import figure (5 interests each); 0 skips it",
     )
     args = parser.parse_args()
 
@@ -249,6 +261,22 @@ def main() -> None:
         "loaded: one interest event, p50 / p99 / max",
         f"{live['p50_ms']} ms / {live['p99_ms']} ms / {live['max_ms']} ms",
     )
+
+    if args.import_people:
+        imported = import_bench.measure(args.import_people, 5 * args.import_people)
+        size = f"{args.import_people:,} people / {5 * args.import_people:,} interests"
+        record(
+            f"roac import of {size}: command done / matcher applied everything",
+            f"{imported['import_s']:,.0f} s / {imported['applied_s']:,.0f} s "
+            f"({(imported['people'] + imported['interests']) / imported['applied_s']:,.0f} "
+            "items/s end to end)",
+        )
+        record(
+            "roac import: peak RSS of ingest / matcher (RSS at start -> end)",
+            f"{imported['ingest_peak_mib']:,.0f} MiB / {imported['matcher_peak_mib']:,.0f} MiB "
+            f"({imported['ingest_first_mib']:,.0f} -> {imported['ingest_last_mib']:,.0f}, "
+            f"{imported['matcher_first_mib']:,.0f} -> {imported['matcher_last_mib']:,.0f})",
+        )
 
     table = "| measurement | result |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     print("\n" + table)

@@ -24,7 +24,9 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # The last label (top-level domain) must hold a letter: all-digit ones are refused.
 _TLD = r"(?=[A-Za-z0-9-]*[A-Za-z])[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PLAIN = re.compile(rf"({_ATOM}(?:\.{_ATOM})*)@((?:{_LABEL}\.)+{_TLD})")
-_SPECIAL_USE = tuple(SPECIAL_USE_DOMAIN_NAMES)
+# Each is one label, so a domain is special-use when its last label is one of them.
+_SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+assert all("." not in name for name in _SPECIAL_USE)
 
 
 def plain_address(value: str) -> str | None:
@@ -36,7 +38,7 @@ def plain_address(value: str) -> str | None:
     local, domain = found.group(1), found.group(2).lower()
     if len(local) > 64 or len(domain) > 253:
         return None
-    if any(domain == name or domain.endswith("." + name) for name in _SPECIAL_USE):
+    if domain.rpartition(".")[2] in _SPECIAL_USE:
         return None
     return f"{local}@{domain}"
 

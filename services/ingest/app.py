@@ -28,6 +28,7 @@ from shared import problems
 from shared.api_keys import ApiKeyMiddleware, ApiKeyring
 from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
+from shared.coalescing import CoalescingPublisher
 from shared.db import DatabaseCheck
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
@@ -49,10 +50,13 @@ def connected_lifespan(settings: Settings) -> Lifespan:
         watch_pool("ingest", pool)
         # The prefetch bounds the ingress messages handled at once; HTTP publishing ignores it.
         broker = make_broker(settings, service="ingest", prefetch=settings.consumer_prefetch)
+        # Requests in flight at the same moment share a message (and a confirm): RabbitMQ's
+        # cost is per message. Each request's events still travel together, all or nothing.
+        publisher = CoalescingPublisher(EventPublisher(broker, "ingest").publish)
         handlers.register(
             broker,
             Ingress(
-                EventPublisher(broker, "ingest"),
+                publisher,
                 handlers.QueueParker(broker),
                 max_body_bytes=settings.ingest_max_body_bytes,
                 max_interests_per_person=settings.ingest_max_interests_per_person,
@@ -75,7 +79,7 @@ def connected_lifespan(settings: Settings) -> Lifespan:
             }
 
         keys = IngestStore(pool)
-        app.state.intake = Intake(EventPublisher(broker, "ingest"), keys)
+        app.state.intake = Intake(publisher, keys)
         app.state.readiness = readiness
         cleanup = asyncio.create_task(_forget_old_keys(keys), name="idempotency-cleanup")
         try:

@@ -1,7 +1,8 @@
 """Ingest's use case: turn validated items into events and hand them to RabbitMQ in one message.
 
-One request is one AMQP message, so a request is accepted whole or not at all: either RabbitMQ
-confirmed it (202) or nothing was published (503, safe to retry). (A batch sent with
+A request's events travel in one AMQP message (which may also carry other requests' events of
+the same moment: shared/coalescing.py), so a request is accepted whole or not at all: either
+RabbitMQ confirmed it (202) or nothing was published (503, safe to retry). (A batch sent with
 `?partial=true` reaches here without its refused items: services/ingest/triage.py.)
 """
 

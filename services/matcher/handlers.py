@@ -11,7 +11,7 @@ from shared.topology import MATCHER_QUEUE
 
 def register(broker: RabbitBroker, service: MatcherService) -> None:
     # Messages delivered together are applied in one transaction (group commit).
-    coalescer = Coalescer(service.apply, transient=TRANSIENT_ERRORS)
+    coalescer = Coalescer(service.apply, transient=TRANSIENT_ERRORS, workers=2)
 
     @broker.subscriber(
         MATCHER_QUEUE.rabbit_queue(declare=False),

@@ -9,7 +9,6 @@ stored, so the table that finds merges holds no address.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,12 +33,6 @@ def match_keys(contact: ContactData) -> dict[bytes, MatchedOn]:
             # Slack member ids are upper-case tokens; the platform is part of the key.
             keys[key_digest("slack", channel.address.strip().upper())] = "chat_handle"
     return keys
-
-
-def lock_ids(digests: Iterable[bytes]) -> list[int]:
-    """Advisory lock ids for the keys, sorted: two transactions that may merge on the same key
-    take its lock in the same order, so the second sees the first's identity and merges."""
-    return sorted({int.from_bytes(d[:8], "big", signed=True) for d in digests})
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from services.matcher import metrics
-from services.matcher.identity_keys import Components, links_between, lock_ids, match_keys
+from services.matcher.identity_keys import Components, links_between, match_keys
 from services.matcher.identity_store import IdentityProfile, IdentityRow, MergeRow
 from services.matcher.store import ProfileRow, Resolved
 from shared.events import (
@@ -49,7 +49,10 @@ def channels_of(contact: ContactData) -> list[ChannelAddress]:
     if contact.email and not any(
         c.type is ChannelType.EMAIL and c.address.lower() == contact.email.lower() for c in channels
     ):
-        channels.insert(0, ChannelAddress(type=ChannelType.EMAIL, address=contact.email))
+        # Constructed: the address was validated as the contact's email.
+        channels.insert(
+            0, ChannelAddress.model_construct(type=ChannelType.EMAIL, address=contact.email)
+        )
     return channels
 
 
@@ -85,7 +88,7 @@ async def apply_contacts(
     kinds = {digest: kind for found in keys.values() for digest, kind in found.items()}
     # Serialise per key: of two identities with one email arriving at once, the second sees
     # the first and merges instead of both missing each other.
-    await uow.identities.lock_keys(lock_ids(kinds))
+    await uow.identities.lock_keys(kinds)
     fresh = await uow.identities.record_profiles(
         [
             IdentityProfile(

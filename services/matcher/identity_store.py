@@ -80,12 +80,40 @@ class IdentityRecords:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def lock_keys(self, lock_ids: Sequence[int]) -> None:
-        """Transaction-scoped advisory locks, taken in the given (sorted) order."""
+    async def lock_keys(self, digests: Iterable[bytes]) -> None:
+        """Lock each key's row (created first if new), in digest order: of two transactions
+        bringing one key, the second waits here and then sees the first's identity."""
+        ordered = sorted(set(digests))
         await self._conn.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest($1::bigint[]) AS k) AS t",
-            list(lock_ids),
+            "INSERT INTO matcher.match_keys (digest) "
+            "SELECT d FROM unnest($1::bytea[]) AS t(d) ORDER BY d ON CONFLICT DO NOTHING",
+            ordered,
         )
+        await self._conn.execute(
+            "SELECT 1 FROM matcher.match_keys WHERE digest = ANY($1::bytea[]) "
+            "ORDER BY digest FOR UPDATE",
+            ordered,
+        )
+
+    async def forget_unused_keys(self, digests: Iterable[bytes]) -> None:
+        """Drop key rows no identity holds any more (after an erasure: even a digest of an
+        email address is not kept for a person who is gone)."""
+        await self._conn.execute(
+            """
+            DELETE FROM matcher.match_keys m
+            WHERE m.digest = ANY($1::bytea[])
+              AND NOT EXISTS (SELECT 1 FROM matcher.identity_keys k WHERE k.digest = m.digest)
+            """,
+            sorted(set(digests)),
+        )
+
+    async def keys_of(self, contact_id: int) -> list[bytes]:
+        rows = await self._conn.fetch(
+            "SELECT k.digest FROM matcher.identity_keys k "
+            "JOIN matcher.identities i ON i.id = k.identity_id WHERE i.contact_id = $1",
+            contact_id,
+        )
+        return [bytes(r["digest"]) for r in rows]
 
     async def record_profiles(self, profiles: Sequence[IdentityProfile]) -> set[int]:
         """Keep each identity's own newest contact event (a late older one changes nothing);

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from uuid import uuid4
 
 from services.matcher import identity_resolution, metrics
@@ -35,7 +35,6 @@ from shared.events import (
     DeliveryFailed,
     DeliverySucceeded,
     Envelope,
-    Event,
     EventBatch,
     InterestDeclared,
     IntroData,
@@ -50,6 +49,8 @@ if TYPE_CHECKING:
     from services.matcher.store import MatcherStore, MatcherUnitOfWork
 
 log = logging.getLogger("roac.matcher")
+
+E = TypeVar("E", ContactUpserted, InterestDeclared)
 
 
 @dataclass(frozen=True)
@@ -85,18 +86,14 @@ class MatcherService:
             duplicates = len(batch.events) - len(fresh)
             if duplicates:
                 EVENTS_CONSUMED.labels("matcher", batch.type, "duplicate").inc(duplicates)
-            if batch.type in ("contact.upserted.v1", "interest.declared.v1"):
-                fresh = await _without_erased(uow, fresh)
             if not fresh:
                 return
             if batch.type == "contact.upserted.v1":
-                await self._apply_contacts(
-                    uow, [e for e in fresh if isinstance(e, ContactUpserted)]
-                )
+                contacts = [e for e in fresh if isinstance(e, ContactUpserted)]
+                await self._apply_contacts(uow, await _without_erased(uow, contacts))
             elif batch.type == "interest.declared.v1":
-                await self._apply_interests(
-                    uow, [e for e in fresh if isinstance(e, InterestDeclared)]
-                )
+                interests = [e for e in fresh if isinstance(e, InterestDeclared)]
+                await self._apply_interests(uow, await _without_erased(uow, interests))
             elif batch.type in ("delivery.succeeded.v1", "delivery.failed.v1"):
                 await self._apply_deliveries(uow, fresh)
             elif batch.type == "contact.opted_out.v1":
@@ -121,6 +118,8 @@ class MatcherService:
             ref = (event.data.source, event.data.external_id)
             if ref not in latest or latest[ref].occurred_at <= event.occurred_at:
                 latest[ref] = event
+        if not latest:
+            return
         applied = await identity_resolution.apply_contacts(uow, latest)
         ids = applied.contacts
         became_reachable = set(applied.became_reachable)
@@ -144,6 +143,8 @@ class MatcherService:
             key = (d.source, d.external_id, d.topic, d.kind.value)
             if key not in latest or latest[key].occurred_at <= event.occurred_at:
                 latest[key] = event
+        if not latest:
+            return
         resolved = await uow.resolve((k[0], k[1]) for k in latest)
         ids = {ref: r.contact_id for ref, r in resolved.items()}
         topic_ids = await uow.upsert_topics(k[2] for k in latest)
@@ -444,31 +445,29 @@ def _intro_event(
     )
 
 
-async def _without_erased(uow: MatcherUnitOfWork, events: list[Event]) -> list[Event]:
+async def _without_erased(uow: MatcherUnitOfWork, events: list[E]) -> list[E]:
     """Drop contact and interest events of people erased after the event occurred (it raced
     the erasure), and such people from block lists: nothing brings an erased person back."""
-    refs: list[tuple[tuple[str, str], datetime]] = []
-    for event in events:
-        if isinstance(event, ContactUpserted | InterestDeclared):
-            refs.append(((event.data.source, event.data.external_id), event.occurred_at))
-        if isinstance(event, ContactUpserted):
-            refs += [((b.source, b.external_id), event.occurred_at) for b in event.data.blocks]
+    refs = [((e.data.source, e.data.external_id), e.occurred_at) for e in events]
+    refs += [((b.source, b.external_id), e.occurred_at) for e in events for b in _blocks(e)]
     erased = await uow.erased_refs(refs)
     if not erased:
         return events
-    kept: list[Event] = []
+    kept: list[E] = []
     for event in events:
-        if not isinstance(event, ContactUpserted | InterestDeclared):
-            kept.append(event)
-        elif (event.data.source, event.data.external_id) in erased:
+        if (event.data.source, event.data.external_id) in erased:
             log.info("dropped %s of an erased person", event.type)
-        elif isinstance(event, ContactUpserted):
-            blocks = [b for b in event.data.blocks if (b.source, b.external_id) not in erased]
+        elif any((b.source, b.external_id) in erased for b in _blocks(event)):
+            blocks = [b for b in _blocks(event) if (b.source, b.external_id) not in erased]
             data = event.data.model_copy(update={"blocks": blocks})
             kept.append(event.model_copy(update={"data": data}))
         else:
             kept.append(event)
     return kept
+
+
+def _blocks(event: ContactUpserted | InterestDeclared) -> list[ContactRef]:
+    return event.data.blocks if isinstance(event, ContactUpserted) else []
 
 
 def _ref(participant: Participant) -> ContactRef:

@@ -904,12 +904,14 @@ class MatcherUnitOfWork:
             await self._conn.execute(
                 "SELECT 1 FROM matcher.contacts WHERE id = $1 FOR UPDATE", contact_id
             )
+            keys = await self.identities.keys_of(contact_id)
             rows = await self._conn.fetch(
                 "DELETE FROM matcher.identities WHERE contact_id = $1 "
                 "RETURNING source, external_id",
                 contact_id,
             )
             refs |= {(r["source"], r["external_id"]) for r in rows}
+            await self.identities.forget_unused_keys(keys)
         ordered = sorted(refs)
         await self._conn.execute(
             """

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from shared.coalescing import Coalescer
-from shared.events import ContactOptedOut, EventBatch, InterestData, InterestDeclared, OptOutData
+from shared.coalescing import Coalescer, CoalescingPublisher
+from shared.events import (
+    ContactOptedOut,
+    Event,
+    EventBatch,
+    InterestData,
+    InterestDeclared,
+    OptOutData,
+)
 
 
 class Transient(Exception):
@@ -116,3 +124,66 @@ async def test_a_lone_message_is_applied_as_it_is() -> None:
     coalescer = Coalescer(recorder.apply, transient=(Transient,))
     await coalescer.apply(interest(1))
     assert recorder.calls == [["1"]]
+
+
+class Broker:
+    def __init__(self, fail: bool = False) -> None:
+        self.messages: list[list[str]] = []
+        self.fail = fail
+        self.confirm = asyncio.Event()
+        self.confirm.set()
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        self.messages.append([e.data.external_id for e in events])  # type: ignore[union-attr]
+        await self.confirm.wait()
+        if self.fail:
+            raise ConnectionError("no confirm")
+
+
+def bulk_interest(i: int) -> EventBatch:
+    event = interest(i).events[0]
+    return EventBatch(events=[event.model_copy(update={"bulk": True})])
+
+
+async def test_concurrent_requests_share_one_message_per_type_and_bulk_flag() -> None:
+    broker = Broker()
+    publisher = CoalescingPublisher(broker.publish)
+    await asyncio.gather(
+        publisher.publish(interest(1).events),
+        publisher.publish(opt_out(2).events),
+        publisher.publish(interest(3).events + interest(4).events),
+        publisher.publish(bulk_interest(5).events),
+    )
+    assert sorted(broker.messages) == [["1", "3", "4"], ["2"], ["5"]]
+
+
+async def test_a_request_never_waits_for_an_earlier_message_to_be_confirmed() -> None:
+    broker = Broker()
+    broker.confirm.clear()
+    publisher = CoalescingPublisher(broker.publish)
+    first = asyncio.create_task(publisher.publish(interest(1).events))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(publisher.publish(interest(2).events))
+    await asyncio.sleep(0.01)
+    assert broker.messages == [["1"], ["2"]]  # both published before any confirm
+    broker.confirm.set()
+    await asyncio.gather(first, second)
+
+
+async def test_an_unconfirmed_message_fails_every_request_in_it() -> None:
+    publisher = CoalescingPublisher(Broker(fail=True).publish)
+    results = await asyncio.gather(
+        *(publisher.publish(interest(i).events) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, ConnectionError) for r in results)
+
+
+async def test_a_message_holds_at_most_max_events_and_never_splits_a_request() -> None:
+    broker = Broker()
+    publisher = CoalescingPublisher(broker.publish, max_events=3)
+    await asyncio.gather(
+        publisher.publish(interest(1).events + interest(2).events),
+        publisher.publish(interest(3).events + interest(4).events),
+        publisher.publish(interest(5).events),
+    )
+    assert sorted(broker.messages) == [["1", "2"], ["3", "4", "5"]]

@@ -7,7 +7,6 @@ from services.matcher.identity_keys import (
     Link,
     key_digest,
     links_between,
-    lock_ids,
     match_keys,
 )
 from shared.events import ChannelAddress, ChannelType, ContactData
@@ -37,12 +36,6 @@ def test_a_person_without_email_or_handle_has_no_key() -> None:
 def test_stored_keys_are_digests_not_addresses() -> None:
     (digest,) = match_keys(person(email="ada@example.org"))
     assert len(digest) == 32 and b"ada" not in digest
-
-
-def test_lock_ids_are_sorted_and_distinct() -> None:
-    digests = [key_digest("email", f"p{i}@x.org") for i in range(5)]
-    ids = lock_ids(digests + digests)
-    assert ids == sorted(ids) and len(ids) == 5
 
 
 def test_links_come_emails_first_and_once_per_pair() -> None:

@@ -20,6 +20,12 @@ CREATE TABLE matcher.identity_keys (
     PRIMARY KEY (digest, identity_id)
 );
 CREATE INDEX identity_keys_by_identity ON matcher.identity_keys (identity_id);
+-- One row per key ever matched on: its row lock serialises two transactions that bring the
+-- same key at once (row locks, unlike advisory locks, take no room in the shared lock table,
+-- which a batch of thousands of contacts would exhaust).
+CREATE TABLE matcher.match_keys (
+    digest bytea PRIMARY KEY CHECK (octet_length(digest) = 32)
+);
 
 -- Which identities declared each interest (an unmerge gives each side back its own); empty
 -- for rows from before this migration, which belong to the contact's oldest identity.
@@ -81,3 +87,6 @@ FROM matcher.identities i
 JOIN matcher.contacts c ON c.id = i.contact_id
 CROSS JOIN LATERAL jsonb_array_elements(c.channels) AS ch
 WHERE ch ->> 'type' IN ('email', 'slack');
+
+INSERT INTO matcher.match_keys (digest)
+SELECT DISTINCT digest FROM matcher.identity_keys ON CONFLICT DO NOTHING;
