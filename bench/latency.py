@@ -136,11 +136,9 @@ def measure(
     }
 
 
-if __name__ == "__main__":
-    # python -m bench.latency [MINUTES]: this figure alone (make bench runs it with the rest).
-    import json
-    import sys
-
+def measure_alone(minutes: float = 10) -> dict[str, float]:
+    """Start the three services (direct introductions, no quiet hours) and the counting SMTP
+    and HTTP sinks, run the steady load, stop everything."""
     from bench import notifier_throughput
     from bench.harness import bench_stack
     from tests.support.infra import free_port
@@ -157,7 +155,14 @@ if __name__ == "__main__":
             ROAC_QUIET_HOURS_ENABLED="false",
             ROAC_MATCH_MIN_SCORE="0.5",
         ) as stack:
-            minutes = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
-            print(json.dumps(measure(stack, http_port, minutes=minutes), indent=2))
+            return measure(stack, http_port, minutes=minutes)
     finally:
         sinks.kill()
+
+
+if __name__ == "__main__":
+    # python -m bench.latency [MINUTES]: this figure alone (make bench runs it with the rest).
+    import json
+    import sys
+
+    print(json.dumps(measure_alone(float(sys.argv[1]) if len(sys.argv) > 1 else 10.0), indent=2))

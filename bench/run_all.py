@@ -176,21 +176,7 @@ def main() -> None:
         f"{notifier['webhooks_per_s']:,.0f} deliveries/s",
     )
 
-    smtp_port, http_port = free_port(), free_port()
-    sinks = notifier_throughput.start_sinks(smtp_port, http_port)
-    try:
-        with bench_stack(
-            "matcher",
-            "notifier",
-            "ingest",
-            smtp_port=smtp_port,
-            ROAC_INTRO_MODE="direct",
-            ROAC_QUIET_HOURS_ENABLED="false",
-            ROAC_MATCH_MIN_SCORE="0.5",
-        ) as stack:
-            steady = latency.measure(stack, http_port, minutes=args.latency_minutes)
-    finally:
-        sinks.kill()
+    steady = latency.measure_alone(args.latency_minutes)
     minutes = f"{args.latency_minutes:g} min"
     record(
         f"end to end at a steady 200 events/s for {minutes}: ingest to email, p50 / p99 / max",
