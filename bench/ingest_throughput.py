@@ -1,6 +1,9 @@
 """Events per second ingest accepts (answered 202 after RabbitMQ confirmed them), single-event
-requests and batches of 500. The load comes from wrk, a C load generator (Python clients
-saturate long before the service does), on the same 2-core machine."""
+requests and batches of 500. The load comes from wrk, a C load generator (Python clients saturate
+long before the service does), on the same 2-core machine.
+
+    python -m bench.ingest_throughput
+"""
 
 from __future__ import annotations
 
@@ -69,3 +72,19 @@ def measure(stack: BenchStack) -> dict[str, float]:
         "batched_events_per_s": batched_requests * BATCH_SIZE,
         "batched_requests_per_s": batched_requests,
     }
+
+
+def main() -> None:
+    from bench.harness import bench_stack
+
+    with bench_stack("ingest") as stack:
+        result = measure(stack)
+    print(f"single-event requests: {result['single_requests_per_s']:,.0f} requests/s")
+    print(
+        f"batches of {BATCH_SIZE}: {result['batched_events_per_s']:,.0f} events/s "
+        f"({result['batched_requests_per_s']:,.1f} requests/s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -49,6 +49,7 @@ from services.notifier.routes import api as notifier_api
 from services.notifier.routes import links as notifier_links
 from shared.api_keys import ApiKeyring
 from shared.events import Event, EventBatch
+from shared.http_app import http_app
 from shared.ops import router as ops_router
 from shared.settings import Settings
 from shared.topology import (
@@ -196,7 +197,7 @@ async def _no_lifespan(_app: FastAPI) -> Any:
 
 def _bare_app(title: str, routers: Iterable[APIRouter]) -> FastAPI:
     # As shared/runtime.py's consumer_app mounts them; the titles are services/*/app.py's.
-    app = FastAPI(title=title)
+    app = http_app(title=title)
     app.include_router(ops_router)
     for router in routers:
         app.include_router(router)

@@ -13,6 +13,7 @@ two side by side.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
@@ -43,6 +44,9 @@ def plain_address(value: str) -> str | None:
     return f"{local}@{domain}"
 
 
+# A contact names its address twice (`email` and an email channel), and ingest, the matcher
+# and the notifier each validate it again: the cache makes the repeats free.
+@lru_cache(maxsize=4096)
 def check_email(value: str) -> str:
     """What EmailStr returns for the value, or the error it raises (the same error type and
     message: EmailStr's own function says it)."""

@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI
 from faststream.rabbit import RabbitBroker
 
 from shared.db import DatabaseCheck, create_pool
+from shared.http_app import http_app
 from shared.ops import router as ops_router
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
@@ -99,7 +100,7 @@ def consumer_app(
 
     # OpenAPI docs only where there is an API beyond the operations endpoints.
     docs = "/docs" if routers else None
-    app = FastAPI(title=title, lifespan=lifespan, docs_url=docs, redoc_url=None)
+    app = http_app(title=title, lifespan=lifespan, docs_url=docs, redoc_url=None)
     app.state.readiness = readiness
     app.include_router(ops_router)
     for router in routers:

@@ -22,6 +22,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 
+from shared.http_app import http_app
+
 
 @dataclass(frozen=True)
 class CaughtMessage:
@@ -112,7 +114,7 @@ class CatchingHandler:
 
 
 def web_app(store: MailStore) -> FastAPI:
-    app = FastAPI(title="roac mail catcher", docs_url=None, redoc_url=None)
+    app = http_app(title="roac mail catcher", docs_url=None, redoc_url=None)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:

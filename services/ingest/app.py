@@ -30,6 +30,7 @@ from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
 from shared.coalescing import CoalescingPublisher
 from shared.db import DatabaseCheck
+from shared.http_app import http_app
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
 from shared.ops import router as ops_router
@@ -144,7 +145,7 @@ def create_app(
     settings: Settings, lifespan: Lifespan | None = None, keyring: ApiKeyring | None = None
 ) -> FastAPI:
     """The ingest app; by default its keyring is ROAC_API_KEYS plus the database's keys."""
-    app = FastAPI(
+    app = http_app(
         title="roac ingest",
         version="1",
         summary="Push people and their interests into roac.",

@@ -297,8 +297,9 @@ Progress = Callable[[int, int], None]  # (byte offset read, last line read)
 
 
 def _payload(items: list[tuple[int, ContactData]] | list[tuple[int, InterestData]]) -> bytes:
-    body = {"items": [item.model_dump(mode="json", exclude_defaults=True) for _, item in items]}
-    return json.dumps(body, separators=(",", ":")).encode()
+    # Each item serialised by pydantic itself: model_dump plus json.dumps took 3 times as long.
+    encoded = [item.model_dump_json(exclude_defaults=True).encode() for _, item in items]
+    return b'{"items":[' + b",".join(encoded) + b"]}"
 
 
 class Importer:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -41,6 +42,20 @@ def fingerprint(method: str, path: str, body: bytes) -> bytes:
 def event_id(integration: str, key: str, index: int) -> UUID:
     """The same event id for the same item of the same keyed request, on every attempt."""
     return uuid5(_EVENT_NAMESPACE, f"{integration}\n{key}\n{index}")
+
+
+def event_ids(integration: str, key: str, indexes: Sequence[int]) -> list[UUID]:
+    """`event_id` of each index, hashing the shared prefix once: uuid5 per item was a sixth of
+    ingest's CPU on batches of 1,000."""
+    prefix = hashlib.sha1(
+        _EVENT_NAMESPACE.bytes + f"{integration}\n{key}\n".encode(), usedforsecurity=False
+    )
+    ids = []
+    for index in indexes:
+        digest = prefix.copy()
+        digest.update(str(index).encode())
+        ids.append(UUID(bytes=digest.digest()[:16], version=5))
+    return ids
 
 
 class Verdict(StrEnum):

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID, uuid4
 
-from services.ingest.idempotency import Verdict, event_id
+from services.ingest.idempotency import Verdict, event_id, event_ids
 from services.ingest.metrics import EVENTS_ACCEPTED
 from services.ingest.schemas import Accepted, BatchAccepted, RejectedItem
 from shared.events import (
@@ -100,19 +101,25 @@ class Intake:
         """`indexes`: each item's position in the request's batch (default: 0, 1, ...), which
         its event id derives from; `rejected`: the items left out (`?partial=true`)."""
 
-        def event(index: int, item: ContactData) -> Event:
-            return ContactUpserted(
-                message_id=_event_id(integration, keyed, index),
+        positions = list(indexes) if indexes is not None else list(range(len(items)))
+        # One request is one moment: its events share the time they were accepted.
+        now = datetime.now(UTC)
+        events: list[Event] = [
+            ContactUpserted(
+                message_id=message_id,
+                occurred_at=now,
                 source="ingest",
                 correlation_id=correlation_id,
                 integration=integration,
                 bulk=bulk,
                 data=item,
             )
-
-        positions = list(indexes) if indexes is not None else list(range(len(items)))
+            for message_id, item in zip(
+                _event_ids(integration, keyed, positions), items, strict=True
+            )
+        ]
         return await self._accept(
-            [event(i, item) for i, item in zip(positions, items, strict=True)],
+            events,
             correlation_id,
             integration,
             keyed,
@@ -134,19 +141,25 @@ class Intake:
         """`indexes`: each item's position in the request's batch (default: 0, 1, ...), which
         its event id derives from; `rejected`: the items left out (`?partial=true`)."""
 
-        def event(index: int, item: InterestData) -> Event:
-            return InterestDeclared(
-                message_id=_event_id(integration, keyed, index),
+        positions = list(indexes) if indexes is not None else list(range(len(items)))
+        # One request is one moment: its events share the time they were accepted.
+        now = datetime.now(UTC)
+        events: list[Event] = [
+            InterestDeclared(
+                message_id=message_id,
+                occurred_at=now,
                 source="ingest",
                 correlation_id=correlation_id,
                 integration=integration,
                 bulk=bulk,
                 data=item,
             )
-
-        positions = list(indexes) if indexes is not None else list(range(len(items)))
+            for message_id, item in zip(
+                _event_ids(integration, keyed, positions), items, strict=True
+            )
+        ]
         return await self._accept(
-            [event(i, item) for i, item in zip(positions, items, strict=True)],
+            events,
             correlation_id,
             integration,
             keyed,
@@ -219,3 +232,9 @@ class Intake:
 
 def _event_id(integration: str, keyed: Keyed | None, index: int) -> UUID:
     return event_id(integration, keyed.key, index) if keyed is not None else uuid4()
+
+
+def _event_ids(integration: str, keyed: Keyed | None, indexes: Sequence[int]) -> list[UUID]:
+    if keyed is not None:
+        return event_ids(integration, keyed.key, indexes)
+    return [uuid4() for _ in indexes]

@@ -9,6 +9,7 @@ from services.ingest.idempotency import (
     Verdict,
     check_key,
     event_id,
+    event_ids,
     fingerprint,
     judge,
 )
@@ -42,3 +43,8 @@ def test_verdicts() -> None:
     pending = Stored(PRINT, "pending", None, NOW)
     assert judge(pending, PRINT, NOW + timedelta(seconds=5)) is Verdict.IN_PROGRESS
     assert judge(pending, PRINT, NOW + ABANDONED_AFTER + timedelta(seconds=1)) is Verdict.PROCEED
+
+
+def test_event_ids_of_a_batch_are_each_items_event_id() -> None:
+    indexes = [0, 1, 7, 10, 999]
+    assert event_ids("crm", "key-1", indexes) == [event_id("crm", "key-1", i) for i in indexes]
