@@ -89,7 +89,8 @@ class Settings(BaseSettings):
 
     # Ingest limits: a request over them is refused before anything is published.
     ingest_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
-    ingest_max_batch_items: int = Field(default=1000, ge=1, le=10_000)
+    # Items per batch request: at most services/ingest/schemas.py's MAX_BATCH_ITEMS (1,000), a
+    # limit of the API's schema (the OpenAPI document says it), not a setting.
     # Interests for one person (the same source and external_id) in one request: a batch
     # declaring more for someone is refused (or, with ?partial=true, the later ones are).
     ingest_max_interests_per_person: int = Field(default=100, ge=1, le=10_000)
