@@ -82,6 +82,41 @@ class Answer(Generic[A]):
     replayed: bool = False
 
 
+class _Batch:
+    """What every event of one batch request carries besides its item."""
+
+    def __init__(
+        self,
+        correlation_id: str,
+        integration: str,
+        keyed: Keyed | None,
+        bulk: bool,
+        indexes: Sequence[int] | None,
+        count: int,
+    ) -> None:
+        self.correlation_id = correlation_id
+        self.integration = integration
+        self.keyed = keyed
+        self.bulk = bulk
+        self.positions = list(indexes) if indexes is not None else list(range(count))
+
+    def fields(self) -> list[dict[str, Any]]:
+        """The envelope fields of each item's event, in order."""
+        # One request is one moment: its events share the time they were accepted.
+        now = datetime.now(UTC)
+        return [
+            {
+                "message_id": message_id,
+                "occurred_at": now,
+                "source": "ingest",
+                "correlation_id": self.correlation_id,
+                "integration": self.integration,
+                "bulk": self.bulk,
+            }
+            for message_id in _event_ids(self.integration, self.keyed, self.positions)
+        ]
+
+
 class Intake:
     def __init__(self, publisher: Publisher, keys: IdempotencyKeys | None = None) -> None:
         self._publisher = publisher
@@ -100,32 +135,12 @@ class Intake:
     ) -> Answer[BatchAccepted]:
         """`indexes`: each item's position in the request's batch (default: 0, 1, ...), which
         its event id derives from; `rejected`: the items left out (`?partial=true`)."""
-
-        positions = list(indexes) if indexes is not None else list(range(len(items)))
-        # One request is one moment: its events share the time they were accepted.
-        now = datetime.now(UTC)
+        envelope = _Batch(correlation_id, integration, keyed, bulk, indexes, len(items))
         events: list[Event] = [
-            ContactUpserted(
-                message_id=message_id,
-                occurred_at=now,
-                source="ingest",
-                correlation_id=correlation_id,
-                integration=integration,
-                bulk=bulk,
-                data=item,
-            )
-            for message_id, item in zip(
-                _event_ids(integration, keyed, positions), items, strict=True
-            )
+            ContactUpserted(data=item, **fields)
+            for item, fields in zip(items, envelope.fields(), strict=True)
         ]
-        return await self._accept(
-            events,
-            correlation_id,
-            integration,
-            keyed,
-            BatchAccepted,
-            {"indexes": positions, "rejected": list(rejected)},
-        )
+        return await self._accept_batch(events, envelope, rejected)
 
     async def accept_interests(
         self,
@@ -138,33 +153,24 @@ class Intake:
         indexes: Sequence[int] | None = None,
         rejected: Sequence[RejectedItem] = (),
     ) -> Answer[BatchAccepted]:
-        """`indexes`: each item's position in the request's batch (default: 0, 1, ...), which
-        its event id derives from; `rejected`: the items left out (`?partial=true`)."""
-
-        positions = list(indexes) if indexes is not None else list(range(len(items)))
-        # One request is one moment: its events share the time they were accepted.
-        now = datetime.now(UTC)
+        """As accept_contacts, for interests."""
+        envelope = _Batch(correlation_id, integration, keyed, bulk, indexes, len(items))
         events: list[Event] = [
-            InterestDeclared(
-                message_id=message_id,
-                occurred_at=now,
-                source="ingest",
-                correlation_id=correlation_id,
-                integration=integration,
-                bulk=bulk,
-                data=item,
-            )
-            for message_id, item in zip(
-                _event_ids(integration, keyed, positions), items, strict=True
-            )
+            InterestDeclared(data=item, **fields)
+            for item, fields in zip(items, envelope.fields(), strict=True)
         ]
+        return await self._accept_batch(events, envelope, rejected)
+
+    async def _accept_batch(
+        self, events: list[Event], batch: _Batch, rejected: Sequence[RejectedItem]
+    ) -> Answer[BatchAccepted]:
         return await self._accept(
             events,
-            correlation_id,
-            integration,
-            keyed,
+            batch.correlation_id,
+            batch.integration,
+            batch.keyed,
             BatchAccepted,
-            {"indexes": positions, "rejected": list(rejected)},
+            {"indexes": batch.positions, "rejected": list(rejected)},
         )
 
     async def accept_erasure(
