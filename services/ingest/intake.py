@@ -135,12 +135,12 @@ class Intake:
     ) -> Answer[BatchAccepted]:
         """`indexes`: each item's position in the request's batch (default: 0, 1, ...), which
         its event id derives from; `rejected`: the items left out (`?partial=true`)."""
-        envelope = _Batch(correlation_id, integration, keyed, bulk, indexes, len(items))
+        batch = _Batch(correlation_id, integration, keyed, bulk, indexes, len(items))
         events: list[Event] = [
             ContactUpserted(data=item, **fields)
-            for item, fields in zip(items, envelope.fields(), strict=True)
+            for item, fields in zip(items, batch.fields(), strict=True)
         ]
-        return await self._accept_batch(events, envelope, rejected)
+        return await self._accept_batch(events, batch, rejected)
 
     async def accept_interests(
         self,
@@ -154,12 +154,12 @@ class Intake:
         rejected: Sequence[RejectedItem] = (),
     ) -> Answer[BatchAccepted]:
         """As accept_contacts, for interests."""
-        envelope = _Batch(correlation_id, integration, keyed, bulk, indexes, len(items))
+        batch = _Batch(correlation_id, integration, keyed, bulk, indexes, len(items))
         events: list[Event] = [
             InterestDeclared(data=item, **fields)
-            for item, fields in zip(items, envelope.fields(), strict=True)
+            for item, fields in zip(items, batch.fields(), strict=True)
         ]
-        return await self._accept_batch(events, envelope, rejected)
+        return await self._accept_batch(events, batch, rejected)
 
     async def _accept_batch(
         self, events: list[Event], batch: _Batch, rejected: Sequence[RejectedItem]
