@@ -5,6 +5,7 @@ machine, so this suite runs on its own, never beside other tests."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -12,9 +13,11 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import aio_pika
 import httpx
 import pytest
 
+from shared.topology import INGRESS_EXCHANGE
 from tests.e2e.conftest import Stack, running_stack
 from tests.support.processes import ServiceProcess
 
@@ -60,30 +63,36 @@ class Workload:
 
     def introduce(self, client: httpx.Client) -> None:
         pair = Pair(uuid.uuid4().hex[:10])
-        people = [
-            {
-                "source": "faults",
-                "external_id": f"{pair.run}-{side}",
-                "name": f"{side.upper()} {pair.run}",
-                "email": email,
-                "timezone": "UTC",
-            }
-            for side, email in zip("ab", pair.emails, strict=True)
-        ]
-        requests = [("/v1/contacts", {"items": people})] + [
-            (
-                "/v1/interests",
-                {"source": "faults", "external_id": p["external_id"], "topic": f"fault {pair.run}"},
-            )
-            for p in people
-        ]
         ok = True
-        for path, body in requests:
+        for path, body in _pair_requests(pair):
             try:
                 ok = ok and client.post(path, json=body).status_code == 202
             except httpx.HTTPError:
                 ok = False
         (self.accepted if ok else self.refused).append(pair)
+
+    async def introduce_over_ingress(self, amqp_url: str, copies: int = 2) -> None:
+        """The same requests as `introduce`, published to the AMQP ingress exchange instead,
+        each message `copies` times with the same message id (a redelivery, as an integration
+        that retries after a lost confirm makes one); accepted once RabbitMQ confirmed all."""
+        pair = Pair(uuid.uuid4().hex[:10])
+        connection = await aio_pika.connect_robust(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange(INGRESS_EXCHANGE.name)
+            for path, body in _pair_requests(pair):
+                message_id = str(uuid.uuid4())
+                for _ in range(copies):
+                    await exchange.publish(
+                        aio_pika.Message(
+                            json.dumps(body).encode(),
+                            message_id=message_id,
+                            content_type="application/json",
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=path.removeprefix("/v1/"),
+                    )
+        self.accepted.append(pair)
 
     def run_in_background(self, pause: float = 0.05) -> None:
         def loop() -> None:
@@ -132,6 +141,28 @@ def workload(stack: Stack) -> Iterator[Workload]:
     created = Workload(stack)
     yield created
     created.stop()
+
+
+def _pair_requests(pair: Pair) -> list[tuple[str, dict[str, object]]]:
+    """Two people and one shared topic: the contacts, then each one's interest."""
+    people = [
+        {
+            "source": "faults",
+            "external_id": f"{pair.run}-{side}",
+            "name": f"{side.upper()} {pair.run}",
+            "email": email,
+            "timezone": "UTC",
+        }
+        for side, email in zip("ab", pair.emails, strict=True)
+    ]
+    contacts: tuple[str, dict[str, object]] = ("/v1/contacts", {"items": people})
+    return [contacts] + [
+        (
+            "/v1/interests",
+            {"source": "faults", "external_id": p["external_id"], "topic": f"fault {pair.run}"},
+        )
+        for p in people
+    ]
 
 
 def wait_ready(processes: list[ServiceProcess], within: float = RECOVERY_SECONDS) -> float:

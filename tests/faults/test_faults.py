@@ -8,15 +8,20 @@ import asyncio
 import json
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import aio_pika
 import pytest
 
+from services.ingest.ingress import REASON_HEADER
 from shared.events import DeliveryJobData, DeliveryRequested, encode_batch
 from shared.topology import (
     CONSUMER_QUEUES,
     DELIVERY_QUEUE,
+    INGRESS_CONTACTS,
+    INGRESS_EXCHANGE,
+    INGRESS_QUEUE,
     MATCHER_QUEUE,
     NOTIFIER_QUEUE,
 )
@@ -27,6 +32,7 @@ from tests.support.processes import ServiceProcess
 from tests.support.tcp_proxy import tcp_proxy
 
 pytestmark = pytest.mark.faults
+POISON = b"\x00 not an event batch"  # neither JSON nor an event: no consumer can read it
 REPORT = Path(__file__).resolve().parents[2] / ".roac" / "fault-report.jsonl"
 
 
@@ -112,12 +118,15 @@ def test_each_service_stopped_gracefully_mid_burst(
 
 
 async def _publish_raw(url: str, routing_key: str, body: bytes, *, exchange: str = "") -> None:
+    """Published as is, with a message id (the ingress requires one), persistent, confirmed."""
     connection = await connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         target = channel.default_exchange if not exchange else await channel.get_exchange(exchange)
         await target.publish(
-            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            aio_pika.Message(
+                body, message_id=str(uuid.uuid4()), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+            ),
             routing_key=routing_key,
         )
 
@@ -142,7 +151,7 @@ def test_a_duplicated_and_a_poison_message_on_every_queue(stack: Stack, workload
     assert len(proposal_bodies) == 1 and stack.sink.wait_for(pair.emails[0], within=10)
     delivery_id = asyncio.run(_first_delivery_id(stack, pair.emails[0]))
 
-    async def duplicate_and_poison() -> dict[str, str]:
+    async def duplicate_and_poison() -> tuple[dict[str, str], str]:
         # Exact copies (same event ids) of what each queue already handled...
         for body in interest_bodies:
             await _publish_raw(url, MATCHER_QUEUE.name, body)
@@ -153,28 +162,42 @@ def test_a_duplicated_and_a_poison_message_on_every_queue(stack: Stack, workload
             data=DeliveryJobData(delivery_id=delivery_id, generation=0),
         )
         await _publish_raw(url, DELIVERY_QUEUE.name, encode_batch([job]))
-        # ...and something no consumer can read.
+        # ...a pair through the AMQP ingress, every message of it published twice...
+        await workload.introduce_over_ingress(url, copies=2)
+        # ...and something no consumer can read, on every queue including the ingress.
+        queues = [*CONSUMER_QUEUES, INGRESS_QUEUE]
         for queue in CONSUMER_QUEUES:
-            await _publish_raw(url, queue.name, b"\x00 not an event batch")
+            await _publish_raw(url, queue.name, POISON)
+        await _publish_raw(url, INGRESS_CONTACTS, POISON, exchange=INGRESS_EXCHANGE.name)
         parked = {}
+        reason = ""
         connection = await connect(url)
         async with connection:
             channel = await connection.channel()
-            for queue in CONSUMER_QUEUES:
+            for queue in queues:
                 dlq = await channel.declare_queue(queue.dead_letter_queue, passive=True)
                 message = await wait_for_message(dlq, within=15)
                 parked[queue.name] = (
                     message.body[:20].decode(errors="replace") if message else "NOTHING"
                 )
-        return parked
+                if message is not None and queue is INGRESS_QUEUE:
+                    reason = str(message.headers.get(REASON_HEADER, ""))
+        return parked, reason
 
-    parked = asyncio.run(duplicate_and_poison())
+    parked, ingress_reason = asyncio.run(duplicate_and_poison())
     assert all(body.startswith("\x00 not an event") for body in parked.values()), parked
-    # The services kept working, and the duplicates changed nothing.
+    assert ingress_reason, "the ingress parked its poison message without a reason"
+    # The services kept working, and the duplicates changed nothing: the pair sent twice over
+    # the ingress is introduced once, like the pairs after it.
     with stack.client() as client:
         workload.introduce(client)
     figures = workload.check(within=20)
-    report("duplicate and poison on every queue", parked=sorted(parked), **figures)
+    report(
+        "duplicate and poison on every queue",
+        parked=sorted(parked),
+        ingress_reason=ingress_reason[:80],
+        **figures,
+    )
 
 
 async def _first_delivery_id(stack: Stack, email: str) -> object:
