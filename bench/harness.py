@@ -69,3 +69,37 @@ class Stopwatch:
 
 def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}/s" if seconds > 0 else "n/a"
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def wait_until_quiet(
+    busy_below: float = 0.15, quiet_for: float = 10.0, at_most: float = 300.0
+) -> tuple[float, float]:
+    """Wait until the machine's CPU use (all cores) stays under `busy_below` for `quiet_for`
+    seconds, at most `at_most`; return (seconds waited, busy share of the last interval).
+
+    A benchmark leaves work behind after its processes are gone: RabbitMQ deletes a vhost's
+    quorum queues and compacts their logs, PostgreSQL drops a database, checkpoints and
+    vacuums. The next figure must not pay for it."""
+    started = time.monotonic()
+    quiet_since = started
+    busy_share = 1.0
+    before = _cpu_times()
+    while True:
+        time.sleep(1.0)
+        after = _cpu_times()
+        busy, total = after[0] - before[0], after[1] - before[1]
+        before = after
+        busy_share = busy / total if total else 0.0
+        now = time.monotonic()
+        if busy_share >= busy_below:
+            quiet_since = now
+        if now - quiet_since >= quiet_for or now - started >= at_most:
+            return now - started, busy_share

@@ -88,6 +88,8 @@ async def _load(stack: BenchStack, events_per_second: float, seconds: float, run
             if now >= next_sample:
                 sample = await asyncio.to_thread(_depths, stack.infra.vhost)
                 run.backlog.append((now - started, sample))
+                # As it goes: a slowdown inside a long run shows when it happened.
+                print(f"  {now - started:5.0f} s: ready messages {sample}", flush=True)
                 next_sample += 10
             if now < next_at:
                 await asyncio.sleep(next_at - now)
@@ -107,6 +109,25 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _print_by_minute(run: Run, arrived: dict[str, float]) -> None:
+    """p50 / p99 of the pairs accepted in each minute of the run."""
+    if not run.accepted_at:
+        return
+    first = min(run.accepted_at.values())
+    minutes: dict[int, list[float]] = {}
+    for recipient, accepted in run.accepted_at.items():
+        if recipient in arrived:
+            minutes.setdefault(int((accepted - first) // 60), []).append(
+                arrived[recipient] - accepted
+            )
+    for minute, values in sorted(minutes.items()):
+        print(
+            f"  minute {minute + 1}: p50 {_quantile(values, 0.5):.2f} s, "
+            f"p99 {_quantile(values, 0.99):.2f} s ({len(values):,} introductions)",
+            flush=True,
+        )
+
+
 def measure(
     stack: BenchStack, http_port: int, *, events_per_second: float = 200, minutes: float = 10
 ) -> dict[str, float]:
@@ -121,6 +142,7 @@ def measure(
             break
         time.sleep(1)
     latencies = [arrived[r] - t for r, t in run.accepted_at.items() if r in arrived]
+    _print_by_minute(run, arrived)
     half = [s for t, s in run.backlog if t >= minutes * 30]
     peak_second_half = max((sum(s.values()) for s in half), default=0)
     return {

@@ -27,7 +27,7 @@ from bench import (
     postgres_ceiling,
     round_quality,
 )
-from bench.harness import bench_stack
+from bench.harness import bench_stack, wait_until_quiet
 from tests.support.infra import free_port
 
 NOTES = """## What was measured
@@ -71,9 +71,9 @@ NOTES = """## What was measured
 - **assignment quality**: `bench/assignment_quality.py` builds top-k shared-interest candidate
   graphs (degree ~10, hidden communities, a few isolated people) and compares the round's
   assignment with networkx's exact `max_weight_matching(maxcardinality=True)` on the same graph:
-  total weight and people placed in pairs, at 1,000 people (and at 5,000 with
-  `python -m bench.assignment_quality --sizes 1000 5000`: networkx alone takes 10-16 minutes
-  there); and times the assignment alone at 5,000 and 100,000.
+  total weight and people placed in pairs, at 1,000 and 5,000 people (networkx alone takes 10-16
+  minutes at 5,000; `python -m bench.assignment_quality --sizes 1000 5000` runs the same alone);
+  and times the assignment alone at 100,000.
 - **import**: `bench/import_bench.py` writes a CSV of 1,000,000 people with 5 interests each
   (Zipf-like topics), runs `roac import` on it against ingest and the matcher (batches of 1,000,
   8 in flight), and waits until the matcher has applied every person and interest; it samples
@@ -107,6 +107,12 @@ def main() -> None:
         rows.append((name, value))
         print(f"{name}: {value}", flush=True)
 
+    def settle(before: str) -> None:
+        # Each figure on a machine the previous one has finished with (wait_until_quiet).
+        waited, busy = wait_until_quiet()
+        print(f"({waited:.0f} s until the machine was quiet before {before}; {busy:.0%} busy)")
+
+    settle("RabbitMQ ceiling")
     with bench_stack() as stack:
         ceiling = asyncio.run(broker_ceiling.measure(stack.infra))
     publish_ceiling = ceiling["publish_msgs_per_s"]
@@ -119,11 +125,13 @@ def main() -> None:
         f"{ceiling['consume_msgs_per_s']:,.0f} msg/s",
     )
 
+    settle("PostgreSQL ceiling")
     with bench_stack() as stack:
         pg = asyncio.run(postgres_ceiling.measure(stack.infra))
     record("PostgreSQL ceiling: asyncpg COPY", f"{pg['copy_rows_per_s']:,.0f} rows/s")
     record("PostgreSQL ceiling: asyncpg executemany", f"{pg['executemany_rows_per_s']:,.0f} rows/s")
 
+    settle("ingest")
     with bench_stack("ingest") as stack:
         ingest = ingest_throughput.measure(stack)
     record(
@@ -144,6 +152,7 @@ def main() -> None:
         f"{ingest['batched_events_per_s'] / publish_ceiling:.1f}",
     )
 
+    settle("matcher")
     with bench_stack() as stack:
         matcher = asyncio.run(matcher_throughput.measure(stack))
     record(
@@ -155,6 +164,7 @@ def main() -> None:
     )
     record("matcher: proposals made during the run", f"{matcher['proposals']:,.0f}")
 
+    settle("notifier")
     smtp_port, http_port = free_port(), free_port()
     sinks = notifier_throughput.start_sinks(smtp_port, http_port)
     try:
@@ -176,6 +186,7 @@ def main() -> None:
         f"{notifier['webhooks_per_s']:,.0f} deliveries/s",
     )
 
+    settle("end to end")
     steady = latency.measure_alone(args.latency_minutes)
     minutes = f"{args.latency_minutes:g} min"
     record(
@@ -191,6 +202,7 @@ def main() -> None:
         "end to end: queue backlog (ready messages), peak in the second half / at the end",
         f"{steady['backlog_peak_second_half']:.0f} / {steady['backlog_at_end']:.0f}",
     )
+    settle("rounds")
     rounds = round_quality.measure(people=2000, rounds=5, speed_people=100_000, seed=7)
     quality = rounds["quality"]
     first = quality["rounds"][0]
@@ -221,10 +233,10 @@ def main() -> None:
         f"{speed['groups']:,} groups",
     )
 
-    # networkx's exact matching takes 10-16 minutes at 5,000 people here: make bench compares at
-    # 1,000 and times 5,000 and 100,000; `python -m bench.assignment_quality --sizes 1000 5000`
-    # runs the 5,000-person comparison.
-    for row in assignment_quality.run([1_000, 5_000], skip_exact_above=1_000):
+    settle("assignment")
+    # The issue's two sizes, each against networkx's exact optimum (10-16 minutes of blossom at
+    # 5,000 people here: the longest part of make bench after the steady-load run).
+    for row in assignment_quality.run([1_000, 5_000], skip_exact_above=5_000):
         people = f"{int(row['people']):,} people, isolated fraction {row['isolated']:g}"
         if "exact_weight" in row:
             record(
@@ -241,6 +253,7 @@ def main() -> None:
                 f"{row['assign_s']:.2f} s, {int(row['assign_placed']):,} in pairs",
             )
 
+    settle("live matching")
     live = live_latency.run(people=1_000_000, events=2000)
     record(
         f"live matching with {live['people']:,} people / {live['interests']:,} interests "
@@ -249,6 +262,7 @@ def main() -> None:
     )
 
     if args.import_people:
+        settle("import")
         imported = import_bench.measure(args.import_people, 5 * args.import_people)
         size = f"{args.import_people:,} people / {5 * args.import_people:,} interests"
         record(
