@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import sys
@@ -17,6 +18,9 @@ from shared.settings import Settings
 
 T = TypeVar("T")
 
+# Allocations between young-generation collections (CPython default: 700).
+GC_YOUNG_THRESHOLD = 20_000
+
 app = typer.Typer(
     help="roac: random acts of connection. Every setting is a ROAC_* environment variable.",
     no_args_is_help=True,
@@ -27,11 +31,22 @@ app = typer.Typer(
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a service's main coroutine on uvloop (libuv) when installed: the services are I/O
     bound, and uvloop roughly halves the event loop's cost per message."""
+    _tune_garbage_collector()
     try:
         import uvloop
     except ImportError:
         return asyncio.run(coroutine)
     return uvloop.run(coroutine)
+
+
+def _tune_garbage_collector() -> None:
+    """Collect cycles less often, and never walk what start-up loaded. Decoding one message of
+    1,000 events allocates enough for about ten young collections under CPython's defaults (one
+    per 700 allocations), and every tenth message or so a full one, which walked the ~100,000
+    objects start-up leaves behind each time. Peak memory did not change (docs/import.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
 def _settings() -> Settings:
