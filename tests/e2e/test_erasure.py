@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from shared.erasure import erasure_digest
-from tests.e2e.conftest import Stack, new_person, run_id
+from tests.e2e.conftest import Stack, new_person, run_id, zone_at
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +25,6 @@ def _post(client: httpx.Client, path: str, body: object = None) -> httpx.Respons
     response = client.post(path, json=body) if body is not None else client.post(path)
     assert response.status_code == 202, response.text
     return response
-
-
-def _zone_at(local_hour: int) -> str:
-    """A fixed-offset zone where it is now `local_hour` o'clock (Etc/GMT-N is UTC+N)."""
-    offset = (local_hour - datetime.now(UTC).hour) % 24
-    if offset > 14:
-        offset -= 24
-    return f"Etc/GMT{-offset:+d}"
 
 
 async def _query(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -171,8 +162,8 @@ def test_erasing_an_unknown_person_is_accepted_and_bad_paths_are_422(stack: Stac
 
 def test_opt_out_stops_an_introduction_held_for_quiet_hours(stack: Stack) -> None:
     run = run_id()
-    sleeping = new_person(run, 0, timezone=_zone_at(3))  # 03:00 there: held until morning
-    awake = new_person(run, 1, timezone=_zone_at(12))
+    sleeping = new_person(run, 0, timezone=zone_at(3))  # 03:00 there: held until morning
+    awake = new_person(run, 1, timezone=zone_at(12))
     rare = f"opt-out tested topic {run}"
     with stack.client() as client:
         _others(client, run)

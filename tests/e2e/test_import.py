@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.e2e.conftest import Stack, new_person, run_id
+from tests.e2e.conftest import Stack, new_person, run_id, zone_at
 from tests.support.infra import API_KEY
 
 pytestmark = pytest.mark.e2e
@@ -69,7 +69,7 @@ def _wait_for(stack: Stack, run: str, people: int, interests: int) -> tuple[int,
 
 
 def _person(run: str, i: int) -> str:
-    return f"e2e,{run}-{i},Person {i} {run},p{i}.{run}@example.org,Org {i},Europe/Berlin,,,,\n"
+    return f"e2e,{run}-{i},Person {i} {run},p{i}.{run}@example.org,Org {i},{zone_at(12)},,,,\n"
 
 
 def test_import_reports_each_bad_line_and_introduces_nobody(stack: Stack, tmp_path: Path) -> None:
