@@ -32,7 +32,8 @@ def make_broker(settings: Settings, *, service: str, prefetch: int | None = None
         app_id=f"roac-{service}",
         logger=logging.getLogger(f"roac.{service}.broker"),
         log_level=logging.DEBUG,
-        graceful_timeout=30.0,
+        # In-flight handlers get most of the shutdown budget; the rest closes the connections.
+        graceful_timeout=max(1.0, settings.shutdown_timeout_seconds - 5.0),
         reconnect_interval=2.0,
     )
 

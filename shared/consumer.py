@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,7 @@ from shared.events import EventBatch, decode_batch
 from shared.logs import correlation_id
 from shared.metrics import EVENT_AGE_SECONDS, MESSAGE_HANDLING_SECONDS, MESSAGES_HANDLED
 from shared.redelivery import requeue_delay
+from shared.shutdown import pause
 
 log = logging.getLogger("roac.consumer")
 
@@ -82,7 +82,7 @@ async def handle_message(
             delay,
             exc,
         )
-        await asyncio.sleep(delay)
+        await pause(delay)  # cut short by a shutdown: the message goes back at once
         MESSAGES_HANDLED.labels(service, queue, "requeued").inc()
         raise NackMessage(requeue=True) from exc
     except Exception as exc:

@@ -22,10 +22,14 @@ from shared.http_app import http_app
 from shared.ops import router as ops_router
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
+from shared.shutdown import ShutdownSteps
 from shared.topology import declare_topology
 
 log = logging.getLogger("roac.runtime")
 T = TypeVar("T")
+CHECK_SECONDS = 5.0  # the longest a readiness check of the consumers may take
+# In-flight HTTP requests get this long once a shutdown begins (then the lifespan's steps run).
+HTTP_SHUTDOWN_SECONDS = 5
 BackgroundLoop = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -61,6 +65,7 @@ def consumer_app(
     background: Sequence[BackgroundLoop] = (),
     routers: Sequence[APIRouter] = (),
     on_close: Sequence[Callable[[], Awaitable[None]]] = (),
+    shutdown_seconds: float = 20.0,
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,19 +81,17 @@ def consumer_app(
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            steps = ShutdownSteps(title, budget_seconds=shutdown_seconds)
+            await steps.step("background tasks", cancel_all(tasks), within=5)
             # Stops consuming, waits for in-flight handlers (graceful_timeout), disconnects.
-            await broker.stop()
+            await steps.step("consumers and broker", broker.stop(), within=shutdown_seconds)
             for close in on_close:
-                await close()
-            await consumers_present.close()
-            await database_answers.close()
-            await pool.close()
-            log.info("%s shut down gracefully", title)
+                await steps.step(getattr(close, "__qualname__", "close"), close(), within=5)
+            await steps.step("consumer check connection", consumers_present.close(), within=2)
+            await steps.step("database check connection", database_answers.close(), within=2)
+            await steps.step("database pool", close_pool(pool), within=5)
+            steps.finish()
+            app.state.clean_shutdown = steps.clean
 
     consumers_present = ConsumerCheck(broker, amqp_url)
     database_answers = DatabaseCheck(database_url)
@@ -108,6 +111,24 @@ def consumer_app(
     return app
 
 
+async def cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close the pool; a connection never released (a handler cut short) is terminated rather
+    than waited for, which asyncpg's close() would do forever."""
+    try:
+        await pool.close()
+    except asyncio.CancelledError:
+        pool.terminate()
+        raise
+
+
 class ConsumerCheck:
     """Whether every subscriber consumes, as RabbitMQ sees it: its channel is open and its queue
     counts at least one consumer. FastStream's own `running` flag stays true while a broker
@@ -125,19 +146,20 @@ class ConsumerCheck:
         if not subscribers:
             return False
         try:
-            if self._connection is None or self._connection.is_closed:
-                self._connection = await aio_pika.connect(self._url, timeout=5)
-            async with self._connection.channel(publisher_confirms=False) as channel:
-                for subscriber in subscribers:
-                    # FastStream keeps the aio-pika queue a subscriber consumes from.
-                    queue = getattr(subscriber, "_queue_obj", None)
-                    if not subscriber.running or queue is None or queue.channel.is_closed:
-                        return False
-                    declared = await asyncio.wait_for(
-                        channel.declare_queue(queue.name, passive=True), 5.0
-                    )
-                    if not declared.declaration_result.consumer_count:
-                        return False
+            # One bound for the whole check (connect, channel, declares): a readiness request
+            # that never returns would also hold up the server's shutdown.
+            async with asyncio.timeout(CHECK_SECONDS):
+                if self._connection is None or self._connection.is_closed:
+                    self._connection = await aio_pika.connect(self._url, timeout=CHECK_SECONDS)
+                async with self._connection.channel(publisher_confirms=False) as channel:
+                    for subscriber in subscribers:
+                        # FastStream keeps the aio-pika queue a subscriber consumes from.
+                        queue = getattr(subscriber, "_queue_obj", None)
+                        if not subscriber.running or queue is None or queue.channel.is_closed:
+                            return False
+                        declared = await channel.declare_queue(queue.name, passive=True)
+                        if not declared.declaration_result.consumer_count:
+                            return False
         except (Exception, TimeoutError):  # noqa: BLE001 - any failure here means "not consuming"
             await self.close()
             return False
@@ -152,18 +174,24 @@ class ConsumerCheck:
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGINT/SIGTERM after a graceful shutdown, so the process would end
-    "killed by signal"; here a signal only asks the server to exit and the process exits 0."""
+    "killed by signal"; here a signal only asks the server to exit, and the process exits 0
+    once everything stopped within its bound (1 if something had to be cut short)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             yield
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        # A second signal makes uvicorn skip waiting for open requests.
+        log.info("%s received: shutting down", sig.name)
+        self.handle_exit(sig, None)
 
 
 async def serve(app: FastAPI, *, host: str, port: int) -> None:
@@ -176,8 +204,11 @@ async def serve(app: FastAPI, *, host: str, port: int) -> None:
         log_level="warning",
         access_log=False,
         log_config=None,
+        timeout_graceful_shutdown=HTTP_SHUTDOWN_SECONDS,
     )
     server = _Server(config)
     await server.serve()
     if not server.started:
         raise SystemExit(f"{app.title} did not start; see the errors above")
+    if not getattr(app.state, "clean_shutdown", True):
+        raise SystemExit(1)  # work was cut short (logged): redelivered, but worth a look

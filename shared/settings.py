@@ -115,6 +115,10 @@ class Settings(BaseSettings):
 
     # Consumers: AMQP messages handled concurrently per process (each may hold many events).
     consumer_prefetch: int = Field(default=32, ge=1, le=1000)
+    # After SIGTERM (and 5 s for open HTTP requests): the longest a service takes to finish its
+    # in-flight messages and close everything (shared/shutdown.py). Keep the sum below the
+    # orchestrator's grace period (Kubernetes: 30 s; docker-compose.yml sets 30 s).
+    shutdown_timeout_seconds: float = Field(default=20.0, ge=1, le=600)
 
     log_level: str = "INFO"
     log_format: Literal["console", "json"] = "console"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -34,10 +35,19 @@ from shared.http_app import http_app
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
 from shared.ops import router as ops_router
-from shared.runtime import ConsumerCheck, open_pool, retry_until_ready, serve
+from shared.runtime import (
+    ConsumerCheck,
+    cancel_all,
+    close_pool,
+    open_pool,
+    retry_until_ready,
+    serve,
+)
 from shared.settings import Settings
+from shared.shutdown import ShutdownSteps
 from shared.topology import declare_topology
 
+log = logging.getLogger("roac.ingest")
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
@@ -83,17 +93,20 @@ def connected_lifespan(settings: Settings) -> Lifespan:
         app.state.intake = Intake(publisher, keys)
         app.state.readiness = readiness
         cleanup = asyncio.create_task(_forget_old_keys(keys), name="idempotency-cleanup")
+        log.info("roac ingest started")
         try:
             yield
         finally:
-            cleanup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cleanup
+            steps = ShutdownSteps("roac ingest", budget_seconds=settings.shutdown_timeout_seconds)
+            await steps.step("idempotency cleanup", cancel_all([cleanup]), within=5)
             # Stops consuming the ingress and waits for its in-flight messages (graceful_timeout).
-            await broker.stop()
-            await consumers_present.close()
-            await database_answers.close()
-            await pool.close()
+            budget = settings.shutdown_timeout_seconds
+            await steps.step("ingress consumer and broker", broker.stop(), within=budget)
+            await steps.step("consumer check connection", consumers_present.close(), within=2)
+            await steps.step("database check connection", database_answers.close(), within=2)
+            await steps.step("database pool", close_pool(pool), within=5)
+            steps.finish()
+            app.state.clean_shutdown = steps.clean
 
     return lifespan
 

@@ -65,6 +65,7 @@ async def build(settings: Settings) -> FastAPI:
         relay=relay,
         background=[rounds.run_forever],
         routers=[api],
+        shutdown_seconds=settings.shutdown_timeout_seconds,
     )
     app.state.rounds = rounds
     app.state.feedback = Feedback(store)

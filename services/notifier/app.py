@@ -108,6 +108,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         background=[expiry],
         routers=[links, api],
         on_close=[smtp.close, session.close],
+        shutdown_seconds=settings.shutdown_timeout_seconds,
     )
     app.state.answers = answers
     app.state.store = store

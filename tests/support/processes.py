@@ -55,6 +55,10 @@ class ServiceProcess:
         raise TimeoutError(f"{self.name} not ready within {within}s:\n{self.tail()}")
 
     @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
     def pid(self) -> int | None:
         """The running process's id (benchmarks read its memory from /proc)."""
         return self._process.pid if self._process is not None else None
