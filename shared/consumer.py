@@ -36,6 +36,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A pooled connection that PostgreSQL's shutdown caught mid-error ("cannot switch to state
+    # 15; another operation (2) is in progress"), seen when PostgreSQL restarted under load: the
+    # next attempt gets a fresh connection.
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.DeadlockDetectedError,

@@ -138,6 +138,11 @@ class Workload:
 
 @pytest.fixture
 def workload(stack: Stack) -> Iterator[Workload]:
+    # The stack outlives each scenario: one that failed with a service down must not fail the
+    # scenarios after it for that reason alone.
+    for process in stack.processes:
+        if not process.running:
+            process.start()
     created = Workload(stack)
     yield created
     created.stop()

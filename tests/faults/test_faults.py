@@ -102,10 +102,14 @@ def test_each_service_stopped_gracefully_mid_burst(
     process: ServiceProcess = getattr(stack, service)
     _burst(workload, 2)
     started = time.monotonic()
-    code = process.stop()
-    stopped_in = time.monotonic() - started
-    assert code == 0, process.tail()  # a clean exit: in-flight work finished first
-    process.start()
+    try:
+        code = process.stop()
+        stopped_in = time.monotonic() - started
+    finally:
+        process.start()
+    # A clean exit within the bound: in-flight work finished first (shared/shutdown.py).
+    assert code == 0, process.tail(200)
+    assert stopped_in < 30, process.tail(200)
     wait_ready(stack.processes)
     time.sleep(2)
     workload.stop()
@@ -131,8 +135,19 @@ async def _publish_raw(url: str, routing_key: str, body: bytes, *, exchange: str
         )
 
 
+async def _purge_dead_letter_queues(url: str) -> None:
+    """Empty every dead-letter queue, so what this scenario finds there is its own. (Anything an
+    earlier scenario parked failed that scenario already: its pair was never introduced.)"""
+    connection = await connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in [*CONSUMER_QUEUES, INGRESS_QUEUE]:
+            await (await channel.declare_queue(queue.dead_letter_queue, passive=True)).purge()
+
+
 def test_a_duplicated_and_a_poison_message_on_every_queue(stack: Stack, workload: Workload) -> None:
     url = stack.infra.amqp_url
+    asyncio.run(_purge_dead_letter_queues(url))
 
     async def capture() -> tuple[list[bytes], list[bytes]]:
         connection = await connect(url)

@@ -145,8 +145,22 @@ async def test_a_malformed_message_is_parked_at_once(
         await broker.stop()
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        asyncpg.PostgresConnectionError("database restarting"),
+        # What a pooled connection raised when PostgreSQL restarted under load (fault suite).
+        asyncpg.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
+    ],
+    ids=["connection", "client-state"],
+)
 async def test_a_transient_failure_is_retried_until_it_succeeds(
-    settings: Settings, test_queue: ConsumerQueue, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    test_queue: ConsumerQueue,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
 ) -> None:
     monkeypatch.setattr(consumer_policy, "requeue_delay", lambda attempts: 0.05)
     attempts: list[int] = []
@@ -154,7 +168,7 @@ async def test_a_transient_failure_is_retried_until_it_succeeds(
     async def apply(batch: EventBatch) -> None:
         attempts.append(1)
         if len(attempts) < 3:
-            raise asyncpg.PostgresConnectionError("database restarting")
+            raise failure
 
     broker = await _consume_with(settings, test_queue, apply, [encode_batch([_event()])])
     try:
