@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from shared.email_address import EmailAddress, check_email
+from shared.text_safety import SINGLE_LINE
 from shared.topics import MAX_TOPIC_LENGTH, normalize_topic
 
 
@@ -52,27 +53,24 @@ def _check_timezone(name: str) -> str:
     return name
 
 
-def _no_line_breaks(text: str) -> str:
-    # Names end up in email headers and chat messages: a line break there is an injection.
-    if "\n" in text or "\r" in text or "\x00" in text:
-        raise ValueError("must not contain line breaks or NUL characters")
-    return text
-
-
+# Every inbound string type ends with SINGLE_LINE (shared/text_safety.py): no control,
+# line-break or bidirectional formatting character, checked on the value as sent. Names end up
+# in email headers and chat messages, where a line break is an injection; PostgreSQL refuses NUL.
 SourceName = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$"
     ),
+    SINGLE_LINE,
 ]
-ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+ExternalId = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256), SINGLE_LINE
+]
 PersonName = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_line_breaks),
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), SINGLE_LINE
 ]
 OrganizationName = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_no_line_breaks)
+    str, StringConstraints(strip_whitespace=True, max_length=200), SINGLE_LINE
 ]
 TagName = Annotated[
     str,
@@ -83,13 +81,21 @@ TagName = Annotated[
         max_length=64,
         pattern=r"^[a-z0-9][a-z0-9_.:-]*$",
     ),
+    SINGLE_LINE,
 ]
-TimezoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_timezone)]
+TimezoneName = Annotated[
+    str, StringConstraints(max_length=64), AfterValidator(_check_timezone), SINGLE_LINE
+]
 Topic = Annotated[
     str,
     StringConstraints(max_length=MAX_TOPIC_LENGTH * 2),
     AfterValidator(normalize_topic),
     StringConstraints(min_length=1, max_length=MAX_TOPIC_LENGTH),
+    SINGLE_LINE,
+]
+ContactEmail = Annotated[EmailAddress, SINGLE_LINE]
+ChannelAddressText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048), SINGLE_LINE
 ]
 
 
@@ -134,7 +140,7 @@ _MATRIX_ROOM = re.compile(r"^![^:\s]+:[^\s]+$")
 
 class ChannelAddress(_Model):
     type: ChannelType
-    address: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
+    address: ChannelAddressText
 
     @model_validator(mode="after")
     def _address_fits_type(self) -> ChannelAddress:
@@ -162,7 +168,7 @@ class ContactRef(_Model):
 
 class ContactData(ContactRef):
     name: PersonName
-    email: EmailAddress | None = None
+    email: ContactEmail | None = None
     organization: OrganizationName | None = None
     timezone: TimezoneName | None = None
     # In preference order; ingest puts `email` first when it is not already listed.
@@ -223,12 +229,13 @@ def _web_url(value: str) -> str:
 
 
 WebUrl = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=2048), AfterValidator(_web_url)
+    str,
+    StringConstraints(strip_whitespace=True, max_length=2048),
+    AfterValidator(_web_url),
+    SINGLE_LINE,
 ]
 ResourceTitle = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=300),
-    AfterValidator(_no_line_breaks),
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300), SINGLE_LINE
 ]
 
 
