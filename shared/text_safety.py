@@ -59,6 +59,9 @@ _CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 def first_unsafe(text: str, *, free_text: bool = False) -> int | None:
     """The index of the first character `text` may not hold, or None when it is safe."""
+    # Every refused character is unprintable (Cc, Cf, Cs, Zl, Zp): the common case is one call.
+    if text.isprintable():
+        return None
     found = (_FREE_TEXT_REFUSED if free_text else _SINGLE_LINE_REFUSED).search(text)
     return None if found is None else found.start()
 
@@ -105,7 +108,8 @@ def check_free_text(text: str) -> str:
 
 class SafeText:
     """The pydantic annotation: checks the raw value (before the type's own trimming and
-    constraints), then lets the annotated type validate it. Put it last in `Annotated[...]`."""
+    constraints), then lets the annotated type validate it. Put it last in `Annotated[...]`.
+    A before-validator around the whole type keeps the type's JSON schema as it is."""
 
     __slots__ = ("free_text",)
 
@@ -118,14 +122,16 @@ class SafeText:
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        check = check_free_text if self.free_text else check_single_line
+        free_text = self.free_text
 
-        def validate(value: Any, inner: core_schema.ValidatorFunctionWrapHandler) -> Any:
+        def validate(value: Any) -> Any:
             if isinstance(value, str):
-                check(value)
-            return inner(value)
+                index = first_unsafe(value, free_text=free_text)
+                if index is not None:
+                    raise _refuse(value, index, free_text=free_text)
+            return value  # anything else is the annotated type's to refuse
 
-        return core_schema.no_info_wrap_validator_function(validate, handler(source))
+        return core_schema.no_info_before_validator_function(validate, handler(source))
 
 
 SINGLE_LINE = SafeText()
