@@ -8,7 +8,6 @@ RabbitMQ confirmed it (202) or nothing was published (503, safe to retry). (A ba
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,8 +29,7 @@ from shared.events import (
     InterestDeclared,
     OptOutData,
 )
-
-_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+from shared.text_safety import kept_correlation_id
 
 
 class Publisher(Protocol):
@@ -43,10 +41,9 @@ class PublishFailed(Exception):
 
 
 def correlation_id_from(header: str | None) -> str:
-    """Keep the caller's correlation id when it is a sane token; otherwise mint one."""
-    if header and _CORRELATION_ID.match(header):
-        return header
-    return str(uuid4())
+    """Keep the caller's correlation id when the whole of it is a sane token (a trailing
+    newline or a space and more is not); otherwise mint one."""
+    return kept_correlation_id(header) or str(uuid4())
 
 
 class IdempotencyKeys(Protocol):

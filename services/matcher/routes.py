@@ -15,6 +15,7 @@ from services.matcher.resources import Resources
 from services.matcher.rounds import PoolNotFound, PoolSpec, Rounds
 from services.matcher.store import PoolRow, RoundRow
 from shared.events import ResourceTitle, SourceName, TagName, Topic, WebUrl
+from shared.text_safety import SINGLE_LINE, kept_correlation_id
 
 api = APIRouter(prefix="/v1", tags=["pools and rounds"])
 
@@ -30,9 +31,9 @@ class Selector(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tags: list[TagName] = Field(default_factory=list, max_length=50)
     sources: list[SourceName] = Field(default_factory=list, max_length=50)
-    organizations: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
-        default_factory=list, max_length=50
-    )
+    organizations: list[
+        Annotated[str, StringConstraints(min_length=1, max_length=200), SINGLE_LINE]
+    ] = Field(default_factory=list, max_length=50)
 
 
 class PoolRules(BaseModel):
@@ -246,9 +247,14 @@ class ResourceOut(BaseModel):
 )
 async def share_resource(body: ResourceIn, request: Request, response: Response) -> ResourceOut:
     resources: Resources = request.app.state.resources
-    correlation = request.headers.get("x-correlation-id") or f"resource-{uuid4()}"
+    # Kept only when the whole header is a sane token (shared/text_safety.py).
+    correlation = kept_correlation_id(request.headers.get("x-correlation-id"))
     shared = await resources.share(
-        body.url, body.title, list(dict.fromkeys(body.topics)), body.limit, correlation[:128]
+        body.url,
+        body.title,
+        list(dict.fromkeys(body.topics)),
+        body.limit,
+        correlation or f"resource-{uuid4()}",
     )
     response.headers["Location"] = f"/v1/resources/{shared.resource_id}"
     return ResourceOut(
