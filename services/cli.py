@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
+from shared.secret_policy import new_secret
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -52,8 +54,11 @@ def _tune_garbage_collector() -> None:
 def _settings() -> Settings:
     try:
         return Settings()
-    except ValueError as exc:
-        typer.echo(f"configuration error: {exc}", err=True)
+    except ValidationError as exc:
+        # Never echo the input: a refused value may be (part of) a secret.
+        for error in exc.errors(include_input=False, include_url=False):
+            setting = "ROAC_" + "_".join(str(part) for part in error["loc"]).upper()
+            typer.echo(f"configuration error: {setting}: {error['msg']}", err=True)
         raise typer.Exit(2) from exc
 
 
@@ -188,16 +193,64 @@ def up(
     env = dict(os.environ)
     dev_key = None
     if not settings.api_key_secrets:
-        dev_key = "dev:" + secrets.token_urlsafe(24)
+        dev_key = f"dev:{new_secret()}"
         env["ROAC_API_KEYS"] = dev_key
-    if not settings.secret_key.get_secret_value():
+    if not settings.link_keyring:
         # Links in messages sent during this run stop working when the stack restarts.
-        env["ROAC_SECRET_KEY"] = secrets.token_urlsafe(48)
+        env["ROAC_LINK_KEYS"] = f"dev:{new_secret()}"
     sys.exit(
         asyncio.run(
             run_stack(settings, env, dev_key=dev_key, sample=sample, mailcatcher=mail_catcher)
         )
     )
+
+
+secrets_app = typer.Typer(
+    help="Secrets for a deployment: each purpose its own, every one strong (the services refuse "
+    "placeholders and low-entropy values at start)."
+)
+app.add_typer(secrets_app, name="secrets")
+
+
+def _link_key_id() -> str:
+    # Sortable by creation, short, and no personal data: the UTC date and a random suffix.
+    return f"k{datetime.now(UTC):%Y%m%d}{secrets.token_hex(2)}"
+
+
+@secrets_app.command("generate")
+def secrets_generate() -> None:
+    """Print fresh secrets as environment lines (KEY=value), ready for a .env file or a
+    Kubernetes Secret: the link key ring and the webhook signing key."""
+    typer.echo(f"ROAC_LINK_KEYS={_link_key_id()}:{new_secret()}")
+    typer.echo(f"ROAC_WEBHOOK_SIGNING_KEY={new_secret()}")
+
+
+@secrets_app.command("rotate-link-keys")
+def secrets_rotate_link_keys(
+    current: Annotated[
+        str, typer.Argument(help="The current ROAC_LINK_KEYS value (or set it in the env)")
+    ] = "",
+    keep: Annotated[int, typer.Option(help="Older keys kept to verify links already sent")] = 2,
+) -> None:
+    """Print a new ROAC_LINK_KEYS value: a new key first (it signs from now on), then the
+    current keys (they still verify links already sent), at most --keep of them."""
+    from shared.settings import parse_link_keys
+
+    raw = current or os.environ.get("ROAC_LINK_KEYS", "")
+    try:
+        ring = parse_link_keys(raw)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    if not ring:
+        typer.echo("no current link keys given: use `roac secrets generate`", err=True)
+        raise typer.Exit(2)
+    kept = ring[: max(keep, 0)]
+    pairs = [(_link_key_id(), new_secret()), *kept]
+    typer.echo("ROAC_LINK_KEYS=" + ",".join(f"{key_id}:{secret}" for key_id, secret in pairs))
+    if len(ring) > len(kept):
+        dropped = ", ".join(key_id for key_id, _ in ring[len(kept) :])
+        typer.echo(f"dropped {dropped}: links signed with it no longer work", err=True)
 
 
 deliveries = typer.Typer(help="Parked deliveries (out of attempts after transient failures).")

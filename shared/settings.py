@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.secret_policy import require_strong
 
 # An API key's name (the integration): in events, metric labels and the api_keys table's CHECK.
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -49,7 +52,12 @@ class Settings(BaseSettings):
     intro_mode: Literal["direct", "double_opt_in"] = "double_opt_in"
     # Where people's browsers reach the notifier's links (accept, decline, unsubscribe).
     public_url: str = "http://127.0.0.1:9102"
-    # Signs those links (HMAC-SHA256). The notifier refuses to start without one.
+    # The link key ring: `id:secret` pairs, comma-separated, newest first. The first signs the
+    # links in messages, every one verifies them (services/notifier/links.py); rotate by putting
+    # a new key first and dropping the oldest once its links expired (a year for unsubscribe).
+    # `roac secrets generate` makes one. The notifier refuses to start without it.
+    link_keys: SecretStr = SecretStr("")
+    # Deprecated: a single link key, used as key id "0" when ROAC_LINK_KEYS is unset.
     secret_key: SecretStr = SecretStr("")
     ask_ttl_seconds: int = Field(default=72 * 3600, ge=1)
     expiry_sweep_seconds: float = Field(default=30.0, gt=0)
@@ -77,8 +85,15 @@ class Settings(BaseSettings):
         "*.environment.api.powerplatform.com"
     )
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Signs the generic JSON webhook (X-Roac-Signature); falls back to secret_key.
-    webhook_secret: SecretStr = SecretStr("")
+    # Server key from which each generic-webhook destination's own `whsec_` secret is derived
+    # (Standard Webhooks; `roac webhooks secret URL` prints one). Never a link key: a receiver
+    # holds only its own secret. Unset: generic webhooks fail permanently (nothing is unsigned).
+    webhook_signing_key: SecretStr = SecretStr("")
+    # Outbound HTTP (webhooks, Slack, Matrix): addresses in these CIDRs (comma-separated) may be
+    # called although private/loopback/link-local (refused otherwise), and http:// is allowed.
+    # For local fake providers and tests; leave both off in production.
+    outbound_allow_private_networks: str = ""
+    outbound_allow_http: bool = False
     slack_bot_token: SecretStr = SecretStr("")
     slack_api_url: str = "https://slack.com/api"
     matrix_homeserver_url: str = ""
@@ -106,6 +121,10 @@ class Settings(BaseSettings):
     match_interest_half_life_days: float = Field(default=365.0, gt=0)
     # Up to this many people sharing a rare topic (and no history) meet as one group; 2: never.
     match_group_max: int = Field(default=6, ge=2, le=6)
+    # Sources (comma-separated) that verify the emails and chat handles they send: identities of
+    # two of them sharing one are merged into one person. Otherwise only identities of the same
+    # source merge, so no integration can take over another's person (docs/matcher.md).
+    identity_verified_sources: str = ""
     # Rounds: candidates kept per person in the sparse graph, and people sampled per topic.
     round_top_k: int = Field(default=10, ge=1, le=200)
     round_candidates_per_topic: int = Field(default=30, ge=1, le=10_000)
@@ -132,14 +151,77 @@ class Settings(BaseSettings):
         parse_api_keys(value.get_secret_value())
         return value
 
+    @field_validator("link_keys")
+    @classmethod
+    def _link_keys_well_formed(cls, value: SecretStr) -> SecretStr:
+        parse_link_keys(value.get_secret_value())
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_strong(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            require_strong("ROAC_SECRET_KEY", value.get_secret_value())
+        return value
+
+    @cached_property
+    def link_keyring(self) -> list[tuple[str, str]]:
+        """The link keys as `(id, secret)`, newest first; empty when none is configured."""
+        ring = parse_link_keys(self.link_keys.get_secret_value())
+        if not ring and self.secret_key.get_secret_value():
+            ring = [("0", self.secret_key.get_secret_value())]
+        return ring
+
     @cached_property
     def allowed_webhook_hosts(self) -> tuple[str, ...]:
         return tuple(h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip())
+
+    @field_validator("outbound_allow_private_networks")
+    @classmethod
+    def _outbound_networks_well_formed(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @cached_property
+    def outbound_allowed_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """ROAC_OUTBOUND_ALLOW_PRIVATE_NETWORKS parsed (services/notifier/outbound.py)."""
+        return parse_networks(self.outbound_allow_private_networks)
 
     @cached_property
     def api_key_secrets(self) -> dict[str, str]:
         """The configured API keys as `{name: secret}`."""
         return parse_api_keys(self.api_keys.get_secret_value())
+
+    @field_validator("identity_verified_sources")
+    @classmethod
+    def _verified_sources_well_formed(cls, value: str) -> str:
+        parse_sources(value)
+        return value
+
+    @cached_property
+    def verified_sources(self) -> frozenset[str]:
+        """ROAC_IDENTITY_VERIFIED_SOURCES parsed (services/matcher/identity_keys.py)."""
+        return parse_sources(self.identity_verified_sources)
+
+
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def parse_sources(raw: str) -> frozenset[str]:
+    """Parse `crm, forum` (source names as ingest accepts them); raise a readable ValueError."""
+    names = frozenset(p.strip() for p in raw.split(",") if p.strip())
+    for name in sorted(names):
+        if not SOURCE_NAME.fullmatch(name):
+            raise ValueError(f"ROAC_IDENTITY_VERIFIED_SOURCES: {name!r} is not a source name")
+    return names
+
+
+def parse_networks(raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Parse comma-separated CIDRs (`127.0.0.0/8,::1/128`); raise a readable ValueError."""
+    try:
+        return tuple(ip_network(p.strip()) for p in raw.split(",") if p.strip())
+    except ValueError as exc:
+        raise ValueError(f"ROAC_OUTBOUND_ALLOW_PRIVATE_NETWORKS: {exc}") from exc
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
@@ -154,9 +236,30 @@ def parse_api_keys(raw: str) -> dict[str, str]:
                 "ROAC_API_KEYS must be comma-separated name:secret pairs "
                 "(name: letters, digits, '_', '.', '-')"
             )
-        if len(secret) < 16:
-            raise ValueError(f"the secret of API key {name!r} is shorter than 16 characters")
+        require_strong(f"the secret of API key {name!r} in ROAC_API_KEYS", secret)
         if name in keys:
             raise ValueError(f"API key name {name!r} appears twice in ROAC_API_KEYS")
         keys[name] = secret
     return keys
+
+
+LINK_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def parse_link_keys(raw: str) -> list[tuple[str, str]]:
+    """Parse `id:secret,id2:secret2` (newest first); every secret must be strong."""
+    ring: list[tuple[str, str]] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        key_id, sep, secret = part.partition(":")
+        if not sep or not LINK_KEY_ID.fullmatch(key_id):
+            raise ValueError(
+                "ROAC_LINK_KEYS must be comma-separated id:secret pairs, newest first "
+                "(id: 1 to 32 letters, digits, '_' or '-'); `roac secrets generate` makes one"
+            )
+        if any(existing == key_id for existing, _ in ring):
+            raise ValueError(f"link key id {key_id!r} appears twice in ROAC_LINK_KEYS")
+        require_strong(f"link key {key_id!r} in ROAC_LINK_KEYS", secret)
+        ring.append((key_id, secret))
+    return ring

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from services.notifier import metrics, optin
 from services.notifier.clock import Clock
-from services.notifier.links import InvalidLink, LinkAction, LinkClaim, verify
+from services.notifier.links import InvalidLink, LinkAction, LinkClaim, LinkKeyring
 from services.notifier.planning import QuietHours
 from services.notifier.scheduling import JobCause, schedule
 from shared.events import ContactOptedOut, DeliveryKind, IntroData, OptOutData
@@ -45,13 +45,13 @@ class Answers:
         self,
         store: NotifierStore,
         *,
-        secret: bytes,
+        keyring: LinkKeyring,
         ask_ttl: timedelta,
         quiet: QuietHours,
         clock: Clock,
     ) -> None:
         self._store = store
-        self._secret = secret
+        self._keyring = keyring
         self._ask_ttl = ask_ttl
         self._quiet = quiet
         self._clock = clock
@@ -59,7 +59,7 @@ class Answers:
     def check(self, token: str) -> LinkClaim | AnswerResult:
         """Verify a link without acting on it (for the confirmation page)."""
         try:
-            return verify(token, self._secret, self._clock.now().timestamp())
+            return self._keyring.verify(token, self._clock.now().timestamp())
         except InvalidLink as exc:
             return AnswerResult(Outcome.EXPIRED if str(exc) == "expired" else Outcome.INVALID)
 

@@ -16,7 +16,7 @@ from services.notifier.answers import Answers
 from services.notifier.channel_registry import build_channels, http_session
 from services.notifier.clock import Clock, SystemClock
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
-from services.notifier.links import LinkMaker
+from services.notifier.links import LinkKeyring, LinkMaker
 from services.notifier.people import PeopleRequests
 from services.notifier.planning import QuietHours
 from services.notifier.proposals import ProposalIntake
@@ -39,12 +39,12 @@ PUBLIC_BODY_LIMIT_BYTES = 16 * 1024
 
 
 async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
-    secret = settings.secret_key.get_secret_value()
-    if len(secret) < 32:
+    if not settings.link_keyring:
         raise SystemExit(
-            "ROAC_SECRET_KEY must be set (at least 32 characters): it signs the links in every "
-            "message. `roac up` generates one for development."
+            "ROAC_LINK_KEYS must be set: it signs the links in every message. "
+            "`roac secrets generate` makes one; `roac up` generates one for development."
         )
+    keyring = LinkKeyring([(key_id, secret.encode()) for key_id, secret in settings.link_keyring])
     clock = clock or SystemClock()
     pool = await open_pool(
         settings, max_size=settings.database_pool_size + settings.consumer_prefetch
@@ -68,7 +68,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         store,
         build_channels(settings, session, smtp),
         renderer,
-        LinkMaker(settings.public_url, secret.encode()),
+        LinkMaker(settings.public_url, keyring),
         retry=RetryPolicy(
             settings.delivery_max_attempts,
             settings.retry_base_seconds,
@@ -89,7 +89,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         deliver=worker.deliver_now,
     )
     resources = ResourceIntake(store, quiet=quiet, clock=clock, deliver=worker.deliver_now)
-    answers = Answers(store, secret=secret.encode(), ask_ttl=ask_ttl, quiet=quiet, clock=clock)
+    answers = Answers(store, keyring=keyring, ask_ttl=ask_ttl, quiet=quiet, clock=clock)
     handlers.register(broker, proposals, resources, worker, PeopleRequests(store, answers))
     relay = OutboxRelay(
         pool, EventPublisher(broker, "notifier"), PRODUCER, database_url=settings.database_url

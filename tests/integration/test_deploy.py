@@ -1,6 +1,7 @@
 """The deployment files are valid, and every service they name also runs without Docker."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,11 +17,38 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.skipif(
     shutil.which("docker-compose") is None, reason="docker-compose is installed by `make test`"
 )
-def test_docker_compose_file_is_valid() -> None:
+def test_docker_compose_file_is_valid_and_requires_its_secrets() -> None:
+    generated = subprocess.run(
+        [sys.executable, "-m", "services.cli", "secrets", "generate"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    secrets_env = dict(line.split("=", 1) for line in generated.splitlines())
+    assert set(secrets_env) == {"ROAC_LINK_KEYS", "ROAC_WEBHOOK_SIGNING_KEY"}
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("ROAC_")}
     result = subprocess.run(
-        ["docker-compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        ["docker-compose", "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean_env, **secrets_env},
     )
     assert result.returncode == 0, result.stderr
+    # Without them compose refuses to start anything, naming what to do.
+    missing = subprocess.run(
+        ["docker-compose", "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env,
+    )
+    assert missing.returncode != 0
+    assert "roac secrets generate" in missing.stderr
 
 
 def test_every_roac_service_in_compose_is_a_roac_command() -> None:

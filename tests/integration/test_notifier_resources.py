@@ -26,7 +26,7 @@ from services.notifier.answers import Answers, Outcome
 from services.notifier.channel_registry import build_channels
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
 from services.notifier.handlers import by_type
-from services.notifier.links import LinkMaker
+from services.notifier.links import LinkKeyring, LinkMaker
 from services.notifier.planning import QuietHours
 from services.notifier.rate_limit import RateLimiter
 from services.notifier.rendering import MessageRenderer
@@ -138,7 +138,7 @@ async def make_notifier(
         clock = FakeClock(NOON)
         store = NotifierStore(pool)
         quiet_hours = QuietHours(enabled=quiet, start=21, end=8, fallback_timezone="UTC")
-        links = LinkMaker("http://roac.test", SECRET)
+        links = LinkMaker("http://roac.test", LinkKeyring.single(SECRET))
         client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         smtp = SmtpSender(configured)
         opened.append((client, smtp))
@@ -155,7 +155,11 @@ async def make_notifier(
         )
         intake = ResourceIntake(store, quiet=quiet_hours, clock=clock, deliver=worker.deliver_now)
         answers = Answers(
-            store, secret=SECRET, ask_ttl=timedelta(hours=72), quiet=quiet_hours, clock=clock
+            store,
+            keyring=LinkKeyring.single(SECRET),
+            ask_ttl=timedelta(hours=72),
+            quiet=quiet_hours,
+            clock=clock,
         )
         return Notifier(intake, worker, answers, clock, pool, links)
 

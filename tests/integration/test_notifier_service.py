@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from services.notifier.answers import Answers, Outcome
 from services.notifier.channel_registry import build_channels
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
-from services.notifier.links import LinkAction, LinkMaker
+from services.notifier.links import LinkAction, LinkKeyring, LinkMaker
 from services.notifier.planning import QuietHours
 from services.notifier.proposals import ProposalIntake
 from services.notifier.rate_limit import RateLimiter
@@ -112,7 +112,7 @@ def _notifier(
     )
     store = NotifierStore(pool)
     quiet_hours = QuietHours(enabled=quiet, start=21, end=8, fallback_timezone="UTC")
-    links = LinkMaker("http://roac.test", SECRET)
+    links = LinkMaker("http://roac.test", LinkKeyring.single(SECRET))
     client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
     worker = DeliveryWorker(
         store,
@@ -138,7 +138,11 @@ def _notifier(
         deliver=worker.deliver_now,
     )
     answers = Answers(
-        store, secret=SECRET, ask_ttl=timedelta(hours=72), quiet=quiet_hours, clock=clock
+        store,
+        keyring=LinkKeyring.single(SECRET),
+        ask_ttl=timedelta(hours=72),
+        quiet=quiet_hours,
+        clock=clock,
     )
     return Notifier(intake, worker, answers, clock, pool, links)
 

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from shared.migrations import drop_database
+from shared.secret_policy import new_secret
 from shared.settings import Settings
 
 AMQP_BASE = "amqp://guest:guest@127.0.0.1:5672/"
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/"
-API_KEY = "test-integration-secret-0123456789"
-SECRET_KEY = "test-secret-key-for-signed-links-0123456789"
+# Fresh per test run, as an operator's would be: the services refuse placeholder secrets.
+API_KEY = new_secret()
+LINK_KEY = new_secret()
 
 
 def free_port() -> int:
@@ -50,7 +52,7 @@ class Infra:
             "ROAC_AMQP_URL": self.amqp_url,
             "ROAC_DATABASE_URL": self.database_url,
             "ROAC_API_KEYS": f"test:{API_KEY}",
-            "ROAC_SECRET_KEY": SECRET_KEY,
+            "ROAC_LINK_KEYS": f"t1:{LINK_KEY}",
             "ROAC_LOG_LEVEL": "INFO",
         }
         values.update(overrides)

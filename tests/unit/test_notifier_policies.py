@@ -1,5 +1,6 @@
 """The notifier's pure rules: links, quiet hours, retries, pacing, destinations, planning."""
 
+import base64
 import random
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -7,7 +8,15 @@ from uuid import uuid4
 import pytest
 
 from services.notifier.delivery_policy import destination_allowed
-from services.notifier.links import InvalidLink, LinkAction, LinkClaim, sign, verify
+from services.notifier.links import (
+    InvalidLink,
+    LinkAction,
+    LinkClaim,
+    LinkKeyring,
+    sign,
+    sign_legacy,
+    verify,
+)
 from services.notifier.planning import QuietHours, plan
 from services.notifier.quiet_hours import earliest_delivery, is_quiet
 from services.notifier.rate_limit import RateLimiter
@@ -21,7 +30,7 @@ from shared.events import (
     Participant,
 )
 
-SECRET = b"s" * 32
+RING = LinkKeyring.single(b"s" * 32, key_id="k1")
 NOW = 1_800_000_000
 
 
@@ -31,33 +40,73 @@ def _claim(action: LinkAction = LinkAction.ACCEPT) -> LinkClaim:
 
 def test_links_verify_and_carry_their_single_purpose() -> None:
     claim = _claim()
-    assert verify(sign(claim, SECRET), SECRET, NOW) == claim
-    decline = sign(_claim(LinkAction.DECLINE), SECRET)
-    assert verify(decline, SECRET, NOW).action is LinkAction.DECLINE
+    assert verify(sign(claim, RING), RING, NOW) == claim
+    decline = sign(_claim(LinkAction.DECLINE), RING)
+    assert verify(decline, RING, NOW).action is LinkAction.DECLINE
+
+
+def test_a_link_names_its_key_and_carries_no_readable_identifier() -> None:
+    claim = LinkClaim(LinkAction.UNSUBSCRIBE, "crm", "ada-lovelace-42", NOW + 60)
+    token = sign(claim, RING)
+    key_id, sealed = token.split(".")
+    assert key_id == "k1"
+    decoded = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+    assert b"ada-lovelace" not in decoded
+    assert b"crm" not in decoded
+    assert "ada" not in token
 
 
 @pytest.mark.parametrize(
     "mangle",
-    [lambda t: t[:-2] + "AA", lambda t: "x" + t, lambda t: t.replace(".", ""), lambda t: ""],
+    [
+        lambda t: t[:-2] + "AA",
+        lambda t: "x" + t,
+        lambda t: t.replace(".", ""),
+        lambda t: "",
+        lambda t: t + ".x",
+        lambda t: "unknown." + t.split(".")[1],
+    ],
 )
 def test_tampered_links_are_refused(mangle) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidLink):
-        verify(mangle(sign(_claim(), SECRET)), SECRET, NOW)
+        verify(mangle(sign(_claim(), RING)), RING, NOW)
 
 
 def test_links_expire_and_need_the_key() -> None:
-    token = sign(_claim(), SECRET)
+    token = sign(_claim(), RING)
     with pytest.raises(InvalidLink, match="expired"):
-        verify(token, SECRET, NOW + 61)
+        verify(token, RING, NOW + 61)
     with pytest.raises(InvalidLink, match="signature"):
-        verify(token, b"t" * 32, NOW)
+        verify(token, LinkKeyring.single(b"t" * 32, key_id="k1"), NOW)
 
 
-def test_changing_the_action_breaks_the_signature() -> None:
-    _, mac = sign(_claim(LinkAction.ACCEPT), SECRET).split(".")
-    other_payload = sign(_claim(LinkAction.UNSUBSCRIBE), SECRET).split(".")[0]
+def test_a_rotated_ring_signs_with_the_newest_key_and_verifies_old_links() -> None:
+    old_ring = LinkKeyring([("k1", b"s" * 32)])
+    sent_last_year = sign(_claim(LinkAction.UNSUBSCRIBE), old_ring)
+    rotated = LinkKeyring([("k2", b"n" * 32), ("k1", b"s" * 32)])
+    assert rotated.signing_key_id == "k2"
+    assert sign(_claim(), rotated).startswith("k2.")
+    assert verify(sent_last_year, rotated, NOW).action is LinkAction.UNSUBSCRIBE
+    retired = LinkKeyring([("k2", b"n" * 32)])
     with pytest.raises(InvalidLink):
-        verify(f"{other_payload}.{mac}", SECRET, NOW)
+        verify(sent_last_year, retired, NOW)
+
+
+def test_links_of_the_first_format_still_verify_under_any_ring_key() -> None:
+    claim = _claim(LinkAction.UNSUBSCRIBE)
+    legacy = sign_legacy(claim, b"s" * 32)
+    assert verify(legacy, LinkKeyring([("k9", b"n" * 32), ("k1", b"s" * 32)]), NOW) == claim
+    with pytest.raises(InvalidLink, match="signature"):
+        verify(legacy, LinkKeyring.single(b"n" * 32), NOW)
+
+
+def test_a_ring_refuses_bad_or_repeated_key_ids() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        LinkKeyring([("k1", b"a" * 32), ("k1", b"b" * 32)])
+    with pytest.raises(ValueError, match="link key id"):
+        LinkKeyring([("k.1", b"a" * 32)])
+    with pytest.raises(ValueError, match="at least one"):
+        LinkKeyring([])
 
 
 @pytest.mark.parametrize(

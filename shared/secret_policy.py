@@ -1,0 +1,118 @@
+"""Which secrets roac accepts: plain Python, no I/O.
+
+A deployment left at a documented placeholder signs its links with a key the whole internet can
+read, so every secret a process is given (link keys, the webhook signing key, static API keys)
+is checked before the process serves anything, and a weak one stops it with the setting's name
+and the reason. `roac secrets generate` makes secrets that pass (`new_secret`).
+
+The check is deliberately conservative rather than clever: a secret from `new_secret`
+(256 random bits, 43 base64url characters) passes with a wide margin, and what fails is what a
+human typed: known placeholders and the words they are made of, short strings, strings built
+from few distinct characters, and runs like `0123456789` or `aaaaaa`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import secrets
+from collections import Counter
+
+MIN_LENGTH = 32
+# Estimated bits: length times the per-character Shannon entropy of the string itself. A random
+# base64url string of 32 characters scores about 150; English words and repeats score far less.
+MIN_ESTIMATED_BITS = 128.0
+MIN_DISTINCT_CHARACTERS = 12
+LONGEST_RUN = 5  # ascending, descending or repeated characters in a row
+REPEATED_SEQUENCE = 8  # a sequence this long appearing twice: a pattern, not randomness
+
+# Exact values shipped in examples at some point (compose, k8s, docs, tests).
+KNOWN_PLACEHOLDERS = frozenset(
+    {
+        "compose-development-secret-change-me-0123456789",
+        "replace-with-at-least-32-random-characters",
+        "replace-with-a-long-random-secret",
+        "test-secret-key-for-signed-links-0123456789",
+        "test-integration-secret-0123456789",
+    }
+)
+# Words a generated secret practically never contains (five or more letters of an English word
+# in 43 random base64url characters: about one in 10^6 per position for a given word).
+PLACEHOLDER_WORDS = (
+    "change",
+    "replace",
+    "placeholder",
+    "example",
+    "secret",
+    "password",
+    "passwd",
+    "default",
+    "insecure",
+    "development",
+    "letmein",
+    "qwerty",
+)
+
+
+def new_secret() -> str:
+    """256 random bits, base64url: what `roac secrets generate` prints."""
+    return secrets.token_urlsafe(32)
+
+
+def estimated_bits(value: str) -> float:
+    counts = Counter(value)
+    n = len(value)
+    per_char = -sum(c / n * math.log2(c / n) for c in counts.values())
+    return per_char * n
+
+
+def _longest_run(value: str) -> int:
+    longest = run_up = run_down = run_same = 1
+    for prev, cur in itertools.pairwise(value):
+        step = ord(cur) - ord(prev)
+        run_up = run_up + 1 if step == 1 else 1
+        run_down = run_down + 1 if step == -1 else 1
+        run_same = run_same + 1 if step == 0 else 1
+        longest = max(longest, run_up, run_down, run_same)
+    return longest if value else 0
+
+
+def _repeats(value: str, size: int) -> bool:
+    seen: set[str] = set()
+    for start in range(len(value) - size + 1):
+        chunk = value[start : start + size]
+        if chunk in seen:
+            return True
+        seen.add(chunk)
+    return False
+
+
+def weakness(value: str) -> str | None:
+    """Why `value` is not an acceptable secret, or None when it is."""
+    if value in KNOWN_PLACEHOLDERS:
+        return "it is a placeholder published in roac's examples"
+    lowered = value.lower()
+    for word in PLACEHOLDER_WORDS:
+        if word in lowered:
+            return f"it contains the word {word!r}, as placeholders do"
+    if len(value) < MIN_LENGTH:
+        return f"it is shorter than {MIN_LENGTH} characters"
+    if len(set(value)) < MIN_DISTINCT_CHARACTERS:
+        return f"it uses fewer than {MIN_DISTINCT_CHARACTERS} distinct characters"
+    if _longest_run(value) > LONGEST_RUN:
+        return "it contains a run of sequential or repeated characters"
+    if _repeats(value, REPEATED_SEQUENCE):
+        return f"it repeats a sequence of {REPEATED_SEQUENCE} characters"
+    if estimated_bits(value) < MIN_ESTIMATED_BITS:
+        return f"it has an estimated {estimated_bits(value):.0f} bits of entropy (at least 128)"
+    return None
+
+
+def require_strong(setting: str, value: str) -> str:
+    """`value`, or a ValueError naming the setting, the reason and how to make a good one."""
+    reason = weakness(value)
+    if reason is not None:
+        raise ValueError(
+            f"{setting} is refused: {reason}. Generate one with `roac secrets generate`."
+        )
+    return value
