@@ -37,3 +37,13 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_malformed_api_keys_are_refused_with_a_reason(raw: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_api_keys(raw)
+
+
+def test_verified_sources_are_parsed_and_default_to_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROAC_IDENTITY_VERIFIED_SOURCES", raising=False)
+    assert Settings().verified_sources == frozenset()
+    monkeypatch.setenv("ROAC_IDENTITY_VERIFIED_SOURCES", " crm, sso ,,")
+    assert Settings().verified_sources == {"crm", "sso"}
+    monkeypatch.setenv("ROAC_IDENTITY_VERIFIED_SOURCES", "crm,Bad Name")
+    with pytest.raises(ValueError, match="not a source name"):
+        Settings()
