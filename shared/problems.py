@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from shared.text_safety import escaped
+
 
 class FieldProblem(BaseModel):
     field: str = Field(
@@ -64,7 +66,9 @@ def problem_response(
 
 
 def _location(loc: Sequence[Any]) -> tuple[str, str]:
-    parts = [p for p in loc if p != "body"]
+    # A key of the body may be the sender's text (an unknown field): control and bidirectional
+    # formatting characters in it are shown as \uXXXX (shared/text_safety.py).
+    parts = [escaped(p) if isinstance(p, str) else p for p in loc if p != "body"]
     # Drop the tag pydantic adds for the single-or-batch union.
     if parts and parts[0] in _UNION_TAGS:
         parts = parts[1:]

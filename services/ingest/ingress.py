@@ -13,6 +13,13 @@ A message is judged exactly like the HTTP request with the same body: the same p
   nothing reaches roac.events.
 - RabbitMQ did not confirm (either of the above): requeued after a pause, like every consumer
   (shared/consumer.py); the queue's delivery limit parks a message that never succeeds.
+
+A hostile body is invalid like any other, never a crash or a redelivery loop: control and
+bidirectional formatting characters in a string field are refused by the schemas
+(shared/text_safety.py); JSON nested too deep for the parser (RecursionError) or holding an
+integer too long for Python to read (ValueError: over `sys.get_int_max_str_digits()` digits)
+is parked with its own reason; and refused characters in a reason (an unknown field's name is
+the sender's text) are written as `\\uXXXX`, so the header stays readable and encodable.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from shared.consumer import TRANSIENT_ERRORS
 from shared.events import ContactData, InterestData
 from shared.problems import field_problems
 from shared.redelivery import requeue_delay
+from shared.text_safety import escaped, first_unsafe
 from shared.topology import INGRESS_CONTACTS, INGRESS_ROUTING_KEYS
 
 log = logging.getLogger("roac.ingest.ingress")
@@ -112,13 +120,24 @@ def examine(
             "the message_id property is required: event ids derive from it, so that a "
             "redelivered message changes nothing twice"
         )
+    if first_unsafe(message.message_id) is not None:
+        return Invalid(
+            "the message_id property must not contain control characters or bidirectional "
+            "formatting characters"
+        )
     try:
-        document = json.loads(message.body)
+        # Decoded here, strictly: json.loads would take UTF-16 and encoded surrogates.
+        document = json.loads(message.body.decode("utf-8"))
     except UnicodeDecodeError:
         return Invalid("body is not JSON: not UTF-8 text")
     except json.JSONDecodeError as exc:
         # exc.msg and the position only; str(exc) is the same, but never the document.
         return Invalid(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except RecursionError:
+        return Invalid("body is not JSON roac reads: nested too deep")
+    except ValueError:
+        # Python refuses to read an integer of more than sys.get_int_max_str_digits() digits.
+        return Invalid("body is not JSON roac reads: a number has too many digits")
     adapter = _CONTACTS if message.routing_key == INGRESS_CONTACTS else _INTERESTS
     try:
         body = adapter.validate_python(document)
@@ -155,7 +174,8 @@ def reason_from(errors: Sequence[Any]) -> str:
         value = error.get("input")
         if isinstance(value, str | int | float) and str(value) and str(value) in message:
             message = "is invalid"
-        part = f"{problem.field or 'body'}: {message} [{error.get('type', 'invalid')}]"
+        # The field may be the sender's own text (an unknown key): shown escaped.
+        part = escaped(f"{problem.field or 'body'}: {message} [{error.get('type', 'invalid')}]")
         # Room is kept for the "and N more" ending.
         if listed and len(reason) + len(part) + 2 > MAX_REASON_LENGTH - 20:
             break
@@ -211,18 +231,19 @@ class Ingress:
         self._sleep = sleep
 
     async def handle(self, message: IngressMessage) -> Outcome:
-        verdict = examine(
-            message,
-            max_body_bytes=self._max_body_bytes,
-            max_interests_per_person=self._max_interests_per_person,
-        )
         try:
+            # Inside the try: a bug in judging a message rejects it, like any other bug.
+            verdict = examine(
+                message,
+                max_body_bytes=self._max_body_bytes,
+                max_interests_per_person=self._max_interests_per_person,
+            )
             if isinstance(verdict, Invalid):
                 await self._parker.park(message, verdict.reason)
                 # The reason holds no input values; the message id is the integration's token.
                 log.warning(
                     "parked ingress message %s from %s: %s",
-                    message.message_id,
+                    escaped(message.message_id or ""),
                     integration_of(message),
                     verdict.reason,
                 )
@@ -235,7 +256,7 @@ class Ingress:
             log.warning(
                 "RabbitMQ did not confirm for ingress message %s (delivery %d), requeueing in "
                 "%.1fs: %r",
-                message.message_id,
+                escaped(message.message_id or ""),
                 message.delivery_count + 1,
                 delay,
                 exc,
@@ -245,7 +266,8 @@ class Ingress:
             outcome = Outcome.REQUEUED
         except Exception:
             log.exception(
-                "rejecting ingress message %s after an unexpected error", message.message_id
+                "rejecting ingress message %s after an unexpected error",
+                escaped(message.message_id or ""),
             )
             outcome = Outcome.REJECTED
         INGRESS_MESSAGES.labels(outcome.value).inc()
