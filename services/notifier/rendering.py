@@ -70,10 +70,17 @@ def _slack(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# An `@` that starts a word: a mention in Mattermost (`@channel`, `@all`, `@here`, `@someone`)
+# and Discord (`@everyone`, `@here`); after a backslash escape too. An `@` inside a word (an
+# email address) is left alone.
+_MENTION = re.compile(r"(?<!\w)@(?=[\w\\])")
+
+
 def _markdown(text: str) -> str:
     escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-    # No mass mentions, whatever a name says.
-    return escaped.replace("@everyone", "@\u200beveryone").replace("@here", "@\u200bhere")
+    # No mentions, whatever a name says: a zero-width space after the `@` keeps it readable but
+    # pings nobody (no @channel, @all, @here or @everyone reaching a whole channel).
+    return _MENTION.sub("@\u200b", escaped)
 
 
 _LINKS: dict[Style, Callable[[str, str], str]] = {
@@ -87,6 +94,13 @@ _ESCAPERS: dict[Style, Callable[[str], str]] = {
     Style.SLACK: _slack,
     Style.MARKDOWN: _markdown,
 }
+
+
+def escape(style: Style, text: str) -> str:
+    """`text` escaped for a chat style, as templates escape the values they print (used for
+    what a channel adds outside the templates, e.g. a Teams card's title)."""
+    return _ESCAPERS[style](text)
+
 
 # What could end a link or break out of it in some chat's markup (`<url|label>`, `[label](url)`,
 # autolinked text): whitespace, control characters, brackets of every kind but [] (IPv6 hosts),

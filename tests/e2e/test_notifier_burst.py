@@ -25,16 +25,16 @@ from shared.events import (
 from shared.topology import EVENTS_EXCHANGE
 from tests.e2e.conftest import Stack, run_id, running_stack
 from tests.support.fake_providers import ProviderServer, fake_providers
+from tests.support.infra import WEBHOOK_SIGNING_KEY
 
 pytestmark = pytest.mark.e2e
 
 PROPOSALS = 1000
-SECRET = "burst-webhook-secret-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def providers() -> Iterator[ProviderServer]:
-    with fake_providers(SECRET.encode()) as server:
+    with fake_providers(WEBHOOK_SIGNING_KEY.encode()) as server:
         yield server
 
 
@@ -49,7 +49,6 @@ def burst_stack(
         ROAC_INTRO_MODE="direct",
         ROAC_QUIET_HOURS_ENABLED="false",
         ROAC_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
-        ROAC_WEBHOOK_SECRET=SECRET,
         ROAC_RETRY_BASE_SECONDS="1",
     ) as stack:
         yield stack
@@ -119,7 +118,7 @@ def test_sigkill_mid_burst_then_restart_delivers_each_message_exactly_once(
 
     def delivered() -> tuple[list[str], list[str]]:
         """What each participant got, as their mailbox and their webhook receiver see it: one
-        message per Message-ID, one per Idempotency-Key."""
+        message per Message-ID, one per webhook-id."""
         mail = list(
             {
                 (r, m.message_id): r for m in sink.store.all() for r in m.recipients if r in mails

@@ -21,17 +21,16 @@ from shared.topology import DELIVERY_QUEUE
 from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.support.amqp import connect, drain, tap, wait_for_message
 from tests.support.fake_providers import ProviderServer, fake_providers
-from tests.support.infra import API_KEY, free_port
+from tests.support.infra import API_KEY, WEBHOOK_SIGNING_KEY, free_port
 
 pytestmark = pytest.mark.e2e
 
-WEBHOOK_SECRET = "e2e-webhook-secret-0123456789abcdef"
 ASK_TTL_SECONDS = 8
 
 
 @pytest.fixture(scope="module")
 def providers() -> Iterator[ProviderServer]:
-    with fake_providers(WEBHOOK_SECRET.encode()) as server:
+    with fake_providers(WEBHOOK_SIGNING_KEY.encode()) as server:
         yield server
 
 
@@ -51,7 +50,6 @@ def optin(
         ROAC_RETRY_BASE_SECONDS="1",
         ROAC_DELIVERY_MAX_ATTEMPTS=3,
         ROAC_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
-        ROAC_WEBHOOK_SECRET=WEBHOOK_SECRET,
     ) as stack:
         yield stack
 
@@ -249,7 +247,7 @@ def test_a_webhook_down_throughout_is_parked_then_replayed_once_back(optin: Stac
     parked = asyncio.run(parked_job())
     assert parked is not None
     assert "3 attempts" in str(parked.headers.get("x-roac-reason"))
-    with fake_providers(WEBHOOK_SECRET.encode(), port=port) as revived:
+    with fake_providers(WEBHOOK_SIGNING_KEY.encode(), port=port) as revived:
         result = subprocess.run(
             [sys.executable, "-m", "services.cli", "deliveries", "retry"],
             env={**os.environ, **optin.env},

@@ -1,21 +1,23 @@
 """Each chat and webhook channel against a real local HTTP server that checks requests the way
-the real service does (tests/support/fake_providers.py)."""
+the real service does (tests/support/fake_providers.py). The fake providers listen on 127.0.0.1
+over plain HTTP, which roac refuses by default: these tests opt in explicitly (the guard itself is
+tested in test_outbound_guard.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
+from ipaddress import ip_network
 from uuid import uuid4
 
 import aiohttp
 import pytest
+from standardwebhooks import Webhook
 
 from services.notifier.channels.base import Outgoing
-from services.notifier.channels.http import (
-    MatrixChannel,
-    SlackAppChannel,
-    WebhookChannel,
-    sign_webhook,
-)
+from services.notifier.channels.http import MatrixChannel, SlackAppChannel, WebhookChannel
+from services.notifier.channels.outbound import OutboundPolicy, guarded_session
+from services.notifier.channels.webhook_signing import destination_secret
 from services.notifier.delivery_policy import PermanentDeliveryError, TransientDeliveryError
 from services.notifier.rendering import Links, MessageRenderer, Trusted
 from shared.events import (
@@ -28,21 +30,23 @@ from shared.events import (
     TopicRelation,
 )
 from tests.support.fake_providers import MATRIX_TOKEN, SLACK_TOKEN, ProviderServer, fake_providers
-from tests.support.infra import free_port
+from tests.support.infra import WEBHOOK_SIGNING_KEY, free_port
 
-SECRET = b"webhook-secret-0123456789abcdef"
+SIGNING_KEY = WEBHOOK_SIGNING_KEY.encode()
 ALLOWED = ("127.0.0.1",)
+# The explicit opt-in for local fake providers (ROAC_OUTBOUND_ALLOW_PRIVATE_NETWORKS, _HTTP).
+LOCAL = OutboundPolicy(allowed_networks=(ip_network("127.0.0.0/8"),), allow_http=True)
 
 
 @pytest.fixture(scope="module")
 def providers() -> Iterator[ProviderServer]:
-    with fake_providers(SECRET) as server:
+    with fake_providers(SIGNING_KEY) as server:
         yield server
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as created:
+    async with guarded_session(LOCAL, 5) as created:
         yield created
 
 
@@ -88,7 +92,7 @@ def _outgoing(
 
 
 def _webhook(client: aiohttp.ClientSession, channel: ChannelType) -> WebhookChannel:
-    return WebhookChannel(client, channel, ALLOWED, SECRET)
+    return WebhookChannel(client, channel, ALLOWED, SIGNING_KEY)
 
 
 async def test_slack_incoming_webhook(
@@ -161,7 +165,22 @@ async def test_mattermost_and_teams(
         _outgoing(ChannelType.TEAMS, providers.url + flow)
     )
     [card] = providers.state.at(flow)
-    assert card.body["attachments"][0]["content"]["body"][0]["text"].startswith("Meet ")
+    title = card.body["attachments"][0]["content"]["body"][0]["text"]
+    # The title names Bo: Markdown escaped and no mention, like the message itself.
+    assert title.startswith("Meet Bo @\u200beveryone <b\\>")
+
+
+async def test_mattermost_mentions_of_a_whole_channel_are_neutered(
+    providers: ProviderServer, client: aiohttp.ClientSession
+) -> None:
+    hook = f"/mattermost/hooks/{uuid4().hex}"
+    out = _outgoing(ChannelType.MATTERMOST, providers.url + hook, name="@channel @all @here @ada")
+    await _webhook(client, ChannelType.MATTERMOST).send(out)
+    [posted] = providers.state.at(hook)
+    text = posted.body["text"]
+    for mention in ("@channel", "@all", "@here", "@ada"):
+        assert mention not in text
+        assert mention.replace("@", "@\u200b") in text
 
 
 async def test_discord_waits_for_the_message_and_follows_rate_limit_headers(
@@ -201,18 +220,38 @@ async def test_matrix_transaction_ids_make_sends_idempotent(
         await MatrixChannel(client, f"{providers.url}/matrix", "wrong").send(out)
 
 
-async def test_generic_webhook_is_signed_and_carries_an_idempotency_key(
+async def test_generic_webhook_is_signed_the_standard_way_with_a_stable_id(
     providers: ProviderServer, client: aiohttp.ClientSession
 ) -> None:
     path = f"/hook/{uuid4().hex}"
     out = _outgoing(ChannelType.WEBHOOK, providers.url + path)
     await _webhook(client, ChannelType.WEBHOOK).send(out)
-    [request] = providers.state.at(path)
+    [request] = providers.state.at(path)  # the fake receiver verified it (standardwebhooks)
     assert request.body == out.payload
-    assert request.headers["idempotency-key"] == out.idempotency_key
+    assert request.headers["webhook-id"] == out.idempotency_key
+    assert request.headers["webhook-signature"].startswith("v1,")
+    assert not any(h.startswith("x-roac-") for h in request.headers)
+    # The destination's own secret, as `roac webhooks secret URL` prints it, verifies it.
+    secret = destination_secret(SIGNING_KEY, providers.url + path)
+    body = json.dumps(out.payload, separators=(",", ":")).encode()  # the bytes roac sent
+    assert Webhook(secret).verify(body, request.headers) == out.payload
+    # A resend (after a crash) carries the same id: the receiver drops the repeat.
+    await _webhook(client, ChannelType.WEBHOOK).send(out)
+    assert [r.headers["webhook-id"] for r in providers.state.at(path)] == [out.idempotency_key] * 2
+    assert [r.provider for r in providers.state.at(path)] == ["webhook", "webhook-repeat"]
     with pytest.raises(PermanentDeliveryError, match="401"):
-        await WebhookChannel(client, ChannelType.WEBHOOK, ALLOWED, b"another-secret").send(out)
-    assert sign_webhook(b"k", "1", b"{}") == sign_webhook(b"k", "1", b"{}").lower()
+        await WebhookChannel(client, ChannelType.WEBHOOK, ALLOWED, b"another-key").send(out)
+
+
+async def test_generic_webhook_without_a_signing_key_fails_permanently(
+    providers: ProviderServer, client: aiohttp.ClientSession
+) -> None:
+    path = f"/hook/{uuid4().hex}"
+    with pytest.raises(PermanentDeliveryError, match="ROAC_WEBHOOK_SIGNING_KEY"):
+        await WebhookChannel(client, ChannelType.WEBHOOK, ALLOWED, b"").send(
+            _outgoing(ChannelType.WEBHOOK, providers.url + path)
+        )
+    assert providers.state.at(path) == []
 
 
 async def test_failures_are_classified(

@@ -20,10 +20,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from pydantic import SecretStr
 
 from services.notifier.answers import Answers, Outcome
-from services.notifier.channel_registry import build_channels
+from services.notifier.channel_registry import build_channels, http_session
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
 from services.notifier.handlers import by_type
 from services.notifier.links import LinkKeyring, LinkMaker
@@ -47,6 +46,7 @@ from shared.events import (
 from shared.settings import Settings
 from tests.support.clock import FakeClock
 from tests.support.fake_providers import ProviderServer, fake_providers
+from tests.support.infra import WEBHOOK_SIGNING_KEY
 from tests.support.smtp_sink import SmtpSink, smtp_sink
 
 SECRET = b"notifier-resources-secret-0123456789ab"
@@ -65,7 +65,7 @@ def sink() -> Iterator[SmtpSink]:
 
 @pytest.fixture(scope="module")
 def providers() -> Iterator[ProviderServer]:
-    with fake_providers(SECRET) as created:
+    with fake_providers(WEBHOOK_SIGNING_KEY.encode()) as created:
         yield created
 
 
@@ -129,7 +129,6 @@ async def make_notifier(
         update={
             "smtp_port": sink.port,
             "webhook_allowed_hosts": "127.0.0.1",
-            "webhook_secret": SecretStr(SECRET.decode()),
         }
     )
     opened: list[tuple[aiohttp.ClientSession, SmtpSender]] = []
@@ -139,7 +138,7 @@ async def make_notifier(
         store = NotifierStore(pool)
         quiet_hours = QuietHours(enabled=quiet, start=21, end=8, fallback_timezone="UTC")
         links = LinkMaker("http://roac.test", LinkKeyring.single(SECRET))
-        client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        client = http_session(configured)
         smtp = SmtpSender(configured)
         opened.append((client, smtp))
         worker = DeliveryWorker(

@@ -11,13 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import asyncpg
 import pytest
-from pydantic import SecretStr
 
 from services.notifier.answers import Answers, Outcome
-from services.notifier.channel_registry import build_channels
+from services.notifier.channel_registry import build_channels, http_session
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
 from services.notifier.links import LinkAction, LinkKeyring, LinkMaker
 from services.notifier.planning import QuietHours
@@ -41,6 +39,7 @@ from shared.events import (
 from shared.settings import Settings
 from tests.support.clock import FakeClock
 from tests.support.fake_providers import ProviderServer, fake_providers
+from tests.support.infra import WEBHOOK_SIGNING_KEY
 from tests.support.smtp_sink import SmtpSink, smtp_sink
 
 SECRET = b"notifier-test-secret-0123456789abcdef"
@@ -54,7 +53,7 @@ def sink() -> Iterator[SmtpSink]:
 
 @pytest.fixture(scope="module")
 def providers() -> Iterator[ProviderServer]:
-    with fake_providers(SECRET) as created:
+    with fake_providers(WEBHOOK_SIGNING_KEY.encode()) as created:
         yield created
 
 
@@ -113,11 +112,11 @@ def _notifier(
     store = NotifierStore(pool)
     quiet_hours = QuietHours(enabled=quiet, start=21, end=8, fallback_timezone="UTC")
     links = LinkMaker("http://roac.test", LinkKeyring.single(SECRET))
-    client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+    client = http_session(smtp)
     worker = DeliveryWorker(
         store,
         build_channels(
-            smtp.model_copy(update={"webhook_secret": SecretStr(SECRET.decode())}),
+            smtp,
             client,
             SmtpSender(smtp),
         ),

@@ -6,8 +6,6 @@ its failures, so the channels are tested against the protocol rather than agains
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import threading
 import time
@@ -20,7 +18,9 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from standardwebhooks import Webhook, WebhookVerificationError
 
+from services.notifier.channels.webhook_signing import destination_secret
 from tests.support.infra import free_port
 
 SLACK_TOKEN = "xoxb-test-token"
@@ -38,7 +38,8 @@ class Received:
 
 @dataclass
 class ProviderState:
-    webhook_secret: bytes = b""
+    # ROAC_WEBHOOK_SIGNING_KEY: each /hook/... URL verifies with its own secret derived from it.
+    webhook_signing_key: bytes = b""
     received: list[Received] = field(default_factory=list)
     # Per path: statuses to answer before answering normally (e.g. [503, 503]).
     scripted: dict[str, deque[int]] = field(default_factory=lambda: defaultdict(deque))
@@ -187,19 +188,18 @@ def build_app(state: ProviderState) -> FastAPI:
             state.record("webhook", request, None)
             return failure
         raw = await request.body()
-        timestamp = request.headers.get("x-roac-timestamp", "")
-        expected = (
-            "sha256="
-            + hmac.new(
-                state.webhook_secret, timestamp.encode() + b"." + raw, hashlib.sha256
-            ).hexdigest()
-        )
-        if not hmac.compare_digest(expected, request.headers.get("x-roac-signature", "")):
+        # As a receiver holding only its own `whsec_` secret verifies, with the Standard
+        # Webhooks reference library.
+        try:
+            Webhook(destination_secret(state.webhook_signing_key, str(request.url))).verify(
+                raw, dict(request.headers)
+            )
+        except WebhookVerificationError:
             state.record("webhook-rejected", request, None)
             return bad(401, "bad signature")
-        # Like any receiver that honours Idempotency-Key: a repeated key is acknowledged, not
+        # Like any receiver that honours webhook-id: a repeated id is acknowledged, not
         # processed again (recorded apart, so tests can count raw repeats too).
-        key = request.headers.get("idempotency-key", "")
+        key = request.headers.get("webhook-id", "")
         with state.lock:
             repeated = key in state.idempotency_keys
             state.idempotency_keys.add(key)
@@ -235,8 +235,10 @@ class ProviderServer:
 
 
 @contextmanager
-def fake_providers(webhook_secret: bytes, port: int | None = None) -> Iterator[ProviderServer]:
-    server = ProviderServer(ProviderState(webhook_secret=webhook_secret), port or free_port())
+def fake_providers(webhook_signing_key: bytes, port: int | None = None) -> Iterator[ProviderServer]:
+    server = ProviderServer(
+        ProviderState(webhook_signing_key=webhook_signing_key), port or free_port()
+    )
     server.start()
     try:
         yield server

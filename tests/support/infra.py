@@ -21,6 +21,7 @@ PG_BASE = "postgresql://postgres@127.0.0.1:5432/"
 # Fresh per test run, as an operator's would be: the services refuse placeholder secrets.
 API_KEY = new_secret()
 LINK_KEY = new_secret()
+WEBHOOK_SIGNING_KEY = new_secret()
 
 
 def free_port() -> int:
@@ -54,6 +55,10 @@ class Infra:
             "ROAC_API_KEYS": f"test:{API_KEY}",
             "ROAC_LINK_KEYS": f"t1:{LINK_KEY}",
             "ROAC_LOG_LEVEL": "INFO",
+            "ROAC_WEBHOOK_SIGNING_KEY": WEBHOOK_SIGNING_KEY,
+            # The fake providers listen on 127.0.0.1 over plain HTTP: an explicit opt-in.
+            "ROAC_OUTBOUND_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+            "ROAC_OUTBOUND_ALLOW_HTTP": "true",
         }
         values.update(overrides)
         return {k: str(v) for k, v in values.items()}

@@ -1,19 +1,19 @@
 """Chat and webhook channels over HTTP (aiohttp): Slack, Mattermost, Discord, Teams, Matrix and
-roac's generic signed JSON webhook. aiohttp rather than httpx here: measured against the same
-local receiver, httpx's connection pool topped out near 300 requests/s at 64 concurrent sends,
-aiohttp passed 7,000.
+roac's generic signed JSON webhook (Standard Webhooks, channels/webhook_signing.py). aiohttp
+rather than httpx here: measured against the same local receiver, httpx's connection pool topped
+out near 300 requests/s at 64 concurrent sends, aiohttp passed 7,000.
 
 Each request is checked the way the provider answers: 2xx is sent; 408, 425, 429 and 5xx are
 transient (with Retry-After, or the provider's own retry field, honoured); any other status is
-permanent. Redirects are not followed and webhook hosts must be on ROAC_WEBHOOK_ALLOWED_HOSTS,
-so a contact's URL cannot make roac call something internal.
+permanent. A contact's URL cannot make roac call something internal: webhook hosts must be on
+ROAC_WEBHOOK_ALLOWED_HOSTS, redirects are not followed, and every request goes through the
+guarded session of channels/outbound.py (HTTPS only, no private, loopback or metadata address,
+checked at connect time, response bodies capped); a refused destination is a permanent failure.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -24,13 +24,20 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 
+from services.notifier.channels import webhook_signing
 from services.notifier.channels.base import Outgoing, Sent
+from services.notifier.channels.outbound import (
+    OutboundPolicy,
+    RefusedDestination,
+    read_capped,
+    session_policy,
+)
 from services.notifier.delivery_policy import (
     PermanentDeliveryError,
     TransientDeliveryError,
     destination_allowed,
 )
-from services.notifier.rendering import Style
+from services.notifier.rendering import Style, escape
 from services.notifier.retry_policy import http_status_is_transient, parse_retry_after
 from shared.events import ChannelType
 
@@ -38,8 +45,6 @@ DISCORD_MAX_CHARS = 2000
 SLACK_TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
-SIGNATURE_HEADER = "X-Roac-Signature"
-TIMESTAMP_HEADER = "X-Roac-Timestamp"
 
 
 @dataclass(frozen=True)
@@ -85,31 +90,35 @@ def check_response(answer: HttpAnswer) -> None:
 
 async def _request(
     session: aiohttp.ClientSession,
+    policy: OutboundPolicy,
     method: str,
     url: str,
     *,
     body: bytes,
     headers: Mapping[str, str],
 ) -> HttpAnswer:
+    """One request through the guarded session; a refused destination is permanent."""
     try:
+        policy.check_url(url)
         async with session.request(
             method, url, data=body, headers=dict(headers), allow_redirects=False
         ) as response:
-            return HttpAnswer(response.status, response.headers, await response.read())
+            return HttpAnswer(response.status, response.headers, await read_capped(response))
+    except RefusedDestination as exc:
+        raise PermanentDeliveryError(f"destination refused: {exc}") from exc
     except TimeoutError as exc:
         raise TransientDeliveryError("HTTP timeout") from exc
+    except aiohttp.ClientConnectorError as exc:
+        # The guarded resolver's refusal reaches us wrapped by aiohttp's connector.
+        if isinstance(exc.os_error, RefusedDestination):
+            raise PermanentDeliveryError(f"destination refused: {exc.os_error}") from exc
+        raise TransientDeliveryError(f"HTTP unreachable: {type(exc).__name__}") from exc
     except aiohttp.ClientError as exc:
         raise TransientDeliveryError(f"HTTP unreachable: {type(exc).__name__}") from exc
 
 
 def _json_body(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
-
-
-def sign_webhook(secret: bytes, timestamp: str, body: bytes) -> str:
-    """`sha256=<hex>` of HMAC-SHA256 over `<timestamp>.<body>` (documented in docs/webhooks.md)."""
-    mac = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={mac}"
 
 
 def _with_query(url: str, extra: str) -> str:
@@ -126,13 +135,15 @@ class WebhookChannel:
         session: aiohttp.ClientSession,
         channel: ChannelType,
         allowed_hosts: tuple[str, ...],
-        secret: bytes = b"",
+        signing_key: bytes = b"",
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._session = session
+        self._policy = session_policy(session)
         self._channel = channel
         self._allowed = allowed_hosts
-        self._secret = secret
+        # ROAC_WEBHOOK_SIGNING_KEY: each destination's secret is derived from it, per URL.
+        self._signing_key = signing_key
         self._wall_clock = wall_clock
 
     def rate_key(self, out: Outgoing) -> str | None:
@@ -159,7 +170,8 @@ class WebhookChannel:
                     "body": [
                         {
                             "type": "TextBlock",
-                            "text": out.rendered.subject,
+                            # The subject holds names: escaped like the message's Markdown.
+                            "text": escape(Style.MARKDOWN, out.rendered.subject),
                             "weight": "Bolder",
                             "wrap": True,
                         },
@@ -188,14 +200,10 @@ class WebhookChannel:
         body = _json_body(payload)
         headers = {"Content-Type": "application/json", "User-Agent": "roac-notifier"}
         if self._channel is ChannelType.WEBHOOK:
-            timestamp = str(int(self._wall_clock()))
-            headers |= {
-                "Idempotency-Key": out.idempotency_key,
-                "X-Roac-Delivery": str(out.delivery_id),
-                TIMESTAMP_HEADER: timestamp,
-                SIGNATURE_HEADER: sign_webhook(self._secret, timestamp, body),
-            }
-        response = await _request(self._session, "POST", url, body=body, headers=headers)
+            headers |= self._signed_headers(out, body)
+        response = await _request(
+            self._session, self._policy, "POST", url, body=body, headers=headers
+        )
         check_response(response)
         hold_for = None
         if (
@@ -212,12 +220,28 @@ class WebhookChannel:
                 provider_id = str(response.json().get("id", provider_id))
         return Sent(provider_id=provider_id, hold_for=hold_for)
 
+    def _signed_headers(self, out: Outgoing, body: bytes) -> dict[str, str]:
+        """Standard Webhooks headers under this destination's own secret. `webhook-id` is the
+        delivery's idempotency key (stable per delivery and channel): a resend after a crash
+        carries the same id, so the receiver can drop the repeat."""
+        if not self._signing_key:
+            raise PermanentDeliveryError(
+                "generic webhook not sent: no ROAC_WEBHOOK_SIGNING_KEY to sign it with"
+            )
+        try:
+            key = webhook_signing.destination_key(self._signing_key, out.address)
+        except ValueError as exc:
+            raise PermanentDeliveryError(f"generic webhook: {exc}") from exc
+        timestamp = int(self._wall_clock())
+        return webhook_signing.signed_headers(key, out.idempotency_key, timestamp, body)
+
 
 class SlackAppChannel:
     """Slack app mode: the bot opens a DM (or a group DM with every participant) and posts."""
 
     def __init__(self, session: aiohttp.ClientSession, api_url: str, token: str) -> None:
         self._session = session
+        self._policy = session_policy(session)
         self._api = api_url.rstrip("/")
         self._token = token
 
@@ -227,13 +251,17 @@ class SlackAppChannel:
     async def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await _request(
             self._session,
+            self._policy,
             "POST",
             f"{self._api}/{method}",
             body=_json_body(body),
             headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
         )
         check_response(response)
-        data = response.json()
+        try:
+            data = response.json()
+        except ValueError:  # not JSON, or cut at the body cap
+            data = None
         if not isinstance(data, dict) or not data.get("ok"):
             error = str(data.get("error", "unknown")) if isinstance(data, dict) else "malformed"
             if error in SLACK_TRANSIENT_ERRORS:
@@ -261,6 +289,7 @@ class MatrixChannel:
 
     def __init__(self, session: aiohttp.ClientSession, homeserver: str, token: str) -> None:
         self._session = session
+        self._policy = session_policy(session)
         self._homeserver = homeserver.rstrip("/")
         self._token = token
 
@@ -276,10 +305,14 @@ class MatrixChannel:
         )
         response = await _request(
             self._session,
+            self._policy,
             "PUT",
             url,
             body=_json_body({"msgtype": "m.text", "body": out.rendered.chat[Style.PLAIN]}),
             headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
         )
         check_response(response)
-        return Sent(provider_id=str(response.json().get("event_id", "")))
+        event_id = ""
+        with contextlib.suppress(ValueError, AttributeError):
+            event_id = str(response.json().get("event_id", ""))
+        return Sent(provider_id=event_id)
