@@ -1,6 +1,6 @@
 """Wiring of the matcher process: pool, broker, subscriber, outbox relay, the round worker, and
-the HTTP routes (/v1/pools, /v1/rounds, /v1/resources, feedback, /metrics, /healthz, /readyz) on
-ROAC_MATCHER_METRICS_PORT."""
+the HTTP routes (/v1/pools, /v1/rounds, /v1/resources, feedback, a person's identities and merges,
+/metrics, /healthz, /readyz) on ROAC_MATCHER_METRICS_PORT."""
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException
 
 from services.matcher import handlers
 from services.matcher.constraints import Rules
+from services.matcher.contacts_admin import ContactIdentities
 from services.matcher.feedback import Feedback
 from services.matcher.resources import Resources
 from services.matcher.rounds import RoundPolicy, Rounds
@@ -40,6 +41,7 @@ async def build(settings: Settings) -> FastAPI:
         cooldown_days=settings.match_repeat_cooldown_days,
         half_life_days=settings.match_interest_half_life_days,
         group_max=settings.match_group_max,
+        verified_sources=settings.verified_sources,
     )
     handlers.register(broker, MatcherService(store, policy))
     rounds = Rounds(
@@ -69,6 +71,7 @@ async def build(settings: Settings) -> FastAPI:
     )
     app.state.rounds = rounds
     app.state.feedback = Feedback(store)
+    app.state.contacts = ContactIdentities(store)
     app.state.resources = Resources(
         store,
         cap_per_week=settings.resource_cap_per_week,

@@ -1,13 +1,15 @@
-"""`roac contacts`: an operator's view of one person's identities and merges, and unmerge."""
+"""One person's identities and merges, for an operator: `roac contacts show` and `unmerge`, and
+the matcher API's `GET /v1/contacts/{source}/{external_id}/identity`, so every merge and why it
+was allowed (same source, or verified sources) can be checked, and undone when wrong."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from services.matcher import identity_resolution
 from services.matcher.identity_store import IdentityRow, MergeRow
-from services.matcher.store import MatcherStore
+from services.matcher.store import MatcherStore, MatcherUnitOfWork
 from shared.db import create_pool
 from shared.events import UnmergeData
 from shared.settings import Settings
@@ -19,21 +21,44 @@ Ref = tuple[str, str]
 class ContactView:
     contact_id: int
     identities: list[IdentityRow]
+    # The merges into the contact not undone: what `unmerge` chooses from.
     merges: list[MergeRow]
+    # Every merge of the person, undone ones too, newest first.
+    history: list[MergeRow] = field(default_factory=list)
+    # (source, external_id) of the identities the merges in `history` brought, by identity id
+    # (an erased identity is missing).
+    refs: dict[int, Ref] = field(default_factory=dict)
+
+
+async def view(uow: MatcherUnitOfWork, ref: Ref) -> ContactView | None:
+    identity = await uow.identities.identity(ref)
+    if identity is None:
+        return None
+    history = await uow.identities.merge_history(identity.contact_id)
+    return ContactView(
+        identity.contact_id,
+        await uow.identities.identities_of((identity.contact_id,)),
+        await uow.identities.merges_into(identity.contact_id),
+        history,
+        await uow.identities.refs_of(i for m in history for i in m.identity_ids),
+    )
+
+
+class ContactIdentities:
+    """The matcher API's read of a person's identities and merge history."""
+
+    def __init__(self, store: MatcherStore) -> None:
+        self._store = store
+
+    async def view(self, ref: Ref) -> ContactView | None:
+        async with self._store.unit_of_work() as uow:
+            return await view(uow, ref)
 
 
 async def show(settings: Settings, ref: Ref) -> ContactView | None:
     pool = await create_pool(settings, max_size=1)
     try:
-        async with MatcherStore(pool).unit_of_work() as uow:
-            identity = await uow.identities.identity(ref)
-            if identity is None:
-                return None
-            return ContactView(
-                identity.contact_id,
-                await uow.identities.identities_of((identity.contact_id,)),
-                await uow.identities.merges_into(identity.contact_id),
-            )
+        return await ContactIdentities(MatcherStore(pool)).view(ref)
     finally:
         await pool.close()
 

@@ -3,22 +3,31 @@
 Applied inside the transaction of a batch of contact events: each identity's own newest
 profile and match keys are kept; identities that share a key (identity_keys) are merged into
 the older contact, which becomes the person's only contact (the absorbed one stays as a
-tombstone); the merge is recorded and emitted (contact.merged.v1). The contact's profile is the
-newest of its identities', its blocks the union of theirs. `unmerge` undoes a merge exactly
-enough to give both sides back their identities, interests, introductions and profiles, and
-vetoes merging them again.
+tombstone), but only when their sources allow it (one source, or two verified ones: a source
+that could send anyone's email must not take over someone); the merge is recorded with its
+reason and emitted (contact.merged.v1). The contact's channels are its identities' own, oldest
+identity first (identity_keys.merged_channels), so one source cannot redirect what another's
+person receives; the rest of its profile is the newest of its identities', its blocks the union
+of theirs. `unmerge` undoes a merge exactly enough to give both sides back their identities,
+interests, introductions and profiles, and vetoes merging them again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from services.matcher import metrics
-from services.matcher.identity_keys import Components, links_between, match_keys
+from services.matcher.identity_keys import (
+    Components,
+    Link,
+    links_between,
+    match_keys,
+    merged_channels,
+)
 from services.matcher.identity_store import IdentityProfile, IdentityRow, MergeRow
 from services.matcher.store import ProfileRow, Resolved
 from shared.events import (
@@ -78,10 +87,13 @@ class ContactsApplied:
 
 
 async def apply_contacts(
-    uow: MatcherUnitOfWork, latest: dict[Ref, ContactUpserted]
+    uow: MatcherUnitOfWork,
+    latest: dict[Ref, ContactUpserted],
+    verified: frozenset[str] = frozenset(),
 ) -> ContactsApplied:
-    """Store the newest contact event of each identity, merge identities that are one person,
-    and bring each touched contact's profile and blocks up to date."""
+    """Store the newest contact event of each identity, merge identities that are one person
+    (within one source, or across the `verified` sources), and bring each touched contact's
+    profile and blocks up to date."""
     blocked_refs = {(b.source, b.external_id) for e in latest.values() for b in e.data.blocks}
     resolved: dict[Ref, Resolved] = await uow.resolve(set(latest) | blocked_refs)
     keys = {resolved[ref].identity_id: match_keys(event.data) for ref, event in latest.items()}
@@ -101,38 +113,59 @@ async def apply_contacts(
     components = Components()
     if fresh:
         owners = await uow.identities.key_owners(d for i in fresh for d in keys[i])
-        for link in links_between(owners, kinds):
+        for link in links_between(owners, kinds, verified):
             a, b = components.root(link.a), components.root(link.b)
-            if a == b or await uow.identities.vetoed(a, b):
+            if a == b:
+                continue
+            if not link.allowed:
+                # The key's value is never logged: only that a merge was refused, and on what.
+                metrics.MERGES_REFUSED.labels(link.matched_on).inc()
+                continue
+            if await uow.identities.vetoed(a, b):
                 continue
             survivor, absorbed = components.join(a, b)
+            # The sources of the two identities that shared the key, the survivor's first.
+            sources = link.sources if survivor == a else link.sources[::-1]
             cause = next(iter(latest.values()))
-            await _merge(uow, survivor, absorbed, link.matched_on, cause)
+            await _merge(uow, survivor, absorbed, replace(link, sources=sources), cause)
     contacts = {ref: components.root(found.contact_id) for ref, found in resolved.items()}
     merged = {contacts[ref] for ref in latest if contacts[ref] != resolved[ref].contact_id}
     merged |= {components.root(c) for c in components.absorbed}
-    # Without a merge, the event itself is the identity's newest profile, and the contact's
-    # guard (profile_at) keeps the newest of its identities': no need to read them back.
+    # A person merged before has channels from several identities: rebuilt from all of them,
+    # under the contact's lock, so an update of one identity changes only its own channels.
+    shared = await uow.identities.shared_contacts(
+        contacts[ref] for ref in latest if contacts[ref] not in merged
+    )
+    if shared:
+        await uow.identities.lock_contacts(shared)
+    # Otherwise the event itself is the identity's newest profile, and the contact's guard
+    # (profile_at) keeps the newest of its identities': no need to read them back.
     became_reachable = await uow.update_profiles(
         [
             profile_row(contacts[ref], event.data, event.occurred_at)
             for ref, event in latest.items()
-            if contacts[ref] not in merged
+            if contacts[ref] not in merged | shared
         ]
     )
-    if merged:
-        became_reachable |= await rebuild_profiles(uow, merged)
+    if merged or shared:
+        became_reachable |= await rebuild_profiles(uow, merged | shared)
     await rebuild_blocks(uow, {contacts[ref] for ref in latest})
     return ContactsApplied(contacts, became_reachable)
 
 
 async def _merge(
-    uow: MatcherUnitOfWork, survivor: int, absorbed: int, matched_on: str, cause: ContactUpserted
+    uow: MatcherUnitOfWork, survivor: int, absorbed: int, link: Link, cause: ContactUpserted
 ) -> None:
+    assert link.reason is not None  # only allowed links are merged
     await uow.identities.lock_contacts((survivor, absorbed))
     before = await uow.identities.identities_of((survivor,))
     merge_id = uuid4()
-    moved = set(await uow.identities.merge(merge_id, survivor, absorbed, matched_on))
+    matched_on = link.matched_on
+    moved = set(
+        await uow.identities.merge(
+            merge_id, survivor, absorbed, matched_on, link.reason, link.sources
+        )
+    )
     merged = [i for i in await uow.identities.identities_of((survivor,)) if i.id in moved]
     metrics.MERGES.labels(matched_on).inc()
     await uow.enqueue(
@@ -156,20 +189,26 @@ async def _merge(
 async def rebuild_profiles(
     uow: MatcherUnitOfWork, contact_ids: Iterable[int], *, force: bool = False
 ) -> set[int]:
-    """Set each contact's profile to the newest of its identities' (force: even when that is
-    older than what the contact shows, as after an unmerge); return those that just became
-    reachable."""
-    newest: dict[int, IdentityRow] = {}
+    """Set each contact's profile to the newest of its identities' and its channels to all of
+    theirs, oldest identity's first (force: even when the newest is older than what the
+    contact shows, as after an unmerge); return those that just became reachable."""
+    newest: dict[int, tuple[ContactData, datetime]] = {}
+    own_channels: dict[int, list[list[ChannelAddress]]] = {}
+    # Oldest identity first (identities_of's order): the one the person is presented under.
     for identity in await uow.identities.identities_of(contact_ids):
         if identity.profile is None or identity.profile_at is None:
             continue
+        data = ContactData.model_validate(identity.profile)
+        own_channels.setdefault(identity.contact_id, []).append(channels_of(data))
         best = newest.get(identity.contact_id)
-        if best is None or (best.profile_at is not None and best.profile_at <= identity.profile_at):
-            newest[identity.contact_id] = identity
+        if best is None or best[1] <= identity.profile_at:
+            newest[identity.contact_id] = (data, identity.profile_at)
     rows = [
-        profile_row(contact_id, ContactData.model_validate(identity.profile), identity.profile_at)
-        for contact_id, identity in newest.items()
-        if identity.profile is not None and identity.profile_at is not None
+        replace(
+            profile_row(contact_id, data, at),
+            channels=merged_channels(own_channels[contact_id]),
+        )
+        for contact_id, (data, at) in newest.items()
     ]
     return await uow.update_profiles(rows, force=force)
 

@@ -34,6 +34,10 @@ class MergeRow:
     proposal_ids: tuple[UUID, ...]
     merged_at: datetime
     undone_at: datetime | None
+    # same_source, verified_sources, or unrecorded (merged before reasons were kept).
+    reason: str = "unrecorded"
+    # The sources of the two identities that shared the key (survivor's side first).
+    sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,8 @@ def _merge(r: asyncpg.Record) -> MergeRow:
         tuple(r["proposal_ids"]),
         r["merged_at"],
         r["undone_at"],
+        r["reason"],
+        tuple(r["sources"]),
     )
 
 
@@ -148,20 +154,30 @@ class IdentityRecords:
             [p[1] for p in pairs],
         )
 
-    async def key_owners(self, digests: Iterable[bytes]) -> dict[bytes, set[int]]:
-        """For each digest, the (live, not erased) contacts whose identities have it."""
+    async def key_owners(self, digests: Iterable[bytes]) -> dict[bytes, set[tuple[int, str]]]:
+        """For each digest, the (live, not erased) contacts whose identities have it, each with
+        the source of every identity that has it."""
         rows = await self._conn.fetch(
             """
-            SELECT k.digest, i.contact_id FROM matcher.identity_keys k
+            SELECT k.digest, i.contact_id, i.source FROM matcher.identity_keys k
             JOIN matcher.identities i ON i.id = k.identity_id
             WHERE k.digest = ANY($1::bytea[])
             """,
             list(set(digests)),
         )
-        owners: dict[bytes, set[int]] = {}
+        owners: dict[bytes, set[tuple[int, str]]] = {}
         for r in rows:
-            owners.setdefault(bytes(r["digest"]), set()).add(r["contact_id"])
+            owners.setdefault(bytes(r["digest"]), set()).add((r["contact_id"], r["source"]))
         return owners
+
+    async def shared_contacts(self, contact_ids: Iterable[int]) -> set[int]:
+        """Those of the contacts that have more than one identity (a merged person)."""
+        rows = await self._conn.fetch(
+            "SELECT contact_id FROM matcher.identities WHERE contact_id = ANY($1::bigint[]) "
+            "GROUP BY contact_id HAVING count(*) > 1",
+            sorted(set(contact_ids)),
+        )
+        return {r["contact_id"] for r in rows}
 
     async def vetoed(self, contact_a: int, contact_b: int) -> bool:
         """Whether an operator split identities of these two contacts before."""
@@ -205,10 +221,17 @@ class IdentityRecords:
         )
 
     async def merge(
-        self, merge_id: UUID, survivor: int, absorbed: int, matched_on: str
+        self,
+        merge_id: UUID,
+        survivor: int,
+        absorbed: int,
+        matched_on: str,
+        reason: str,
+        sources: tuple[str, ...],
     ) -> tuple[int, ...]:
-        """Move everything of `absorbed` to `survivor` and leave a tombstone; return the
-        identity ids it brought. The caller locked both contacts."""
+        """Move everything of `absorbed` to `survivor` and leave a tombstone; record the merge
+        with why it was allowed; return the identity ids it brought. The caller locked both
+        contacts."""
         conn = self._conn
         survivor_ids: list[int] = [
             r["id"]
@@ -315,9 +338,9 @@ class IdentityRecords:
         await conn.execute("UPDATE matcher.counters SET value = value - 1 WHERE name = 'contacts'")
         await conn.execute(
             """
-            INSERT INTO matcher.merges
-                (id, survivor_id, absorbed_id, identity_ids, matched_on, proposal_ids)
-            VALUES ($1, $2, $3, $4, $5, $6)
+            INSERT INTO matcher.merges (id, survivor_id, absorbed_id, identity_ids, matched_on,
+                                        proposal_ids, reason, sources)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
             """,
             merge_id,
             survivor,
@@ -325,6 +348,8 @@ class IdentityRecords:
             moved_ids,
             matched_on,
             moved_proposals,
+            reason,
+            list(sources),
         )
         return tuple(moved_ids)
 
@@ -367,6 +392,32 @@ class IdentityRecords:
             contact_id,
         )
         return [_merge(r) for r in rows]
+
+    async def merge_history(self, contact_id: int) -> list[MergeRow]:
+        """Every merge, undone ones too, that joined this contact or a contact it absorbed
+        (directly or through another), newest first."""
+        rows = await self._conn.fetch(
+            """
+            WITH RECURSIVE person(id) AS (
+                SELECT $1::bigint
+                UNION
+                SELECT c.id FROM matcher.contacts c JOIN person p ON c.merged_into = p.id
+            )
+            SELECT * FROM matcher.merges
+            WHERE survivor_id IN (SELECT id FROM person) OR absorbed_id IN (SELECT id FROM person)
+            ORDER BY merged_at DESC, id
+            """,
+            contact_id,
+        )
+        return [_merge(r) for r in rows]
+
+    async def refs_of(self, identity_ids: Iterable[int]) -> dict[int, Ref]:
+        """(source, external_id) of each identity that still exists (not erased)."""
+        rows = await self._conn.fetch(
+            "SELECT id, source, external_id FROM matcher.identities WHERE id = ANY($1::bigint[])",
+            sorted(set(identity_ids)),
+        )
+        return {r["id"]: (r["source"], r["external_id"]) for r in rows}
 
     async def merge_by_id(self, merge_id: UUID) -> MergeRow | None:
         row = await self._conn.fetchrow("SELECT * FROM matcher.merges WHERE id = $1", merge_id)

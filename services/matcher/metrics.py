@@ -51,6 +51,13 @@ MERGES = Counter(
     "chat_handle.",
     ["matched_on"],
 )
+MERGES_REFUSED = Counter(
+    "roac_matcher_merges_refused_total",
+    "Contacts of different sources found to share a key but not merged, because not both "
+    "sources are listed in ROAC_IDENTITY_VERIFIED_SOURCES, by what they shared (counted each "
+    "time one of them is updated).",
+    ["matched_on"],
+)
 UNMERGES = Counter(
     "roac_matcher_unmerges_total", "Merges undone by an operator (roac contacts unmerge)."
 )
@@ -67,5 +74,6 @@ for _outcome in ("met", "did_not_meet", "declined"):
     FEEDBACK.labels(_outcome)
 for _matched_on in ("email", "chat_handle"):
     MERGES.labels(_matched_on)
+    MERGES_REFUSED.labels(_matched_on)
 LAST_ROUND_COVERAGE.set(float("nan"))
 LAST_ROUND_GROUPS.set(float("nan"))

@@ -62,6 +62,9 @@ class MatchingPolicy:
     half_life_days: float = 365.0
     # Up to this many people sharing a rare topic meet as one group (below 3: never).
     group_max: int = 6
+    # Sources whose identities merge with each other's (ROAC_IDENTITY_VERIFIED_SOURCES); any
+    # other source's merge only with identities of the same source.
+    verified_sources: frozenset[str] = frozenset()
 
 
 def may_be_introduced(state: Availability, recent: int, now: datetime, rules: Rules) -> bool:
@@ -120,7 +123,9 @@ class MatcherService:
                 latest[ref] = event
         if not latest:
             return
-        applied = await identity_resolution.apply_contacts(uow, latest)
+        applied = await identity_resolution.apply_contacts(
+            uow, latest, self._policy.verified_sources
+        )
         ids = applied.contacts
         became_reachable = set(applied.became_reachable)
         # A contact from a bulk import (Envelope.bulk) introduces nobody at once: it is stored,

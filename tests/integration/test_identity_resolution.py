@@ -1,5 +1,6 @@
-"""Identity resolution against the real PostgreSQL: one person from two sources is one contact,
-never introduced to themselves, and an unmerge gives both back exactly."""
+"""Identity resolution against the real PostgreSQL: one person from two verified sources, or twice
+from one source, is one contact, never introduced to themselves, and an unmerge gives both back
+exactly; a source that is not verified cannot merge into, or redirect, another's person."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from services.matcher import contacts_admin
 from services.matcher.identity_resolution import UnmergeRefused, unmerge
@@ -29,9 +31,21 @@ from shared.events import (
 from shared.settings import Settings
 from tests.integration.test_matcher_service import proposals_for
 
+# The sources these tests merge across, as ROAC_IDENTITY_VERIFIED_SOURCES would list them.
+VERIFIED = frozenset({"crm", "forum", "slack", "bot", "hr", "s0", "s1", "s2", "s3"})
+
 
 @pytest.fixture
 def matcher(pool: asyncpg.Pool) -> MatcherService:
+    return MatcherService(
+        MatcherStore(pool),
+        MatchingPolicy(min_score=0.5, candidates_per_topic=50, verified_sources=VERIFIED),
+    )
+
+
+@pytest.fixture
+def unverified(pool: asyncpg.Pool) -> MatcherService:
+    """A matcher configured as by default: no source verifies its identifiers."""
     return MatcherService(
         MatcherStore(pool), MatchingPolicy(min_score=0.5, candidates_per_topic=50)
     )
@@ -101,6 +115,14 @@ async def test_the_same_email_from_two_sources_is_one_person(
     assert merged[0]["data"]["matched_on"] == "email"
     assert merged[0]["data"]["into"] == [{"source": "crm", "external_id": f"{run}-1"}]
     assert merged[0]["data"]["merged"] == [{"source": "forum", "external_id": f"{run}-a"}]
+    record = await pool.fetchrow(
+        "SELECT reason, sources, matched_on FROM matcher.merges WHERE survivor_id = $1", crm
+    )
+    assert dict(record) == {
+        "reason": "verified_sources",
+        "sources": ["crm", "forum"],
+        "matched_on": "email",
+    }
     # The newest profile wins; the absorbed contact is a tombstone without personal data.
     row = await pool.fetchrow("SELECT name FROM matcher.contacts WHERE id = $1", crm)
     assert row["name"] == "Ada L"
@@ -273,3 +295,164 @@ async def test_an_opt_out_under_one_identity_holds_for_the_merged_person_and_aft
         )
     }
     assert flags == {one: True, two: False}
+
+
+async def channels_of(pool: asyncpg.Pool, contact_id: int) -> list[str]:
+    found = await pool.fetchval("SELECT channels FROM matcher.contacts WHERE id = $1", contact_id)
+    return [c["address"] for c in (json.loads(found) if isinstance(found, str) else found)]
+
+
+def _refused(matched_on: str) -> float:
+    found = REGISTRY.get_sample_value(
+        "roac_matcher_merges_refused_total", {"matched_on": matched_on}
+    )
+    return found or 0.0
+
+
+@pytest.mark.parametrize("source", ["evil", "signup"])
+async def test_an_unverified_source_cannot_take_over_another_source_s_person(
+    matcher: MatcherService, pool: asyncpg.Pool, source: str
+) -> None:
+    """The hijack: an integration upserts a contact with the victim's email and its own channel
+    first. crm is verified, the other source is not: no merge, and the victim's introduction
+    names and reaches only the victim's own channel."""
+    run = _run()
+    email = f"victim.{run}@x.org"
+    topic = f"hijacked topic {run}"
+    await matcher.apply(EventBatch(events=[contact(run, "crm", "v", email=email, name="Vic")]))
+    await matcher.apply(EventBatch(events=[interest(run, "crm", "v", topic)]))
+    refused_before = _refused("email")
+    hijack = contact(
+        run,
+        source,
+        "h",
+        email=email,
+        name="Not Vic",
+        channels=[
+            ChannelAddress(type=ChannelType.EMAIL, address=f"attacker.{run}@evil.example"),
+            ChannelAddress(type=ChannelType.EMAIL, address=email),
+        ],
+    )
+    await matcher.apply(EventBatch(events=[hijack]))
+    victim, hijacker = (
+        await contact_of(pool, "crm", f"{run}-v"),
+        await contact_of(pool, source, f"{run}-h"),
+    )
+    assert victim != hijacker
+    assert await merged_events(pool, run, "contact.merged.v1") == []
+    assert _refused("email") == refused_before + 1
+    assert await channels_of(pool, victim) == [email]
+    name = await pool.fetchval("SELECT name FROM matcher.contacts WHERE id = $1", victim)
+    assert name == "Vic"
+    # Someone shares the victim's topic: the introduction reaches the victim's own address.
+    await matcher.apply(EventBatch(events=[contact(run, "crm", "o", email=f"o.{run}@x.org")]))
+    await matcher.apply(EventBatch(events=[interest(run, "crm", "o", topic)]))
+    (proposal,) = await proposals_for(pool, run)
+    assert proposal["ids"] == [f"{run}-o", f"{run}-v"]
+    participants = {p["external_id"]: p for p in proposal["event"]["data"]["participants"]}
+    assert participants[f"{run}-v"]["source"] == "crm"
+    assert [c["address"] for c in participants[f"{run}-v"]["channels"]] == [email]
+
+
+async def test_two_unverified_sources_do_not_merge_by_default(
+    unverified: MatcherService, pool: asyncpg.Pool
+) -> None:
+    run = _run()
+    email = f"two.{run}@x.org"
+    await unverified.apply(EventBatch(events=[contact(run, "crm", "1", email=email)]))
+    await unverified.apply(EventBatch(events=[contact(run, "forum", "a", email=email)]))
+    assert await contact_of(pool, "crm", f"{run}-1") != await contact_of(pool, "forum", f"{run}-a")
+
+
+async def test_the_same_source_still_merges_without_verified_sources(
+    unverified: MatcherService, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    run = _run()
+    email = f"twice.{run}@x.org"
+    await unverified.apply(EventBatch(events=[contact(run, "crm", "1", email=email)]))
+    await unverified.apply(EventBatch(events=[contact(run, "crm", "2", email=email.upper())]))
+    one = await contact_of(pool, "crm", f"{run}-1")
+    assert one == await contact_of(pool, "crm", f"{run}-2")
+    view = await contacts_admin.show(settings, ("crm", f"{run}-2"))
+    assert view is not None
+    (merge,) = view.history
+    assert (merge.reason, merge.sources, merge.matched_on) == (
+        "same_source",
+        ("crm", "crm"),
+        "email",
+    )
+    assert [view.refs[i] for i in merge.identity_ids] == [("crm", f"{run}-2")]
+
+
+async def test_a_verified_merge_keeps_each_identity_s_channels_in_their_place(
+    matcher: MatcherService, pool: asyncpg.Pool
+) -> None:
+    """Both sources verified: one person, reached first on the older identity's channels, in
+    that identity's order; the newer source's updates change only its own channels, behind."""
+    run = _run()
+    email = f"kept.{run}@x.org"
+    hook = "https://hooks.slack.com/services/T0/B0/forum"
+    member = "U" + run.upper()
+
+    def forum(*channels: ChannelAddress) -> ContactUpserted:
+        return contact(run, "forum", "a", email=email, name="Forum Ada", channels=list(channels))
+
+    await matcher.apply(
+        EventBatch(
+            events=[
+                contact(
+                    run,
+                    "crm",
+                    "1",
+                    email=email,
+                    channels=[
+                        ChannelAddress(type=ChannelType.EMAIL, address=email),
+                        ChannelAddress(type=ChannelType.SLACK, address=member),
+                    ],
+                )
+            ]
+        )
+    )
+    await matcher.apply(
+        EventBatch(
+            events=[
+                forum(
+                    ChannelAddress(type=ChannelType.SLACK_WEBHOOK, address=hook),
+                    ChannelAddress(type=ChannelType.EMAIL, address=email),
+                )
+            ]
+        )
+    )
+    person = await contact_of(pool, "crm", f"{run}-1")
+    assert person == await contact_of(pool, "forum", f"{run}-a")
+    assert await channels_of(pool, person) == [email, member, hook]
+    # The newest profile still names the person; the channels stay the crm identity's first.
+    assert await pool.fetchval("SELECT name FROM matcher.contacts WHERE id = $1", person) == (
+        "Forum Ada"
+    )
+    # forum changes its own channels (a merged person's update takes the rebuild path).
+    other_hook = "https://hooks.slack.com/services/T0/B0/other"
+    await matcher.apply(
+        EventBatch(
+            events=[forum(ChannelAddress(type=ChannelType.SLACK_WEBHOOK, address=other_hook))]
+        )
+    )
+    assert await channels_of(pool, person) == [email, member, other_hook]
+    # crm changes its own: its order is the person's, forum's channel stays behind.
+    await matcher.apply(
+        EventBatch(
+            events=[
+                contact(
+                    run,
+                    "crm",
+                    "1",
+                    email=email,
+                    channels=[
+                        ChannelAddress(type=ChannelType.SLACK, address=member),
+                        ChannelAddress(type=ChannelType.EMAIL, address=email),
+                    ],
+                )
+            ]
+        )
+    )
+    assert await channels_of(pool, person) == [member, email, other_hook]
