@@ -253,6 +253,37 @@ def secrets_rotate_link_keys(
         typer.echo(f"dropped {dropped}: links signed with it no longer work", err=True)
 
 
+webhooks = typer.Typer(
+    help="The generic webhook: each destination verifies roac's messages with its own secret."
+)
+app.add_typer(webhooks, name="webhooks")
+
+
+@webhooks.command("secret")
+def webhooks_secret(
+    url: Annotated[str, typer.Argument(help="The destination URL, as in the contact's channel")],
+) -> None:
+    """Print this destination's `whsec_` secret (Standard Webhooks), derived from
+    ROAC_WEBHOOK_SIGNING_KEY: give it to that receiver only; it signs nothing else."""
+    from services.notifier.channels.webhook_signing import (
+        destination_secret,
+        normalise_destination,
+    )
+
+    key = _settings().webhook_signing_key.get_secret_value()
+    if not key:
+        typer.echo("ROAC_WEBHOOK_SIGNING_KEY is not set: `roac secrets generate`", err=True)
+        raise typer.Exit(2)
+    try:
+        secret = destination_secret(key.encode(), url)
+    except ValueError as exc:
+        typer.echo(f"invalid URL: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    # The secret alone on stdout; which destination it is for on stderr.
+    typer.echo(secret)
+    typer.echo(f"secret of {normalise_destination(url)}", err=True)
+
+
 deliveries = typer.Typer(help="Parked deliveries (out of attempts after transient failures).")
 app.add_typer(deliveries, name="deliveries")
 

@@ -2,7 +2,7 @@ from email import message_from_bytes, policy
 from uuid import uuid4
 
 from services.notifier.email_message import build_email, sender_domain
-from services.notifier.rendering import Links, MessageRenderer, Style, Trusted
+from services.notifier.rendering import Links, MessageRenderer, Style, Trusted, escape
 from shared.events import (
     ChannelAddress,
     ChannelType,
@@ -122,6 +122,21 @@ def test_markdown_chats_cannot_mention_everyone() -> None:
     eve = _person("eve", "@everyone look")
     chat = renderer.render(INTRO, _intro(ada, eve, topics=[KITES]), [0], LINKS).chat[Style.MARKDOWN]
     assert "@everyone" not in chat
+
+
+def test_markdown_neuters_mattermost_channel_wide_and_user_mentions() -> None:
+    mallory = _person("m", "@channel @all @here @ada (ada@example.org)")
+    intro = _intro(ada, mallory, topics=[KITES])
+    chat = renderer.render(INTRO, intro, [0], LINKS).chat[Style.MARKDOWN]
+    for mention in ("@channel", "@all", "@here", "@ada"):
+        assert mention not in chat and f"@\u200b{mention[1:]}" in chat
+    assert "ada@example.org" in chat  # an address is not a mention: left as it is
+    assert escape(Style.MARKDOWN, "x-@here *b*") == "x\\-@\u200bhere \\*b\\*"
+    # Teams card titles go through the same escaping (services/notifier/channels/http.py).
+    assert escape(Style.MARKDOWN, "Meet [Bo](https://evil.example)") == (
+        "Meet \\[Bo\\]\\(https://evil.example\\)"
+    )
+    assert escape(Style.SLACK, "<!channel> & co") == "&lt;!channel&gt; &amp; co"
 
 
 def test_seek_and_offer_are_told_from_each_side() -> None:

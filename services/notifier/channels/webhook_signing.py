@@ -42,7 +42,10 @@ def normalise_destination(url: str) -> str:
     host = (parts.hostname or "").rstrip(".")
     if scheme not in _DEFAULT_PORTS or not host:
         raise ValueError(f"not an absolute http(s) URL: {url!r}")
-    port = parts.port  # ValueError when out of range
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not an absolute http(s) URL: {url!r} ({exc})") from exc
     if ":" in host:
         host = f"[{host}]"
     netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
