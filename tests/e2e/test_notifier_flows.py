@@ -49,7 +49,8 @@ def optin(
         ROAC_QUIET_HOURS_ENABLED="false",
         ROAC_RETRY_BASE_SECONDS="1",
         ROAC_DELIVERY_MAX_ATTEMPTS=3,
-        ROAC_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+        # 169.254.169.254 on the list too, so the connect-time guard is what refuses it.
+        ROAC_WEBHOOK_ALLOWED_HOSTS="127.0.0.1,169.254.169.254",
     ) as stack:
         yield stack
 
@@ -215,6 +216,32 @@ def test_a_webhook_answering_400_is_not_retried_and_the_failure_is_announced(
     assert len(events) == 1 and events[0]["data"]["permanent"] is True
     assert "400" in events[0]["data"]["reason"]
     assert len(providers.state.at(path)) == 1
+
+
+def test_a_webhook_at_the_metadata_address_is_refused_for_good_without_retry(
+    optin: Stack,
+) -> None:
+    """The stack opts in to 127.0.0.0/8 for the fake providers, nothing else: the live notifier
+    refuses the cloud metadata address (link-local) as a permanent failure, never retried."""
+    run = run_id()
+    url = f"http://169.254.169.254/latest/meta-data/{run}"
+
+    async def scenario() -> list[dict[str, Any]]:
+        connection = await connect(optin.infra.amqp_url)
+        async with connection:
+            failures = await tap(connection, "delivery.failed.v1")
+            await asyncio.to_thread(
+                _introduce, optin, [_webhook_person(run, 0, url), new_person(run, 1)], f"fern {run}"
+            )
+            await asyncio.sleep(4)
+            return [e for m in await drain(failures) for e in json.loads(m.body)["events"]]
+
+    events = [
+        e for e in asyncio.run(scenario()) if e["data"]["recipient"]["external_id"] == f"{run}-0"
+    ]
+    assert len(events) == 1 and events[0]["data"]["permanent"] is True
+    assert "destination refused" in events[0]["data"]["reason"]
+    assert "link-local" in events[0]["data"]["reason"]
 
 
 def test_a_webhook_down_throughout_is_parked_then_replayed_once_back(optin: Stack) -> None:
