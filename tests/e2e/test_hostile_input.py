@@ -133,6 +133,17 @@ def test_http_refuses_the_character_in_each_field_naming_it(
         assert list(problems(batch)) == [f"items[0].{dotted(loc)}"]
 
 
+@pytest.mark.parametrize("char", CHARS)
+@pytest.mark.parametrize("method", ["DELETE", "POST"])
+def test_a_person_in_the_path_refuses_them_too(stack: Stack, method: str, char: str) -> None:
+    encoded = CHARS[char].encode().hex("%").upper()  # %00, %E2%80%AE
+    path = f"/v1/contacts/e2e/ab%{encoded}cd" + ("/opt-out" if method == "POST" else "")
+    with stack.client() as client:
+        response = client.request(method, path)
+    assert response.status_code == 422, response.text
+    assert list(problems(response)) == ["path.external_id"]
+
+
 RESOURCE = {"url": "https://example.org/", "title": "t", "topics": ["k"]}
 
 
