@@ -324,49 +324,113 @@ app.add_typer(keys, name="keys")
 @keys.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="The integration's name (in events and metrics)")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help="What the key may do, repeatable: events:write (default), contacts:erase, "
+            "contacts:read, intros:read, intros:write, rounds:read, rounds:write, "
+            "resources:read, resources:write, keys:admin",
+        ),
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="A source whose people the key may write, erase or read, repeatable "
+            "(default: the key's name; '*': any source)",
+        ),
+    ] = None,
 ) -> None:
-    """Create a key and print its secret: shown this once, never stored."""
+    """Create a key and print its secret: shown this once, never stored. A name holds at most
+    two active keys (rotate one without downtime: `roac keys rotate NAME`)."""
     from shared.api_key_store import KeyNameTaken
     from shared.api_keys import create_key
+    from shared.scopes import DEFAULT_SCOPES, parse_scopes, sources_from_cli
 
     try:
-        secret = _with_database(create_key(_settings().database_url, name))
+        scopes = parse_scopes(scope) if scope else DEFAULT_SCOPES
+        sources = sources_from_cli(source or [], default=name)
+        secret = _with_database(create_key(_settings().database_url, name, scopes, sources))
     except ValueError as exc:
-        typer.echo(f"invalid name: {exc}", err=True)
+        typer.echo(f"invalid key: {exc}", err=True)
         raise typer.Exit(2) from exc
     except KeyNameTaken as exc:
-        typer.echo(f"an active key is named {name!r}: revoke it first", err=True)
+        typer.echo(
+            f"{name!r} already has two active keys: revoke one first "
+            f"(roac keys revoke {name} --oldest)",
+            err=True,
+        )
         raise typer.Exit(1) from exc
     # The secret alone on stdout (KEY=$(roac keys create crm)); the advice on stderr.
     typer.echo(secret)
-    typer.echo(f"created API key {name!r}; store the secret now, it is not shown again", err=True)
+    where = "any source" if sources is None else "source(s) " + ", ".join(sorted(sources))
+    typer.echo(
+        f"created API key {name!r} with {', '.join(sorted(scopes))} for {where}; store the "
+        "secret now, it is not shown again",
+        err=True,
+    )
+
+
+@keys.command("rotate")
+def keys_rotate(name: Annotated[str, typer.Argument(help="The active key's name")]) -> None:
+    """Create a second key for NAME with the same scopes and sources and print its secret.
+    Both work until `roac keys revoke NAME --oldest` once the integration uses the new one."""
+    from shared.api_key_store import KeyNameTaken
+    from shared.api_keys import rotate_key
+
+    try:
+        secret = _with_database(rotate_key(_settings().database_url, name))
+    except LookupError as exc:
+        typer.echo(f"no active key is named {name!r}", err=True)
+        raise typer.Exit(1) from exc
+    except KeyNameTaken as exc:
+        typer.echo(f"{name!r} already has two active keys: revoke the oldest first", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(secret)
+    typer.echo(
+        f"second key for {name!r} created; once the integration uses it: "
+        f"roac keys revoke {name} --oldest",
+        err=True,
+    )
 
 
 @keys.command("list")
 def keys_list() -> None:
-    """Show every key: name, created, last used (to within seconds), revoked. Never a secret."""
+    """Show every key: name, scopes, sources, created, last used (to within seconds), revoked.
+    Never a secret."""
     from shared.api_keys import list_keys
 
     records = _with_database(list_keys(_settings().database_url))
-    typer.echo(f"{'NAME':<24} {'CREATED':<20} {'LAST USED':<20} REVOKED")
+    typer.echo(
+        f"{'NAME':<24} {'SCOPES':<40} {'SOURCES':<16} {'CREATED':<20} {'LAST USED':<20} REVOKED"
+    )
     for r in records:
+        sources = "*" if r.sources is None else ",".join(r.sources)
         typer.echo(
-            f"{r.name:<24} {_when(r.created_at):<20} {_when(r.last_used_at):<20} "
-            f"{_when(r.revoked_at)}"
+            f"{r.name:<24} {','.join(r.scopes):<40} {sources:<16} {_when(r.created_at):<20} "
+            f"{_when(r.last_used_at):<20} {_when(r.revoked_at)}"
         )
     active = sum(r.revoked_at is None for r in records)
     typer.echo(f"{active} active, {len(records) - active} revoked")
 
 
 @keys.command("revoke")
-def keys_revoke(name: Annotated[str, typer.Argument(help="The active key's name")]) -> None:
-    """Revoke the active key with this name; requests with it get 401 within seconds."""
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="The active key's name")],
+    oldest: Annotated[
+        bool, typer.Option("--oldest", help="Only the older of two active keys (rotation)")
+    ] = False,
+) -> None:
+    """Revoke the active keys with this name (or the oldest); requests with them get 401 within
+    seconds."""
     from shared.api_keys import revoke_key
 
-    if not _with_database(revoke_key(_settings().database_url, name)):
+    revoked = _with_database(revoke_key(_settings().database_url, name, oldest_only=oldest))
+    if not revoked:
         typer.echo(f"no active key is named {name!r}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"revoked API key {name!r}")
+    typer.echo(f"revoked {revoked} API key(s) named {name!r}")
 
 
 contacts = typer.Typer(help="People as the matcher knows them: identities and merges.")

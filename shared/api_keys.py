@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -34,9 +35,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import api_key_store as store
 from shared.api_key_store import ActiveKey, KeyRecord
-from shared.metrics import API_KEYS_LOADED
+from shared.metrics import API_KEY_REQUESTS, API_KEYS_LOADED
 from shared.problems import problem_response
+from shared.scopes import DEFAULT_SCOPES, Grant
+from shared.scopes import Scope as KeyScope
 from shared.settings import KEY_NAME
+
+# A person's source, as events name it (shared/events.py's ContactRef).
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_SCOPE_NAMES = frozenset(s.value for s in KeyScope)
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -69,7 +76,7 @@ def check_key_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class _Key:
-    name: str
+    grant: Grant
     key_id: int | None  # None: from ROAC_API_KEYS
 
 
@@ -85,7 +92,10 @@ class ApiKeyring:
         database_url: str | None = None,
         refresh_seconds: float = 5.0,
     ) -> None:
-        self._static = {digest(secret): _Key(name, None) for name, secret in keys.items()}
+        # ROAC_API_KEYS: the operator's own keys, every scope on every source.
+        self._static = {
+            digest(secret): _Key(Grant.everything(name), None) for name, secret in keys.items()
+        }
         self._by_digest = dict(self._static)
         self._used: dict[int, float] = {}
         # Without a database there is nothing more to load.
@@ -103,20 +113,20 @@ class ApiKeyring:
             refresh_seconds=settings.api_keys_refresh_seconds,
         )
 
-    def authenticate(self, presented: str) -> str | None:
-        """The key's name, or None."""
+    def authenticate(self, presented: str) -> Grant | None:
+        """What the key may do (its name, scopes and sources), or None."""
         key = self._by_digest.get(digest(presented))
         if key is None:
             return None
         if key.key_id is not None:
             # Flushed to last_used_at by the next reload: no database write per request.
             self._used[key.key_id] = time.time()
-        return key.name
+        return key.grant
 
     def load(self, active: Iterable[ActiveKey]) -> None:
         """Replace the database's keys (ROAC_API_KEYS stay). One assignment: a request sees the
         old set or the new one, never half of each."""
-        by_digest = {key.digest: _Key(key.name, key.key_id) for key in active}
+        by_digest = {key.digest: _Key(_grant(key), key.key_id) for key in active}
         by_digest.update(self._static)
         self._by_digest = by_digest
         self.loaded = True
@@ -272,8 +282,8 @@ class ApiKeyMiddleware:
             await self._app(scope, receive, send)
             return
         token = bearer_token(scope)
-        name = self._keyring.authenticate(token) if token else None
-        if name is None:
+        grant = self._keyring.authenticate(token) if token else None
+        if grant is None:
             if token and not self._keyring.loaded:
                 # The key may well be valid: the database's keys are not loaded yet.
                 response = problem_response(
@@ -291,7 +301,10 @@ class ApiKeyMiddleware:
                 )
             await response(scope, receive, send)
             return
-        scope.setdefault("state", {})["integration"] = name
+        API_KEY_REQUESTS.labels(grant.name).inc()
+        state = scope.setdefault("state", {})
+        state["integration"] = grant.name
+        state["grant"] = grant
         await self._app(scope, receive, send)
 
     def _with_keyring(self, send: Send) -> Send:
@@ -307,13 +320,58 @@ class ApiKeyMiddleware:
         return sending
 
 
-async def create_key(database_url: str, name: str) -> str:
-    """Create an active key named `name` and return its secret, which is stored nowhere."""
+async def create_key(
+    database_url: str,
+    name: str,
+    scopes: Iterable[KeyScope] = DEFAULT_SCOPES,
+    sources: Iterable[str] | None = None,
+) -> str:
+    """Create an active key named `name` with these scopes and sources (None: any) and return
+    its secret, which is stored nowhere."""
     check_key_name(name)
+    scopes = frozenset(scopes)
+    if not scopes:
+        raise ValueError("a key needs at least one scope")
     secret = new_secret()
     async with _connection(database_url) as conn:
-        await store.insert_key(conn, name, digest(secret))
+        await store.insert_key(
+            conn, name, digest(secret), [s.value for s in scopes], _source_list(sources)
+        )
     return secret
+
+
+async def rotate_key(database_url: str, name: str) -> str:
+    """A second active key for `name` with the same scopes and sources as its current one;
+    revoke the old one (`revoke_key(..., oldest_only=True)`) once the integration uses it."""
+    async with _connection(database_url) as conn:
+        active = [k for k in await store.all_keys(conn) if k.name == name and not k.revoked_at]
+        if not active:
+            raise LookupError(name)
+        current = active[-1]
+        secret = new_secret()
+        await store.insert_key(conn, name, digest(secret), current.scopes, current.sources)
+    return secret
+
+
+def _source_list(sources: Iterable[str] | None) -> list[str] | None:
+    if sources is None:
+        return None
+    checked = sorted({s.strip() for s in sources if s.strip()})
+    if not checked:
+        raise ValueError("a key bound to sources needs at least one")
+    for source in checked:
+        if not SOURCE_NAME.fullmatch(source):
+            raise ValueError(
+                f"source {source!r}: lowercase letters, digits, '_', '.', '-', up to 64"
+            )
+    return checked
+
+
+def _grant(key: ActiveKey) -> Grant:
+    # A scope this version does not know (written by a newer one) grants nothing here.
+    scopes = frozenset(KeyScope(s) for s in key.scopes if s in _SCOPE_NAMES)
+    sources = None if key.sources is None else frozenset(key.sources)
+    return Grant(key.name, scopes, sources)
 
 
 async def list_keys(database_url: str) -> list[KeyRecord]:
@@ -321,9 +379,10 @@ async def list_keys(database_url: str) -> list[KeyRecord]:
         return await store.all_keys(conn)
 
 
-async def revoke_key(database_url: str, name: str) -> bool:
+async def revoke_key(database_url: str, name: str, *, oldest_only: bool = False) -> int:
+    """Revoke the name's active keys (or its oldest only); how many were revoked."""
     async with _connection(database_url) as conn:
-        return await store.revoke_key(conn, name)
+        return await store.revoke_key(conn, name, oldest_only=oldest_only)
 
 
 @contextlib.asynccontextmanager

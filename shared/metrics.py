@@ -75,6 +75,17 @@ OUTBOX_DELAY_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+API_KEY_REQUESTS = Counter(
+    "roac_api_key_requests_total",
+    "Authenticated /v1/ requests by API key name (names are chosen by the operator, a handful "
+    "per deployment; never a secret).",
+    ["key"],
+)
+API_KEY_REFUSALS = Counter(
+    "roac_api_key_refusals_total",
+    "Requests refused with 403 by API key name and the scope they lacked.",
+    ["key", "scope"],
+)
 API_KEYS_LOADED = Gauge(
     "roac_api_keys_loaded_timestamp_seconds",
     "When this process last loaded the database's API keys (Unix time). Falling behind by more "

@@ -36,6 +36,7 @@ PROBLEM_JSON = "application/problem+json"
 _TYPES = {
     400: "malformed-request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",

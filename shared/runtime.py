@@ -9,7 +9,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aio_pika
 import asyncpg
@@ -188,27 +188,73 @@ class _Server(uvicorn.Server):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
+    def __init__(self, config: uvicorn.Config, companions: Sequence[uvicorn.Server] = ()) -> None:
+        super().__init__(config)
+        self.companions = companions
+
     def _on_signal(self, sig: signal.Signals) -> None:
         # A second signal makes uvicorn skip waiting for open requests.
         log.info("%s received: shutting down", sig.name)
+        for companion in self.companions:
+            companion.handle_exit(sig, None)
         self.handle_exit(sig, None)
 
 
-async def serve(app: FastAPI, *, host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM; a start-up failure raises (the process exits non-zero)."""
-    config = uvicorn.Config(
+class _CompanionServer(uvicorn.Server):
+    """A second listener of the same process (the notifier's public pages): no lifespan of its
+    own (the main app's runs everything) and no signal handlers (the main server forwards)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _config(app: FastAPI, host: str, port: int, lifespan: Literal["on", "off"]) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
-        lifespan="on",
+        lifespan=lifespan,
         log_level="warning",
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=HTTP_SHUTDOWN_SECONDS,
     )
-    server = _Server(config)
-    await server.serve()
+
+
+async def serve(
+    app: FastAPI, *, host: str, port: int, public: tuple[FastAPI, str, int] | None = None
+) -> None:
+    """Serve until SIGINT or SIGTERM; a start-up failure raises (the process exits non-zero).
+    `public` is a second app on its own host and port (pages for the internet, apart from the
+    operations port), started once the main app started and stopped before it stops."""
+    companions: list[uvicorn.Server] = []
+    if public is not None:
+        public_app, public_host, public_port = public
+        companions.append(_CompanionServer(_config(public_app, public_host, public_port, "off")))
+    server = _Server(_config(app, host, port, "on"), companions)
+    companion_tasks: list[asyncio.Task[None]] = []
+
+    async def start_companions() -> None:
+        # uvicorn has no "started" event to wait on: poll its flag.
+        while not server.started and not server.should_exit:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if server.started:
+            companion_tasks.extend(asyncio.create_task(c.serve()) for c in companions)
+
+    starter = asyncio.create_task(start_companions())
+    try:
+        await server.serve()
+    finally:
+        starter.cancel()
+        for companion in companions:
+            companion.should_exit = True
+        for task in companion_tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
     if not server.started:
         raise SystemExit(f"{app.title} did not start; see the errors above")
+    if any(not c.started for c in companions):
+        raise SystemExit(f"{app.title}: the public listener did not start; see the errors above")
     if not getattr(app.state, "clean_shutdown", True):
         raise SystemExit(1)  # work was cut short (logged): redelivered, but worth a look

@@ -7,7 +7,7 @@ from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.secret_policy import require_strong
@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     matcher_metrics_port: int = Field(default=9101, ge=0, le=65535)
     notifier_metrics_port: int = Field(default=9102, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    # The notifier's public pages (the links in messages) and nothing else: the one port to
+    # expose to the internet. Metrics, docs and the /v1/ API stay on the metrics port.
+    notifier_public_port: int = Field(default=9103, ge=0, le=65535)
+    public_host: str = "127.0.0.1"
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=1025, ge=1, le=65535)
@@ -51,7 +55,7 @@ class Settings(BaseSettings):
     # double_opt_in: each participant is asked first; direct: introduce at once.
     intro_mode: Literal["direct", "double_opt_in"] = "double_opt_in"
     # Where people's browsers reach the notifier's links (accept, decline, unsubscribe).
-    public_url: str = "http://127.0.0.1:9102"
+    public_url: str = "http://127.0.0.1:9103"
     # The link key ring: `id:secret` pairs, comma-separated, newest first. The first signs the
     # links in messages, every one verifies them (services/notifier/links.py); rotate by putting
     # a new key first and dropping the oldest once its links expired (a year for unsubscribe).
@@ -157,11 +161,11 @@ class Settings(BaseSettings):
         parse_link_keys(value.get_secret_value())
         return value
 
-    @field_validator("secret_key")
+    @field_validator("secret_key", "webhook_signing_key")
     @classmethod
-    def _secret_key_strong(cls, value: SecretStr) -> SecretStr:
+    def _secret_strong(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         if value.get_secret_value():
-            require_strong("ROAC_SECRET_KEY", value.get_secret_value())
+            require_strong(f"ROAC_{(info.field_name or '').upper()}", value.get_secret_value())
         return value
 
     @cached_property

@@ -104,6 +104,7 @@ async def run_stack(
             print("                  set ROAC_API_KEYS=name:secret to keep one)")
         if catch_mail:
             print(f"  mail catcher    http://127.0.0.1:{settings.mailcatcher_http_port}")
+        print(f"  people's links  {settings.public_url}   (the notifier's public port)")
         print(
             f"  metrics         {base}/metrics, http://{settings.metrics_host}:"
             f"{settings.matcher_metrics_port}/metrics, http://{settings.metrics_host}:"

@@ -22,11 +22,13 @@ from services.ingest.intake import (
     Intake,
     PublishFailed,
 )
+from services.ingest.key_admin import keys_api
 from services.ingest.metrics import REQUESTS_REJECTED, HttpMetricsMiddleware
 from services.ingest.routes import api
 from services.ingest.store import IngestStore
 from shared import problems
 from shared.api_keys import ApiKeyMiddleware, ApiKeyring
+from shared.authorization import Forbidden, forbidden_problem
 from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
 from shared.coalescing import CoalescingPublisher
@@ -166,7 +168,9 @@ def create_app(
     )
     # Read by the interests route (services/ingest/triage.py applies it).
     app.state.max_interests_per_person = settings.ingest_max_interests_per_person
+    app.state.database_url = settings.database_url  # the keys:admin routes open their own
     app.include_router(api)
+    app.include_router(keys_api)
     app.include_router(ops_router)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, problems.http_problem)
@@ -174,6 +178,7 @@ def create_app(
     app.add_exception_handler(IdempotencyConflict, _idempotency_conflict)
     app.add_exception_handler(IdempotencyInProgress, _idempotency_conflict)
     app.add_exception_handler(InvalidKey, _invalid_key)
+    app.add_exception_handler(Forbidden, forbidden_problem)
     # Added innermost first: metrics see every answer, auth runs before the body is read.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.ingest_max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keyring=keyring or ApiKeyring.from_settings(settings))

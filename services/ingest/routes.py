@@ -22,9 +22,11 @@ from services.ingest.schemas import (
     Unparsed,
 )
 from services.ingest.triage import Item, Triage, triage
+from shared.authorization import check_sources, requires
 from shared.events import ContactData, ContactRef, InterestData
 from shared.logs import correlation_id as current_correlation
 from shared.problems import Problem
+from shared.scopes import Scope
 
 # Declares the scheme in the OpenAPI document; the check itself is ApiKeyMiddleware.
 _bearer = HTTPBearer(
@@ -66,6 +68,7 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     for status, text in {
         400: "Malformed JSON",
         401: "Missing or invalid API key",
+        403: "The API key lacks the route's scope, or may not write the person's source",
         409: "Idempotency-Key already used for another request, or still being handled",
         413: "Body too large",
         422: "Invalid fields or items over a limit (every one listed); nothing was published",
@@ -135,6 +138,7 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
     response_model=BatchAccepted,
     responses=_ACCEPTED,
     summary="Upsert people",
+    dependencies=[requires(Scope.EVENTS_WRITE)],
 )
 async def post_contacts(
     body: ContactsRequest,
@@ -151,6 +155,7 @@ async def post_contacts(
     correlation_id, integration = _context(request, response)
     items: list[ContactData | Unparsed] = body.items if isinstance(body, ContactItems) else [body]
     batch = _admitted(triage(items), partial=partial)
+    check_sources(request, Scope.EVENTS_WRITE, (item.source for item in batch.items))
     answer = await _intake(request).accept_contacts(
         batch.items,
         correlation_id=correlation_id,
@@ -169,6 +174,7 @@ async def post_contacts(
     response_model=BatchAccepted,
     responses=_ACCEPTED,
     summary="Declare interests",
+    dependencies=[requires(Scope.EVENTS_WRITE)],
 )
 async def post_interests(
     body: InterestsRequest,
@@ -186,6 +192,7 @@ async def post_interests(
     correlation_id, integration = _context(request, response)
     items: list[InterestData | Unparsed] = body.items if isinstance(body, InterestItems) else [body]
     batch = _admitted(triage(items, max_per_person=_interests_per_person(request)), partial=partial)
+    check_sources(request, Scope.EVENTS_WRITE, (item.source for item in batch.items))
     answer = await _intake(request).accept_interests(
         batch.items,
         correlation_id=correlation_id,
@@ -231,6 +238,7 @@ Person = Annotated[ContactRef, Depends(_person)]
     status_code=202,
     response_model=Accepted,
     summary="Erase a person",
+    dependencies=[requires(Scope.CONTACTS_ERASE)],
 )
 async def erase_contact(
     person: Person,
@@ -242,6 +250,7 @@ async def erase_contact(
     """Erase a person everywhere (`contact.erased.v1`): the matcher and the notifier delete or
     scrub everything that identifies them, cancel what was not sent yet (introductions naming
     them included) and keep only a digest so that late events cannot bring them back."""
+    check_sources(request, Scope.CONTACTS_ERASE, [person.source])
     correlation_id, integration = _context(request, response)
     answer = await _intake(request).accept_erasure(
         person,
@@ -257,6 +266,7 @@ async def erase_contact(
     status_code=202,
     response_model=Accepted,
     summary="Opt a person out",
+    dependencies=[requires(Scope.EVENTS_WRITE)],
 )
 async def opt_out_contact(
     person: Person,
@@ -268,6 +278,7 @@ async def opt_out_contact(
     """No more introductions for this person (`contact.opted_out.v1`, as their unsubscribe
     link does): the matcher proposes them no more and the notifier sends nothing pending or
     in flight to them."""
+    check_sources(request, Scope.EVENTS_WRITE, [person.source])
     correlation_id, integration = _context(request, response)
     answer = await _intake(request).accept_opt_out(
         person,

@@ -17,6 +17,7 @@ from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import CONSUMER, MatcherStore
 from shared import problems
 from shared.api_keys import ApiKeyMiddleware, ApiKeyring
+from shared.authorization import Forbidden, forbidden_problem
 from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
 from shared.logs import configure_logging
@@ -79,6 +80,7 @@ async def build(settings: Settings) -> FastAPI:
     )
     app.add_exception_handler(RequestValidationError, problems.validation_problem)
     app.add_exception_handler(HTTPException, problems.http_problem)
+    app.add_exception_handler(Forbidden, forbidden_problem)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=API_BODY_LIMIT_BYTES)
     app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring.from_settings(settings))
     return app

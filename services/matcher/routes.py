@@ -15,7 +15,9 @@ from services.matcher.feedback import Feedback, FeedbackOutcome, UnknownProposal
 from services.matcher.resources import Resources
 from services.matcher.rounds import PoolNotFound, PoolSpec, Rounds
 from services.matcher.store import PoolRow, RoundRow
+from shared.authorization import check_sources, requires
 from shared.events import ResourceTitle, SourceName, TagName, Topic, WebUrl
+from shared.scopes import Scope
 from shared.text_safety import SINGLE_LINE, kept_correlation_id
 
 api = APIRouter(prefix="/v1", tags=["pools and rounds"])
@@ -144,7 +146,12 @@ def _round_out(row: RoundRow) -> RoundOut:
     )
 
 
-@api.post("/pools", summary="Create or replace a pool", response_model=PoolOut)
+@api.post(
+    "/pools",
+    summary="Create or replace a pool",
+    response_model=PoolOut,
+    dependencies=[requires(Scope.ROUNDS_WRITE)],
+)
 async def save_pool(body: PoolIn, request: Request, response: Response) -> PoolOut:
     pool, created = await _rounds(request).save_pool(
         PoolSpec(
@@ -160,12 +167,18 @@ async def save_pool(body: PoolIn, request: Request, response: Response) -> PoolO
     return _pool_out(pool)
 
 
-@api.get("/pools", summary="Every pool")
+@api.get("/pools", summary="Every pool", dependencies=[requires(Scope.ROUNDS_READ)])
 async def list_pools(request: Request) -> dict[str, list[PoolOut]]:
     return {"pools": [_pool_out(p) for p in await _rounds(request).pools()]}
 
 
-@api.post("/rounds", status_code=202, summary="Request a round", response_model=RoundOut)
+@api.post(
+    "/rounds",
+    status_code=202,
+    summary="Request a round",
+    response_model=RoundOut,
+    dependencies=[requires(Scope.ROUNDS_WRITE)],
+)
 async def request_round(body: RoundIn, request: Request, response: Response) -> RoundOut:
     try:
         row = await _rounds(request).request(
@@ -181,7 +194,12 @@ async def request_round(body: RoundIn, request: Request, response: Response) -> 
     return _round_out(row)
 
 
-@api.get("/rounds/{round_id}", summary="A round's status and statistics", response_model=RoundOut)
+@api.get(
+    "/rounds/{round_id}",
+    summary="A round's status and statistics",
+    response_model=RoundOut,
+    dependencies=[requires(Scope.ROUNDS_READ)],
+)
 async def get_round(round_id: UUID, request: Request) -> RoundOut:
     rounds = _rounds(request)
     row = await rounds.get(round_id)
@@ -192,7 +210,11 @@ async def get_round(round_id: UUID, request: Request) -> RoundOut:
     return out
 
 
-@api.get("/rounds/{round_id}/intros", summary="The introductions a round proposed")
+@api.get(
+    "/rounds/{round_id}/intros",
+    summary="The introductions a round proposed",
+    dependencies=[requires(Scope.ROUNDS_READ)],
+)
 async def round_intros(
     round_id: UUID,
     request: Request,
@@ -210,6 +232,7 @@ async def round_intros(
     status_code=201,
     summary="Say how an introduction went",
     response_model=FeedbackOut,
+    dependencies=[requires(Scope.INTROS_WRITE)],
 )
 async def give_feedback(proposal_id: UUID, body: FeedbackIn, request: Request) -> FeedbackOut:
     feedback: Feedback = request.app.state.feedback
@@ -245,6 +268,7 @@ class ResourceOut(BaseModel):
     status_code=202,
     summary="Bring a resource to the people most interested in its topics",
     response_model=ResourceOut,
+    dependencies=[requires(Scope.RESOURCES_WRITE)],
 )
 async def share_resource(body: ResourceIn, request: Request, response: Response) -> ResourceOut:
     resources: Resources = request.app.state.resources
@@ -265,7 +289,11 @@ async def share_resource(body: ResourceIn, request: Request, response: Response)
     )
 
 
-@api.get("/resources/{resource_id}", summary="A resource and how many people it reached")
+@api.get(
+    "/resources/{resource_id}",
+    summary="A resource and how many people it reached",
+    dependencies=[requires(Scope.RESOURCES_READ)],
+)
 async def get_resource(resource_id: UUID, request: Request) -> dict[str, Any]:
     resources: Resources = request.app.state.resources
     found = await resources.get(resource_id)
@@ -353,6 +381,7 @@ def _identity_out(view: ContactView) -> ContactIdentityOut:
     "/contacts/{source}/{external_id:path}/identity",
     summary="A person's identities and every merge that joined them, with its reason",
     response_model=ContactIdentityOut,
+    dependencies=[requires(Scope.CONTACTS_READ)],
 )
 async def contact_identity(
     source: SourcePath, external_id: ExternalIdPath, request: Request
@@ -360,6 +389,7 @@ async def contact_identity(
     """The identities roac holds as one person with this one, and each merge: when, on what key
     (email or chat handle, never the value) and why it was allowed. Undo one with
     `roac contacts unmerge`."""
+    check_sources(request, Scope.CONTACTS_READ, [source])
     contacts: ContactIdentities = request.app.state.contacts
     view = await contacts.view((source, external_id))
     if view is None or not view.identities:

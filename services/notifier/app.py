@@ -1,7 +1,9 @@
 """Wiring of the notifier process: pool, broker, channels, the two subscribers (proposals of
-introductions and resources, and delivery jobs), the outbox relay, the expiry sweep, and the
-HTTP routes (links, /v1/intros, /v1/resources/deliveries, /metrics, /healthz, /readyz) on
-ROAC_NOTIFIER_METRICS_PORT."""
+introductions and resources, and delivery jobs), the outbox relay, the expiry sweep, and two
+HTTP listeners: the operations port (ROAC_NOTIFIER_METRICS_PORT: /v1/intros,
+/v1/resources/deliveries, /metrics, /docs, /healthz, /readyz) and the public port
+(ROAC_NOTIFIER_PUBLIC_PORT: the link pages people click, /healthz, nothing else), so exposing
+the links to the internet exposes no metrics, no documentation and no operator API."""
 
 from __future__ import annotations
 
@@ -27,8 +29,10 @@ from services.notifier.routes import api, links
 from services.notifier.smtp import SmtpSender
 from services.notifier.store import PRODUCER, NotifierStore
 from shared.api_keys import ApiKeyMiddleware, ApiKeyring
+from shared.authorization import Forbidden, forbidden_problem
 from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
+from shared.http_app import http_app
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
 from shared.outbox import OutboxRelay
@@ -106,7 +110,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         pool=pool,
         relay=relay,
         background=[expiry],
-        routers=[links, api],
+        routers=[api],
         on_close=[smtp.close, session.close],
         shutdown_seconds=settings.shutdown_timeout_seconds,
     )
@@ -114,10 +118,34 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.state.store = store
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=PUBLIC_BODY_LIMIT_BYTES)
     app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring.from_settings(settings))
+    app.add_exception_handler(Forbidden, forbidden_problem)
+    app.state.public_app = public_app(answers)
     return app
+
+
+def public_app(answers: Answers) -> FastAPI:
+    """The pages people reach from their messages, and a liveness check for the load balancer
+    in front of them."""
+    public = http_app(
+        title="roac notifier (public pages)", docs_url=None, redoc_url=None, openapi_url=None
+    )
+    public.state.answers = answers
+    public.include_router(links)
+
+    @public.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    public.add_middleware(BodySizeLimitMiddleware, max_bytes=PUBLIC_BODY_LIMIT_BYTES)
+    return public
 
 
 async def run(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
     app = await build(settings)
-    await serve(app, host=settings.metrics_host, port=settings.notifier_metrics_port)
+    await serve(
+        app,
+        host=settings.metrics_host,
+        port=settings.notifier_metrics_port,
+        public=(app.state.public_app, settings.public_host, settings.notifier_public_port),
+    )

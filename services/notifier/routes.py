@@ -20,6 +20,8 @@ from services.notifier.answers import AnswerResult, Answers, Outcome
 from services.notifier.links import LinkAction
 from services.notifier.optin import IntroState
 from services.notifier.store import NotifierStore
+from shared.authorization import requires
+from shared.scopes import Scope
 
 _pages = Environment(loader=PackageLoader("services.notifier", "templates/en"), autoescape=True)
 _bearer = HTTPBearer(
@@ -107,7 +109,11 @@ async def answer(token: str, request: Request) -> HTMLResponse:
     return _result_page(await _answers(request).answer(token))
 
 
-@api.get("/intros", summary="Introductions and where each stands")
+@api.get(
+    "/intros",
+    summary="Introductions and where each stands",
+    dependencies=[requires(Scope.INTROS_READ)],
+)
 async def list_intros(
     request: Request,
     _: Credentials,
@@ -130,6 +136,7 @@ async def list_intros(
     "/resources/deliveries",
     summary="Where a resource's deliveries stand, per recipient",
     tags=["resources"],
+    dependencies=[requires(Scope.RESOURCES_READ)],
 )
 async def resource_deliveries(
     request: Request,

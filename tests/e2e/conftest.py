@@ -53,7 +53,6 @@ def running_stack(
             ROAC_INGEST_PORT=ports["ingest"],
             ROAC_MATCHER_METRICS_PORT=ports["matcher"],
             ROAC_NOTIFIER_METRICS_PORT=ports["notifier"],
-            ROAC_PUBLIC_URL=f"http://127.0.0.1:{ports['notifier']}",
             ROAC_SMTP_PORT=sink.port,
             **env,
         )

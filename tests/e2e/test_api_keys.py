@@ -50,7 +50,7 @@ def status_within(
 
 def test_a_key_created_with_the_cli_works_until_it_is_revoked(stack: Stack) -> None:
     name = f"e2e-{run_id()}"
-    created = roac(stack, "keys", "create", name)
+    created = roac(stack, "keys", "create", name, "--source", "e2e")
     assert created.returncode == 0, created.stderr
     secret = created.stdout.strip()
 
@@ -84,6 +84,6 @@ def test_a_key_created_with_the_cli_works_until_it_is_revoked(stack: Stack) -> N
     assert listed.returncode == 0, listed.stderr
     assert secret not in listed.stdout
     (line,) = [ln for ln in listed.stdout.splitlines() if ln.startswith(name)]
-    _, _, _, last_used_day, _, revoked_day, _ = line.split()
+    _, _scopes, _sources, _, _, last_used_day, _, revoked_day, _ = line.split()
     assert last_used_day != "-"  # flushed by the reload the revocation caused
     assert revoked_day != "-"

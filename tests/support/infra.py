@@ -60,6 +60,10 @@ class Infra:
             "ROAC_OUTBOUND_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
             "ROAC_OUTBOUND_ALLOW_HTTP": "true",
         }
+        # The notifier's public pages listen on a port of their own (links in messages).
+        public_port = free_port()
+        values["ROAC_NOTIFIER_PUBLIC_PORT"] = public_port
+        values["ROAC_PUBLIC_URL"] = f"http://127.0.0.1:{public_port}"
         values.update(overrides)
         return {k: str(v) for k, v in values.items()}
 

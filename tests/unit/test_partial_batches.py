@@ -16,9 +16,10 @@ from services.ingest.idempotency import Verdict, event_id
 from services.ingest.intake import Intake
 from shared.api_keys import ApiKeyring
 from shared.events import Event
+from shared.secret_policy import new_secret
 from shared.settings import Settings
 
-KEY = "unit-test-secret-0123456789"
+KEY = new_secret()  # the services refuse placeholder secrets
 
 
 class FakePublisher:

@@ -1,6 +1,9 @@
 import pytest
 
+from shared.secret_policy import new_secret
 from shared.settings import Settings, parse_api_keys
+
+STRONG = new_secret()
 
 
 def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -12,25 +15,27 @@ def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> 
     assert s.database_url == "postgresql://postgres@127.0.0.1:5432/roac"
     assert (s.ingest_host, s.ingest_port) == ("127.0.0.1", 8000)
     assert (s.matcher_metrics_port, s.notifier_metrics_port) == (9101, 9102)
+    assert (s.notifier_public_port, s.public_url) == (9103, "http://127.0.0.1:9103")
     assert s.intro_mode == "double_opt_in"
     assert s.api_key_secrets == {}
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    crm, forms = new_secret(), new_secret()
     monkeypatch.setenv("ROAC_INGEST_PORT", "8123")
-    monkeypatch.setenv("ROAC_API_KEYS", "crm:0123456789abcdef0123, forms:abcdefabcdefabcdef")
+    monkeypatch.setenv("ROAC_API_KEYS", f"crm:{crm}, forms:{forms}")
     s = Settings()
     assert s.ingest_port == 8123
-    assert s.api_key_secrets == {"crm": "0123456789abcdef0123", "forms": "abcdefabcdefabcdef"}
-    assert "0123456789abcdef" not in repr(s)  # secrets stay out of reprs and logs
+    assert s.api_key_secrets == {"crm": crm, "forms": forms}
+    assert crm not in repr(s)  # secrets stay out of reprs and logs
 
 
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
         ("nocolon", "name:secret"),
-        ("crm:short", "shorter than 16"),
-        ("crm:0123456789abcdef,crm:0123456789abcdef", "twice"),
+        ("crm:short", "shorter than 32"),
+        (f"crm:{STRONG},crm:{STRONG}", "twice"),
         ("bad name:0123456789abcdef", "name:secret"),
     ],
 )

@@ -1,0 +1,118 @@
+"""The API key administration routes (`/v1/keys`, scope `keys:admin`): what `roac keys` does,
+for an operator's tooling that holds an admin key rather than database access. Thin: each route
+validates, calls shared/api_keys.py, answers. Secrets are returned once, at creation, and are
+stored only as digests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.api_key_store import KeyNameTaken, KeyRecord
+from shared.api_keys import create_key, list_keys, revoke_key, rotate_key
+from shared.authorization import requires
+from shared.scopes import ANY_SOURCE, Scope
+
+keys_api = APIRouter(
+    prefix="/v1/keys", tags=["api keys"], dependencies=[requires(Scope.KEYS_ADMIN)]
+)
+KeyNamePath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="The key's name")
+]
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    scopes: list[Scope] = Field(
+        default_factory=lambda: [Scope.EVENTS_WRITE], min_length=1, max_length=len(Scope)
+    )
+    sources: list[str] | None = Field(
+        default=None,
+        max_length=50,
+        description="Sources whose people the key may write, erase or read; omitted: the key's "
+        'name; `["*"]`: any source',
+    )
+
+
+class KeyOut(BaseModel):
+    name: str
+    scopes: list[str]
+    sources: list[str] | None = Field(description="null: any source")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class CreatedKey(BaseModel):
+    name: str
+    secret: str = Field(description="Shown this once; roac keeps only its SHA-256 digest")
+
+
+def _database_url(request: Request) -> str:
+    url: str = request.app.state.database_url
+    return url
+
+
+def _out(record: KeyRecord) -> KeyOut:
+    return KeyOut(
+        name=record.name,
+        scopes=list(record.scopes),
+        sources=None if record.sources is None else list(record.sources),
+        created_at=record.created_at,
+        last_used_at=record.last_used_at,
+        revoked_at=record.revoked_at,
+    )
+
+
+@keys_api.get("", summary="Every API key (never a secret)")
+async def keys_list(request: Request) -> dict[str, list[KeyOut]]:
+    return {"keys": [_out(r) for r in await list_keys(_database_url(request))]}
+
+
+@keys_api.post("", status_code=201, summary="Create an API key", response_model=CreatedKey)
+async def keys_create(body: KeyIn, request: Request) -> CreatedKey:
+    sources = body.sources if body.sources is not None else [body.name.lower()]
+    try:
+        secret = await create_key(
+            _database_url(request),
+            body.name,
+            frozenset(body.scopes),
+            None if ANY_SOURCE in sources else sources,
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except KeyNameTaken:
+        raise HTTPException(409, f"{body.name!r} already has two active keys.") from None
+    return CreatedKey(name=body.name, secret=secret)
+
+
+@keys_api.post(
+    "/{name}/rotate",
+    status_code=201,
+    summary="A second key with the same scopes and sources",
+    response_model=CreatedKey,
+)
+async def keys_rotate(name: KeyNamePath, request: Request) -> CreatedKey:
+    try:
+        secret = await rotate_key(_database_url(request), name)
+    except LookupError:
+        raise HTTPException(404, f"No active key is named {name!r}.") from None
+    except KeyNameTaken:
+        raise HTTPException(409, f"{name!r} already has two active keys.") from None
+    return CreatedKey(name=name, secret=secret)
+
+
+@keys_api.delete("/{name}", summary="Revoke a name's active keys (or only the oldest)")
+async def keys_revoke(
+    name: KeyNamePath,
+    request: Request,
+    oldest: Annotated[bool, Query(description="Only the older of two active keys")] = False,
+) -> dict[str, int]:
+    revoked = await revoke_key(_database_url(request), name, oldest_only=oldest)
+    if not revoked:
+        raise HTTPException(404, f"No active key is named {name!r}.")
+    return {"revoked": revoked}
