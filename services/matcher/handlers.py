@@ -5,13 +5,16 @@ from faststream.rabbit.annotations import RabbitMessage
 
 from services.matcher.service import MatcherService
 from shared.coalescing import Coalescer
-from shared.consumer import TRANSIENT_ERRORS, handle_message, skip_decoding
+from shared.consumer import TRANSIENT_ERRORS, QueueParker, handle_message, skip_decoding
 from shared.topology import MATCHER_QUEUE
 
 
 def register(broker: RabbitBroker, service: MatcherService) -> None:
     # Messages delivered together are applied in one transaction (group commit).
     coalescer = Coalescer(service.apply, transient=TRANSIENT_ERRORS, workers=2)
+    # A message whose events fail apart from each other is applied in parts, by the service
+    # itself (not regrouped by the coalescer); only the events that fail are parked, alone.
+    parker = QueueParker(broker, MATCHER_QUEUE.name)
 
     @broker.subscriber(
         MATCHER_QUEUE.rabbit_queue(declare=False),
@@ -21,5 +24,10 @@ def register(broker: RabbitBroker, service: MatcherService) -> None:
     )
     async def on_event_batch(message: RabbitMessage) -> None:
         await handle_message(
-            message, service="matcher", queue=MATCHER_QUEUE.name, apply=coalescer.apply
+            message,
+            service="matcher",
+            queue=MATCHER_QUEUE.name,
+            apply=coalescer.apply,
+            apply_item=service.apply,
+            parker=parker,
         )

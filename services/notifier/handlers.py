@@ -9,7 +9,7 @@ from services.notifier.deliveries import DeliveryWorker
 from services.notifier.people import PeopleRequests
 from services.notifier.proposals import ProposalIntake
 from services.notifier.resources import ResourceIntake
-from shared.consumer import handle_message, skip_decoding
+from shared.consumer import QueueParker, handle_message, skip_decoding
 from shared.events import EventBatch
 from shared.topology import DELIVERY_QUEUE, NOTIFIER_QUEUE
 
@@ -47,6 +47,11 @@ def register(
         }
     )
 
+    # One introduction that fails (seven participants, a row PostgreSQL refuses) is parked
+    # alone; the others its message carries are applied (shared/consumer.py).
+    proposal_parker = QueueParker(broker, NOTIFIER_QUEUE.name)
+    job_parker = QueueParker(broker, DELIVERY_QUEUE.name)
+
     @broker.subscriber(
         NOTIFIER_QUEUE.rabbit_queue(declare=False),
         decoder=skip_decoding,
@@ -57,7 +62,11 @@ def register(
     )
     async def on_proposal_batch(message: RabbitMessage) -> None:
         await handle_message(
-            message, service="notifier", queue=NOTIFIER_QUEUE.name, apply=apply_proposal
+            message,
+            service="notifier",
+            queue=NOTIFIER_QUEUE.name,
+            apply=apply_proposal,
+            parker=proposal_parker,
         )
 
     @broker.subscriber(
@@ -68,5 +77,9 @@ def register(
     )
     async def on_delivery_job(message: RabbitMessage) -> None:
         await handle_message(
-            message, service="notifier", queue=DELIVERY_QUEUE.name, apply=deliveries.apply
+            message,
+            service="notifier",
+            queue=DELIVERY_QUEUE.name,
+            apply=deliveries.apply,
+            parker=job_parker,
         )
