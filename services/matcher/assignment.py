@@ -49,9 +49,12 @@ member (greedy over all such options, largest gain first, then higher priority).
 priority, then index; a group grows by the candidate (a free neighbour of any member) with the
 largest sum of edge weights to the current members that is allowed with every member. A group
 that cannot reach group_size is released. Released people then (a) form full groups among
-themselves the same way, (b) join an existing group with room (at most group_size + 1 members)
-that they have an edge into, largest gain first, (c) form smaller groups of at least two among
-themselves when connected. Whoever is still alone is unplaced. O(m log m) overall.
+themselves the same way, (b) form smaller groups of at least two among themselves when
+connected, (c) join a group below group_size that they have an edge into, largest gain first,
+(d) pair with a neighbour taken from a full group (each full group gives at most one member,
+the one it loses least by, and keeps at least two). No group ever exceeds group_size (a round
+of groups of 6 never plans a 7, which the notifier would refuse). Whoever is still alone is
+unplaced. O(m log m) overall.
 
 **Serendipity** s > 0 perturbs every edge once, w' = w * exp(s * g) with g ~ Gumbel(0, 1) drawn
 from `random.Random(seed)` in (min id, max id) order, and optimises w'. The reported total score
@@ -953,7 +956,10 @@ def _groups(
     form(order, size)  # full groups from every seed
     form([v for v in order if group_of[v] < 0], size)  # (a) full groups among the released
 
-    # (b) the released join a group with room that they have an edge into, best gain first.
+    form([v for v in order if group_of[v] < 0], 2)  # (b) smaller groups among the rest
+
+    # (c) whoever is still alone joins a group below the size that they have an edge into,
+    # best gain first: never a full one (a group of 6 is never made a 7).
     options: list[tuple[float, float, int, int]] = []
     for u in order:
         if group_of[u] >= 0:
@@ -967,9 +973,30 @@ def _groups(
             options.append((-gain, -prio[u], u, g))
     options.sort()
     for _, _, u, g in options:
-        if group_of[u] < 0 and len(groups[g]) <= size and fits(u, groups[g]):
+        if group_of[u] < 0 and len(groups[g]) < size and fits(u, groups[g]):
             groups[g].append(u)
             group_of[u] = g
 
-    form([v for v in order if group_of[v] < 0], 2)  # (c) smaller groups among the rest
+    # (d) one still alone pairs with a neighbour taken from a full group, which keeps at least
+    # two members (a group gives at least one member away), the smallest loss first.
+    steals: list[tuple[float, float, int, int]] = []
+    for u in order:
+        if group_of[u] >= 0:
+            continue
+        for v, w in sorted(graph[u].items()):
+            g = group_of[v]
+            if g >= 0 and len(groups[g]) == size:
+                loss = sum(graph[v].get(x, 0.0) for x in groups[g] if x != v)
+                steals.append((loss - w, -prio[u], u, v))
+    steals.sort()
+    given: set[int] = set()
+    for _, _, u, v in steals:
+        g = group_of[v]
+        if group_of[u] >= 0 or g < 0 or g in given or len(groups[g]) != size:
+            continue
+        groups[g].remove(v)
+        given.add(g)
+        group_of[u] = group_of[v] = len(groups)
+        given.add(len(groups))
+        groups.append([u, v])
     return groups, [v for v in range(n) if group_of[v] < 0]

@@ -187,6 +187,18 @@ async def test_groups_of_four(matcher: MatcherService, rounds: Rounds) -> None:
     assert "all care about" in intro["reason"]
 
 
+async def test_groups_of_six_with_thirteen_people_never_make_a_seven(
+    matcher: MatcherService, rounds: Rounds
+) -> None:
+    run = _run()
+    await load(matcher, run, {i: ["common", f"t{i % 3}"] for i in range(13)})
+    done = await run_round(rounds, run, seed=3, group_size=6)
+    groups = await groups_of(rounds, done.id)
+    assert sorted(len(g) for g in groups) == [2, 5, 6]  # everyone placed, none above 6
+    assert done.stats is not None
+    assert max(int(size) for size in done.stats["group_sizes"]) <= 6
+
+
 async def test_snoozed_and_capped_people_sit_a_round_out(
     matcher: MatcherService, rounds: Rounds, pool: asyncpg.Pool
 ) -> None:

@@ -69,7 +69,8 @@ def test_every_person_is_placed_at_most_once_in_groups_of_the_right_size() -> No
     for size in range(2, 7):
         result = assign(people, edges, group_size=size)
         _check_partition(result, people)
-        assert all(2 <= len(g) <= size + 1 for g in result.groups)
+        # Pairs take the odd one out as a third (odd_one_out); larger groups never grow.
+        assert all(2 <= len(g) <= max(size, 3) for g in result.groups)
         assert result.total_score == pytest.approx(_score(result.groups, edges))
 
 
@@ -223,19 +224,55 @@ def test_groups_of_three_and_four_on_a_complete_graph() -> None:
         assert result.unplaced == ()
 
 
-def test_leftovers_of_larger_groups_join_a_group_or_pair_up() -> None:
+def test_leftovers_of_larger_groups_pair_up_and_never_overfill_a_group() -> None:
     rng = random.Random(4)
     people = list(range(26))
     edges = [(a, b, rng.uniform(1, 2)) for a, b in itertools.combinations(people, 2)]
     result = assign(people, edges, group_size=4)  # 26 = 6 * 4 + 2
     _check_partition(result, people)
     assert result.unplaced == ()
-    assert sorted(len(g) for g in result.groups) == [4, 4, 4, 4, 5, 5]
+    assert sorted(len(g) for g in result.groups) == [2, 4, 4, 4, 4, 4, 4]
+
+    # One left over pairs with a member of a full group, which keeps the rest: 13 = 6 + 5 + 2.
+    people = list(range(13))
+    edges = [(a, b, rng.uniform(1, 2)) for a, b in itertools.combinations(people, 2)]
+    result = assign(people, edges, group_size=6)
+    _check_partition(result, people)
+    assert result.unplaced == ()
+    assert sorted(len(g) for g in result.groups) == [2, 5, 6]
 
     # Two people who reach no full group form a smaller group of their own.
     edges = [(a, b, 1.0) for a, b in itertools.combinations(range(8), 2)] + [(8, 9, 1.0)]
     result = assign(list(range(10)), edges, group_size=4)
     assert result.groups == ((0, 1, 2, 3), (4, 5, 6, 7), (8, 9))
+
+
+@pytest.mark.parametrize("people", [13, 19, 25])
+def test_no_group_ever_exceeds_its_size(people: int) -> None:
+    """Groups of 6 with 13, 19 and 25 people (one left over after full groups), and every other
+    size, on random graphs of every density: never a group above group_size (pairs: a third at
+    most, the odd one out), never a group of one, and a person with an edge into a full group
+    is placed or has every neighbour in a group that cannot give anyone away."""
+    ids = list(range(people))
+    complete = [(a, b, 1.0 + (a * 7 + b) % 5) for a, b in itertools.combinations(ids, 2)]
+    graphs = [complete] + [
+        _random_graph(people, degree, seed=seed)
+        for degree in (1.0, 2.0, 4.0, 8.0)
+        for seed in range(25)
+    ]
+    for size in range(2, 7):
+        limit = 3 if size == 2 else size
+        for edges in graphs:
+            for serendipity in (0.0, 0.5):
+                result = assign(ids, edges, group_size=size, serendipity=serendipity, seed=3)
+                _check_partition(result, ids)
+                assert all(2 <= len(g) <= limit for g in result.groups), (size, result.groups)
+    for edges in graphs:
+        pairs_only = assign(ids, edges, group_size=2, odd_one_out=False)
+        assert all(len(g) == 2 for g in pairs_only.groups)
+    for size in range(2, 7):
+        # On the complete graph everyone is placed.
+        assert assign(ids, complete, group_size=size).unplaced == ()
 
 
 def test_groups_respect_forbidden_pairs_without_an_edge() -> None:
