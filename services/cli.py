@@ -314,6 +314,73 @@ def deliveries_retry() -> None:
     )
 
 
+dlq = typer.Typer(
+    help="Parking queues (matcher, notifier, deliveries, ingress): list what is parked and why, "
+    "replay it where it came from (services/dlq.py)."
+)
+app.add_typer(dlq, name="dlq")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@dlq.command("list")
+def dlq_list(
+    queue: Annotated[
+        str | None,
+        typer.Argument(
+            help="matcher, notifier, deliveries, ingress or a queue name (default: all)"
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Show at most this many")] = None,
+) -> None:
+    """Show parked messages: queue, message id, type or routing key, age, size and reason
+    (never the body)."""
+    from services.dlq import UnknownQueue, list_parked
+
+    try:
+        parked = asyncio.run(list_parked(_settings(), [queue] if queue else None, limit=limit))
+    except UnknownQueue as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    for m in parked:
+        typer.echo(
+            f"{m.queue}  {m.message_id or '-'}  {m.kind}  age={_age(m.age_seconds)}  "
+            f"size={m.size}  reason={m.reason}"
+        )
+    typer.echo(f"{len(parked)} parked")
+
+
+@dlq.command("replay")
+def dlq_replay(
+    queue: Annotated[str, typer.Argument(help="matcher, notifier, deliveries, ingress or a name")],
+    limit: Annotated[int | None, typer.Option(min=1, help="Replay at most this many")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed")] = False,
+) -> None:
+    """Send parked messages back where they came from, each at most once (publish confirmed,
+    then the parked copy acked)."""
+    from services.dlq import UnknownQueue, replay
+
+    try:
+        report = asyncio.run(replay(_settings(), queue, limit=limit, dry_run=dry_run))
+    except UnknownQueue as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    for m in report.messages:
+        typer.echo(f"{m.message_id or '-'}  {m.kind}  reason={m.reason}")
+    verb = "would replay" if report.dry_run else "replayed"
+    typer.echo(
+        f"{report.queue}: {verb} {report.replayed}, already done {report.already_done}, "
+        f"left (no origin known) {report.left}"
+    )
+
+
 keys = typer.Typer(
     help="API keys of integrations, kept in the database as SHA-256 digests. Running services "
     "see a change within ROAC_API_KEYS_REFRESH_SECONDS (at once when the database announces it)."

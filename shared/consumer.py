@@ -120,6 +120,7 @@ class QueueParker:
             content_type=CONTENT_TYPE,
             message_type=item.type,
             timeout=PARK_TIMEOUT_SECONDS,
+            timestamp=datetime.now(UTC),  # `roac dlq list` shows the age
             headers={REASON_HEADER: item.reason, QUEUE_HEADER: self._queue},
         )
 

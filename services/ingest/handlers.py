@@ -3,6 +3,7 @@ messages. The decisions are `services/ingest/ingress.py`'s."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream.exceptions import NackMessage, RejectMessage
@@ -87,6 +88,7 @@ class QueueParker:
                 correlation_id=message.correlation_id,
                 content_type=message.content_type,
                 timeout=PUBLISH_TIMEOUT_SECONDS,
+                timestamp=datetime.now(UTC),  # `roac dlq list` shows the age
                 headers=headers,
             )
         except Exception as exc:
