@@ -69,9 +69,17 @@ class Settings(BaseSettings):
     # Delivery: attempts before a delivery is parked, the first retry delay (later ones triple,
     # up to the cap, with +-20% jitter: 5 s ... 10 min, eight attempts over about 30 minutes).
     delivery_max_attempts: int = Field(default=8, ge=1, le=50)
-    # Deliveries attempted in one transaction (their database work shared). A crash can resend
-    # a message accepted by its provider until its group commits; 1 narrows that to one send.
+    # Deliveries attempted together: their in-flight records written in one statement before
+    # any is sent, their results in one after (services/notifier/deliveries.py). Throughput
+    # only: what a crash can cause is per message whatever the size.
     delivery_group_size: int = Field(default=16, ge=1, le=200)
+    # A delivery recorded in flight (before its provider is called) and still so after this
+    # long was orphaned by a crash and is reconciled (services/notifier/in_flight.py); sends
+    # are cut off at half of it. What channels without an idempotency key (Slack, Mattermost,
+    # Discord, Teams) get then: resend_once (at most one extra copy, counted in
+    # roac_notifier_possible_duplicates_total) or hold (parked, never resent).
+    delivery_in_flight_seconds: float = Field(default=60.0, ge=2, le=3600)
+    delivery_unkeyed_reconcile: Literal["resend_once", "hold"] = "resend_once"
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_max_delay_seconds: float = Field(default=600.0, gt=0)
     # Nothing is delivered to a person between these hours of their local time.

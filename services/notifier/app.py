@@ -1,9 +1,10 @@
 """Wiring of the notifier process: pool, broker, channels, the two subscribers (proposals of
-introductions and resources, and delivery jobs), the outbox relay, the expiry sweep, and two
-HTTP listeners: the operations port (ROAC_NOTIFIER_METRICS_PORT: /v1/intros,
-/v1/resources/deliveries, /metrics, /docs, /healthz, /readyz) and the public port
-(ROAC_NOTIFIER_PUBLIC_PORT: the link pages people click, /healthz, nothing else), so exposing
-the links to the internet exposes no metrics, no documentation and no operator API."""
+introductions and resources, and delivery jobs), the outbox relay, the expiry sweep, the
+reconciliation of deliveries a crash left in flight, and two HTTP listeners: the operations
+port (ROAC_NOTIFIER_METRICS_PORT: /v1/intros, /v1/resources/deliveries, /metrics, /docs,
+/healthz, /readyz) and the public port (ROAC_NOTIFIER_PUBLIC_PORT: the link pages people
+click, /healthz, nothing else), so exposing the links to the internet exposes no metrics, no
+documentation and no operator API."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from services.notifier.answers import Answers
 from services.notifier.channel_registry import build_channels, http_session
 from services.notifier.clock import Clock, SystemClock
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
+from services.notifier.in_flight import UnkeyedPolicy
 from services.notifier.links import LinkKeyring, LinkMaker
 from services.notifier.people import PeopleRequests
 from services.notifier.planning import QuietHours
@@ -83,6 +85,8 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         clock=clock,
         rng=random.Random(),
         group_size=settings.delivery_group_size,
+        in_flight_seconds=settings.delivery_in_flight_seconds,
+        unkeyed=UnkeyedPolicy(settings.delivery_unkeyed_reconcile),
     )
     proposals = ProposalIntake(
         store,
@@ -102,6 +106,10 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     async def expiry() -> None:
         await answers.run_expiry(settings.expiry_sweep_seconds)
 
+    async def reconciliation() -> None:
+        # At start, then periodically: deliveries a crash left in flight.
+        await worker.run_reconciliation()
+
     app = consumer_app(
         title="roac notifier",
         amqp_url=settings.amqp_url,
@@ -109,7 +117,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         broker=broker,
         pool=pool,
         relay=relay,
-        background=[expiry],
+        background=[expiry, reconciliation],
         routers=[api],
         on_close=[smtp.close, session.close],
         shutdown_seconds=settings.shutdown_timeout_seconds,

@@ -9,7 +9,8 @@ DELIVERIES = Counter(
     "Delivery outcomes by channel, kind (ask, intro or resource) and outcome: sent, retried "
     "(transient failure, rescheduled), fallback (permanent failure, next channel), failed "
     "(permanent, no channel left), parked (out of attempts), rescheduled (quiet hours or pacing), "
-    "duplicate, cancelled, suppressed (opted out).",
+    "duplicate, in_flight (a job for a delivery someone is sending: left to them), cancelled, "
+    "suppressed (opted out).",
     ["channel", "kind", "outcome"],
 )
 SEND_SECONDS = Histogram(
@@ -41,6 +42,21 @@ INGEST_TO_FIRST_MESSAGE_SECONDS = Histogram(
 ANSWERS = Counter(
     "roac_notifier_answers_total",
     "Answers to asks and their effect: accepted, declined, unsubscribed, expired, repeated "
-    "(a second click), closed (the introduction had ended), invalid (bad or expired link).",
+    "(a second click), closed (the introduction had ended), invalid (bad or expired link), "
+    "erased (a link of an erased person: nothing done).",
     ["answer"],
+)
+RECONCILED = Counter(
+    "roac_notifier_in_flight_reconciled_total",
+    "Deliveries found in flight and taken up (services/notifier/in_flight.py), by action: "
+    "recorded (this process held the result: nothing sent again), resent (orphaned by a crash, "
+    "sent again under the same key or once without one), parked (outcome unknown, not resent).",
+    ["channel", "action"],
+)
+POSSIBLE_DUPLICATES = Counter(
+    "roac_notifier_possible_duplicates_total",
+    "Orphaned in-flight deliveries resent on a channel whose receiver may show both copies "
+    "(email, Slack, Mattermost, Discord, Teams): each is at most one extra copy of a message. "
+    "Generic webhooks and Matrix deduplicate by key and are not counted.",
+    ["channel"],
 )

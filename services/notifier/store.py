@@ -91,6 +91,11 @@ class DeliveryRecord:
     attempts: int
     generation: int
     not_before: datetime
+    # Set while an attempt is in flight (recorded before its provider is called, cleared with
+    # its result): when it started and its claim (services/notifier/in_flight.py).
+    in_flight_since: datetime | None = None
+    in_flight_token: UUID | None = None
+    resends: int = 0
 
 
 def _intro(row: asyncpg.Record) -> IntroRecord:
@@ -119,6 +124,9 @@ def _delivery(row: asyncpg.Record) -> DeliveryRecord:
         attempts=row["attempts"],
         generation=row["generation"],
         not_before=row["not_before"],
+        in_flight_since=row["in_flight_since"],
+        in_flight_token=row["in_flight_token"],
+        resends=row["resends"],
     )
 
 
@@ -384,33 +392,118 @@ class NotifierUnitOfWork:
                 locked[r["id"]] = (proposal, _delivery(r), bool(r["opted_out"]))
         return locked
 
-    async def mark_sent(self, sent: Sequence[tuple[UUID, int, str, str]]) -> None:
-        """Deliveries sent: (id, attempts, channel, provider key); rows and attempt records in
-        one statement."""
+    async def lock_intros(self, intro_ids: Iterable[UUID]) -> None:
+        """Lock introductions (in id order) before their deliveries' results are written: the
+        lock order, and what makes two groups finishing one introduction see each other."""
+        ids = sorted(set(intro_ids))
+        if ids:
+            await self._conn.execute(
+                "SELECT 1 FROM notifier.intros WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+                ids,
+            )
+
+    async def mark_in_flight(self, claims: Sequence[tuple[UUID, UUID, str]], at: datetime) -> None:
+        """Attempts about to be handed to their providers: (id, claim token, idempotency key),
+        one statement; committed before any of them is sent."""
         await self._conn.execute(
             """
+            UPDATE notifier.deliveries AS d
+            SET in_flight_token = u.token, in_flight_key = u.key, in_flight_since = $4,
+                updated_at = now()
+            FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, token, key)
+            WHERE d.id = u.id
+            """,
+            [c[0] for c in claims],
+            [c[1] for c in claims],
+            [c[2] for c in claims],
+            at,
+        )
+
+    async def mark_sent(self, sent: Sequence[tuple[UUID, int, str, str, UUID]]) -> dict[UUID, str]:
+        """Deliveries sent: (id, attempts, channel, provider key, claim token); rows and
+        attempt records in one statement. Only rows still holding the claim are written (an
+        attempt reconciled meanwhile is someone else's); a row closed while its message was in
+        flight (cancelled, suppressed) keeps its status and gets the attempt and `sent_at`.
+        Returns each written row's status now ('sent', or the status it kept)."""
+        rows = await self._conn.fetch(
+            """
             WITH u AS (
-                SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[])
-                    AS u(id, attempts, channel, provider_key)
+                SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::uuid[])
+                    AS u(id, attempts, channel, provider_key, token)
             ), sent AS (
                 UPDATE notifier.deliveries AS d
-                SET status = 'sent', attempts = u.attempts, provider_message_id = u.provider_key,
-                    last_error = NULL, sent_at = now(), updated_at = now()
-                FROM u WHERE d.id = u.id
-                RETURNING d.id
+                SET status = CASE WHEN d.status = 'pending' THEN 'sent' ELSE d.status END,
+                    attempts = u.attempts, provider_message_id = u.provider_key,
+                    last_error = NULL, sent_at = now(), updated_at = now(),
+                    in_flight_token = NULL, in_flight_key = NULL, in_flight_since = NULL
+                FROM u
+                WHERE d.id = u.id AND d.in_flight_token = u.token
+                RETURNING d.id, d.status, u.channel
+            ), attempts AS (
+                INSERT INTO notifier.delivery_attempts (delivery_id, attempt, channel, outcome)
+                SELECT s.id,
+                       coalesce((SELECT max(a.attempt) FROM notifier.delivery_attempts a
+                                 WHERE a.delivery_id = s.id), 0) + 1,
+                       s.channel, 'sent'
+                FROM sent s
             )
-            INSERT INTO notifier.delivery_attempts (delivery_id, attempt, channel, outcome)
-            SELECT u.id,
-                   coalesce((SELECT max(a.attempt) FROM notifier.delivery_attempts a
-                             WHERE a.delivery_id = u.id), 0) + 1,
-                   u.channel, 'sent'
-            FROM u
+            SELECT id, status FROM sent
             """,
             [s[0] for s in sent],
             [s[1] for s in sent],
             [s[2] for s in sent],
             [s[3] for s in sent],
+            [s[4] for s in sent],
         )
+        return {r["id"]: r["status"] for r in rows}
+
+    async def release_claim(self, delivery_id: UUID, token: UUID) -> DeliveryRecord | None:
+        """End an attempt in flight (its result is about to be recorded): the row as it is now,
+        or None when the claim is no longer this attempt's (reconciled meanwhile)."""
+        row = await self._conn.fetchrow(
+            """
+            UPDATE notifier.deliveries
+            SET in_flight_token = NULL, in_flight_key = NULL, in_flight_since = NULL
+            WHERE id = $1 AND in_flight_token = $2
+            RETURNING *
+            """,
+            delivery_id,
+            token,
+        )
+        return _delivery(row) if row else None
+
+    async def settle_in_flight(
+        self, delivery_id: UUID, channel: str, detail: str, resent: bool
+    ) -> None:
+        """An orphaned attempt taken up by reconciliation: recorded as an attempt whose outcome
+        is unknown (it counts as one), the claim dropped, and a resend counted if `resent`."""
+        await self._conn.execute(
+            """
+            UPDATE notifier.deliveries
+            SET in_flight_token = NULL, in_flight_key = NULL, in_flight_since = NULL,
+                attempts = attempts + 1, resends = resends + $2::int, updated_at = now()
+            WHERE id = $1
+            """,
+            delivery_id,
+            int(resent),
+        )
+        await self.record_attempt(delivery_id, channel, "unknown", detail[:500])
+
+    async def orphaned_in_flight(self, before: datetime, limit: int) -> list[tuple[UUID, int]]:
+        """(delivery, generation) of pending deliveries in flight since before `before`, the
+        oldest first; skipping rows locked by a worker right now."""
+        rows = await self._conn.fetch(
+            """
+            SELECT id, generation FROM notifier.deliveries
+            WHERE in_flight_since < $1 AND status = 'pending'
+            ORDER BY in_flight_since
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+            """,
+            before,
+            limit,
+        )
+        return [(r["id"], r["generation"]) for r in rows]
 
     async def finish_if_delivered(self, intro_ids: Iterable[UUID]) -> None:
         """An introduction is `introduced` once none of its introductions is left to send."""
