@@ -64,13 +64,21 @@ def _settings() -> Settings:
 
 @app.command()
 def migrate() -> None:
-    """Create the database if missing and apply new migrations (safe to run again)."""
+    """Create the database if missing and apply new migrations, then bound the parking queues
+    (the RabbitMQ policy roac-parking); safe to run again."""
     from services.database import migrate as run_migrations
+    from shared.parking import apply_policy
 
-    applied = asyncio.run(run_migrations(_settings()))
+    settings = _settings()
+    applied = asyncio.run(run_migrations(settings))
     for m in applied:
         typer.echo(f"applied {m.component} {m.version:04d}_{m.name}")
     typer.echo(f"database is up to date ({len(applied)} migration(s) applied now)")
+    # RabbitMQ's side: parking queues bounded by age and size (shared/parking.py).
+    try:
+        typer.echo(asyncio.run(apply_policy(settings)))
+    except Exception as exc:  # noqa: BLE001 - the database is migrated: say what is left to do
+        typer.echo(f"parking policy not applied: {exc!r} (docs/operations.md)", err=True)
 
 
 @app.command()
@@ -198,6 +206,10 @@ def up(
     if not settings.link_keyring:
         # Links in messages sent during this run stop working when the stack restarts.
         env["ROAC_LINK_KEYS"] = f"dev:{new_secret()}"
+    if settings.erasure_key_bytes is None:
+        # Erasures of this run are not recognised after a restart: set it to keep them.
+        env["ROAC_ERASURE_KEY"] = new_secret()
+        typer.echo("ROAC_ERASURE_KEY not set: a key for this run only", err=True)
     sys.exit(
         asyncio.run(
             run_stack(settings, env, dev_key=dev_key, sample=sample, mailcatcher=mail_catcher)
@@ -220,9 +232,10 @@ def _link_key_id() -> str:
 @secrets_app.command("generate")
 def secrets_generate() -> None:
     """Print fresh secrets as environment lines (KEY=value), ready for a .env file or a
-    Kubernetes Secret: the link key ring and the webhook signing key."""
+    Kubernetes Secret: the link key ring, the webhook signing key and the erasure key."""
     typer.echo(f"ROAC_LINK_KEYS={_link_key_id()}:{new_secret()}")
     typer.echo(f"ROAC_WEBHOOK_SIGNING_KEY={new_secret()}")
+    typer.echo(f"ROAC_ERASURE_KEY={new_secret()}")
 
 
 @secrets_app.command("rotate-link-keys")

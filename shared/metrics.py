@@ -75,6 +75,25 @@ OUTBOX_DELAY_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+INBOX_PRUNED = Counter(
+    "roac_inbox_pruned_total",
+    "Inbox rows (events a consumer applied) deleted once older than the deduplication window "
+    "(ROAC_INBOX_RETENTION_DAYS).",
+    ["consumer"],
+)
+INBOX_PRUNE_FAILURES = Counter(
+    "roac_inbox_prune_failures_total",
+    "Inbox prune passes that failed (the database unreachable) and will be retried.",
+    ["consumer"],
+)
+PARKING_LIMIT = Gauge(
+    "roac_parking_queue_limit",
+    "The bound of each parking queue (roac.*.dlq) as configured (ROAC_PARKING_MAX_MESSAGES, "
+    "ROAC_PARKING_MAX_BYTES): beyond it RabbitMQ drops the oldest parked message. Compare with "
+    "rabbitmq_detailed_queue_messages and _messages_bytes.",
+    ["queue", "unit"],
+)
+
 API_KEY_REQUESTS = Counter(
     "roac_api_key_requests_total",
     "Authenticated /v1/ requests by API key name (names are chosen by the operator, a handful "

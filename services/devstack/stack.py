@@ -13,6 +13,7 @@ import httpx
 from services.database import migrate
 from services.devstack.sample import load_sample
 from services.devstack.supervisor import Supervisor
+from shared.parking import apply_policy as apply_parking_policy
 from shared.settings import Settings
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -74,6 +75,10 @@ async def run_stack(
         return 1
     applied = await migrate(settings)
     print(f"roac up: database ready ({len(applied)} migration(s) applied)")
+    try:
+        print(f"roac up: {await apply_parking_policy(settings)}")
+    except Exception as exc:  # noqa: BLE001 - a development stack runs without the bound
+        print(f"roac up: parking policy not applied: {exc!r}")
 
     supervisor = Supervisor(env)
     supervisor.handle_signals()

@@ -1,6 +1,8 @@
-"""Wiring of the matcher process: pool, broker, subscriber, outbox relay, the round worker, and
-the HTTP routes (/v1/pools, /v1/rounds, /v1/resources, feedback, a person's identities and merges,
-/metrics, /healthz, /readyz) on ROAC_MATCHER_METRICS_PORT."""
+"""Wiring of the matcher process: pool, broker, subscriber, outbox relay, the round worker, the
+inbox pruning, and the HTTP routes (/v1/pools, /v1/rounds, /v1/resources, feedback, a person's
+identities and merges, /metrics, /healthz, /readyz) on ROAC_MATCHER_METRICS_PORT."""
+
+from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -20,9 +22,11 @@ from shared.api_keys import ApiKeyMiddleware, ApiKeyring
 from shared.authorization import Forbidden, forbidden_problem
 from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
+from shared.inbox import InboxPruner
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
 from shared.outbox import OutboxRelay
+from shared.parking import ParkingBounds, export_limits
 from shared.runtime import consumer_app, open_pool, serve
 from shared.settings import Settings
 
@@ -30,11 +34,18 @@ API_BODY_LIMIT_BYTES = 64 * 1024
 
 
 async def build(settings: Settings) -> FastAPI:
+    if settings.erasure_key_bytes is None:
+        raise SystemExit(
+            "ROAC_ERASURE_KEY must be set: erased people are remembered only by an HMAC under "
+            "it. `roac secrets generate` makes one; `roac up` generates one for development."
+        )
     # Two connections beyond the consumers' share: the round worker and the HTTP API.
     pool = await open_pool(settings, max_size=settings.database_pool_size + 2)
     watch_pool("matcher", pool)
     broker = make_broker(settings, service="matcher", prefetch=settings.consumer_prefetch)
-    store = MatcherStore(pool)
+    store = MatcherStore(pool, erasure_key=settings.erasure_key_bytes)
+    # The parking queues' bounds, beside RabbitMQ's depths (the alert before they fill).
+    export_limits(ParkingBounds.from_settings(settings))
     policy = MatchingPolicy(
         min_score=settings.match_min_score,
         candidates_per_topic=settings.match_candidates_per_topic,
@@ -59,6 +70,13 @@ async def build(settings: Settings) -> FastAPI:
     relay = OutboxRelay(
         pool, EventPublisher(broker, "matcher"), CONSUMER, database_url=settings.database_url
     )
+    # The matcher deduplicates through messaging.inbox: its rows go after the window.
+    inbox_pruner = InboxPruner(
+        pool,
+        CONSUMER,
+        retention=timedelta(days=settings.inbox_retention_days),
+        interval=settings.inbox_prune_seconds,
+    )
     app = consumer_app(
         title="roac matcher",
         amqp_url=settings.amqp_url,
@@ -66,7 +84,7 @@ async def build(settings: Settings) -> FastAPI:
         broker=broker,
         pool=pool,
         relay=relay,
-        background=[rounds.run_forever],
+        background=[rounds.run_forever, inbox_pruner.run_forever],
         routers=[api],
         shutdown_seconds=settings.shutdown_timeout_seconds,
     )

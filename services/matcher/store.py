@@ -20,7 +20,7 @@ from services.matcher.identity_store import IdentityRecords
 from services.matcher.resources import HeldTopic
 from services.matcher.scoring import Interest, TopicStats, topic_boost
 from shared import inbox, outbox
-from shared.erasure import ERASED, erasure_digest
+from shared.erasure import ERASED, ErasureDigests, legacy_digest
 from shared.events import ChannelAddress, ChannelType, ContactRef, Event, InterestKind, Participant
 
 CONSUMER = "matcher"
@@ -121,8 +121,9 @@ class Availability:
 
 
 class MatcherUnitOfWork:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, erasures: ErasureDigests | None = None) -> None:
         self._conn = conn
+        self._erasures = erasures or ErasureDigests(None)
         self.identities = IdentityRecords(conn)
 
     async def claim_new(self, message_ids: Iterable[UUID]) -> set[UUID]:
@@ -881,12 +882,16 @@ class MatcherUnitOfWork:
         pairs = list(refs)
         if not pairs:
             return set()
-        digests = {erasure_digest(*ref): ref for ref, _ in pairs}
+        # Keyed digests, and the legacy ones of tombstones from before ROAC_ERASURE_KEY.
+        digests = self._erasures.lookups(ref for ref, _ in pairs)
         rows = await self._conn.fetch(
             "SELECT digest, erased_at FROM matcher.erasures WHERE digest = ANY($1::bytea[])",
             list(digests),
         )
-        erased_at = {digests[bytes(r["digest"])]: r["erased_at"] for r in rows}
+        erased_at: dict[Ref, datetime] = {}
+        for r in rows:
+            ref = digests[bytes(r["digest"])]
+            erased_at[ref] = max(r["erased_at"], erased_at.get(ref, r["erased_at"]))
         return {ref for ref, at in pairs if ref in erased_at and at <= erased_at[ref]}
 
     async def erase(self, ref: Ref, erased_at: datetime) -> int | None:
@@ -913,15 +918,24 @@ class MatcherUnitOfWork:
             refs |= {(r["source"], r["external_id"]) for r in rows}
             await self.identities.forget_unused_keys(keys)
         ordered = sorted(refs)
+        if self._erasures.keyed:
+            # Legacy (unkeyed) tombstones of theirs give way to keyed ones; the later moment wins.
+            legacy = await self._conn.fetch(
+                "DELETE FROM matcher.erasures WHERE digest = ANY($1::bytea[]) AND NOT keyed "
+                "RETURNING erased_at",
+                [legacy_digest(*r) for r in ordered],
+            )
+            erased_at = max([erased_at, *(r["erased_at"] for r in legacy)])
         await self._conn.execute(
             """
-            INSERT INTO matcher.erasures (digest, erased_at)
-            SELECT * FROM unnest($1::bytea[], $2::timestamptz[])
+            INSERT INTO matcher.erasures (digest, erased_at, keyed)
+            SELECT d, t, $3 FROM unnest($1::bytea[], $2::timestamptz[]) AS u(d, t)
             ON CONFLICT (digest) DO UPDATE
                 SET erased_at = greatest(matcher.erasures.erased_at, EXCLUDED.erased_at)
             """,
-            [erasure_digest(*r) for r in ordered],
+            [self._erasures.digest(*r) for r in ordered],
             [erased_at] * len(ordered),
+            self._erasures.keyed,
         )
         await self._forget_unrelayed(ordered)
         if contact_id is None:
@@ -952,21 +966,37 @@ class MatcherUnitOfWork:
         return contact_id
 
     async def _scrub_round_plans(self, refs: set[Ref]) -> None:
-        """Dry runs keep their plan, which lists members by (source, external_id)."""
-        for ref in sorted(refs):
-            rows = await self._conn.fetch(
-                "SELECT id, plan FROM matcher.rounds "
-                "WHERE plan IS NOT NULL AND strpos(plan::text, $1) > 0 ORDER BY id FOR UPDATE",
-                json.dumps(ref[1]),
+        """Rounds keep who they could not place (`stats.unplaced_sample`) and dry runs their
+        plan (`plan[].participants`), both by (source, external_id): the erased person's
+        entries become placeholders (a reason stays). Found by jsonb containment, which
+        compares strings exactly, whatever their characters (a text search of the JSON would
+        miss ids that json.dumps escapes, as every non-ASCII one)."""
+        ordered = sorted(refs)
+        rows = await self._conn.fetch(
+            """
+            SELECT r.id, r.stats, r.plan FROM matcher.rounds r
+            WHERE EXISTS (
+                SELECT 1 FROM unnest($1::text[], $2::text[]) AS t(s, e)
+                WHERE r.stats -> 'unplaced_sample' @> jsonb_build_array(
+                          jsonb_build_object('source', t.s, 'external_id', t.e))
+                   OR r.plan @> jsonb_build_array(jsonb_build_object(
+                          'participants', jsonb_build_array(
+                              jsonb_build_object('source', t.s, 'external_id', t.e)))))
+            ORDER BY r.id
+            FOR UPDATE
+            """,
+            [r[0] for r in ordered],
+            [r[1] for r in ordered],
+        )
+        for row in rows:
+            stats, plan = _json_value(row["stats"]), _json_value(row["plan"])
+            await self._conn.execute(
+                "UPDATE matcher.rounds SET stats = $2::text::jsonb, plan = $3::text::jsonb "
+                "WHERE id = $1",
+                row["id"],
+                json.dumps(_without_refs(stats, refs)) if stats is not None else None,
+                json.dumps(_without_refs(plan, refs)) if plan is not None else None,
             )
-            for row in rows:
-                plan = row["plan"]
-                plan = json.loads(plan) if isinstance(plan, str) else plan
-                await self._conn.execute(
-                    "UPDATE matcher.rounds SET plan = $2::text::jsonb WHERE id = $1",
-                    row["id"],
-                    json.dumps(_without_refs(plan, refs)),
-                )
 
     async def _scrub_proposal_topics(self, contact_id: int, refs: set[Ref]) -> None:
         """Proposals keep who sought and who offered each topic: the erased person's refs go."""
@@ -1020,13 +1050,18 @@ class MatcherUnitOfWork:
         )
 
 
+def _json_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _without_refs(value: Any, refs: set[Ref]) -> Any:
-    """The JSON value with every {source, external_id} object of `refs` replaced."""
+    """The JSON value with every {source, external_id} object of `refs` replaced by the
+    placeholder (its other keys, such as an unplaced person's reason, kept)."""
     if isinstance(value, list):
         return [_without_refs(v, refs) for v in value]
     if isinstance(value, dict):
         if (value.get("source"), value.get("external_id")) in refs:
-            return {"source": ERASED, "external_id": ERASED}
+            return {**value, "source": ERASED, "external_id": ERASED}
         return {k: _without_refs(v, refs) for k, v in value.items()}
     return value
 
@@ -1309,20 +1344,23 @@ class RoundsUnitOfWork(MatcherUnitOfWork):
 
 
 class MatcherStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, erasure_key: bytes | None = None) -> None:
+        """`erasure_key` (ROAC_ERASURE_KEY) keys the erasure tombstones; the service always
+        passes it (shared/erasure.py)."""
         self._pool = pool
+        self._erasures = ErasureDigests(erasure_key)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[MatcherUnitOfWork]:
         """One transaction: committed when the block exits normally, rolled back otherwise."""
         async with self._pool.acquire() as conn, conn.transaction():
-            yield MatcherUnitOfWork(conn)
+            yield MatcherUnitOfWork(conn, self._erasures)
 
     @asynccontextmanager
     async def rounds(self) -> AsyncIterator[RoundsUnitOfWork]:
         """One transaction over pools and rounds (and everything a round writes)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            yield RoundsUnitOfWork(conn)
+            yield RoundsUnitOfWork(conn, self._erasures)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[RoundsUnitOfWork]:
@@ -1331,4 +1369,4 @@ class MatcherStore:
             self._pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
-            yield RoundsUnitOfWork(conn)
+            yield RoundsUnitOfWork(conn, self._erasures)

@@ -1,10 +1,17 @@
 """What people's answers do: accept, decline, unsubscribe (from the signed links), and asks that
-expire unanswered. Each is one transaction that locks the introduction first."""
+expire unanswered. Each is one transaction that locks the introduction first (an unsubscribe:
+the person first).
+
+A link of an erased person does nothing at all: it changes nothing, stores nothing (not even
+their opt-out, which would store their id again) and publishes nothing; they get a neutral
+page (`Outcome.ERASED`). Events the notifier emits carry an opaque correlation id, never a
+person's identifiers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -32,6 +39,7 @@ class Outcome(StrEnum):
     CLOSED = "closed"  # the introduction had ended (declined, expired, answered otherwise)
     EXPIRED = "expired"
     INVALID = "invalid"
+    ERASED = "erased"  # the person was erased: nothing to do, and nothing is done
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,17 @@ class Answers:
         except InvalidLink as exc:
             return AnswerResult(Outcome.EXPIRED if str(exc) == "expired" else Outcome.INVALID)
 
+    async def inspect(self, token: str) -> LinkClaim | AnswerResult:
+        """`check`, and for a valid link of an erased person the neutral result (for the
+        confirmation page: no button to press)."""
+        claim = self.check(token)
+        if isinstance(claim, AnswerResult):
+            return claim
+        async with self._store.unit_of_work() as uow:
+            if await uow.erased([(claim.source, claim.external_id)]):
+                return AnswerResult(Outcome.ERASED)
+        return claim
+
     async def answer(self, token: str) -> AnswerResult:
         claim = self.check(token)
         if isinstance(claim, AnswerResult):
@@ -80,6 +99,9 @@ class Answers:
     async def _answer(self, claim: LinkClaim, intro_id: UUID) -> AnswerResult:
         async with self._store.unit_of_work() as uow:
             intro = await uow.lock_intro(intro_id)
+            # After the introduction's lock: an erasure naming them has committed or waits.
+            if await uow.erased([(claim.source, claim.external_id)]):
+                return AnswerResult(Outcome.ERASED)
             if intro is None:
                 return AnswerResult(Outcome.INVALID)
             seats = await uow.seats(intro_id)
@@ -147,13 +169,18 @@ class Answers:
         """Opt the person out: nothing more is sent to them, open asks count as a no, and the
         matcher is told (contact.opted_out.v1) so it proposes them no more."""
         async with self._store.unit_of_work() as uow:
+            # Serialised with their erasure: after it, the tombstone is seen and nothing stored.
+            await uow.lock_person(claim.source, claim.external_id)
+            if await uow.erased([(claim.source, claim.external_id)]):
+                return AnswerResult(Outcome.ERASED)
             first_time = await uow.opt_out(claim.source, claim.external_id)
             if first_time:
                 await uow.enqueue(
                     [
                         ContactOptedOut(
                             source="notifier",
-                            correlation_id=f"unsubscribe-{claim.source}-{claim.external_id}"[:128],
+                            # Opaque: a correlation id is logged and travels in headers.
+                            correlation_id=f"unsubscribe-{uuid.uuid4()}",
                             data=OptOutData(source=claim.source, external_id=claim.external_id),
                         )
                     ]

@@ -23,6 +23,7 @@ class PeopleRequests:
         for event in batch.events:
             ref = (event.data.source, event.data.external_id)  # type: ignore[union-attr]
             async with self._store.unit_of_work() as uow:
+                await uow.lock_person(*ref)
                 if isinstance(event, ContactOptedOut):
                     if await uow.erased([ref]):
                         continue  # storing the opt-out would store the erased person's id

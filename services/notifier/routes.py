@@ -74,6 +74,8 @@ _RESULT = {
 
 def _page(
     status: int, title: str, message: str, button: str | None = None, action: str = ""
+    # An erased person's link: true whatever the action, and it says nothing about erasure.
+    Outcome.ERASED: (200, "Nothing more to do", "You will receive no more messages from us."),
 ) -> HTMLResponse:
     html = _pages.get_template("page.html.j2").render(
         title=title, message=message, button=button, action=action
@@ -95,7 +97,7 @@ def _result_page(result: AnswerResult) -> HTMLResponse:
 
 @links.get("/links/{token}", response_class=HTMLResponse, summary="Confirm an answer")
 async def confirm(token: str, request: Request) -> HTMLResponse:
-    claim = _answers(request).check(token)
+    claim = await _answers(request).inspect(token)
     if isinstance(claim, AnswerResult):
         return _result_page(claim)
     title, message, button = _CONFIRM[claim.action]

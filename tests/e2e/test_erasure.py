@@ -14,6 +14,7 @@ import pytest
 
 from shared.erasure import erasure_digest
 from tests.e2e.conftest import Stack, new_person, run_id, zone_at
+from tests.support.infra import ERASURE_KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -124,7 +125,7 @@ def test_erasure_leaves_no_personal_data_in_any_table(stack: Stack) -> None:
         assert response.status_code == 202, response.text
         assert len(response.json()["event_ids"]) == 1
 
-    digest = erasure_digest("e2e", erased["external_id"])
+    digest = erasure_digest("e2e", erased["external_id"], ERASURE_KEY.encode())
     assert wait_until(
         lambda: (
             query(stack, "SELECT 1 FROM matcher.erasures WHERE digest = $1", digest)

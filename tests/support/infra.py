@@ -22,6 +22,7 @@ PG_BASE = "postgresql://postgres@127.0.0.1:5432/"
 API_KEY = new_secret()
 LINK_KEY = new_secret()
 WEBHOOK_SIGNING_KEY = new_secret()
+ERASURE_KEY = new_secret()
 
 
 def free_port() -> int:
@@ -56,6 +57,7 @@ class Infra:
             "ROAC_LINK_KEYS": f"t1:{LINK_KEY}",
             "ROAC_LOG_LEVEL": "INFO",
             "ROAC_WEBHOOK_SIGNING_KEY": WEBHOOK_SIGNING_KEY,
+            "ROAC_ERASURE_KEY": ERASURE_KEY,
             # The fake providers listen on 127.0.0.1 over plain HTTP: an explicit opt-in.
             "ROAC_OUTBOUND_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
             "ROAC_OUTBOUND_ALLOW_HTTP": "true",
