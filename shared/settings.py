@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     link_keys: SecretStr = SecretStr("")
     # Deprecated: a single link key, used as key id "0" when ROAC_LINK_KEYS is unset.
     secret_key: SecretStr = SecretStr("")
+    # Server key of the erasure tombstones: an erased person is remembered only as
+    # HMAC-SHA256(this key, source NUL external_id) (shared/erasure.py), never by a digest
+    # anyone could recompute from a guessed id. The matcher and the notifier refuse to start
+    # without it; changing it makes earlier tombstones unrecognisable: keep it like the data.
+    erasure_key: SecretStr = SecretStr("")
     ask_ttl_seconds: int = Field(default=72 * 3600, ge=1)
     expiry_sweep_seconds: float = Field(default=30.0, gt=0)
 
@@ -146,6 +151,21 @@ class Settings(BaseSettings):
 
     # Consumers: AMQP messages handled concurrently per process (each may hold many events).
     consumer_prefetch: int = Field(default=32, ge=1, le=1000)
+    # The deduplication window: inbox rows (messaging.inbox, which events a consumer applied)
+    # older than this are pruned every ROAC_INBOX_PRUNE_SECONDS, in batches (shared/inbox.py).
+    # An event redelivered or replayed later than this would be applied again: keep it longer
+    # than ROAC_PARKING_TTL_DAYS (a parked message can be replayed until it expires).
+    inbox_retention_days: float = Field(default=15.0, gt=0)
+    inbox_prune_seconds: float = Field(default=300.0, gt=0)
+    # Parking queues (roac.*.dlq): a parked message is dropped after this many days, and the
+    # oldest first when a queue holds more than this many messages or bytes. Applied as the
+    # RabbitMQ policy `roac-parking` by `roac migrate` (shared/parking.py, docs/operations.md).
+    parking_ttl_days: float = Field(default=14.0, gt=0, le=365)
+    parking_max_messages: int = Field(default=100_000, ge=1)
+    parking_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    # RabbitMQ's management API (`http://rabbitmq:15672`), where `roac migrate` applies the
+    # parking policy; unset, it uses `rabbitmqctl` when on PATH, or prints the command.
+    rabbitmq_management_url: str = ""
     # After SIGTERM (and 5 s for open HTTP requests): the longest a service takes to finish its
     # in-flight messages and close everything (shared/shutdown.py). Keep the sum below the
     # orchestrator's grace period (Kubernetes: 30 s; docker-compose.yml sets 30 s).
@@ -169,7 +189,7 @@ class Settings(BaseSettings):
         parse_link_keys(value.get_secret_value())
         return value
 
-    @field_validator("secret_key", "webhook_signing_key")
+    @field_validator("secret_key", "webhook_signing_key", "erasure_key")
     @classmethod
     def _secret_strong(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         if value.get_secret_value():
@@ -183,6 +203,11 @@ class Settings(BaseSettings):
         if not ring and self.secret_key.get_secret_value():
             ring = [("0", self.secret_key.get_secret_value())]
         return ring
+
+    @cached_property
+    def erasure_key_bytes(self) -> bytes | None:
+        """ROAC_ERASURE_KEY as the HMAC key of the erasure tombstones; None when unset."""
+        return self.erasure_key.get_secret_value().encode() or None
 
     @cached_property
     def allowed_webhook_hosts(self) -> tuple[str, ...]:

@@ -37,10 +37,12 @@ from shared.broker import EventPublisher, make_broker
 from shared.http_app import http_app
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
+from shared.consumer import TRANSIENT_ERRORS
 from shared.outbox import OutboxRelay
 from shared.runtime import consumer_app, open_pool, serve
 from shared.settings import Settings
 
+from shared.parking import ParkingBounds, export_limits
 PUBLIC_BODY_LIMIT_BYTES = 16 * 1024
 
 
@@ -54,6 +56,11 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     clock = clock or SystemClock()
     pool = await open_pool(
         settings, max_size=settings.database_pool_size + settings.consumer_prefetch
+    if settings.erasure_key_bytes is None:
+        raise SystemExit(
+            "ROAC_ERASURE_KEY must be set: erased people are remembered only by an HMAC under "
+            "it. `roac secrets generate` makes one; `roac up` generates one for development."
+        )
     )
     watch_pool("notifier", pool)
     store = NotifierStore(pool)

@@ -19,7 +19,7 @@ import asyncpg
 from services.notifier.optin import Answer, IntroState, Role, Seat
 from services.notifier.planning import PlannedDelivery
 from shared import outbox
-from shared.erasure import ERASED, erasure_digest
+from shared.erasure import ERASED, ErasureDigests, legacy_digest
 from shared.events import DeliveryKind, Event, IntroData, Participant, ResourceData
 
 PRODUCER = "notifier"
@@ -131,8 +131,9 @@ def _delivery(row: asyncpg.Record) -> DeliveryRecord:
 
 
 class NotifierUnitOfWork:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, erasures: ErasureDigests | None = None) -> None:
         self._conn = conn
+        self._erasures = erasures or ErasureDigests(None)
 
     # Introductions and their seats
 
@@ -636,9 +637,21 @@ class NotifierUnitOfWork:
 
     # Erasure
 
+    async def lock_person(self, source: str, external_id: str) -> None:
+        """Serialise what one person's opt-out, unsubscribe and erasure do (a transaction-level
+        advisory lock on their digest): an unsubscribe racing the erasure either lands before
+        it (and is scrubbed by it) or sees the tombstone and stores nothing."""
+        digest = self._erasures.digest(source, external_id)
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            _PERSON_LOCK_CLASS,
+            int.from_bytes(digest[:4], "big", signed=True),
+        )
+
     async def erased(self, refs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these people were erased (their tombstone digest is stored)."""
-        digests = {erasure_digest(*ref): ref for ref in set(refs)}
+        """Which of these people were erased (their tombstone digest is stored: keyed, or a
+        legacy one from before ROAC_ERASURE_KEY)."""
+        digests = self._erasures.lookups(refs)
         if not digests:
             return set()
         rows = await self._conn.fetch(
@@ -651,14 +664,22 @@ class NotifierUnitOfWork:
         closed with nothing more sent to anyone, and their name, addresses and ids are replaced
         by placeholders in introductions, seats, deliveries, attempts, resources and events not
         yet relayed. Call after `Answers.withdraw` (which closes their open asks properly)."""
+        # A legacy (unkeyed) tombstone of theirs gives way to the keyed one.
+        legacy = None
+        if self._erasures.keyed:
+            legacy = await self._conn.fetchval(
+                "DELETE FROM notifier.erasures WHERE digest = $1 AND NOT keyed RETURNING erased_at",
+                legacy_digest(source, external_id),
+            )
         await self._conn.execute(
             """
-            INSERT INTO notifier.erasures (digest, erased_at) VALUES ($1, $2)
+            INSERT INTO notifier.erasures (digest, erased_at, keyed) VALUES ($1, $2, $3)
             ON CONFLICT (digest) DO UPDATE
                 SET erased_at = greatest(notifier.erasures.erased_at, EXCLUDED.erased_at)
             """,
-            erasure_digest(source, external_id),
-            erased_at,
+            self._erasures.digest(source, external_id),
+            max(erased_at, legacy) if legacy is not None else erased_at,
+            self._erasures.keyed,
         )
         await self._conn.execute(
             "DELETE FROM notifier.opt_outs WHERE source = $1 AND external_id = $2",
@@ -842,6 +863,9 @@ class NotifierUnitOfWork:
         return found
 
 
+# The advisory lock class of `lock_person` ("roac" in ASCII).
+_PERSON_LOCK_CLASS = 0x726F6163
+
 # Who an erased participant or recipient becomes in the rows that stay.
 _ERASED_PERSON: dict[str, Any] = {
     "source": ERASED,
@@ -854,10 +878,13 @@ _ERASED_PERSON: dict[str, Any] = {
 
 
 class NotifierStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, erasure_key: bytes | None = None) -> None:
+        """`erasure_key` (ROAC_ERASURE_KEY) keys the erasure tombstones; the service always
+        passes it (shared/erasure.py)."""
         self._pool = pool
+        self._erasures = ErasureDigests(erasure_key)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[NotifierUnitOfWork]:
         async with self._pool.acquire() as conn, conn.transaction():
-            yield NotifierUnitOfWork(conn)
+            yield NotifierUnitOfWork(conn, self._erasures)
