@@ -37,12 +37,11 @@ from shared.broker import EventPublisher, make_broker
 from shared.http_app import http_app
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
-from shared.consumer import TRANSIENT_ERRORS
 from shared.outbox import OutboxRelay
+from shared.parking import ParkingBounds, export_limits
 from shared.runtime import consumer_app, open_pool, serve
 from shared.settings import Settings
 
-from shared.parking import ParkingBounds, export_limits
 PUBLIC_BODY_LIMIT_BYTES = 16 * 1024
 
 
@@ -53,17 +52,19 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
             "`roac secrets generate` makes one; `roac up` generates one for development."
         )
     keyring = LinkKeyring([(key_id, secret.encode()) for key_id, secret in settings.link_keyring])
-    clock = clock or SystemClock()
-    pool = await open_pool(
-        settings, max_size=settings.database_pool_size + settings.consumer_prefetch
     if settings.erasure_key_bytes is None:
         raise SystemExit(
             "ROAC_ERASURE_KEY must be set: erased people are remembered only by an HMAC under "
             "it. `roac secrets generate` makes one; `roac up` generates one for development."
         )
+    clock = clock or SystemClock()
+    pool = await open_pool(
+        settings, max_size=settings.database_pool_size + settings.consumer_prefetch
     )
     watch_pool("notifier", pool)
-    store = NotifierStore(pool)
+    store = NotifierStore(pool, erasure_key=settings.erasure_key_bytes)
+    # The parking queues' bounds, beside RabbitMQ's depths (the alert before they fill).
+    export_limits(ParkingBounds.from_settings(settings))
     broker = make_broker(settings, service="notifier", prefetch=settings.consumer_prefetch)
     quiet = QuietHours(
         enabled=settings.quiet_hours_enabled,
