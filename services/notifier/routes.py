@@ -69,13 +69,13 @@ _RESULT = {
         "The introduction expired unanswered. No harm done.",
     ),
     Outcome.INVALID: (400, "This link does not work", "It may be incomplete: copy the whole link."),
+    # An erased person's link: true whatever the action, and it says nothing about erasure.
+    Outcome.ERASED: (200, "Nothing more to do", "You will receive no more messages from us."),
 }
 
 
 def _page(
     status: int, title: str, message: str, button: str | None = None, action: str = ""
-    # An erased person's link: true whatever the action, and it says nothing about erasure.
-    Outcome.ERASED: (200, "Nothing more to do", "You will receive no more messages from us."),
 ) -> HTMLResponse:
     html = _pages.get_template("page.html.j2").render(
         title=title, message=message, button=button, action=action
