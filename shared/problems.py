@@ -1,11 +1,13 @@
-"""Errors as RFC 9457 problem details (`application/problem+json`), naming every bad field."""
+"""Errors as RFC 9457 problem details (`application/problem+json`), naming every bad field;
+a dependency that is down (database, broker) answers 503 with Retry-After, never 500."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -64,6 +66,38 @@ def problem_response(
     return JSONResponse(
         body.model_dump(), status_code=status, media_type=PROBLEM_JSON, headers=headers
     )
+
+
+# Seconds a client is asked to wait when a dependency is down (the pool retries meanwhile).
+UNAVAILABLE_RETRY_AFTER_SECONDS = 2
+
+
+async def unavailable_problem(request: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After for a request that failed because the database or the broker is
+    unreachable (a restart, an outage, an exhausted pool): an integration then knows to retry,
+    which it cannot tell from a 500."""
+    logging.getLogger("roac.http").warning(
+        "%s %s: a dependency is unavailable, answered 503: %r",
+        request.method,
+        request.url.path,
+        exc,
+    )
+    return problem_response(
+        503,
+        "Unavailable",
+        "The database or the broker is not available right now. Retry the request (with the "
+        "same Idempotency-Key, if it had one).",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+    )
+
+
+def answer_unavailable(app: FastAPI, errors: Iterable[type[BaseException]]) -> None:
+    """Register `unavailable_problem` for every error that means a dependency is unreachable
+    (the consumers' `TRANSIENT_ERRORS`: connection refused or reset, asyncpg's connection and
+    interface errors, CannotConnectNow, TooManyConnections, a pool acquire timeout, ...)."""
+    for error in errors:
+        if issubclass(error, Exception):
+            app.add_exception_handler(error, unavailable_problem)
 
 
 def _location(loc: Sequence[Any]) -> tuple[str, str]:

@@ -32,6 +32,7 @@ from shared.authorization import Forbidden, forbidden_problem
 from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
 from shared.coalescing import CoalescingPublisher
+from shared.consumer import TRANSIENT_ERRORS
 from shared.db import DatabaseCheck
 from shared.http_app import http_app
 from shared.logs import configure_logging
@@ -179,6 +180,9 @@ def create_app(
     app.add_exception_handler(IdempotencyInProgress, _idempotency_conflict)
     app.add_exception_handler(InvalidKey, _invalid_key)
     app.add_exception_handler(Forbidden, forbidden_problem)
+    # The database or RabbitMQ unreachable (the idempotency store's claim during a PostgreSQL
+    # restart, a pool timeout): 503 with Retry-After, never 500.
+    problems.answer_unavailable(app, TRANSIENT_ERRORS)
     # Added innermost first: metrics see every answer, auth runs before the body is read.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.ingest_max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keyring=keyring or ApiKeyring.from_settings(settings))

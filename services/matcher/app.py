@@ -22,6 +22,7 @@ from shared.api_keys import ApiKeyMiddleware, ApiKeyring
 from shared.authorization import Forbidden, forbidden_problem
 from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
+from shared.consumer import TRANSIENT_ERRORS
 from shared.inbox import InboxPruner
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
@@ -99,6 +100,7 @@ async def build(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, problems.validation_problem)
     app.add_exception_handler(HTTPException, problems.http_problem)
     app.add_exception_handler(Forbidden, forbidden_problem)
+    problems.answer_unavailable(app, TRANSIENT_ERRORS)  # database down: 503, never 500
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=API_BODY_LIMIT_BYTES)
     app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring.from_settings(settings))
     return app

@@ -30,10 +30,12 @@ from services.notifier.resources import ResourceIntake
 from services.notifier.routes import api, links
 from services.notifier.smtp import SmtpSender
 from services.notifier.store import PRODUCER, NotifierStore
+from shared import problems
 from shared.api_keys import ApiKeyMiddleware, ApiKeyring
 from shared.authorization import Forbidden, forbidden_problem
 from shared.body_limit import BodySizeLimitMiddleware
 from shared.broker import EventPublisher, make_broker
+from shared.consumer import TRANSIENT_ERRORS
 from shared.http_app import http_app
 from shared.logs import configure_logging
 from shared.metrics import watch_pool
@@ -135,6 +137,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=PUBLIC_BODY_LIMIT_BYTES)
     app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring.from_settings(settings))
     app.add_exception_handler(Forbidden, forbidden_problem)
+    problems.answer_unavailable(app, TRANSIENT_ERRORS)  # database down: 503, never 500
     app.state.public_app = public_app(answers)
     return app
 
