@@ -37,6 +37,10 @@ def stack(
         ROAC_MATCH_MIN_SCORE="0.1",  # any shared topic will do: the suite is about delivery
         ROAC_QUIET_HOURS_ENABLED="false",
         ROAC_RETRY_BASE_SECONDS="1",
+        # The delivery bursts (test_faults.py): webhooks to the local fake providers, and
+        # orphaned in-flight sends reconciled 15 s after they started rather than a minute.
+        ROAC_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+        ROAC_DELIVERY_IN_FLIGHT_SECONDS="15",
     ) as created:
         yield created
 

@@ -9,9 +9,13 @@ import json
 import subprocess
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
+import asyncpg
 import pytest
 
 from services.ingest.ingress import REASON_HEADER
@@ -25,9 +29,13 @@ from shared.topology import (
     MATCHER_QUEUE,
     NOTIFIER_QUEUE,
 )
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, run_id
+from tests.e2e.test_notifier_burst import PROPOSALS, _proposals
+from tests.e2e.test_notifier_burst import _publish as _publish_proposals
 from tests.faults.conftest import Workload, wait_ready
 from tests.support.amqp import connect, drain, tap, wait_for_message
+from tests.support.fake_providers import ProviderServer, fake_providers
+from tests.support.infra import WEBHOOK_SIGNING_KEY
 from tests.support.processes import ServiceProcess
 from tests.support.tcp_proxy import tcp_proxy
 
@@ -256,5 +264,189 @@ def test_a_slow_and_cut_network_between_the_matcher_and_rabbitmq(
         "slow (50 ms a chunk) and cut network, matcher to RabbitMQ",
         connections_cut=cut,
         ready_again_seconds=round(recovered, 1),
+        **figures,
+    )
+
+
+# The delivery bursts: 1,000 introductions (one person by email, one by signed webhook: 2,000
+# messages), a fault in the middle, and the copies counted at the SMTP and HTTP sinks. Every
+# message must arrive; a copy can only come from a send that was in flight at the fault (its
+# in-flight record committed, its result not), and is counted against that bound.
+BURST_STARTED = 300  # messages delivered before the fault
+# What one notifier can have in flight at once: 4 concurrent groups of ROAC_DELIVERY_GROUP_SIZE.
+IN_FLIGHT_CAPACITY = 4 * 16
+BURST_SECONDS = 240.0  # every message delivered, and nothing left in flight, within this
+
+
+@pytest.fixture(scope="module")
+def providers() -> Iterator[ProviderServer]:
+    with fake_providers(WEBHOOK_SIGNING_KEY.encode()) as server:
+        yield server
+
+
+@dataclass
+class Burst:
+    stack: Stack
+    providers: ProviderServer
+    run: str
+
+    @property
+    def mails(self) -> set[str]:
+        return {f"m{i}.{self.run}@example.org" for i in range(PROPOSALS)}
+
+    @property
+    def hooks(self) -> set[str]:
+        return {f"/hook/{self.run}-{i}" for i in range(PROPOSALS)}
+
+    def copies(self) -> tuple[Counter[str], Counter[str]]:
+        """Every copy each receiver got: emails per address, webhook posts per URL (a repeated
+        webhook-id included: the receiver drops it, but it was sent)."""
+        mails, hooks = self.mails, self.hooks
+        mail = Counter(r for m in self.stack.sink.store.all() for r in m.recipients if r in mails)
+        hook = Counter(
+            r.path
+            for r in self.providers.state.received
+            if r.provider in ("webhook", "webhook-repeat") and r.path in hooks
+        )
+        return mail, hook
+
+    def delivered(self) -> int:
+        mail, hook = self.copies()
+        return len(mail) + len(hook)
+
+    def in_flight(self) -> int:
+        """This burst's deliveries recorded in flight and not finished, now."""
+        return asyncio.run(
+            self._count(
+                "SELECT count(*) FROM notifier.deliveries WHERE recipient_source = 'burst' "
+                "AND recipient_external_id LIKE $1 AND status = 'pending' "
+                "AND in_flight_token IS NOT NULL"
+            )
+        )
+
+    def orphaned(self) -> int:
+        """Attempts found in flight after the fault and reconciled (recorded 'unknown')."""
+        return asyncio.run(
+            self._count(
+                "SELECT count(*) FROM notifier.delivery_attempts a "
+                "JOIN notifier.deliveries d ON d.id = a.delivery_id "
+                "WHERE d.recipient_source = 'burst' AND d.recipient_external_id LIKE $1 "
+                "AND a.outcome = 'unknown'"
+            )
+        )
+
+    async def _count(self, sql: str) -> int:
+        conn = await asyncpg.connect(self.stack.infra.database_url)
+        try:
+            return int(await conn.fetchval(sql, f"{self.run}-%"))
+        finally:
+            await conn.close()
+
+    def start(self) -> None:
+        for process in self.stack.processes:
+            if not process.running:
+                process.start()
+        events = _proposals(self.run, self.providers.url)
+        asyncio.run(_publish_proposals(self.stack.infra.amqp_url, events))
+        deadline = time.monotonic() + 60
+        while self.delivered() < BURST_STARTED:
+            assert time.monotonic() < deadline, "the burst did not start"
+            time.sleep(0.02)
+
+    def check(self, bound: int) -> dict[str, int]:
+        """The pass rule: every message delivered, nothing left in flight, and no more copies
+        than `bound` (the sends in flight at the fault); return the counts for the report."""
+        deadline = time.monotonic() + BURST_SECONDS
+        while True:
+            mail, hook = self.copies()
+            done = set(mail) == self.mails and set(hook) == self.hooks
+            if done and self.in_flight() == 0:
+                break
+            assert time.monotonic() < deadline, (
+                f"{len(mail)} of {PROPOSALS} emails, {len(hook)} of {PROPOSALS} webhooks "
+                f"delivered; {self.in_flight()} still in flight"
+            )
+            time.sleep(0.5)
+        time.sleep(3)  # a resend after this would be a copy too
+        mail, hook = self.copies()
+        duplicates = sum(n - 1 for n in mail.values()) + sum(n - 1 for n in hook.values())
+        orphaned = self.orphaned()
+        figures = {
+            "smtp_received": sum(mail.values()),
+            "http_received": sum(hook.values()),
+            "emails_expected": PROPOSALS,
+            "webhooks_expected": PROPOSALS,
+            "duplicates": duplicates,
+            "mail_duplicates": sum(n - 1 for n in mail.values()),
+            "webhook_repeats_same_id": sum(n - 1 for n in hook.values()),
+            "orphaned_in_flight_reconciled": orphaned,
+            "duplicate_bound": bound,
+        }
+        print(f"\n{figures}")
+        # A copy only ever comes from an attempt reconciled after being orphaned at the fault,
+        # and there are no more of those than sends in flight then.
+        assert duplicates <= orphaned, figures
+        assert duplicates <= bound, figures
+        return figures
+
+
+def _fault_during_burst(
+    stack: Stack, providers: ProviderServer, fault: Callable[[Burst], tuple[int, float]]
+) -> tuple[Burst, int, float]:
+    burst = Burst(stack, providers, run_id())
+    burst.start()
+    bound, recovered = fault(burst)
+    return burst, bound, recovered
+
+
+def test_postgresql_restarted_during_a_delivery_burst(
+    stack: Stack, providers: ProviderServer
+) -> None:
+    def restart(burst: Burst) -> tuple[int, float]:
+        # Sampled just before the restart; after it, what the notifier could not write (it
+        # retries its results, and holds them if the database stays away) is what counts.
+        in_flight = burst.in_flight()
+        version = subprocess.run(
+            ["ls", "/etc/postgresql"], capture_output=True, text=True
+        ).stdout.split()[-1]
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+            check=True,
+            timeout=120,
+        )
+        recovered = wait_ready(stack.processes)
+        # In flight at the restart: never more than the notifier's capacity; the sample is
+        # reported beside it.
+        report_sample["in_flight_sampled_before_restart"] = in_flight
+        return IN_FLIGHT_CAPACITY, recovered
+
+    report_sample: dict[str, int] = {}
+    burst, bound, recovered = _fault_during_burst(stack, providers, restart)
+    figures = burst.check(bound)
+    assert figures["orphaned_in_flight_reconciled"] <= IN_FLIGHT_CAPACITY, figures
+    report(
+        "postgresql restart during a burst of 1,000 introductions (email + webhook)",
+        ready_again_seconds=round(recovered, 1),
+        **report_sample,
+        **figures,
+    )
+
+
+def test_notifier_killed_during_a_delivery_burst(stack: Stack, providers: ProviderServer) -> None:
+    def kill(burst: Burst) -> tuple[int, float]:
+        stack.notifier.kill()
+        # The process is gone: what it left in flight is exactly what it may have sent
+        # without recording it, the bound on copies.
+        in_flight = burst.in_flight()
+        stack.notifier.start()
+        return in_flight, wait_ready(stack.processes)
+
+    burst, bound, recovered = _fault_during_burst(stack, providers, kill)
+    figures = burst.check(bound)
+    assert bound <= IN_FLIGHT_CAPACITY, figures
+    report(
+        "SIGKILL notifier during a burst of 1,000 introductions (email + webhook)",
+        ready_again_seconds=round(recovered, 1),
+        in_flight_at_kill=bound,
         **figures,
     )
