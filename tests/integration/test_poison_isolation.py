@@ -33,6 +33,9 @@ from shared.consumer import skip_decoding as skip
 from shared.events import (
     ChannelAddress,
     ChannelType,
+    ContactData,
+    ContactUpserted,
+    EventBatch,
     InterestData,
     InterestDeclared,
     IntroData,
@@ -108,9 +111,10 @@ async def matcher(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Rabbi
     """The matcher's own subscriber (coalescer, consumer policy, parker) on roac.matcher."""
     broker = make_broker(settings, service="matcher", prefetch=10)
     service = MatcherService(
-        MatcherStore(pool), MatchingPolicy(min_score=99, candidates_per_topic=5)
+        MatcherStore(pool), MatchingPolicy(min_score=0.5, candidates_per_topic=50)
     )
     matcher_handlers.register(broker, service)
+    broker.service = service  # type: ignore[attr-defined]
     await broker.connect()
     await declare_topology(broker)
     await _purge(settings, MATCHER_QUEUE.name, MATCHER_QUEUE.dead_letter_queue)
@@ -119,16 +123,33 @@ async def matcher(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Rabbi
     await broker.stop()
 
 
-def _interest(run: str, i: int, integration: str, weight: float = 1.0) -> dict[str, Any]:
-    event = InterestDeclared(
+def _interest(run: str, i: int, integration: str, topic: str = "") -> InterestDeclared:
+    return InterestDeclared(
         source="ingest",
         correlation_id=f"c-{run}-{integration}",
         integration=integration,
-        data=InterestData(source=integration, external_id=f"{run}-{i}", topic=f"poison {run} {i}"),
+        data=InterestData(
+            source=integration, external_id=f"{run}-{i}", topic=topic or f"poison {run} {i}"
+        ),
     )
+
+
+def _document(event: InterestDeclared) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(event.model_dump_json())
-    document["data"]["weight"] = weight
     return document
+
+
+def _contact(run: str, i: int, integration: str) -> ContactUpserted:
+    return ContactUpserted(
+        source="ingest",
+        correlation_id=f"c-{run}",
+        data=ContactData(
+            source=integration,
+            external_id=f"{run}-{i}",
+            name=f"Person {i}",
+            email=f"p{i}.{run}@example.org",
+        ),
+    )
 
 
 async def _interests_applied(pool: asyncpg.Pool, run: str) -> set[str]:
@@ -144,11 +165,17 @@ async def test_a_coalesced_matcher_message_parks_only_its_poisoned_items(
     settings: Settings, pool: asyncpg.Pool, matcher: RabbitBroker
 ) -> None:
     run = uuid.uuid4().hex[:8]
+    service: MatcherService = matcher.service  # type: ignore[attr-defined]
+    # Two reachable people; the first already likes a rare topic.
+    await service.apply(EventBatch(events=[_contact(run, 4, "forum"), _contact(run, 99, "crm")]))
+    await service.apply(EventBatch(events=[_interest(run, 99, "crm", f"shared {run}")]))
     # Three integrations' requests in one message, as the coalescing publisher packs them.
-    items = [_interest(run, i, ("crm", "forum", "signup")[i % 3]) for i in range(12)]
-    # PostgreSQL refuses this one: 1e-50 passes the schema (> 0) but is 0 as a `real`, which
-    # breaks `CHECK (weight > 0)`.
-    items[4] = _interest(run, 4, "forum", weight=1e-50)
+    items = [_document(_interest(run, i, ("crm", "forum", "signup")[i % 3])) for i in range(12)]
+    # PostgreSQL refuses this one: the second person's interest in the rare topic proposes an
+    # introduction that carries its correlation id, which the schema lets through with a NUL
+    # but a `text` column refuses.
+    items[4] = _document(_interest(run, 4, "forum", f"shared {run}"))
+    items[4]["correlation_id"] = f"c-{run}\x00"
     # The schema refuses this one (a NUL in the topic): the consumer validates events too.
     items[9]["data"]["topic"] = f"poison {run} \x00 9"
     await _publish(
@@ -162,8 +189,7 @@ async def test_a_coalesced_matcher_message_parks_only_its_poisoned_items(
     assert len(parked) == 2, [m.headers for m in parked]
     by_id = {m.message_id: m for m in parked}
     check = by_id[items[4]["message_id"]]
-    assert "CheckViolationError" in str(check.headers[REASON_HEADER])
-    assert "interests_weight_check" in str(check.headers[REASON_HEADER])
+    assert "CharacterNotInRepertoireError (SQLSTATE 22021)" in str(check.headers[REASON_HEADER])
     nul = by_id[items[9]["message_id"]]
     assert "data.topic" in str(nul.headers[REASON_HEADER])
     for message in parked:
