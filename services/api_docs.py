@@ -211,11 +211,15 @@ def openapi_documents() -> dict[str, dict[str, Any]]:
     settings = Settings.model_construct()  # defaults: the documents never depend on the shell
     ingest = create_ingest_app(settings, _no_lifespan, ApiKeyring({}))
     matcher = _bare_app("roac matcher", [matcher_api])
-    notifier = _bare_app("roac notifier", [notifier_links, notifier_api])
+    notifier = _bare_app("roac notifier", [notifier_api])
+    # The public port serves the link pages and nothing else (no document of its own there).
+    links = http_app(title="roac notifier: public link pages")
+    links.include_router(notifier_links)
     return {
         "openapi/ingest.json": ingest.openapi(),
         "openapi/matcher.json": matcher.openapi(),
         "openapi/notifier.json": notifier.openapi(),
+        "openapi/notifier-links.json": links.openapi(),
     }
 
 

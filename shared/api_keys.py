@@ -97,6 +97,7 @@ class ApiKeyring:
             digest(secret): _Key(Grant.everything(name), None) for name, secret in keys.items()
         }
         self._by_digest = dict(self._static)
+        self._by_name = _newest_by_name(self._by_digest.values())
         self._used: dict[int, float] = {}
         # Without a database there is nothing more to load.
         self.loaded = database_url is None
@@ -129,7 +130,13 @@ class ApiKeyring:
         by_digest = {key.digest: _Key(_grant(key), key.key_id) for key in active}
         by_digest.update(self._static)
         self._by_digest = by_digest
+        self._by_name = _newest_by_name(by_digest.values())
         self.loaded = True
+
+    def grant_named(self, name: str) -> Grant | None:
+        """What the key named `name` may do (its newest key's grant), or None: how the AMQP
+        ingress binds a RabbitMQ user to the sources of the API key of the same name."""
+        return self._by_name.get(name)
 
     @property
     def size(self) -> int:
@@ -365,6 +372,12 @@ def _source_list(sources: Iterable[str] | None) -> list[str] | None:
                 f"source {source!r}: lowercase letters, digits, '_', '.', '-', up to 64"
             )
     return checked
+
+
+def _newest_by_name(keys: Iterable[_Key]) -> dict[str, Grant]:
+    # ROAC_API_KEYS first, then database keys by id: a later (newer) key of a name wins.
+    ordered = sorted(keys, key=lambda k: -1 if k.key_id is None else k.key_id)
+    return {key.grant.name: key.grant for key in ordered}
 
 
 def _grant(key: ActiveKey) -> Grant:

@@ -181,10 +181,15 @@ class ContactData(ContactRef):
     blocks: list[ContactRef] = Field(default_factory=list, max_length=200)
 
 
+MIN_INTEREST_WEIGHT = 0.001
+
+
 class InterestData(ContactRef):
     topic: Topic
     kind: InterestKind = InterestKind.LIKES
-    weight: float = Field(default=1.0, gt=0, le=10)
+    # At least 0.001: the matcher stores weights as 4-byte floats, where a smaller positive
+    # weight could round to 0 and break the store's `weight > 0` rule after ingest accepted it.
+    weight: float = Field(default=1.0, ge=MIN_INTEREST_WEIGHT, le=10)
 
 
 class Participant(ContactRef):

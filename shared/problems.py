@@ -151,3 +151,30 @@ async def http_problem(_request: Request, exc: Exception) -> JSONResponse:
         str(exc.detail),
         headers=dict(exc.headers) if exc.headers else None,
     )
+
+
+def problem_responses(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for problem documents: `{status: description}` as a route's or a
+    router's `responses=`, so the documents say which errors each operation can answer."""
+    return {
+        status: {
+            "model": Problem,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "description": text,
+        }
+        for status, text in described.items()
+    }
+
+
+# The errors every route with a JSON body can answer.
+BODY_PROBLEMS = {
+    400: "Malformed JSON",
+    413: "Body too large",
+    422: "Invalid fields (every one listed)",
+}
+# The errors every API-key route can answer.
+AUTH_PROBLEMS = {
+    401: "Missing or invalid API key",
+    403: "The API key lacks the route's scope, or may not touch the person's source",
+    503: "A dependency (database, broker, API keys) is not available yet; retry",
+}

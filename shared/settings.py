@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     template_dir: str = ""
     default_language: str = "en"
 
+    # AMQP ingress: a message whose user_id (checked by RabbitMQ) names an API key writes only
+    # that key's sources; with this set, a message from a sender without such a key is parked.
+    ingress_require_key: bool = False
+
     # Ingest limits: a request over them is refused before anything is published.
     ingest_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     # Items per batch request: at most services/ingest/schemas.py's MAX_BATCH_ITEMS (1,000), a

@@ -74,6 +74,10 @@ def connected_lifespan(settings: Settings) -> Lifespan:
                 handlers.QueueParker(broker),
                 max_body_bytes=settings.ingest_max_body_bytes,
                 max_interests_per_person=settings.ingest_max_interests_per_person,
+                # A sender named like an API key writes only that key's sources.
+                grant_named=app.state.keyring.grant_named,
+                keys_loaded=lambda: app.state.keyring.loaded,
+                bound_only=settings.ingress_require_key,
             ),
         )
         await retry_until_ready("RabbitMQ", broker.connect)
@@ -185,7 +189,8 @@ def create_app(
     problems.answer_unavailable(app, TRANSIENT_ERRORS)
     # Added innermost first: metrics see every answer, auth runs before the body is read.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.ingest_max_body_bytes)
-    app.add_middleware(ApiKeyMiddleware, keyring=keyring or ApiKeyring.from_settings(settings))
+    app.state.keyring = keyring or ApiKeyring.from_settings(settings)
+    app.add_middleware(ApiKeyMiddleware, keyring=app.state.keyring)
     app.add_middleware(HttpMetricsMiddleware)
     return app
 

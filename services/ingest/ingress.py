@@ -43,6 +43,7 @@ from shared.consumer import TRANSIENT_ERRORS
 from shared.events import ContactData, InterestData
 from shared.problems import field_problems
 from shared.redelivery import requeue_delay
+from shared.scopes import Grant, Scope
 from shared.text_safety import escaped, first_unsafe
 from shared.topology import INGRESS_CONTACTS, INGRESS_ROUTING_KEYS
 
@@ -103,11 +104,48 @@ def ingress_key(routing_key: str, message_id: str) -> str:
     return f"amqp-ingress {routing_key} {message_id}"
 
 
+class KeysNotLoaded(Exception):
+    """The API keys are not loaded yet: whether the sender is bound to sources is unknown."""
+
+
+GrantLookup = Callable[[str], Grant | None]
+
+
+def source_refusal(
+    user_id: str | None, sources: Sequence[str], grant: Grant | None, *, bound_only: bool
+) -> str | None:
+    """Why a message's people may not be written by its sender, or None. A RabbitMQ user named
+    like an API key (its `user_id`, checked by the broker) writes only that key's sources, with
+    `events:write`; with ROAC_INGRESS_REQUIRE_KEY every sender must be so named."""
+    if grant is None:
+        if bound_only:
+            return (
+                "the sender has no API key of its name: set user_id to the RabbitMQ user and "
+                "create `roac keys create USER --source SOURCE` (ROAC_INGRESS_REQUIRE_KEY)"
+            )
+        return None
+    if not grant.allows(Scope.EVENTS_WRITE):
+        return f"the API key {user_id!r} lacks the scope 'events:write'"
+    foreign = grant.foreign_sources(sources)
+    if foreign:
+        allowed = ", ".join(sorted(grant.sources or ()))
+        refused = ", ".join(foreign)
+        return f"the API key {user_id!r} may write the source(s) {allowed} only, not {refused}"
+    return None
+
+
 def examine(
-    message: IngressMessage, *, max_body_bytes: int, max_interests_per_person: int | None = None
+    message: IngressMessage,
+    *,
+    max_body_bytes: int,
+    max_interests_per_person: int | None = None,
+    grant_named: GrantLookup | None = None,
+    keys_loaded: Callable[[], bool] = lambda: True,
+    bound_only: bool = False,
 ) -> Valid | Invalid:
     """Judge a message as the HTTP route judges its request (without `?partial=true`: a
-    message is accepted or parked whole)."""
+    message is accepted or parked whole), and its sender's sources as the HTTP API judges an
+    API key's."""
     if message.routing_key not in INGRESS_ROUTING_KEYS:
         expected = " or ".join(f"'{key}'" for key in INGRESS_ROUTING_KEYS)
         return Invalid(f"unknown routing key: publish with {expected}")
@@ -149,6 +187,15 @@ def examine(
     ).errors
     if over:
         return Invalid(reason_from(over))
+    if grant_named is not None:
+        if not keys_loaded():
+            raise KeysNotLoaded
+        grant = grant_named(message.user_id) if message.user_id else None
+        refusal = source_refusal(
+            message.user_id, [i.source for i in items], grant, bound_only=bound_only
+        )
+        if refusal is not None:
+            return Invalid(refusal)
     return Valid(
         contacts=[i for i in items if isinstance(i, ContactData)],
         interests=[i for i in items if isinstance(i, InterestData)],
@@ -204,7 +251,12 @@ class ParkFailed(Exception):
 
 
 # Worth another delivery: RabbitMQ did not confirm, or a connection failed on the way.
-_RETRYABLE: tuple[type[BaseException], ...] = (PublishFailed, ParkFailed, *TRANSIENT_ERRORS)
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    PublishFailed,
+    ParkFailed,
+    KeysNotLoaded,
+    *TRANSIENT_ERRORS,
+)
 
 
 class Parker(Protocol):
@@ -221,6 +273,9 @@ class Ingress:
         *,
         max_body_bytes: int,
         max_interests_per_person: int | None = None,
+        grant_named: GrantLookup | None = None,
+        keys_loaded: Callable[[], bool] = lambda: True,
+        bound_only: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         # No idempotency store: the ingress message's id alone makes the event ids repeatable.
@@ -228,6 +283,9 @@ class Ingress:
         self._parker = parker
         self._max_body_bytes = max_body_bytes
         self._max_interests_per_person = max_interests_per_person
+        self._grant_named = grant_named
+        self._keys_loaded = keys_loaded
+        self._bound_only = bound_only
         self._sleep = sleep
 
     async def handle(self, message: IngressMessage) -> Outcome:
@@ -237,6 +295,9 @@ class Ingress:
                 message,
                 max_body_bytes=self._max_body_bytes,
                 max_interests_per_person=self._max_interests_per_person,
+                grant_named=self._grant_named,
+                keys_loaded=self._keys_loaded,
+                bound_only=self._bound_only,
             )
             if isinstance(verdict, Invalid):
                 await self._parker.park(message, verdict.reason)

@@ -14,10 +14,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.api_key_store import KeyNameTaken, KeyRecord
 from shared.api_keys import create_key, list_keys, revoke_key, rotate_key
 from shared.authorization import requires
+from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
 from shared.scopes import ANY_SOURCE, Scope
 
 keys_api = APIRouter(
-    prefix="/v1/keys", tags=["api keys"], dependencies=[requires(Scope.KEYS_ADMIN)]
+    prefix="/v1/keys",
+    tags=["api keys"],
+    dependencies=[requires(Scope.KEYS_ADMIN)],
+    responses=problem_responses(
+        {
+            **AUTH_PROBLEMS,
+            **BODY_PROBLEMS,
+            404: "No active key has this name",
+            409: "The name already has two active keys",
+        }
+    ),
 )
 KeyNamePath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="The key's name")

@@ -17,10 +17,21 @@ from services.matcher.rounds import PoolNotFound, PoolSpec, Rounds
 from services.matcher.store import PoolRow, RoundRow
 from shared.authorization import check_sources, requires
 from shared.events import ResourceTitle, SourceName, TagName, Topic, WebUrl
+from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
 from shared.scopes import Scope
 from shared.text_safety import SINGLE_LINE, kept_correlation_id
 
-api = APIRouter(prefix="/v1", tags=["pools and rounds"])
+api = APIRouter(
+    prefix="/v1",
+    tags=["pools and rounds"],
+    responses=problem_responses(
+        {
+            **AUTH_PROBLEMS,
+            **BODY_PROBLEMS,
+            404: "No such pool, round, introduction, resource or person",
+        }
+    ),
+)
 
 PoolName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
@@ -53,7 +64,10 @@ class PoolIn(BaseModel):
     serendipity: float = Field(default=0.0, ge=0, le=10)
     rules: PoolRules = Field(default_factory=PoolRules)
     every_seconds: int | None = Field(
-        default=None, ge=60, description="Run a round this often (e.g. 86400: daily); null: never"
+        default=None,
+        ge=60,
+        le=366 * 86400,  # at most yearly: the schedule is stored as a 4-byte integer of seconds
+        description="Run a round this often (e.g. 86400: daily; at most 366 days); null: never",
     )
 
 
@@ -150,6 +164,7 @@ def _round_out(row: RoundRow) -> RoundOut:
     "/pools",
     summary="Create or replace a pool",
     response_model=PoolOut,
+    responses={201: {"model": PoolOut, "description": "Created (200: replaced)"}},
     dependencies=[requires(Scope.ROUNDS_WRITE)],
 )
 async def save_pool(body: PoolIn, request: Request, response: Response) -> PoolOut:

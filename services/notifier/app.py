@@ -13,6 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from services.notifier import handlers
 from services.notifier.answers import Answers
@@ -137,6 +139,8 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=PUBLIC_BODY_LIMIT_BYTES)
     app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring.from_settings(settings))
     app.add_exception_handler(Forbidden, forbidden_problem)
+    app.add_exception_handler(RequestValidationError, problems.validation_problem)
+    app.add_exception_handler(HTTPException, problems.http_problem)
     problems.answer_unavailable(app, TRANSIENT_ERRORS)  # database down: 503, never 500
     app.state.public_app = public_app(answers)
     return app

@@ -21,6 +21,7 @@ from services.notifier.links import LinkAction
 from services.notifier.optin import IntroState
 from services.notifier.store import NotifierStore
 from shared.authorization import requires
+from shared.problems import AUTH_PROBLEMS, problem_responses
 from shared.scopes import Scope
 
 _pages = Environment(loader=PackageLoader("services.notifier", "templates/en"), autoescape=True)
@@ -30,7 +31,11 @@ _bearer = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 links = APIRouter(tags=["links"])
-api = APIRouter(prefix="/v1", tags=["introductions"])
+api = APIRouter(
+    prefix="/v1",
+    tags=["introductions"],
+    responses=problem_responses({**AUTH_PROBLEMS, 422: "Invalid query parameters"}),
+)
 
 _CONFIRM = {
     LinkAction.ACCEPT: (

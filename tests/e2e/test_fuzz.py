@@ -1,11 +1,14 @@
-"""Schemathesis against the live ingest process (real API key, RabbitMQ and PostgreSQL): every
-operation of its OpenAPI document, valid and invalid input, must answer without a 5xx and as
-documented (status code, content type, body schema)."""
+"""Schemathesis against the live services (real API keys, RabbitMQ and PostgreSQL): every
+operation of ingest's, the matcher's and the notifier's OpenAPI documents, valid and invalid
+input, with a key holding every scope and with a narrow one (`events:write` for the source
+`crm` only, so most operations answer 403), must answer without a 5xx and as documented
+(status code, content type, body schema)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,14 +23,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.database import migrate
-from tests.support.infra import API_KEY, free_port, isolated_infra
-from tests.support.processes import ServiceProcess
+from tests.e2e.conftest import Stack, running_stack
+from tests.support.infra import API_KEY
 
 pytestmark = pytest.mark.e2e
 
-DOCUMENT = Path(__file__).parents[2] / "docs" / "openapi" / "ingest.json"
-AUTHORIZATION = {"Authorization": f"Bearer {API_KEY}"}
+DOCS = Path(__file__).parents[2] / "docs" / "openapi"
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -35,39 +36,77 @@ CHECKS = [
     response_schema_conformance,
 ]
 # Few examples per operation from a derandomized search: the same cases on every run, in well
-# under a minute on a CI runner.
+# under a minute per service on a CI runner.
 CONFIG = schemathesis.Config.from_dict(
-    {"generation": {"max-examples": 100, "deterministic": True, "database": "none"}}
+    {"generation": {"max-examples": 60, "deterministic": True, "database": "none"}}
 )
-# The checked-in document (the fixture proves the live service serves the same one): pytest
+# The checked-in documents (the fixture proves the live services serve the same ones): pytest
 # 9.2 dropped the node attribute that schemathesis' lazy `from_fixture` schemas rename.
-schema = schemathesis.openapi.from_path(DOCUMENT, config=CONFIG)
+ingest_schema = schemathesis.openapi.from_path(DOCS / "ingest.json", config=CONFIG)
+matcher_schema = schemathesis.openapi.from_path(DOCS / "matcher.json", config=CONFIG)
+notifier_schema = schemathesis.openapi.from_path(DOCS / "notifier.json", config=CONFIG)
 
 
 @pytest.fixture(scope="module")
-def ingest_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Ingest alone, on its own vhost and database: fuzzed events reach no matcher."""
-    with isolated_infra("fuzz") as infra:
-        port = free_port()
-        asyncio.run(migrate(infra.settings()))
-        url = f"http://127.0.0.1:{port}"
-        ingest = ServiceProcess(
-            "ingest",
-            infra.env(ROAC_INGEST_PORT=port),
-            f"{url}/readyz",
-            tmp_path_factory.mktemp("fuzz-logs"),
-        )
-        ingest.start()
-        try:
+def fuzzed(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """The three services on their own vhost and database; fuzzed events introduce nobody
+    anyone reads."""
+    with running_stack(
+        "fuzz", tmp_path_factory.mktemp("fuzz-logs"), request, ROAC_INTRO_MODE="direct"
+    ) as stack:
+        for name, url in (
+            ("ingest", stack.ingest_url),
+            ("matcher", stack.matcher_url),
+            ("notifier", stack.notifier_url),
+        ):
             served = httpx.get(f"{url}/openapi.json", timeout=10).json()
-            assert served == json.loads(DOCUMENT.read_text()), "run `make docs`"
-            yield url
-        finally:
-            ingest.stop()
+            assert served == json.loads((DOCS / f"{name}.json").read_text()), "run `make docs`"
+        yield stack
 
 
-@schema.parametrize()
-def test_every_operation_answers_as_documented(
-    case: schemathesis.Case[Any], ingest_url: str
+@pytest.fixture(scope="module")
+def keys(fuzzed: Stack) -> dict[str, str]:
+    created = subprocess.run(
+        [sys.executable, "-m", "services.cli", "keys", "create", "narrow", "--source", "crm"],
+        env=fuzzed.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return {"full": API_KEY, "narrow": created.stdout.strip()}
+
+
+def _call(case: schemathesis.Case[Any], base_url: str, key: str) -> None:
+    case.call_and_validate(
+        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, checks=CHECKS
+    )
+
+
+KEY_NAMES = pytest.mark.parametrize("key_name", ["full", "narrow"])
+
+
+@KEY_NAMES
+@ingest_schema.parametrize()
+def test_every_ingest_operation_answers_as_documented(
+    case: schemathesis.Case[Any], fuzzed: Stack, keys: dict[str, str], key_name: str
 ) -> None:
-    case.call_and_validate(base_url=ingest_url, headers=AUTHORIZATION, checks=CHECKS)
+    _call(case, fuzzed.ingest_url, keys[key_name])
+
+
+@KEY_NAMES
+@matcher_schema.parametrize()
+def test_every_matcher_operation_answers_as_documented(
+    case: schemathesis.Case[Any], fuzzed: Stack, keys: dict[str, str], key_name: str
+) -> None:
+    _call(case, fuzzed.matcher_url, keys[key_name])
+
+
+@KEY_NAMES
+@notifier_schema.parametrize()
+def test_every_notifier_operation_answers_as_documented(
+    case: schemathesis.Case[Any], fuzzed: Stack, keys: dict[str, str], key_name: str
+) -> None:
+    _call(case, fuzzed.notifier_url, keys[key_name])

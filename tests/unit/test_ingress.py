@@ -17,14 +17,17 @@ from services.ingest.ingress import (
     Ingress,
     IngressMessage,
     Invalid,
+    KeysNotLoaded,
     Outcome,
     ParkFailed,
     Valid,
     examine,
     ingress_key,
+    source_refusal,
 )
 from services.ingest.schemas import MAX_BATCH_ITEMS
 from shared.events import ContactUpserted, Event, InterestDeclared
+from shared.scopes import Grant, Scope
 
 LIMIT = 10_000
 CONTACT = {"source": "crm", "external_id": "42", "name": "Ada Quinn", "email": "ada@example.org"}
@@ -300,3 +303,41 @@ def test_interests_over_the_per_person_limit_park_the_message_as_over_http() -> 
     verdict = examine(message(three, "interests"), max_body_bytes=LIMIT, max_interests_per_person=2)
     assert isinstance(verdict, Invalid)
     assert "items[2]" in verdict.reason and "too_many_for_one_person" in verdict.reason
+
+
+def _grant(sources: frozenset[str] | None, *scopes: Scope) -> Grant:
+    return Grant("crm-bus", frozenset(scopes or (Scope.EVENTS_WRITE,)), sources)
+
+
+@pytest.mark.parametrize(
+    ("sources", "grant", "bound_only", "refused"),
+    [
+        (["crm"], None, False, None),  # no key of its name: not bound (unless required)
+        (["crm"], None, True, "has no API key of its name"),
+        (["crm"], _grant(frozenset({"crm"})), True, None),
+        (["crm", "forum"], _grant(frozenset({"crm"})), False, "not forum"),
+        (["forum"], _grant(None), False, None),  # a key for any source
+        (["crm"], _grant(frozenset({"crm"}), Scope.ROUNDS_WRITE), False, "'events:write'"),
+    ],
+)
+def test_a_sender_named_like_an_api_key_writes_only_its_sources(
+    sources: list[str], grant: Grant | None, bound_only: bool, refused: str | None
+) -> None:
+    reason = source_refusal("crm-bus", sources, grant, bound_only=bound_only)
+    assert (reason is None) if refused is None else (reason is not None and refused in reason)
+
+
+def test_a_message_is_judged_against_its_senders_key_once_keys_are_loaded() -> None:
+    forum = {**CONTACT, "source": "forum"}
+    grants = {"crm-bus": _grant(frozenset({"crm"}))}
+    verdict = examine(
+        message(forum, user_id="crm-bus"), max_body_bytes=LIMIT, grant_named=grants.get
+    )
+    assert isinstance(verdict, Invalid) and "not forum" in verdict.reason
+    with pytest.raises(KeysNotLoaded):
+        examine(
+            message(forum, user_id="crm-bus"),
+            max_body_bytes=LIMIT,
+            grant_named=grants.get,
+            keys_loaded=lambda: False,
+        )
