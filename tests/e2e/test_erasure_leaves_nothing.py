@@ -58,6 +58,7 @@ async def _database_hits(database_url: str, needles: list[str], digests: list[by
         for c in columns:
             table = f'"{c["table_schema"]}"."{c["table_name"]}"'
             column = f'"{c["column_name"]}"'
+            probes: list[tuple[str, str | bytes]]
             if c["data_type"] == "bytea":
                 probes = [
                     (f"position($1::bytea in {column}) > 0", f.encode())
@@ -138,7 +139,7 @@ def test_nothing_of_an_erased_person_is_left_anywhere(stack: Stack) -> None:
     tag = f"solo{run}"
     external_id = f"Zoë-{run}-東京"
     slack_id = f"U{run.upper()}Q"
-    person = {
+    person: dict[str, Any] = {
         "source": "e2e",
         "external_id": external_id,
         "name": f"Ådne Ørsted {run}",
