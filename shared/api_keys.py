@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import api_key_store as store
 from shared.api_key_store import ActiveKey, KeyRecord
+from shared.body_limit import drain
 from shared.metrics import API_KEY_REQUESTS, API_KEYS_LOADED
 from shared.problems import problem_response
 from shared.scopes import DEFAULT_SCOPES, Grant
@@ -262,6 +263,20 @@ class _Listener:
                 conn.terminate()
 
 
+# What a refused request's body may cost before the answer: enough for any ordinary request.
+REFUSED_DRAIN_BYTES = 1024 * 1024
+REFUSED_DRAIN_SECONDS = 2.0
+
+
+def _has_body(scope: Scope) -> bool:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            return bytes(value) not in (b"0", b"")
+        if key == b"transfer-encoding":
+            return True
+    return False
+
+
 def bearer_token(scope: Scope) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == b"authorization":
@@ -306,6 +321,11 @@ class ApiKeyMiddleware:
                     "Send a valid API key as 'Authorization: Bearer <key>'.",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
+            # A small body is read and discarded first, so that clients that write the whole
+            # body before reading the answer see the 401 rather than a connection reset; an
+            # unauthenticated caller never gets more than that read.
+            if _has_body(scope):
+                await drain(receive, max_bytes=REFUSED_DRAIN_BYTES, seconds=REFUSED_DRAIN_SECONDS)
             await response(scope, receive, send)
             return
         API_KEY_REQUESTS.labels(grant.name).inc()

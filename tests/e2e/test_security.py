@@ -7,10 +7,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -309,3 +312,20 @@ def test_the_notifier_refuses_to_start_without_link_keys(secure: Stack) -> None:
     )
     assert started.returncode != 0
     assert "ROAC_LINK_KEYS must be set" in started.stderr
+
+
+def test_a_refused_key_is_answered_401_even_to_a_client_that_writes_its_whole_body(
+    secure: Stack,
+) -> None:
+    """urllib writes the whole body before it reads the answer: the 401 must reach it."""
+    body = json.dumps({"items": [{"source": "crm", "external_id": str(i)} for i in range(20_000)]})
+    assert 400_000 < len(body) < 1024 * 1024
+    request = urllib.request.Request(  # noqa: S310 - a local test server
+        f"{secure.ingest_url}/v1/contacts",
+        data=body.encode(),
+        headers={"Authorization": "Bearer not-a-key", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)  # noqa: S310 - a local test server
+    assert refused.value.code == 401
