@@ -328,6 +328,8 @@ class Rounds:
                 "topics": [t.topic for t in g.topics],
             }
             for g in plan.groups
+            # A member erased while the round ran is gone: so is the group they were in.
+            if all(p in details for p in g.members)
         ]
 
     async def _unplaced_sample(
@@ -338,7 +340,7 @@ class Rounds:
         return [
             {"source": details[p].source, "external_id": details[p].external_id, "reason": why}
             for p, why in sample
-            if p in details
+            if p in details  # erased while the round ran
         ]
 
 
