@@ -30,6 +30,26 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from shared.version import roac_version
+
+        typer.echo(f"roac {roac_version()}")
+        raise typer.Exit
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """roac: random acts of connection. Every setting is a ROAC_* environment variable."""
+
+
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a service's main coroutine on uvloop (libuv) when installed: the services are I/O
     bound, and uvloop roughly halves the event loop's cost per message."""
@@ -232,10 +252,12 @@ def _link_key_id() -> str:
 @secrets_app.command("generate")
 def secrets_generate() -> None:
     """Print fresh secrets as environment lines (KEY=value), ready for a .env file or a
-    Kubernetes Secret: the link key ring, the webhook signing key and the erasure key."""
+    Kubernetes Secret: the link key ring, the webhook signing key, the erasure key and the
+    console's session key."""
     typer.echo(f"ROAC_LINK_KEYS={_link_key_id()}:{new_secret()}")
     typer.echo(f"ROAC_WEBHOOK_SIGNING_KEY={new_secret()}")
     typer.echo(f"ROAC_ERASURE_KEY={new_secret()}")
+    typer.echo(f"ROAC_CONSOLE_SESSION_KEY={new_secret()}")
 
 
 @secrets_app.command("rotate-link-keys")

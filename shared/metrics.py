@@ -4,12 +4,15 @@ Labels name a service, a queue, an event type, a channel or an outcome; never a 
 Service-specific metrics live beside the service (`services/*/metrics.py`).
 """
 
+import platform
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from shared.version import roac_version
 
 # Buckets around the latency objectives: handling a message well under 100 ms, an event
 # reaching its consumer within a second, an introduction delivered within 10 s.
@@ -94,6 +97,13 @@ PARKING_LIMIT = Gauge(
     ["queue", "unit"],
 )
 
+BUILD_INFO = Info(
+    "roac_build",
+    "The roac release and Python this process runs (as roac_build_info, always 1): which "
+    "version each process is on during a rolling upgrade.",
+)
+BUILD_INFO.info({"version": roac_version(), "python": platform.python_version()})
+
 API_KEY_REQUESTS = Counter(
     "roac_api_key_requests_total",
     "Authenticated /v1/ requests by API key name (names are chosen by the operator, a handful "
@@ -131,14 +141,21 @@ class PoolCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             "roac_db_pool_connections",
-            "PostgreSQL pool connections by state: open, in_use, max.",
+            "PostgreSQL pool connections by state: open (idle or in use), in_use.",
             labels=["service", "state"],
         )
         size = self._pool.get_size()
         family.add_metric([self._service, "open"], size)
         family.add_metric([self._service, "in_use"], size - self._pool.get_idle_size())
-        family.add_metric([self._service, "max"], self._pool.get_max_size())
         yield family
+        # A series of its own: as a third state, sum() over the states would add it in.
+        maximum = GaugeMetricFamily(
+            "roac_db_pool_max_connections",
+            "The most connections the PostgreSQL pool opens.",
+            labels=["service"],
+        )
+        maximum.add_metric([self._service], self._pool.get_max_size())
+        yield maximum
 
 
 _watched: dict[str, PoolCollector] = {}

@@ -106,16 +106,21 @@ def test_every_alert_has_a_unit_test() -> None:
     assert {r["alert"] for r in rules} == tested
 
 
-def test_the_grafana_dashboard_uses_the_provisioned_prometheus() -> None:
+def test_the_grafana_dashboard_uses_a_datasource_variable_defaulting_to_prometheus() -> None:
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "roac.json").read_text())
     source = yaml.safe_load(
         (
             ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
         ).read_text()
     )["datasources"][0]
+    # The datasource is a variable, so the dashboard imports into any Grafana; its default is
+    # the provisioned Prometheus.
+    [variable] = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+    assert variable["query"] == "prometheus"
+    assert variable["current"]["value"] == source["uid"]
     assert dashboard["panels"]
     for panel in dashboard["panels"]:
-        assert panel["datasource"]["uid"] == source["uid"]
+        assert panel["datasource"]["uid"] == "${" + variable["name"] + "}"
         assert panel["targets"] and all(t["expr"] for t in panel["targets"])
 
 
