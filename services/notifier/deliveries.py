@@ -292,9 +292,13 @@ class DeliveryWorker:
     async def _write_results(
         self, results: Sequence[tuple[_Ready, Sent | BaseException]]
     ) -> list[tuple[_Ready, Sent]]:
-        """One transaction: introductions locked first (the lock order), successes in three
-        statements, failures one by one (rare). Returns the successes recorded as sent."""
+        """One transaction (committed without waiting for the disk: see the store's
+        `commit_without_waiting_for_disk`): introductions locked first (the lock order),
+        successes in three statements, failures one by one (rare). Returns the successes
+        recorded as sent."""
         async with self._store.unit_of_work() as uow:
+            # Durable claims, then results whose loss in a host crash only means reconciling.
+            await uow.commit_without_waiting_for_disk()
             await uow.lock_intros(
                 r.proposal.id for r, _ in results if isinstance(r.proposal, IntroRecord)
             )
