@@ -175,6 +175,23 @@ class Settings(BaseSettings):
     # orchestrator's grace period (Kubernetes: 30 s; docker-compose.yml sets 30 s).
     shutdown_timeout_seconds: float = Field(default=20.0, ge=1, le=600)
 
+    # The console (services/console/): operators' web pages, which act only through the three
+    # services' APIs with ROAC_CONSOLE_API_KEY (scopes: docs/console.md). Its session cookies
+    # are signed with ROAC_CONSOLE_SESSION_KEY; unset, the console refuses to start.
+    console_host: str = "127.0.0.1"
+    console_port: int = Field(default=8080, ge=0, le=65535)
+    console_api_key: SecretStr = SecretStr("")
+    console_session_key: SecretStr = SecretStr("")
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Mark the session cookie Secure: set it when the console is served over HTTPS.
+    console_cookie_secure: bool = False
+    # Where operators' browsers reach the console (the set-password links); default: host:port.
+    console_url: str = ""
+    # The APIs the console calls; default: this machine's ROAC_*_PORT of each service.
+    console_ingest_url: str = ""
+    console_matcher_url: str = ""
+    console_notifier_url: str = ""
+
     log_level: str = "INFO"
     log_format: Literal["console", "json"] = "console"
 
@@ -193,7 +210,13 @@ class Settings(BaseSettings):
         parse_link_keys(value.get_secret_value())
         return value
 
-    @field_validator("secret_key", "webhook_signing_key", "erasure_key")
+    @field_validator(
+        "secret_key",
+        "webhook_signing_key",
+        "erasure_key",
+        "console_session_key",
+        "console_api_key",
+    )
     @classmethod
     def _secret_strong(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         if value.get_secret_value():
@@ -212,6 +235,21 @@ class Settings(BaseSettings):
     def erasure_key_bytes(self) -> bytes | None:
         """ROAC_ERASURE_KEY as the HMAC key of the erasure tombstones; None when unset."""
         return self.erasure_key.get_secret_value().encode() or None
+
+    @cached_property
+    def console_base_url(self) -> str:
+        """ROAC_CONSOLE_URL, or the console's own host and port."""
+        return (self.console_url or f"http://{self.console_host}:{self.console_port}").rstrip("/")
+
+    @cached_property
+    def console_api_urls(self) -> dict[str, str]:
+        """The base URLs of the APIs the console calls, by service."""
+        return {
+            "ingest": self.console_ingest_url or f"http://127.0.0.1:{self.ingest_port}",
+            "matcher": self.console_matcher_url or f"http://127.0.0.1:{self.matcher_metrics_port}",
+            "notifier": self.console_notifier_url
+            or f"http://127.0.0.1:{self.notifier_metrics_port}",
+        }
 
     @cached_property
     def allowed_webhook_hosts(self) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from services.matcher import handlers
 from services.matcher.constraints import Rules
 from services.matcher.contacts_admin import ContactIdentities
+from services.matcher.directory import Directory
 from services.matcher.feedback import Feedback
 from services.matcher.resources import Resources
 from services.matcher.rounds import RoundPolicy, Rounds
@@ -92,6 +93,7 @@ async def build(settings: Settings) -> FastAPI:
     app.state.rounds = rounds
     app.state.feedback = Feedback(store)
     app.state.contacts = ContactIdentities(store)
+    app.state.directory = Directory(pool)
     app.state.resources = Resources(
         store,
         cap_per_week=settings.resource_cap_per_week,

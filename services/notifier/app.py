@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from services.notifier import handlers
+from services.notifier.activity import Activity
 from services.notifier.answers import Answers
 from services.notifier.channel_registry import build_channels, http_session
 from services.notifier.clock import Clock, SystemClock
@@ -136,6 +137,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     )
     app.state.answers = answers
     app.state.store = store
+    app.state.activity = Activity(pool, store)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=PUBLIC_BODY_LIMIT_BYTES)
     app.add_middleware(ApiKeyMiddleware, keyring=ApiKeyring.from_settings(settings))
     app.add_exception_handler(Forbidden, forbidden_problem)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jinja2 import Environment, PackageLoader
+from pydantic import BaseModel, ConfigDict, Field
 
+from services.notifier.activity import Activity
 from services.notifier.answers import AnswerResult, Answers, Outcome
 from services.notifier.links import LinkAction
 from services.notifier.optin import IntroState
@@ -23,6 +25,7 @@ from services.notifier.store import NotifierStore
 from shared.authorization import requires
 from shared.problems import AUTH_PROBLEMS, problem_responses
 from shared.scopes import Scope
+from shared.text_safety import kept_correlation_id
 
 _pages = Environment(loader=PackageLoader("services.notifier", "templates/en"), autoescape=True)
 _bearer = HTTPBearer(
@@ -155,3 +158,83 @@ async def resource_deliveries(
     async with store.unit_of_work() as uow:
         deliveries = await uow.resource_deliveries(resource, limit)
     return {"resource": resource, "deliveries": deliveries}
+
+
+# For operators (the console): weekly counts, a person's introductions, deliveries that need a
+# look, and their retry (services/notifier/activity.py).
+
+
+def _activity(request: Request) -> Activity:
+    activity: Activity = request.app.state.activity
+    return activity
+
+
+@api.get(
+    "/intros/weekly",
+    summary="Introductions per week (Monday to Sunday, UTC) by the state each is in now",
+    dependencies=[requires(Scope.INTROS_READ)],
+)
+async def intros_weekly(
+    request: Request,
+    _: Credentials,
+    weeks: Annotated[int, Query(ge=1, le=104, description="This week and the ones before")] = 12,
+) -> dict[str, Any]:
+    return {"weeks": await _activity(request).weekly(weeks)}
+
+
+@api.get(
+    # `:path`: an id may hold a slash (sent as %2F, which the server decodes before routing).
+    "/contacts/{source}/{external_id:path}/intros",
+    summary="A person's introductions, newest first, with every participant's answer",
+    dependencies=[requires(Scope.INTROS_READ)],
+)
+async def person_intros(
+    source: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")],
+    external_id: Annotated[str, Path(min_length=1, max_length=256)],
+    request: Request,
+    _: Credentials,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[datetime | None, Query(description="created_at of the last one seen")] = None,
+) -> dict[str, Any]:
+    return {"intros": await _activity(request).person_intros(source, external_id, limit, before)}
+
+
+@api.get(
+    "/deliveries",
+    summary="Deliveries parked (out of attempts) or failed (refused for good), with the reason",
+    tags=["deliveries"],
+    dependencies=[requires(Scope.INTROS_READ)],
+)
+async def list_deliveries(
+    request: Request,
+    _: Credentials,
+    status: Annotated[str, Query(pattern="^(parked|failed)$")] = "parked",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[datetime | None, Query(description="updated_at of the last one seen")] = None,
+) -> dict[str, Any]:
+    activity = _activity(request)
+    return {
+        "deliveries": await activity.deliveries(status, limit, before),
+        "counts": await activity.counts(),
+    }
+
+
+class RetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    deliveries: list[UUID] | None = Field(
+        default=None, max_length=1000, description="These parked deliveries; null: every one"
+    )
+
+
+@api.post(
+    "/deliveries/retry",
+    summary="Retry parked deliveries with a fresh budget of attempts",
+    tags=["deliveries"],
+    dependencies=[requires(Scope.INTROS_WRITE)],
+)
+async def retry_deliveries(body: RetryIn, request: Request, _: Credentials) -> dict[str, Any]:
+    correlation = kept_correlation_id(request.headers.get("x-correlation-id"))
+    retried = await _activity(request).retry(
+        body.deliveries, correlation or f"deliveries-retry-{uuid4()}"
+    )
+    return {"retried": retried}

@@ -27,7 +27,12 @@ def test_docker_compose_file_is_valid_and_requires_its_secrets() -> None:
         check=True,
     ).stdout
     secrets_env = dict(line.split("=", 1) for line in generated.splitlines())
-    assert set(secrets_env) == {"ROAC_LINK_KEYS", "ROAC_WEBHOOK_SIGNING_KEY", "ROAC_ERASURE_KEY"}
+    assert set(secrets_env) == {
+        "ROAC_LINK_KEYS",
+        "ROAC_WEBHOOK_SIGNING_KEY",
+        "ROAC_ERASURE_KEY",
+        "ROAC_CONSOLE_SESSION_KEY",
+    }
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("ROAC_")}
     result = subprocess.run(
         ["docker-compose", "config", "-q"],

@@ -23,6 +23,7 @@ API_KEY = new_secret()
 LINK_KEY = new_secret()
 WEBHOOK_SIGNING_KEY = new_secret()
 ERASURE_KEY = new_secret()
+CONSOLE_SESSION_KEY = new_secret()
 
 
 def free_port() -> int:
@@ -58,6 +59,7 @@ class Infra:
             "ROAC_LOG_LEVEL": "INFO",
             "ROAC_WEBHOOK_SIGNING_KEY": WEBHOOK_SIGNING_KEY,
             "ROAC_ERASURE_KEY": ERASURE_KEY,
+            "ROAC_CONSOLE_SESSION_KEY": CONSOLE_SESSION_KEY,
             # The fake providers listen on 127.0.0.1 over plain HTTP: an explicit opt-in.
             "ROAC_OUTBOUND_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
             "ROAC_OUTBOUND_ALLOW_HTTP": "true",

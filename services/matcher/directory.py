@@ -1,0 +1,218 @@
+"""Read-only lists for operators (the console, services/console/): rounds of a pool, people
+found by name, email, source id, tag or topic, one person's profile and interests, and how many
+people a pool's selector takes in.
+
+Kept apart from services/matcher/store.py, whose statements are the matching's own: these only
+read, page by keyset (never OFFSET) and are bounded by `limit`, so a page costs the same on page
+one and page one thousand."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+# Longest search text: a topic or a name, not a document.
+MAX_QUERY = 200
+
+
+class Directory:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def rounds(
+        self, pool: str | None, limit: int, before: datetime | None
+    ) -> list[dict[str, Any]]:
+        """Rounds newest first (requested_at), optionally of one pool; `before` pages on."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT id, pool, status, dry_run, group_size, seed, serendipity, requested_at,
+                       started_at, finished_at, error,
+                       stats->'proposed' AS proposed, stats->'placed' AS placed,
+                       stats->'unplaced' AS unplaced, stats->'coverage' AS coverage,
+                       coalesce(jsonb_array_length(plan), 0) AS planned
+                FROM matcher.rounds
+                WHERE ($1::text IS NULL OR pool = $1)
+                  AND ($3::timestamptz IS NULL OR requested_at < $3)
+                ORDER BY requested_at DESC, id
+                LIMIT $2
+                """,
+                pool,
+                limit,
+                before,
+            )
+        return [
+            {
+                "id": r["id"],
+                "pool": r["pool"],
+                "status": r["status"],
+                "dry_run": r["dry_run"],
+                "group_size": r["group_size"],
+                "seed": r["seed"],
+                "serendipity": r["serendipity"],
+                "requested_at": r["requested_at"],
+                "started_at": r["started_at"],
+                "finished_at": r["finished_at"],
+                "error": r["error"],
+                "groups": (r["planned"] if r["dry_run"] else _number(r["proposed"])),
+                "placed": _number(r["placed"]),
+                "unplaced": _number(r["unplaced"]),
+                "coverage": _number(r["coverage"]),
+            }
+            for r in rows
+        ]
+
+    async def pool_size(self, selector: dict[str, list[str]]) -> int:
+        """How many reachable, not opted-out people the selector takes in (as a round would)."""
+        tags = selector.get("tags") or None
+        sources = selector.get("sources") or None
+        organizations = [o.casefold() for o in selector.get("organizations") or []] or None
+        async with self._pool.acquire() as conn:
+            count = await conn.fetchval(
+                """
+                SELECT count(*) FROM matcher.contacts c
+                WHERE c.deliverable AND NOT c.opted_out AND c.merged_into IS NULL
+                  AND c.erased_at IS NULL
+                  AND ($1::text[] IS NULL OR c.tags && $1::text[])
+                  AND ($2::text[] IS NULL OR EXISTS (
+                        SELECT 1 FROM matcher.identities i
+                        WHERE i.contact_id = c.id AND i.source = ANY($2::text[])))
+                  AND ($3::text[] IS NULL OR lower(c.organization) = ANY($3::text[]))
+                """,
+                tags,
+                sources,
+                organizations,
+            )
+        return int(count)
+
+    async def search(
+        self, query: str, limit: int, after: int | None, sources: frozenset[str] | None
+    ) -> list[dict[str, Any]]:
+        """People whose name, email, source id, tag or topic matches `query` (case-insensitive,
+        a substring of the name, the whole of anything else), by contact id from `after`;
+        only people with an identity in `sources` (None: any)."""
+        text = query.strip()[:MAX_QUERY]
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT c.id, c.name, c.organization, c.tags, c.snoozed_until, c.opted_out,
+                       first.source, first.external_id
+                FROM matcher.contacts c
+                JOIN LATERAL (
+                    SELECT source, external_id FROM matcher.identities
+                    WHERE contact_id = c.id ORDER BY created_at, source, external_id LIMIT 1
+                ) AS first ON true
+                WHERE c.merged_into IS NULL AND c.erased_at IS NULL
+                  AND ($3::bigint IS NULL OR c.id > $3)
+                  AND ($4::text[] IS NULL OR EXISTS (
+                        SELECT 1 FROM matcher.identities s
+                        WHERE s.contact_id = c.id AND s.source = ANY($4::text[])))
+                  AND ($1 = '' OR c.name ILIKE $2
+                       OR lower($1) = ANY(c.tags)
+                       OR EXISTS (SELECT 1 FROM matcher.identities i
+                                  WHERE i.contact_id = c.id AND i.external_id = $1)
+                       OR EXISTS (SELECT 1 FROM jsonb_array_elements(c.channels) ch
+                                  WHERE lower(ch->>'address') = lower($1))
+                       OR EXISTS (SELECT 1 FROM matcher.interests n
+                                  JOIN matcher.topics t ON t.id = n.topic_id
+                                  WHERE n.contact_id = c.id AND t.name = lower($1)))
+                ORDER BY c.id
+                LIMIT $5
+                """,
+                text,
+                pattern,
+                after,
+                sorted(sources) if sources is not None else None,
+                limit,
+            )
+        return [
+            {
+                "cursor": r["id"],
+                "source": r["source"],
+                "external_id": r["external_id"],
+                "name": r["name"],
+                "organization": r["organization"],
+                "tags": list(r["tags"]),
+                "snoozed_until": r["snoozed_until"],
+                "opted_out": r["opted_out"],
+            }
+            for r in rows
+        ]
+
+    async def profile(self, source: str, external_id: str) -> dict[str, Any] | None:
+        """The person of this identity: the contact's details, the identity's own last contact
+        event (what an integration sent), interests and block list."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                """
+                SELECT c.id, c.name, c.organization, c.timezone, c.channels, c.tags,
+                       c.snoozed_until, c.opted_out, c.deliverable, i.profile
+                FROM matcher.identities i JOIN matcher.contacts c ON c.id = i.contact_id
+                WHERE i.source = $1 AND i.external_id = $2 AND c.erased_at IS NULL
+                """,
+                source,
+                external_id,
+            )
+            if row is None:
+                return None
+            interests = await conn.fetch(
+                """
+                SELECT t.name, n.kind, n.weight, n.declared_at
+                FROM matcher.interests n JOIN matcher.topics t ON t.id = n.topic_id
+                WHERE n.contact_id = $1 ORDER BY t.name, n.kind LIMIT 500
+                """,
+                row["id"],
+            )
+            blocks = await conn.fetch(
+                """
+                SELECT first.source, first.external_id
+                FROM matcher.blocks b
+                JOIN LATERAL (
+                    SELECT source, external_id FROM matcher.identities
+                    WHERE contact_id = b.blocked_id ORDER BY created_at, source, external_id
+                    LIMIT 1
+                ) AS first ON true
+                WHERE b.contact_id = $1 ORDER BY 1, 2 LIMIT 200
+                """,
+                row["id"],
+            )
+        profile = row["profile"]
+        if isinstance(profile, str):
+            profile = json.loads(profile)
+        return {
+            "source": source,
+            "external_id": external_id,
+            "name": row["name"],
+            "organization": row["organization"],
+            "timezone": row["timezone"],
+            "channels": [
+                {"type": c["type"], "address": c["address"]} for c in row["channels"] or []
+            ],
+            "tags": list(row["tags"]),
+            "snoozed_until": row["snoozed_until"],
+            "opted_out": row["opted_out"],
+            "reachable": row["deliverable"],
+            "contact_event": profile,
+            "interests": [
+                {
+                    "topic": r["name"],
+                    "kind": r["kind"],
+                    "weight": round(float(r["weight"]), 3),
+                    "declared_at": r["declared_at"],
+                }
+                for r in interests
+            ],
+            "blocks": [{"source": r["source"], "external_id": r["external_id"]} for r in blocks],
+        }
+
+
+def _number(value: Any) -> float | int | None:
+    """A number kept in a round's JSON statistics (asyncpg hands jsonb over as text)."""
+    if value is None:
+        return None
+    parsed = json.loads(value) if isinstance(value, str) else value
+    return parsed if isinstance(parsed, int | float) else None

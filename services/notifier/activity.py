@@ -1,0 +1,187 @@
+"""What operators read and do about introductions and deliveries (the console,
+services/console/): introductions per week by state, one person's introductions and answers,
+deliveries parked or failed with the provider's last word, and a parked delivery's retry.
+
+Read-only statements live here rather than in services/notifier/store.py (the delivery path's
+own); a retry uses the store's own steps, as `roac deliveries retry` does
+(services/notifier/replay.py): the delivery is made pending with a fresh budget of attempts
+and its job queued through the outbox in the same transaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.notifier.scheduling import JobCause, run_now
+from services.notifier.store import NotifierStore
+
+STATES = ("asked", "accepted", "introduced", "declined", "expired", "failed")
+
+
+def week_start(moment: datetime) -> datetime:
+    """Monday 00:00 UTC of the week holding `moment`."""
+    day = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=day.weekday())
+
+
+class Activity:
+    def __init__(self, pool: asyncpg.Pool, store: NotifierStore) -> None:
+        self._pool = pool
+        self._store = store
+
+    async def weekly(self, weeks: int, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Introductions created in each of the last `weeks` weeks (Monday to Sunday, UTC),
+        oldest first, counted by the state each is in now; every week listed, empty ones too."""
+        first = week_start(now or datetime.now(UTC)) - timedelta(weeks=weeks - 1)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT date_trunc('week', created_at AT TIME ZONE 'UTC') AS week, state,
+                       count(*) AS n
+                FROM notifier.intros
+                WHERE created_at >= $1
+                GROUP BY 1, 2
+                """,
+                first,
+            )
+        counts: dict[datetime, dict[str, int]] = {}
+        for r in rows:
+            counts.setdefault(r["week"].replace(tzinfo=UTC), {})[r["state"]] = r["n"]
+        result = []
+        for index in range(weeks):
+            start = first + timedelta(weeks=index)
+            by_state = {state: counts.get(start, {}).get(state, 0) for state in STATES}
+            result.append({"week": start.date(), "total": sum(by_state.values()), **by_state})
+        return result
+
+    async def person_intros(
+        self, source: str, external_id: str, limit: int, before: datetime | None
+    ) -> list[dict[str, Any]]:
+        """The introductions this person has a seat in, newest first, each with every
+        participant's answer."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT i.id, i.state, i.intro, i.created_at, i.updated_at,
+                       (SELECT json_agg(json_build_object(
+                            'source', s.source, 'external_id', s.external_id, 'role', s.role,
+                            'answer', s.answer, 'answered_at', s.answered_at)
+                            ORDER BY s.position)
+                        FROM notifier.intro_seats s WHERE s.intro_id = i.id) AS seats
+                FROM notifier.intros i
+                WHERE i.id IN (SELECT intro_id FROM notifier.intro_seats
+                               WHERE source = $1 AND external_id = $2)
+                  AND ($4::timestamptz IS NULL OR i.created_at < $4)
+                ORDER BY i.created_at DESC, i.id
+                LIMIT $3
+                """,
+                source,
+                external_id,
+                limit,
+                before,
+            )
+        return [_intro(r) for r in rows]
+
+    async def deliveries(
+        self, status: str, limit: int, before: datetime | None
+    ) -> list[dict[str, Any]]:
+        """Deliveries in `status` (parked: out of attempts; failed: refused for good), the most
+        recently changed first, with the last attempt's outcome and the provider's reason."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT d.id, d.proposal_id, d.kind, d.channel, d.status, d.attempts,
+                       d.recipient_source, d.recipient_external_id, d.last_error, d.created_at,
+                       d.updated_at, a.outcome, a.detail, a.at
+                FROM notifier.deliveries d
+                LEFT JOIN LATERAL (
+                    SELECT outcome, detail, at FROM notifier.delivery_attempts
+                    WHERE delivery_id = d.id ORDER BY attempt DESC LIMIT 1
+                ) AS a ON true
+                WHERE d.status = $1 AND ($3::timestamptz IS NULL OR d.updated_at < $3)
+                ORDER BY d.updated_at DESC, d.id
+                LIMIT $2
+                """,
+                status,
+                limit,
+                before,
+            )
+        return [
+            {
+                "id": r["id"],
+                "proposal_id": r["proposal_id"],
+                "kind": r["kind"],
+                "channel": r["channel"],
+                "status": r["status"],
+                "attempts": r["attempts"],
+                "recipient": {
+                    "source": r["recipient_source"],
+                    "external_id": r["recipient_external_id"],
+                },
+                "reason": r["detail"] or r["last_error"],
+                "last_outcome": r["outcome"],
+                "last_attempt_at": r["at"],
+                "created_at": r["created_at"],
+                "updated_at": r["updated_at"],
+            }
+            for r in rows
+        ]
+
+    async def counts(self) -> dict[str, int]:
+        """Deliveries parked and failed, in all."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT status, count(*) AS n FROM notifier.deliveries
+                WHERE status IN ('parked', 'failed') GROUP BY status
+                """
+            )
+        found = {r["status"]: int(r["n"]) for r in rows}
+        return {"parked": found.get("parked", 0), "failed": found.get("failed", 0)}
+
+    async def retry(self, delivery_ids: list[UUID] | None, correlation_id: str) -> list[UUID]:
+        """Give these parked deliveries (None: every parked one) a fresh budget of attempts and
+        queue them; return those retried (one no longer parked is left alone)."""
+        cause = JobCause(correlation_id, None)
+        retried: list[UUID] = []
+        async with self._store.unit_of_work() as uow:
+            if delivery_ids is None:
+                delivery_ids = [d.id for d in await uow.parked()]
+            for delivery_id in delivery_ids:
+                reset = await uow.reset_parked(delivery_id)
+                if reset is not None:
+                    await run_now(uow, reset.id, reset.generation, cause)
+                    retried.append(reset.id)
+        return retried
+
+
+def _intro(r: asyncpg.Record) -> dict[str, Any]:
+    intro = r["intro"] or {}
+    seats = r["seats"]
+    if isinstance(seats, str):
+        seats = json.loads(seats)
+    return {
+        "id": r["id"],
+        "state": r["state"],
+        "reason": intro.get("reason"),
+        "topics": [t.get("topic") for t in intro.get("topics", [])],
+        "round": intro.get("round_id"),
+        "participants": [{**seat, "name": _name_of(intro, seat)} for seat in (seats or [])],
+        "created_at": r["created_at"],
+        "updated_at": r["updated_at"],
+    }
+
+
+def _name_of(intro: dict[str, Any], seat: dict[str, Any]) -> str | None:
+    for person in intro.get("participants", []):
+        if (
+            person.get("source") == seat["source"]
+            and person.get("external_id") == seat["external_id"]
+        ):
+            name = person.get("name")
+            return name if isinstance(name, str) else None
+    return None
