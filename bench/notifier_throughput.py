@@ -1,8 +1,10 @@
 """Messages per second the notifier delivers: emails into a local SMTP server and webhook posts
-into a local HTTP server (each to its own URL, so no pacing applies). Each delivery is a job
-through RabbitMQ with its own transaction (intro and delivery locks, attempt record, delivery
-event in the outbox) and a real SMTP conversation or HTTP POST. Direct mode: one introduction is
-two messages. The receivers (bench/sinks.py) run as a separate process and only count.
+into a local HTTP server (each to its own URL, so no pacing applies). Each delivery is recorded
+in flight before it is sent (intro and delivery locks, one committed statement for its group of
+16), sent by a real SMTP conversation or HTTP POST, and its result recorded (delivery row,
+attempt record, delivery event in the outbox; one transaction for the group). Direct mode: one
+introduction is two messages. The receivers (bench/sinks.py) run as a separate process and only
+count.
 
 `python -m bench.notifier_throughput` runs it alone (as `make bench` does: a fresh vhost and
 database, after the machine is quiet) and prints both figures, their ratio to the RabbitMQ

@@ -56,8 +56,9 @@ NOTES = """## What was measured
   two participants each, 100 per message as the matcher's outbox relay groups them) and times
   until a local SMTP server has all 3,000 emails; then the same with generic webhooks into a
   local HTTP server. Both receivers run in their own process (`bench/sinks.py`) and only count.
-  Each message is a real SMTP conversation or signed HTTP POST, with its delivery row, attempt
-  record and delivery event committed in a transaction shared by its group of 16.
+  Each message is a real SMTP conversation or signed HTTP POST, recorded in flight before it is
+  sent (one committed statement for its group of 16), then its delivery row, attempt record
+  and delivery event (one transaction for the group).
 - **rounds**: `bench/round_quality.py` generates people in hidden communities of 40 (two of eight
   topics common to everyone, three of their community's five, a 20 % chance of one from another
   community, 5 % seekers and 5 % offerers of one of 20 skills across communities, 120
