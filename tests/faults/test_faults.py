@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import aio_pika
 import asyncpg
+import httpx
 import pytest
 
 from services.ingest.ingress import REASON_HEADER
@@ -86,6 +88,56 @@ def test_postgresql_restarted_mid_stream(stack: Stack, workload: Workload) -> No
     time.sleep(3)
     workload.stop()
     report("postgresql restart", ready_again_seconds=round(recovered, 1), **workload.check())
+
+
+def test_requests_during_a_postgresql_restart_get_202_or_503_never_500(stack: Stack) -> None:
+    """An integration must be able to tell an outage (503 with Retry-After: retry) from a bug
+    (500): with an Idempotency-Key (claimed in PostgreSQL) and without one (RabbitMQ only)."""
+    statuses: Counter[tuple[bool, int]] = Counter()
+    retry_after_missing = 0
+    stop = threading.Event()
+
+    def requests() -> None:
+        nonlocal retry_after_missing
+        run = run_id()
+        with stack.client() as client:
+            for i in range(100_000):
+                if stop.is_set():
+                    return
+                keyed = i % 2 == 0
+                person = {"source": "e2e", "external_id": f"pg-{run}-{i}", "name": f"P {i}"}
+                headers = {"Idempotency-Key": f"pg-{run}-{i}"} if keyed else {}
+                try:
+                    answer = client.post("/v1/contacts", json=person, headers=headers)
+                except httpx.TransportError:
+                    continue  # not an answer at all: nothing to classify
+                statuses[(keyed, answer.status_code)] += 1
+                if answer.status_code == 503 and "retry-after" not in answer.headers:
+                    retry_after_missing += 1
+
+    worker = threading.Thread(target=requests, daemon=True)
+    worker.start()
+    time.sleep(1)
+    version = subprocess.run(
+        ["ls", "/etc/postgresql"], capture_output=True, text=True
+    ).stdout.split()[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        timeout=120,
+    )
+    recovered = wait_ready(stack.processes)
+    time.sleep(1)
+    stop.set()
+    worker.join(timeout=30)
+    report(
+        "requests during a postgresql restart",
+        ready_again_seconds=round(recovered, 1),
+        **{f"{'keyed' if k else 'unkeyed'}_{code}": n for (k, code), n in sorted(statuses.items())},
+    )
+    assert {code for _, code in statuses} <= {202, 503}, statuses
+    assert statuses[(True, 202)] and statuses[(False, 202)]  # both kinds were answered
+    assert retry_after_missing == 0
 
 
 @pytest.mark.parametrize("service", ["ingest", "matcher", "notifier"])
