@@ -126,6 +126,63 @@ def notifier() -> None:
 
 
 @app.command()
+def console() -> None:
+    """Run the console, operators' web pages (ROAC_CONSOLE_HOST:ROAC_CONSOLE_PORT)."""
+    from services.console.app import run
+
+    _run(run(_settings()))
+
+
+operators = typer.Typer(help="Operator accounts of the console (services/console/).")
+app.add_typer(operators, name="operators")
+
+
+@operators.command("create")
+def operators_create(
+    email: Annotated[str, typer.Argument(help="The operator's email: their sign-in name")],
+    password: Annotated[
+        str | None,
+        typer.Option(help="Set this password now (scripted set-ups); default: print a link"),
+    ] = None,
+) -> None:
+    """Create an operator (or reset one: their sessions end). Prints a one-time link, valid 72
+    hours, where they choose their password, unless --password is given."""
+    from datetime import timedelta
+
+    from services.console.accounts import Accounts, password_problem
+    from shared.email_address import check_email
+
+    settings = _settings()
+    try:
+        check_email(email)
+    except ValueError as exc:
+        typer.echo(f"invalid email: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if password is not None and (problem := password_problem(password)):
+        typer.echo(problem, err=True)
+        raise typer.Exit(2)
+
+    async def create() -> str | None:
+        from shared.db import create_pool
+
+        pool = await create_pool(settings, max_size=1)
+        try:
+            return await Accounts(pool, timedelta(hours=1)).create_operator(email, password)
+        finally:
+            await pool.close()
+
+    token = _with_database(create())
+    if token is None:
+        typer.echo(f"operator {email.strip().lower()} can sign in with the password given")
+        return
+    typer.echo(f"{settings.console_base_url}/set-password?token={token}")
+    typer.echo(
+        f"operator {email.strip().lower()} created: send them this link (one use, 72 hours)",
+        err=True,
+    )
+
+
+@app.command()
 def mailcatcher() -> None:
     """Run the local mail catcher (SMTP on ROAC_MAILCATCHER_SMTP_PORT, web on ..._HTTP_PORT)."""
     from services.devstack.mailcatcher import run

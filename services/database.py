@@ -8,6 +8,7 @@ MIGRATION_SOURCES = [
     MigrationSource("matcher", "services.matcher.migrations"),
     MigrationSource("notifier", "services.notifier.migrations"),
     MigrationSource("ingest", "services.ingest.migrations"),
+    MigrationSource("console", "services.console.migrations"),
 ]
 
 

@@ -13,7 +13,13 @@ async def test_migrate_creates_the_database_and_is_harmless_twice() -> None:
     try:
         first = await apply_migrations(url, MIGRATION_SOURCES)
         second = await apply_migrations(url, MIGRATION_SOURCES)
-        assert {m.component for m in first} == {"messaging", "matcher", "notifier", "ingest"}
+        assert {m.component for m in first} == {
+            "messaging",
+            "matcher",
+            "notifier",
+            "ingest",
+            "console",
+        }
         assert second == []
         conn = await asyncpg.connect(url)
         try:

@@ -1,0 +1,1 @@
+"""The console's own tables (schema `console`): operators, sessions, sign-in attempts, audit."""
