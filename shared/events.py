@@ -135,7 +135,9 @@ WEBHOOK_CHANNELS = frozenset(
     }
 )
 _SLACK_MEMBER = re.compile(r"^[UW][A-Z0-9]{2,30}$")
-_MATRIX_ROOM = re.compile(r"^![^:\s]+:[^\s]+$")
+# `!opaque:server`, or from room version 12 on `!` and an unpadded base64url hash with no
+# server part (`!a7G9ApKyRNROXlR-CORDHmUsA39SUdFv5iFQGG3UMbs`).
+_MATRIX_ROOM = re.compile(r"^![^:\s]+(?::[^\s]+)?$")
 
 
 class ChannelAddress(_Model):
@@ -151,7 +153,10 @@ class ChannelAddress(_Model):
                 raise ValueError("a slack address is a member id such as U024BE7LH")
         elif self.type is ChannelType.MATRIX:
             if not _MATRIX_ROOM.match(self.address):
-                raise ValueError("a matrix address is a room id such as !abc:example.org")
+                raise ValueError(
+                    "a matrix address is a room id such as !abc:example.org or, from room "
+                    "version 12, !a7G9ApKyRNROXlR-CORDHmUsA39SUdFv5iFQGG3UMbs"
+                )
         else:
             url = urlsplit(self.address)
             if url.scheme not in ("https", "http") or not url.hostname:

@@ -4,6 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from shared.events import (
+    ChannelAddress,
+    ChannelType,
     ContactData,
     ContactUpserted,
     EventBatch,
@@ -89,3 +91,23 @@ def test_weight_must_be_positive_and_bounded() -> None:
 def test_event_ids_are_unique() -> None:
     assert _interest().message_id != _interest().message_id
     assert isinstance(_interest().causation_id, type(None) | type(uuid4()))
+
+
+@pytest.mark.parametrize(
+    "room",
+    [
+        "!abc:example.org",
+        "!a7G9ApKyRNROXlR-CORDHmUsA39SUdFv5iFQGG3UMbs",  # room version 12 (Synapse 1.163's default)
+        "!opaque_id-1:matrix.example.org:8448",
+    ],
+)
+def test_matrix_room_ids_of_every_room_version_are_addresses(room: str) -> None:
+    assert ChannelAddress(type=ChannelType.MATRIX, address=room).address == room
+
+
+@pytest.mark.parametrize(
+    "room", ["abc:example.org", "!", "!has space", "#alias:example.org", "!a:"]
+)
+def test_what_is_not_a_matrix_room_id_is_refused(room: str) -> None:
+    with pytest.raises(ValueError, match="room id"):
+        ChannelAddress(type=ChannelType.MATRIX, address=room)

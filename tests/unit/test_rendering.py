@@ -197,3 +197,19 @@ def test_the_email_has_a_stable_message_id_both_parts_and_one_click_unsubscribe(
     assert {part.get_content_type() for part in message.iter_parts()} == {"text/plain", "text/html"}
     assert "Bob <script>" in message["Subject"]
     assert sender_domain("no address") == "roac.invalid"
+
+
+def test_chat_sentences_and_the_list_of_people_each_start_a_line() -> None:
+    """Was `...which you offer.• Kate Nasser`: each sentence on its own line, the people after
+    a blank line, in every chat style."""
+    intro = _intro(ada, bob, topics=[KITES, HELP])
+    for style, chat in renderer.render(INTRO, intro, [0], LINKS).chat.items():
+        lines = chat.splitlines()
+        assert lines[1].startswith("You both care about kite aerial photography."), style
+        assert lines[2].startswith("You are looking for help with social media compliance"), style
+        assert lines[3] == "", style
+        assert lines[4].startswith("• Bob"), style
+    group = _intro(ada, bob, _person("cyd", "Cyd"), topics=[KITES])
+    chat = renderer.render(INTRO, group, [0, 1, 2], LINKS).chat[Style.PLAIN]
+    assert "photography.\n\n• Ada Lovelace (Analytical): ada@example.org\n• Bob" in chat
+    assert chat.endswith("cyd@example.org\n\nSay hello when you have a moment.")
