@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults test-cluster lint unit services bench docs clean
+.PHONY: run test test-faults test-cluster lint unit services browser bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,16 @@ venv: $(STAMP)
 services:
 	bash deploy/local/ensure-services.sh
 
+## Debian's Chromium for the console's browser tests (Playwright drives it; never `playwright install`).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null)
+
 ## Start RabbitMQ and PostgreSQL if needed, migrate, and run the whole stack with a mail catcher.
 run: $(STAMP) services
 	$(BIN)/roac up
 
 ## Lint, type-check and run every test (unit, integration, end-to-end) against the real services.
-test: $(STAMP) services lint
+test: $(STAMP) services browser lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

@@ -267,7 +267,7 @@ def up(
         bool, typer.Option("--mailcatcher/--no-mailcatcher", help="Run the local mail catcher")
     ] = True,
 ) -> None:
-    """Migrate, then run ingest, matcher, notifier (and a mail catcher) in this terminal.
+    """Migrate, then run ingest, matcher, notifier, the console (and a mail catcher) here.
 
     Ctrl-C stops everything cleanly. Without ROAC_API_KEYS a development key is generated and
     printed.
@@ -287,6 +287,14 @@ def up(
         # Erasures of this run are not recognised after a restart: set it to keep them.
         env["ROAC_ERASURE_KEY"] = new_secret()
         typer.echo("ROAC_ERASURE_KEY not set: a key for this run only", err=True)
+    if not settings.console_session_key.get_secret_value():
+        # Console sessions of this run end when the stack restarts.
+        env["ROAC_CONSOLE_SESSION_KEY"] = new_secret()
+    if not settings.console_api_key.get_secret_value():
+        # The console acts with the operator key (every scope) in development.
+        env["ROAC_CONSOLE_API_KEY"] = (
+            dev_key.split(":", 1)[1] if dev_key else next(iter(settings.api_key_secrets.values()))
+        )
     sys.exit(
         asyncio.run(
             run_stack(settings, env, dev_key=dev_key, sample=sample, mailcatcher=mail_catcher)

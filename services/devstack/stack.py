@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import aio_pika
 import asyncpg
@@ -52,6 +53,23 @@ async def sample_already_loaded(settings: Settings) -> bool:
     return bool(found)
 
 
+async def first_operator_link(settings: Settings) -> str | None:
+    """With no operator yet, create `operator@example.org` and return the link where they set
+    a password (the console's sign-in); None when an operator exists."""
+    from services.console.accounts import Accounts
+
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        if await pool.fetchval("SELECT EXISTS (SELECT 1 FROM console.operators)"):
+            return None
+        token = await Accounts(pool, timedelta(hours=1)).create_operator(
+            "operator@example.org", None
+        )
+    finally:
+        await pool.close()
+    return f"{settings.console_base_url}/set-password?token={token}"
+
+
 async def wait_until_ready(url: str, supervisor: Supervisor, within: float = 90.0) -> bool:
     deadline = time.monotonic() + within
     async with httpx.AsyncClient(timeout=2) as client:
@@ -93,6 +111,7 @@ async def run_stack(
         await supervisor.start("matcher", "matcher")
         await supervisor.start("notifier", "notifier")
         await supervisor.start("ingest", "ingest")
+        await supervisor.start("console", "console")
         base = f"http://{settings.ingest_host}:{settings.ingest_port}"
         if not await wait_until_ready(f"{base}/readyz", supervisor):
             if not supervisor.stopping:
@@ -110,6 +129,10 @@ async def run_stack(
         if catch_mail:
             print(f"  mail catcher    http://127.0.0.1:{settings.mailcatcher_http_port}")
         print(f"  people's links  {settings.public_url}   (the notifier's public port)")
+        print(f"  console         {settings.console_base_url}")
+        first_operator = await first_operator_link(settings)
+        if first_operator:
+            print(f"                  first operator: set a password at {first_operator}")
         print(
             f"  metrics         {base}/metrics, http://{settings.metrics_host}:"
             f"{settings.matcher_metrics_port}/metrics, http://{settings.metrics_host}:"

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 def test_roac_up_introduces_the_sample_community_and_stops_on_ctrl_c(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with isolated_infra("up") as infra:
-        mail_http, mail_smtp, ingest = free_port(), free_port(), free_port()
+        mail_http, mail_smtp, ingest, console = free_port(), free_port(), free_port(), free_port()
         env = {
             **os.environ,
             **infra.env(
@@ -29,6 +29,7 @@ def test_roac_up_introduces_the_sample_community_and_stops_on_ctrl_c(tmp_path) -
                 ROAC_SMTP_PORT=mail_smtp,
                 ROAC_MAILCATCHER_SMTP_PORT=mail_smtp,
                 ROAC_MAILCATCHER_HTTP_PORT=mail_http,
+                ROAC_CONSOLE_PORT=console,
             ),
         }
         del env["ROAC_API_KEYS"]  # as on a fresh machine: roac up makes a development key
@@ -54,6 +55,10 @@ def test_roac_up_introduces_the_sample_community_and_stops_on_ctrl_c(tmp_path) -
             assert messages, f"no introduction within a minute:\n{output}"
             assert all(str(m["To"][0]["Address"]).endswith("@example.org") for m in messages)  # type: ignore[index]
             assert "API key" in output and "roac is up" in output
+            # The console is up too, and the banner says where its first operator signs up.
+            assert f"console         http://127.0.0.1:{console}" in output
+            assert "first operator: set a password at" in output
+            assert httpx.get(f"http://127.0.0.1:{console}/readyz").status_code == 200
         finally:
             up.send_signal(signal.SIGINT)
             code = up.wait(60)

@@ -68,6 +68,7 @@ def test_every_roac_service_in_compose_is_a_roac_command() -> None:
         "ingest": ["roac", "ingest"],
         "matcher": ["roac", "matcher"],
         "notifier": ["roac", "notifier"],
+        "console": ["roac", "console"],
     }
     for args in commands.values():
         result = subprocess.run(
@@ -148,7 +149,7 @@ def test_kubernetes_manifests_validate() -> None:
 def test_kubernetes_deployments_scale_and_probe() -> None:
     docs = _k8s_documents()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == {"roac-ingest", "roac-matcher", "roac-notifier"}
+    assert set(deployments) == {"roac-ingest", "roac-matcher", "roac-notifier", "roac-console"}
     assert deployments["roac-matcher"]["spec"]["replicas"] >= 2
     for deployment in deployments.values():
         [container] = deployment["spec"]["template"]["spec"]["containers"]
