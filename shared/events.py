@@ -197,11 +197,19 @@ class InterestData(ContactRef):
     weight: float = Field(default=1.0, ge=MIN_INTEREST_WEIGHT, le=10)
 
 
+# A language tag as people and integrations write them: `de`, `de-AT`, `pt_BR`.
+LanguageTag = Annotated[
+    str, StringConstraints(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")
+]
+
+
 class Participant(ContactRef):
     name: str
     organization: str | None = None
     timezone: str | None = None
     channels: list[ChannelAddress]
+    # The language their messages are written in (when roac has templates for it).
+    language: LanguageTag | None = None
 
 
 class TopicRelation(StrEnum):

@@ -170,11 +170,23 @@ def email_address(participant: Participant) -> str | None:
     return None
 
 
-def join_words(words: Sequence[str]) -> str:
-    """ "a", "a and b", "a, b and c"."""
+# The word that joins the last two of a list, per shipped language ("a, b and c").
+_AND = {"en": "and", "de": "und"}
+
+
+def join_words(words: Sequence[str], language: str = "en") -> str:
+    """ "a", "a and b", "a, b and c" (in German "a, b und c")."""
     if len(words) <= 1:
         return "".join(words)
-    return ", ".join(words[:-1]) + " and " + words[-1]
+    return ", ".join(words[:-1]) + f" {_AND.get(language, 'and')} " + words[-1]
+
+
+def base_language(tag: str | None) -> str | None:
+    """`de` for `de`, `de-AT` or `DE_at`; None for nothing usable."""
+    if not tag:
+        return None
+    base = tag.replace("_", "-").split("-", 1)[0].strip().lower()
+    return base if base.isalpha() and 2 <= len(base) <= 3 else None
 
 
 def _same(a: object, source: str, external_id: str) -> bool:
@@ -182,12 +194,84 @@ def _same(a: object, source: str, external_id: str) -> bool:
 
 
 class MessageRenderer:
+    """Renders in the recipient's own language (a participant's `language`) when roac ships
+    templates for it or the operator's ROAC_TEMPLATE_DIR has them, else in the deployment's
+    default language (ROAC_DEFAULT_LANGUAGE), and English completes any language for the
+    templates it lacks. A group chat is written in the default language."""
+
     def __init__(self, override_dir: Path | None = None, language: str = "en") -> None:
-        shipped = resources.files("services.notifier") / "templates"
+        self._override_dir = override_dir
+        self._default = base_language(language) or "en"
+        self._templates: dict[str, _Templates] = {}
+        self._for(self._default)  # a broken template directory fails at start, not at send
+
+    def _for(self, language: str) -> _Templates:
+        found = self._templates.get(language)
+        if found is None:
+            found = self._templates[language] = _Templates(
+                self._override_dir, language, default=language == self._default
+            )
+        return found
+
+    def language_of(self, recipient: Participant | None) -> str:
+        """The language a message to `recipient` is written in."""
+        wanted = base_language(getattr(recipient, "language", None))
+        if wanted is None or wanted == self._default:
+            return self._default
+        if wanted == "en" or _ships(wanted) or self._overrides(wanted):
+            return wanted
+        return self._default
+
+    def _overrides(self, language: str) -> bool:
+        return self._override_dir is not None and (self._override_dir / language).is_dir()
+
+    def render(
+        self,
+        kind: DeliveryKind,
+        intro: IntroData,
+        recipients: Sequence[int],
+        links: Links,
+    ) -> Rendered:
+        """What the participants at `recipients` receive (one person, or a group chat)."""
+        recipient = intro.participants[recipients[0]] if len(recipients) == 1 else None
+        language = self.language_of(recipient)
+        context = _context(kind, intro, recipients, links, language)
+        return self._for(language).render(kind.value, context)
+
+    def render_resource(self, resource: ResourceData, links: Links) -> Rendered:
+        """What the recipient of a resource receives (`resource.*` templates)."""
+        language = self.language_of(resource.recipient)
+        topics = list(resource.topics)
+        context = {
+            "kind": DeliveryKind.RESOURCE.value,
+            "group": False,
+            "recipient": resource.recipient,
+            "title": resource.title,
+            "url": resource.url,
+            "reason": resource.reason,
+            "topic": topics[0],
+            "topics": topics,
+            "topics_text": join_words(topics, language),
+            "links": links,
+            "language": language,
+        }
+        return self._for(language).render(DeliveryKind.RESOURCE.value, context)
+
+
+def _ships(language: str) -> bool:
+    return (resources.files("services.notifier") / "templates").joinpath(language).is_dir()
+
+
+class _Templates:
+    """The Jinja2 environments of one language: HTML, and one per chat style."""
+
+    def __init__(self, override_dir: Path | None, language: str, *, default: bool) -> None:
         loaders: list[BaseLoader] = []
         if override_dir is not None:
-            loaders.append(FileSystemLoader([str(override_dir / language), str(override_dir)]))
-        if language != "en" and shipped.joinpath(language).is_dir():
+            # Templates at the top of ROAC_TEMPLATE_DIR are the default language's.
+            folders = [override_dir / language, *([override_dir] if default else [])]
+            loaders.append(FileSystemLoader([str(f) for f in folders]))
+        if language != "en" and _ships(language):
             loaders.append(PackageLoader("services.notifier", f"templates/{language}"))
         # English is shipped and completes any language for the templates it lacks.
         loaders.append(PackageLoader("services.notifier", "templates/en"))
@@ -206,34 +290,7 @@ class MessageRenderer:
             env.globals["link"] = _link_global(style)
             self._chat[style] = env
 
-    def render(
-        self,
-        kind: DeliveryKind,
-        intro: IntroData,
-        recipients: Sequence[int],
-        links: Links,
-    ) -> Rendered:
-        """What the participants at `recipients` receive (one person, or a group chat)."""
-        return self._render(kind.value, self._context(kind, intro, recipients, links))
-
-    def render_resource(self, resource: ResourceData, links: Links) -> Rendered:
-        """What the recipient of a resource receives (`resource.*` templates)."""
-        topics = list(resource.topics)
-        context = {
-            "kind": DeliveryKind.RESOURCE.value,
-            "group": False,
-            "recipient": resource.recipient,
-            "title": resource.title,
-            "url": resource.url,
-            "reason": resource.reason,
-            "topic": topics[0],
-            "topics": topics,
-            "topics_text": join_words(topics),
-            "links": links,
-        }
-        return self._render(DeliveryKind.RESOURCE.value, context)
-
-    def _render(self, name: str, context: dict[str, Any]) -> Rendered:
+    def render(self, name: str, context: dict[str, Any]) -> Rendered:
         plain = self._chat[Style.PLAIN]
         subject = plain.get_template(f"{name}.subject.j2").render(context)
         chat = {
@@ -250,45 +307,47 @@ class MessageRenderer:
             chat=chat,
         )
 
-    def _context(
-        self, kind: DeliveryKind, intro: IntroData, recipients: Sequence[int], links: Links
-    ) -> dict[str, Any]:
-        people = intro.participants
-        group = len(recipients) > 1
-        recipient = None if group else people[recipients[0]]
-        others = people if group else [p for i, p in enumerate(people) if i not in recipients]
-        names = {(p.source, p.external_id): p.name for p in people}
-        shared: list[str] = []
-        you_seek: list[HelpTopic] = []
-        you_offer: list[HelpTopic] = []
-        help_topics: list[str] = []
-        for topic in intro.topics:
-            if topic.relation is TopicRelation.SHARED:
-                shared.append(topic.topic)
-                continue
-            help_topics.append(topic.topic)
-            if recipient is None or not (topic.seeker and topic.offerer):
-                continue
-            if _same(topic.seeker, recipient.source, recipient.external_id):
-                offerer = (topic.offerer.source, topic.offerer.external_id)
-                you_seek.append(HelpTopic(topic.topic, names.get(offerer, "")))
-            elif _same(topic.offerer, recipient.source, recipient.external_id):
-                seeker = (topic.seeker.source, topic.seeker.external_id)
-                you_offer.append(HelpTopic(topic.topic, names.get(seeker, "")))
-        return {
-            "kind": kind.value,
-            "group": group,
-            "recipient": recipient,
-            "others": [OtherPerson(p.name, p.organization, email_address(p)) for p in others],
-            # Joined here, not in a shared macro: a macro from a non-HTML template called by an
-            # HTML one would be marked safe and escape nothing.
-            "others_names": join_words([p.name for p in others]),
-            "topic": intro.topics[0].topic,
-            "shared_topics": shared,
-            "shared_topics_text": join_words(shared),
-            "help_topics_text": join_words(help_topics),
-            "you_seek": you_seek,
-            "you_offer": you_offer,
-            "reason": intro.reason,
-            "links": links,
-        }
+
+def _context(
+    kind: DeliveryKind, intro: IntroData, recipients: Sequence[int], links: Links, language: str
+) -> dict[str, Any]:
+    people = intro.participants
+    group = len(recipients) > 1
+    recipient = None if group else people[recipients[0]]
+    others = people if group else [p for i, p in enumerate(people) if i not in recipients]
+    names = {(p.source, p.external_id): p.name for p in people}
+    shared: list[str] = []
+    you_seek: list[HelpTopic] = []
+    you_offer: list[HelpTopic] = []
+    help_topics: list[str] = []
+    for topic in intro.topics:
+        if topic.relation is TopicRelation.SHARED:
+            shared.append(topic.topic)
+            continue
+        help_topics.append(topic.topic)
+        if recipient is None or not (topic.seeker and topic.offerer):
+            continue
+        if _same(topic.seeker, recipient.source, recipient.external_id):
+            offerer = (topic.offerer.source, topic.offerer.external_id)
+            you_seek.append(HelpTopic(topic.topic, names.get(offerer, "")))
+        elif _same(topic.offerer, recipient.source, recipient.external_id):
+            seeker = (topic.seeker.source, topic.seeker.external_id)
+            you_offer.append(HelpTopic(topic.topic, names.get(seeker, "")))
+    return {
+        "kind": kind.value,
+        "group": group,
+        "recipient": recipient,
+        "others": [OtherPerson(p.name, p.organization, email_address(p)) for p in others],
+        # Joined here, not in a shared macro: a macro from a non-HTML template called by an
+        # HTML one would be marked safe and escape nothing.
+        "others_names": join_words([p.name for p in others], language),
+        "topic": intro.topics[0].topic,
+        "shared_topics": shared,
+        "shared_topics_text": join_words(shared, language),
+        "help_topics_text": join_words(help_topics, language),
+        "you_seek": you_seek,
+        "you_offer": you_offer,
+        "reason": intro.reason,
+        "links": links,
+        "language": language,
+    }

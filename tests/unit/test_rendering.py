@@ -1,6 +1,9 @@
 from email import message_from_bytes, policy
 from uuid import uuid4
 
+import pytest
+from pydantic import ValidationError
+
 from services.notifier.email_message import build_email, sender_domain
 from services.notifier.rendering import Links, MessageRenderer, Style, Trusted, escape
 from shared.events import (
@@ -213,3 +216,40 @@ def test_chat_sentences_and_the_list_of_people_each_start_a_line() -> None:
     chat = renderer.render(INTRO, group, [0, 1, 2], LINKS).chat[Style.PLAIN]
     assert "photography.\n\n• Ada Lovelace (Analytical): ada@example.org\n• Bob" in chat
     assert chat.endswith("cyd@example.org\n\nSay hello when you have a moment.")
+
+
+def _speaking(person: Participant, language: str | None) -> Participant:
+    return person.model_copy(update={"language": language})
+
+
+def test_a_german_speaker_gets_german_asks_introductions_and_resources() -> None:
+    ada_de = _speaking(ada, "de-AT")
+    ask = renderer.render(ASK, _intro(ada_de, bob, topics=[KITES]), [0], LINKS)
+    assert ask.subject.startswith("Jemand, dem kite aerial photography ebenfalls")
+    assert "Hallo Ada Lovelace," in ask.text and "Ja, stellt uns vor" in ask.text
+    assert 'lang="de"' in ask.html
+    intro = renderer.render(
+        INTRO, _intro(ada_de, bob, _person("cyd", "Cyd"), topics=[KITES]), [0], LINKS
+    )
+    assert "ich möchte Ihnen Bob <script>alert(1)</script> und Cyd vorstellen." in intro.text
+    # Bob's message in the same introduction stays English.
+    to_bob = renderer.render(INTRO, _intro(ada_de, bob, topics=[KITES]), [1], LINKS)
+    assert "Hi Bob" in to_bob.text
+
+
+def test_a_language_without_templates_falls_back_to_the_default_then_english() -> None:
+    ask = renderer.render(ASK, _intro(_speaking(ada, "fr"), bob, topics=[KITES]), [0], LINKS)
+    assert ask.text.startswith("Hi Ada Lovelace,")
+    german_default = MessageRenderer(language="de")
+    assert german_default.render(ASK, _intro(ada, bob, topics=[KITES]), [0], LINKS).text.startswith(
+        "Hallo"
+    )
+    english = german_default.render(
+        ASK, _intro(_speaking(ada, "en"), bob, topics=[KITES]), [0], LINKS
+    )
+    assert english.text.startswith("Hi Ada")
+
+
+def test_language_tags_are_checked() -> None:
+    with pytest.raises(ValidationError, match="language"):
+        Participant.model_validate({**ada.model_dump(), "language": "not a language"})
