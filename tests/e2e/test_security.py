@@ -242,19 +242,24 @@ def test_a_webhook_receiver_cannot_mint_a_link_with_its_own_secret(secure: Stack
     assert httpx.get(genuine).status_code == 200
 
 
+def _notifier_with(stack: Stack, link_keys: str, label: str) -> ServiceProcess:
+    """Another notifier process of the stack, with its own link key ring."""
+    return ServiceProcess(
+        "notifier",
+        {**stack.env, "ROAC_LINK_KEYS": link_keys},
+        stack.notifier.ready_url,
+        stack.notifier.log_path.parent,
+        label=label,
+    )
+
+
 def test_a_rotated_link_key_verifies_old_links_and_signs_new_ones(secure: Stack) -> None:
     people = _pair(secure, "rotation")
     old_link = _ask_link(secure, people[0]["email"])
     assert "/links/t1." in old_link
     new_key = new_secret()
     secure.notifier.stop()
-    rotated = ServiceProcess(
-        "notifier",
-        {**secure.env, "ROAC_LINK_KEYS": f"t2:{new_key},t1:{LINK_KEY}"},
-        secure.notifier.ready_url,
-        secure.notifier.log_path.parent,
-        label="notifier-rotated",
-    )
+    rotated = _notifier_with(secure, f"t2:{new_key},t1:{LINK_KEY}", "notifier-rotated")
     rotated.start()
     try:
         assert "Thank you" in httpx.post(old_link).text  # sent before the rotation, still works
@@ -262,13 +267,7 @@ def test_a_rotated_link_key_verifies_old_links_and_signs_new_ones(secure: Stack)
         assert "/links/t2." in _ask_link(secure, later[0]["email"])
         # Dropping the old key retires its links.
         rotated.stop()
-        retired = ServiceProcess(
-            "notifier",
-            {**secure.env, "ROAC_LINK_KEYS": f"t2:{new_key}"},
-            secure.notifier.ready_url,
-            secure.notifier.log_path.parent,
-            label="notifier-retired",
-        )
+        retired = _notifier_with(secure, f"t2:{new_key}", "notifier-retired")
         retired.start()
         try:
             assert httpx.post(old_link).status_code == 400

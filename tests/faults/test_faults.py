@@ -59,6 +59,18 @@ def _burst(workload: Workload, seconds: float) -> None:
     time.sleep(seconds)
 
 
+def restart_postgresql() -> None:
+    """Restart the machine's PostgreSQL cluster, as an operator (or a crash and restart) would."""
+    version = subprocess.run(
+        ["ls", "/etc/postgresql"], capture_output=True, text=True
+    ).stdout.split()[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        timeout=120,
+    )
+
+
 def test_rabbitmq_stopped_and_started_mid_stream(stack: Stack, workload: Workload) -> None:
     _burst(workload, 2)
     subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
@@ -76,14 +88,7 @@ def test_rabbitmq_stopped_and_started_mid_stream(stack: Stack, workload: Workloa
 
 def test_postgresql_restarted_mid_stream(stack: Stack, workload: Workload) -> None:
     _burst(workload, 2)
-    version = subprocess.run(
-        ["ls", "/etc/postgresql"], capture_output=True, text=True
-    ).stdout.split()[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True,
-        timeout=120,
-    )
+    restart_postgresql()
     recovered = wait_ready(stack.processes)
     time.sleep(3)
     workload.stop()
@@ -118,14 +123,7 @@ def test_requests_during_a_postgresql_restart_get_202_or_503_never_500(stack: St
     worker = threading.Thread(target=requests, daemon=True)
     worker.start()
     time.sleep(1)
-    version = subprocess.run(
-        ["ls", "/etc/postgresql"], capture_output=True, text=True
-    ).stdout.split()[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True,
-        timeout=120,
-    )
+    restart_postgresql()
     recovered = wait_ready(stack.processes)
     time.sleep(1)
     stop.set()
@@ -458,14 +456,7 @@ def test_postgresql_restarted_during_a_delivery_burst(
         # Sampled just before the restart; after it, what the notifier could not write (it
         # retries its results, and holds them if the database stays away) is what counts.
         in_flight = burst.in_flight()
-        version = subprocess.run(
-            ["ls", "/etc/postgresql"], capture_output=True, text=True
-        ).stdout.split()[-1]
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-            check=True,
-            timeout=120,
-        )
+        restart_postgresql()
         recovered = wait_ready(stack.processes)
         # In flight at the restart: never more than the notifier's capacity; the sample is
         # reported beside it.
