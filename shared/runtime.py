@@ -227,26 +227,27 @@ async def serve(
 ) -> None:
     """Serve until SIGINT or SIGTERM; a start-up failure raises (the process exits non-zero).
     `public` is a second app on its own host and port (pages for the internet, apart from the
-    operations port), started once the main app started and stopped before it stops."""
+    operations port), listening before the main app starts and stopped once it stopped."""
     companions: list[uvicorn.Server] = []
     if public is not None:
         public_app, public_host, public_port = public
         companions.append(_CompanionServer(_config(public_app, public_host, public_port, "off")))
     server = _Server(_config(app, host, port, "on"), companions)
-    companion_tasks: list[asyncio.Task[None]] = []
-
-    async def start_companions() -> None:
-        # uvicorn has no "started" event to wait on: poll its flag.
-        while not server.started and not server.should_exit:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        if server.started:
-            companion_tasks.extend(asyncio.create_task(c.serve()) for c in companions)
-
-    starter = asyncio.create_task(start_companions())
+    # The public listener starts first: once the main app reports ready, its pages answer too
+    # (readiness is checked on the main port).
+    companion_tasks = [asyncio.create_task(c.serve()) for c in companions]
+    # uvicorn has no "started" event to wait on: poll its flag.
+    while any(not c.started for c in companions):
+        if any(task.done() for task in companion_tasks):
+            for task in companion_tasks:
+                task.cancel()
+            raise SystemExit(
+                f"{app.title}: the public listener did not start; see the errors above"
+            )
+        await asyncio.sleep(0.02)
     try:
         await server.serve()
     finally:
-        starter.cancel()
         for companion in companions:
             companion.should_exit = True
         for task in companion_tasks:
@@ -254,7 +255,5 @@ async def serve(
                 await task
     if not server.started:
         raise SystemExit(f"{app.title} did not start; see the errors above")
-    if any(not c.started for c in companions):
-        raise SystemExit(f"{app.title}: the public listener did not start; see the errors above")
     if not getattr(app.state, "clean_shutdown", True):
         raise SystemExit(1)  # work was cut short (logged): redelivered, but worth a look
