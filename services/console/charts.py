@@ -41,6 +41,11 @@ _PATTERNS = """
 """
 
 
+def _text(value: str) -> str:
+    """`value` escaped, as plain text to join with markup (a Markup would escape the markup)."""
+    return str(escape(value))
+
+
 def week_label(week: Any) -> str:
     text = str(week)  # 2026-11-30
     return text[5:] if len(text) >= 10 else text
@@ -57,7 +62,7 @@ def intros_per_week(weeks: Sequence[dict[str, Any]]) -> Markup:
         'aria-labelledby="chart-weeks-title chart-weeks-desc" xmlns="http://www.w3.org/2000/svg">',
         f'<title id="chart-weeks-title">Introductions per week, last {len(weeks)} weeks</title>',
         '<desc id="chart-weeks-desc">'
-        + escape(
+        + _text(
             "; ".join(
                 f"week of {w['week']}: {w.get('total', 0)} in all, "
                 f"{w.get('introduced', 0)} introduced"
@@ -125,7 +130,7 @@ def rate_per_week(weeks: Sequence[dict[str, Any]], rates: Sequence[float | None]
         'aria-labelledby="chart-rate-title chart-rate-desc" xmlns="http://www.w3.org/2000/svg">',
         '<title id="chart-rate-title">Acceptance rate per week</title>',
         '<desc id="chart-rate-desc">'
-        + escape(
+        + _text(
             "; ".join(
                 f"week of {w['week']}: " + ("no answers yet" if r is None else f"{r:.0%}")
                 for w, r in zip(weeks, rates, strict=True)

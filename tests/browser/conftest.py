@@ -20,7 +20,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import Stack, running_stack
-from tests.support.infra import free_port
+from tests.support.fake_providers import ProviderServer, fake_providers
+from tests.support.infra import WEBHOOK_SIGNING_KEY, free_port
 from tests.support.processes import ServiceProcess
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -45,6 +46,7 @@ class ConsoleStack:
     url: str
     process: ServiceProcess
     env: dict[str, str]
+    providers: ProviderServer
 
 
 def _roac(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -64,7 +66,18 @@ def console_stack(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[ConsoleStack]:
     logs = tmp_path_factory.mktemp("console-logs")
-    with running_stack("browser", logs, request, ROAC_INTRO_MODE="double_opt_in") as stack:
+    with (
+        fake_providers(WEBHOOK_SIGNING_KEY.encode()) as providers,
+        running_stack(
+            "browser",
+            logs,
+            request,
+            ROAC_INTRO_MODE="double_opt_in",
+            # A webhook failing twice parks its delivery within seconds (the Deliveries page).
+            ROAC_DELIVERY_MAX_ATTEMPTS="2",
+            ROAC_RETRY_BASE_SECONDS="1",
+        ) as stack,
+    ):
         scopes = [arg for scope in CONSOLE_SCOPES for arg in ("--scope", scope)]
         key = _roac(stack.env, "keys", "create", "console", *scopes, "--source", "*").stdout
         port = free_port()
@@ -81,7 +94,7 @@ def console_stack(
         process.start()
         failed_before = request.session.testsfailed
         try:
-            yield ConsoleStack(stack, f"http://127.0.0.1:{port}", process, env)
+            yield ConsoleStack(stack, f"http://127.0.0.1:{port}", process, env, providers)
         finally:
             process.stop()
             if request.session.testsfailed > failed_before:

@@ -287,3 +287,44 @@ def test_a_community_managers_morning(operator_page: Page, console_stack: Consol
     for action in ("save pool", "dry-run round", "run round", "pause", "erase", "sign in"):
         assert action in audit, action
     assert "ops@example.org" in audit
+
+
+def test_a_parked_delivery_is_retried_after_its_webhook_comes_back(
+    operator_page: Page, console_stack: ConsoleStack
+) -> None:
+    page = operator_page
+    providers = console_stack.providers
+    run = run_id()
+    path = f"/hook/{run}"
+    providers.state.script(path, 503, 503)  # both attempts fail: the delivery is parked
+    on_webhook = new_person(run, 0)
+    on_webhook.pop("email")
+    on_webhook["channels"] = [{"type": "webhook", "address": providers.url + path}]
+    people = [on_webhook, new_person(run, 1)]
+    with console_stack.stack.client() as client:  # not bulk: matched at once
+        assert client.post("/v1/contacts", json={"items": people}).status_code == 202
+        for person in people:
+            interest = {"source": "e2e", "external_id": person["external_id"]}
+            interest["topic"] = f"tidepools {run}"
+            assert client.post("/v1/interests", json=interest).status_code == 202
+
+    row = page.get_by_role("row", name=re.compile(on_webhook["external_id"]))
+
+    def parked() -> bool:
+        page.goto("/deliveries?status=parked")
+        return row.count() == 1
+
+    eventually(parked, within=30)
+    expect(row.locator("td.reason")).to_contain_text("503")
+    accessible(page)
+    row.get_by_role("button", name=re.compile("Retry")).click()
+    expect(page.get_by_role("status")).to_have_text("The parked deliveries were queued again.")
+
+    def delivered() -> bool:
+        return any(c.body is not None for c in providers.state.at(path))
+
+    eventually(delivered, within=30)
+    page.goto("/deliveries?status=parked")
+    expect(row).to_have_count(0)
+    page.goto("/audit")
+    expect(page.locator("tbody")).to_contain_text("retry deliveries")

@@ -1,0 +1,81 @@
+"""The console's pure parts: signed cookie values, where a sign-in may send the browser back
+to, the password rule, and the SVG charts (numbers on every bar, no text unescaped)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from services.console.accounts import password_problem
+from services.console.charts import acceptance_rate, intros_per_week, rate_per_week
+from services.console.cookies import CookieSigner
+from services.console.web import safe_next
+
+KEY = b"k" * 32
+
+
+def test_a_signed_value_verifies_until_it_expires_and_only_for_its_purpose() -> None:
+    signer = CookieSigner(KEY)
+    value = signer.sign("session", "abc", int(time.time()) + 60)
+    assert signer.verify("session", value) == "abc"
+    assert signer.verify("signin", value) is None  # another purpose
+    assert CookieSigner(b"o" * 32).verify("session", value) is None  # another key
+    payload, expires, signature = value.split(".")
+    assert signer.verify("session", f"xyz.{expires}.{signature}") is None  # altered payload
+    assert signer.verify("session", f"{payload}.{int(expires) + 999}.{signature}") is None
+    assert signer.verify("session", value, now=int(expires) + 1) is None  # expired
+    for garbage in (None, "", "a.b", "a.b.c.d", "a.notanumber.c"):
+        assert signer.verify("session", garbage) is None
+
+
+def test_a_payload_with_a_dot_is_refused() -> None:
+    with pytest.raises(ValueError, match="dot"):
+        CookieSigner(KEY).sign("session", "a.b", 1)
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("/pools", "/pools"),
+        ("/rounds?pool=x", "/rounds?pool=x"),
+        ("//evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        (None, "/"),
+    ],
+)
+def test_after_sign_in_only_a_path_of_the_console(given: str | None, kept: str) -> None:
+    assert safe_next(given) == kept
+
+
+def test_passwords_are_long_enough() -> None:
+    assert password_problem("short") is not None
+    assert password_problem("x" * 2000) is not None
+    assert password_problem("a long enough passphrase") is None
+
+
+WEEKS = [
+    {"week": "2026-11-23", "total": 3, "introduced": 1, "asked": 1, "declined": 1},
+    {"week": "2026-11-30", "total": 0},
+]
+
+
+def test_every_bar_carries_its_number_and_the_legend_its_patterns() -> None:
+    svg = str(intros_per_week(WEEKS))
+    assert svg.startswith("<svg") and 'role="img"' in svg
+    assert ">3</text>" in svg and ">0</text>" in svg
+    assert all(p in svg for p in ("roac-solid", "roac-hatch", "roac-dots"))
+    assert "11-23" in svg and "<title" in svg and "<desc" in svg
+
+
+def test_the_acceptance_rate_counts_decided_introductions_only() -> None:
+    rates = acceptance_rate(WEEKS)
+    assert rates == [0.5, None]
+    svg = str(rate_per_week(WEEKS, rates))
+    assert ">50%</text>" in svg and "no answers yet" in svg
+
+
+def test_chart_text_is_escaped() -> None:
+    svg = str(intros_per_week([{"week": "<script>", "total": 1, "introduced": 1}]))
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
