@@ -27,7 +27,8 @@ import asyncpg
 
 from services.database import migrate
 from services.matcher.rounds import RoundPolicy, Rounds
-from services.matcher.store import MatcherStore, RoundRow
+from services.matcher.store import MatcherStore
+from services.matcher.store.rows import RoundRow
 from shared.db import create_pool
 from shared.settings import Settings
 from tests.support.infra import isolated_infra

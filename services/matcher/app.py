@@ -17,7 +17,8 @@ from services.matcher.resources import Resources
 from services.matcher.rounds import RoundPolicy, Rounds
 from services.matcher.routes import api
 from services.matcher.service import MatcherService, MatchingPolicy
-from services.matcher.store import CONSUMER, MatcherStore
+from services.matcher.store import MatcherStore
+from services.matcher.store.erasure import CONSUMER
 from shared import problems
 from shared.api_keys import ApiKeyMiddleware, ApiKeyring
 from shared.authorization import Forbidden, forbidden_problem

@@ -1,16 +1,18 @@
 """The rules every introduction obeys, live or in a round: plain Python, no I/O.
 
 Hard rules (always): a person who opted out, is snoozed, or reached the weekly cap is not
-available; two people are never grouped when either blocks the other, when they were already
-introduced (within the cooldown, or ever after a decline), or when they are the same contact
-(merged identities resolve to one contact id, so that is the id check).
+available (that rule lives in `availability.py`); two people are never grouped when either
+blocks the other, when they were already introduced (within the cooldown, or ever after a
+decline), or when they are the same contact (merged identities resolve to one contact id, so
+that is the id check).
 
 Pool rules, each `required` (a filter), `preferred` (a score penalty) or `off`:
 - `different_organization`: not two people of the same organisation (default: required);
 - `same_timezone`: people in one time zone (default: off).
 
-The database re-checks availability under row locks when it writes a proposal
-(`MatcherUnitOfWork.lock_and_count_recent`), so concurrent matchers cannot exceed the cap.
+Availability is re-checked under the contacts' row locks before a proposal is written
+(`store.contacts.ContactRecords.lock_availability`, then `availability.within_cap`), so
+concurrent matchers cannot exceed the cap.
 """
 
 from __future__ import annotations
@@ -63,21 +65,16 @@ class Person:
     timezone: str | None = None
     snoozed_until: datetime | None = None
     opted_out: bool = False
-    recent_intros: int = 0  # proposals in the last seven days
+    recent_intros: int = 0  # proposals within availability.ROLLING_WEEK
     blocked: frozenset[int] = field(default_factory=frozenset)  # both directions
     met: frozenset[int] = field(default_factory=frozenset)  # not to be grouped again
+    # Has a channel. The people matching reads are reachable; the locked re-read checks again.
+    deliverable: bool = True
     # The organisation compared case- and space-insensitively, computed once (hot in rounds).
     org_key: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "org_key", _norm(self.organization))
-
-
-def available(person: Person, now: datetime, rules: Rules) -> bool:
-    """Whether the person may get another introduction now."""
-    if person.opted_out or person.recent_intros >= rules.cap_per_week:
-        return False
-    return person.snoozed_until is None or person.snoozed_until <= now
 
 
 def _same_organization(a: Person, b: Person) -> bool:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from services.matcher import identity_resolution
-from services.matcher.identity_store import IdentityRow, MergeRow
 from services.matcher.store import MatcherStore, MatcherUnitOfWork
+from services.matcher.store.rows import IdentityRow, MergeRow
 from shared.db import create_pool
 from shared.events import UnmergeData
 from shared.settings import Settings

@@ -41,13 +41,13 @@ class Feedback:
         self, proposal_id: UUID, outcome: FeedbackOutcome, rating: int | None
     ) -> FeedbackSummary:
         async with self._store.unit_of_work() as uow:
-            first_meeting = await uow.record_feedback(proposal_id, outcome.value, rating)
+            first_meeting = await uow.proposals.record_feedback(proposal_id, outcome.value, rating)
             if first_meeting is None:
                 raise UnknownProposal(str(proposal_id))
             if outcome is FeedbackOutcome.DECLINED:
-                await uow.decline_group(proposal_id)
+                await uow.proposals.decline_group(proposal_id)
             elif outcome is FeedbackOutcome.MET and first_meeting:
-                await uow.count_meeting(proposal_id)
-            outcomes, mean = await uow.feedback_summary(proposal_id)
+                await uow.proposals.count_meeting(proposal_id)
+            outcomes, mean = await uow.proposals.feedback_summary(proposal_id)
         metrics.FEEDBACK.labels(outcome.value).inc()
         return FeedbackSummary(proposal_id, outcomes, mean)

@@ -5,7 +5,9 @@ Plain Python, no I/O.
 A topic qualifies when 3 to `max_size` reachable people like it (so it is rare by definition),
 every one of them is available (not snoozed, not at the cap) and no two of them are forbidden
 to meet (already introduced, blocked, colleagues). Each person joins at most one group per
-pass; topics are taken in id order, so the outcome is deterministic.
+pass; topics are taken in id order, so the outcome is deterministic. A group is proposed when,
+after its members' row locks (`availability.within_cap`), its topic alone is worth an
+introduction for each pair in it (`worth_a_group`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from itertools import combinations
 
-from services.matcher.constraints import Person, Rules, available, forbidden
+from services.matcher.availability import available
+from services.matcher.constraints import Person, Rules, forbidden
+from services.matcher.scoring import TopicStats, topic_value
 
 MIN_GROUP = 3
 
@@ -40,3 +44,13 @@ def topic_groups(
         found.append((topic_id, members))
         used.update(members)
     return found
+
+
+def worth_a_group(
+    groups: Sequence[tuple[int, tuple[int, ...]]],
+    stats: Mapping[int, TopicStats],
+    population: int,
+    min_score: float,
+) -> list[tuple[int, tuple[int, ...]]]:
+    """The groups whose topic is worth an introduction on its own to each pair in them."""
+    return [(t, m) for t, m in groups if topic_value(stats[t], population) >= min_score]

@@ -28,8 +28,7 @@ from services.matcher.identity_keys import (
     match_keys,
     merged_channels,
 )
-from services.matcher.identity_store import IdentityProfile, IdentityRow, MergeRow
-from services.matcher.store import ProfileRow, Resolved
+from services.matcher.store.rows import IdentityProfile, IdentityRow, MergeRow, ProfileRow, Resolved
 from shared.events import (
     ChannelAddress,
     ChannelType,
@@ -95,7 +94,7 @@ async def apply_contacts(
     (within one source, or across the `verified` sources), and bring each touched contact's
     profile and blocks up to date."""
     blocked_refs = {(b.source, b.external_id) for e in latest.values() for b in e.data.blocks}
-    resolved: dict[Ref, Resolved] = await uow.resolve(set(latest) | blocked_refs)
+    resolved: dict[Ref, Resolved] = await uow.identities.resolve(set(latest) | blocked_refs)
     keys = {resolved[ref].identity_id: match_keys(event.data) for ref, event in latest.items()}
     kinds = {digest: kind for found in keys.values() for digest, kind in found.items()}
     # Serialise per key: of two identities with one email arriving at once, the second sees
@@ -140,7 +139,7 @@ async def apply_contacts(
         await uow.identities.lock_contacts(shared)
     # Otherwise the event itself is the identity's newest profile, and the contact's guard
     # (profile_at) keeps the newest of its identities': no need to read them back.
-    became_reachable = await uow.update_profiles(
+    became_reachable = await uow.contacts.update_profiles(
         [
             profile_row(contacts[ref], event.data, event.occurred_at)
             for ref, event in latest.items()
@@ -210,7 +209,7 @@ async def rebuild_profiles(
         )
         for contact_id, (data, at) in newest.items()
     ]
-    return await uow.update_profiles(rows, force=force)
+    return await uow.contacts.update_profiles(rows, force=force)
 
 
 async def rebuild_blocks(uow: MatcherUnitOfWork, contact_ids: Iterable[int]) -> None:
@@ -220,7 +219,7 @@ async def rebuild_blocks(uow: MatcherUnitOfWork, contact_ids: Iterable[int]) -> 
     for owner, ref in await uow.identities.declared_blocks(owners):
         wanted[owner].add(ref)
     known = await uow.identities.known_contacts(r for refs in wanted.values() for r in refs)
-    await uow.replace_blocks(
+    await uow.contacts.replace_blocks(
         {owner: {known[r] for r in refs if r in known} - {owner} for owner, refs in wanted.items()}
     )
 

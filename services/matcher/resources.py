@@ -19,18 +19,11 @@ from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from services.matcher.scoring import decayed_weight
+from services.matcher.store.rows import HeldTopic
 from shared.events import ResourceData, ResourceProposed
 
 if TYPE_CHECKING:
     from services.matcher.store import MatcherStore
-
-
-@dataclass(frozen=True, slots=True)
-class HeldTopic:
-    contact_id: int
-    topic_id: int
-    weight: float
-    declared_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +75,15 @@ class Resources:
     ) -> SharedResource:
         rid = resource_id(url)
         async with self._store.unit_of_work() as uow:
-            await uow.upsert_resource(rid, url, title, list(topics))
-            topic_ids = await uow.topic_ids(topics)
-            held = await uow.interested_in(rid, list(topic_ids.values()), self._cap)
+            await uow.resources.upsert_resource(rid, url, title, list(topics))
+            topic_ids = await uow.topics.topic_ids(topics)
+            held = await uow.resources.interested_in(rid, list(topic_ids.values()), self._cap)
             now = datetime.now(UTC)
             ranked = rank_recipients(held, now, self._half_life, limit)
             # The cap, opt-out and snooze again under the recipients' row locks.
-            room = await uow.lock_resource_room([r.contact_id for r in ranked], self._cap)
+            room = await uow.resources.lock_resource_room([r.contact_id for r in ranked], self._cap)
             chosen = [r for r in ranked if r.contact_id in room]
-            details = await uow.participants(r.contact_id for r in chosen)
+            details = await uow.contacts.participants(r.contact_id for r in chosen)
             names = {v: k for k, v in topic_ids.items()}
             events = []
             for r in chosen:
@@ -111,7 +104,7 @@ class Resources:
                         ),
                     )
                 )
-            inserted = await uow.insert_resource_recipients(
+            inserted = await uow.resources.insert_resource_recipients(
                 rid,
                 [
                     (r.contact_id, e.data.proposal_id, r.score)
@@ -119,9 +112,9 @@ class Resources:
                 ],
             )
             await uow.enqueue([e for e in events if e.data.proposal_id in inserted])
-            total = await uow.resource_recipient_count(rid)
+            total = await uow.resources.resource_recipient_count(rid)
         return SharedResource(rid, len(inserted), total)
 
     async def get(self, rid: UUID) -> dict[str, Any] | None:
         async with self._store.unit_of_work() as uow:
-            return await uow.resource(rid)
+            return await uow.resources.resource(rid)

@@ -24,11 +24,11 @@ from itertools import combinations
 from typing import Any
 
 from services.matcher.assignment import assign
+from services.matcher.availability import available
 from services.matcher.candidate_graph import build_candidate_graph
 from services.matcher.constraints import (
     Person,
     Rules,
-    available,
     forbidden,
     preference_factor,
     waiting_bonus,

@@ -25,6 +25,7 @@ from uuid import UUID, uuid4
 from pydantic_core import to_json
 
 from services.matcher import metrics
+from services.matcher.availability import within_cap
 from services.matcher.constraints import Person, Rules
 from services.matcher.round_planning import (
     GroupTopic,
@@ -33,13 +34,12 @@ from services.matcher.round_planning import (
     RoundPlan,
     plan_round,
 )
-from services.matcher.scoring import decayed, pair_key
-from services.matcher.service import may_be_introduced
-from services.matcher.store import PoolRow, ProposalRow, RoundRow
+from services.matcher.scoring import decayed, pair_key, topic_stats
+from services.matcher.store.rows import PoolRow, ProposalRow, RoundRow
 from shared.outbox import EncodedEvent
 
 if TYPE_CHECKING:
-    from services.matcher.store import MatcherStore, RoundsUnitOfWork
+    from services.matcher.store import MatcherStore, MatcherUnitOfWork
 
 log = logging.getLogger("roac.matcher.rounds")
 SELECTOR_KEYS = ("tags", "sources", "organizations")
@@ -92,8 +92,8 @@ class Rounds:
         if unknown:
             raise InvalidPool(f"unknown selector keys: {', '.join(sorted(unknown))}")
         rules_of(spec.rules, self._policy.cap_per_week)  # validates names and levels
-        async with self._store.rounds() as uow:
-            return await uow.upsert_pool(
+        async with self._store.unit_of_work() as uow:
+            return await uow.rounds.upsert_pool(
                 PoolRow(
                     spec.name,
                     spec.selector,
@@ -105,8 +105,8 @@ class Rounds:
             )
 
     async def pools(self) -> list[PoolRow]:
-        async with self._store.rounds() as uow:
-            return await uow.pools()
+        async with self._store.unit_of_work() as uow:
+            return await uow.rounds.pools()
 
     async def request(
         self,
@@ -117,11 +117,11 @@ class Rounds:
         serendipity: float | None = None,
         dry_run: bool = False,
     ) -> RoundRow:
-        async with self._store.rounds() as uow:
-            pool = await uow.pool(pool_name)
+        async with self._store.unit_of_work() as uow:
+            pool = await uow.rounds.pool(pool_name)
             if pool is None:
                 raise PoolNotFound(pool_name)
-            return await uow.create_round(
+            return await uow.rounds.create_round(
                 uuid4(),
                 pool,
                 group_size or pool.group_size,
@@ -131,25 +131,27 @@ class Rounds:
             )
 
     async def get(self, round_id: UUID) -> RoundRow | None:
-        async with self._store.rounds() as uow:
-            return await uow.round(round_id)
+        async with self._store.unit_of_work() as uow:
+            return await uow.rounds.round(round_id)
 
     async def feedback(self, round_id: UUID) -> dict[str, Any]:
-        async with self._store.rounds() as uow:
-            return await uow.round_feedback(round_id)
+        async with self._store.unit_of_work() as uow:
+            return await uow.rounds.round_feedback(round_id)
 
     async def proposals(
         self, round_id: UUID, limit: int, after: UUID | None
     ) -> list[dict[str, Any]]:
-        async with self._store.rounds() as uow:
-            return await uow.round_proposals(round_id, limit, after)
+        async with self._store.unit_of_work() as uow:
+            return await uow.rounds.round_proposals(round_id, limit, after)
 
     async def run_forever(self) -> None:
         """The worker loop every matcher runs: scheduled rounds, then waiting rounds."""
         while True:
             try:
-                async with self._store.rounds() as uow:
-                    await uow.schedule_due_rounds([random.randrange(2**31) for _ in range(64)])
+                async with self._store.unit_of_work() as uow:
+                    await uow.rounds.schedule_due_rounds(
+                        [random.randrange(2**31) for _ in range(64)]
+                    )
                 while await self.run_next():
                     pass
             except asyncio.CancelledError:
@@ -160,8 +162,8 @@ class Rounds:
 
     async def run_next(self) -> bool:
         """Claim and run one round; False when none was waiting."""
-        async with self._store.rounds() as uow:
-            claimed = await uow.claim_round(self._worker, self._policy.lease_seconds)
+        async with self._store.unit_of_work() as uow:
+            claimed = await uow.rounds.claim_round(self._worker, self._policy.lease_seconds)
         if claimed is None:
             return False
         started = time.perf_counter()
@@ -171,9 +173,9 @@ class Rounds:
             log.exception("round %s failed", claimed.id)
             metrics.ROUNDS.labels("failed").inc()
             with contextlib.suppress(Exception):
-                async with self._store.rounds() as uow:
-                    if await uow.hold_round(claimed.id, self._worker):
-                        await uow.finish_round(
+                async with self._store.unit_of_work() as uow:
+                    if await uow.rounds.hold_round(claimed.id, self._worker):
+                        await uow.rounds.finish_round(
                             claimed.id, "failed", None, None, f"{type(exc).__name__}: {exc}"
                         )
         return True
@@ -181,14 +183,14 @@ class Rounds:
     async def _run(self, claimed: RoundRow, started: float) -> None:
         now = datetime.now(UTC)
         async with self._store.snapshot() as uow:
-            pool = await uow.pool(claimed.pool)
+            pool = await uow.rounds.pool(claimed.pool)
             if pool is None:
                 raise PoolNotFound(claimed.pool)
             rules = rules_of(pool.rules, self._policy.cap_per_week)
             people, last_introduced = await self._members(uow, pool)
-            interests = await uow.interests_of(people)
-            topics = await uow.all_topic_stats(list(people))
-            population = await uow.population()
+            interests = await uow.topics.interests_of(people)
+            topics = topic_stats(await uow.topics.counts_held_by(list(people)))
+            population = await uow.contacts.population()
         loaded = time.perf_counter()
         params = RoundParams(
             group_size=claimed.group_size,
@@ -214,8 +216,8 @@ class Rounds:
 
         plan = await asyncio.to_thread(planned_round)
         planned = time.perf_counter()
-        async with self._store.rounds() as uow:
-            if not await uow.hold_round(claimed.id, self._worker):
+        async with self._store.unit_of_work() as uow:
+            if not await uow.rounds.hold_round(claimed.id, self._worker):
                 log.warning("round %s was taken over by another worker", claimed.id)
                 return
             if claimed.dry_run:
@@ -232,7 +234,7 @@ class Rounds:
                 "write": round(time.perf_counter() - planned, 3),
                 "total": round(time.perf_counter() - started, 3),
             }
-            await uow.finish_round(claimed.id, "done", stats, plan_json)
+            await uow.rounds.finish_round(claimed.id, "done", stats, plan_json)
         metrics.ROUNDS.labels("done").inc()
         metrics.ROUND_SECONDS.observe(time.perf_counter() - started)
         if not claimed.dry_run:
@@ -250,13 +252,13 @@ class Rounds:
         )
 
     async def _members(
-        self, uow: RoundsUnitOfWork, pool: PoolRow
+        self, uow: MatcherUnitOfWork, pool: PoolRow
     ) -> tuple[dict[int, Person], dict[int, datetime | None]]:
-        members = await uow.pool_members(pool.selector)
+        members = await uow.contacts.pool_members(pool.selector)
         ids = [m.id for m in members]
-        recent = await uow.recent_intro_counts(ids)
-        blocks = await uow.blocks_of(ids)
-        met = await uow.partners_met(ids, self._policy.cooldown_days)
+        recent = await uow.contacts.recent_intro_counts(ids)
+        blocks = await uow.contacts.blocks_of(ids)
+        met = await uow.proposals.partners_met(ids, self._policy.cooldown_days)
         people = {
             m.id: Person(
                 id=m.id,
@@ -273,7 +275,7 @@ class Rounds:
 
     async def _propose(
         self,
-        uow: RoundsUnitOfWork,
+        uow: MatcherUnitOfWork,
         claimed: RoundRow,
         plan: RoundPlan,
         rules: Rules,
@@ -289,25 +291,16 @@ class Rounds:
             phases[name] = round(now_ - clock, 3)
             clock = now_
 
-        locked = await uow.lock_availability(p for g in plan.groups for p in g.members)
+        locked = await uow.contacts.lock_availability(p for g in plan.groups for p in g.members)
         lap("lock")
-        counts = {i: a.recent_intros for i, a in locked.items()}
-        kept: list[PlannedGroup] = []
-        for group in plan.groups:
-            if all(
-                i in locked and may_be_introduced(locked[i], counts[i], now, rules)
-                for i in group.members
-            ):
-                for i in group.members:
-                    counts[i] += 1
-                kept.append(group)
-        details = await uow.participant_rows(p for g in kept for p in g.members)
+        kept = within_cap(plan.groups, _members, locked, now, rules.cap_per_week)
+        details = await uow.contacts.participant_rows(p for g in kept for p in g.members)
         lap("details")
         correlation = f"round-{claimed.id}"
         with paused_gc():
             rows, encoded = _proposal_rows(kept, details, claimed.id, correlation, now)
         lap("events")
-        inserted = await uow.insert_proposals(rows, self._policy.cooldown_days)
+        inserted = await uow.proposals.insert_proposals(rows, self._policy.cooldown_days)
         lap("proposals")
         await uow.enqueue_encoded([encoded[i] for i in sorted(inserted)])
         lap("outbox")
@@ -315,8 +308,8 @@ class Rounds:
         metrics.PROPOSALS.labels("round").inc(len(inserted))
         return len(inserted)
 
-    async def _plan_json(self, uow: RoundsUnitOfWork, plan: RoundPlan) -> list[dict[str, Any]]:
-        details = await uow.participants(p for g in plan.groups for p in g.members)
+    async def _plan_json(self, uow: MatcherUnitOfWork, plan: RoundPlan) -> list[dict[str, Any]]:
+        details = await uow.contacts.participants(p for g in plan.groups for p in g.members)
         return [
             {
                 "participants": [
@@ -333,15 +326,19 @@ class Rounds:
         ]
 
     async def _unplaced_sample(
-        self, uow: RoundsUnitOfWork, plan: RoundPlan, limit: int = 100
+        self, uow: MatcherUnitOfWork, plan: RoundPlan, limit: int = 100
     ) -> list[dict[str, str]]:
         sample = plan.unplaced[:limit]
-        details = await uow.participants(p for p, _ in sample)
+        details = await uow.contacts.participants(p for p, _ in sample)
         return [
             {"source": details[p].source, "external_id": details[p].external_id, "reason": why}
             for p, why in sample
             if p in details  # erased while the round ran
         ]
+
+
+def _members(group: PlannedGroup) -> tuple[int, ...]:
+    return group.members
 
 
 def _proposal_rows(

@@ -15,7 +15,7 @@ from services.matcher.directory import Directory
 from services.matcher.feedback import Feedback, FeedbackOutcome, UnknownProposal
 from services.matcher.resources import Resources
 from services.matcher.rounds import PoolNotFound, PoolSpec, Rounds
-from services.matcher.store import PoolRow, RoundRow
+from services.matcher.store.rows import PoolRow, RoundRow
 from shared.authorization import check_sources, grant_of, requires
 from shared.events import ResourceTitle, SourceName, TagName, Topic, WebUrl
 from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses

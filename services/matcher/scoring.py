@@ -71,6 +71,14 @@ def topic_boost(meetings: int) -> float:
     return 1.0 + 0.05 * min(max(meetings, 0), 20)
 
 
+def topic_stats(counts: Mapping[int, tuple[str, int, int]]) -> dict[int, TopicStats]:
+    """What scoring weighs of each topic, from its stored (name, people, meetings)."""
+    return {
+        t: TopicStats(name, people, topic_boost(meetings))
+        for t, (name, people, meetings) in counts.items()
+    }
+
+
 def decayed_weight(
     weight: float, declared_at: datetime, now: datetime, half_life_days: float
 ) -> float:

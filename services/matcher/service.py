@@ -8,25 +8,34 @@ row and changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 from uuid import uuid4
 
 from services.matcher import identity_resolution, metrics
-from services.matcher.constraints import Person, Rules, available, forbidden
-from services.matcher.group_intros import MIN_GROUP, topic_groups
+from services.matcher.availability import within_cap
+from services.matcher.constraints import Person, Rules
+from services.matcher.group_intros import MIN_GROUP, topic_groups, worth_a_group
+from services.matcher.live_planning import (
+    NO_CANDIDATE,
+    OVER_CAP,
+    PROPOSED,
+    LivePolicy,
+    LiveView,
+    pair_members,
+    plan_pairs,
+)
 from services.matcher.scoring import (
     Choice,
     TopicStats,
-    choose_partner,
-    decayed,
     explain,
     pair_key,
+    topic_stats,
     topic_value,
 )
-from services.matcher.store import Availability, InterestRow, ProposalRow
+from services.matcher.store.rows import InterestRow, ProposalRow
 from shared.events import (
     ContactErased,
     ContactOptedOut,
@@ -51,6 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("roac.matcher")
 
 E = TypeVar("E", ContactUpserted, InterestDeclared)
+G = TypeVar("G")
 
 
 @dataclass(frozen=True)
@@ -67,20 +77,11 @@ class MatchingPolicy:
     verified_sources: frozenset[str] = frozenset()
 
 
-def may_be_introduced(state: Availability, recent: int, now: datetime, rules: Rules) -> bool:
-    """Whether a locked contact may take one more introduction (cap, opt-out, snooze)."""
-    return (
-        state.deliverable
-        and not state.opted_out
-        and recent < rules.cap_per_week
-        and (state.snoozed_until is None or state.snoozed_until <= now)
-    )
-
-
 class MatcherService:
     def __init__(self, store: MatcherStore, policy: MatchingPolicy) -> None:
         self._store = store
         self._policy = policy
+        self._live = LivePolicy(policy.rules, policy.min_score, policy.half_life_days)
 
     async def apply(self, batch: EventBatch) -> None:
         async with self._store.unit_of_work() as uow:
@@ -100,13 +101,15 @@ class MatcherService:
             elif batch.type in ("delivery.succeeded.v1", "delivery.failed.v1"):
                 await self._apply_deliveries(uow, fresh)
             elif batch.type == "contact.opted_out.v1":
-                await uow.opt_out([e.data for e in fresh if isinstance(e, ContactOptedOut)])
+                await uow.contacts.opt_out(
+                    [e.data for e in fresh if isinstance(e, ContactOptedOut)]
+                )
             elif batch.type == "contact.erased.v1":
                 for erased in sorted(
                     (e for e in fresh if isinstance(e, ContactErased)),
                     key=lambda e: (e.data.source, e.data.external_id),
                 ):
-                    await uow.erase(
+                    await uow.erasure.erase(
                         (erased.data.source, erased.data.external_id), erased.occurred_at
                     )
             else:
@@ -134,8 +137,8 @@ class MatcherService:
         if not became_reachable:
             return
         # Interests that arrived before the person's contact details can match now.
-        seeds = await uow.topics_of(became_reachable)
-        await uow.lock_topics(t for topics in seeds.values() for t in topics)
+        seeds = await uow.topics.topics_of(became_reachable)
+        await uow.topics.lock_topics(t for topics in seeds.values() for t in topics)
         causes: dict[int, Envelope] = {ids[ref]: event for ref, event in latest.items()}
         await self._propose(uow, seeds, causes)
 
@@ -150,10 +153,10 @@ class MatcherService:
                 latest[key] = event
         if not latest:
             return
-        resolved = await uow.resolve((k[0], k[1]) for k in latest)
+        resolved = await uow.identities.resolve((k[0], k[1]) for k in latest)
         ids = {ref: r.contact_id for ref, r in resolved.items()}
-        topic_ids = await uow.upsert_topics(k[2] for k in latest)
-        await uow.lock_topics(topic_ids.values())
+        topic_ids = await uow.topics.upsert_topics(k[2] for k in latest)
+        await uow.topics.lock_topics(topic_ids.values())
         rows = [
             InterestRow(
                 contact_id=found.contact_id,
@@ -167,12 +170,12 @@ class MatcherService:
             for d in (event.data,)
             for found in (resolved[(d.source, d.external_id)],)
         ]
-        known = await uow.known_contact_topics((r.contact_id, r.topic_id) for r in rows)
-        added = await uow.upsert_interests(rows)
+        known = await uow.topics.known_contact_topics((r.contact_id, r.topic_id) for r in rows)
+        added = await uow.topics.upsert_interests(rows)
         increments: dict[int, int] = {}
         for _contact_id, topic_id in {(a[0], a[1]) for a in added} - known:
             increments[topic_id] = increments.get(topic_id, 0) + 1
-        await uow.add_topic_people(increments)
+        await uow.topics.add_topic_people(increments)
         # Interests from a bulk import (Envelope.bulk) are applied above but trigger no live
         # or group introduction: the next round matches them. An import never floods people.
         # (One message is one ingest request, so its events share the flag.)
@@ -198,7 +201,7 @@ class MatcherService:
         self, uow: MatcherUnitOfWork, topic_ids: set[int], causes: dict[int, Envelope]
     ) -> list[tuple[int, tuple[int, ...]]]:
         """One introduction for the handful of people who share a rare topic (group_intros)."""
-        holders = await uow.rare_topic_holders(topic_ids, self._policy.group_max)
+        holders = await uow.topics.rare_topic_holders(topic_ids, self._policy.group_max)
         holders = {t: m for t, m in holders.items() if len(m) >= MIN_GROUP}
         if not holders:
             return []
@@ -207,60 +210,22 @@ class MatcherService:
         groups = topic_groups(holders, people, now, self._policy.rules, self._policy.group_max)
         if not groups:
             return []
-        locked = await uow.lock_availability(m for _, members in groups for m in members)
-        counts = {i: a.recent_intros for i, a in locked.items()}
-        kept = []
-        for topic_id, members in groups:
-            if all(
-                m in locked and may_be_introduced(locked[m], counts[m], now, self._policy.rules)
-                for m in members
-            ):
-                for m in members:
-                    counts[m] += 1
-                kept.append((topic_id, members))
+        kept = await self._within_cap(uow, groups, _group_members, now)
         if not kept:
             return []
-        stats = await uow.topic_stats(t for t, _ in kept)
-        population = await uow.population()
-        # Each pair in the group must be worth an introduction on its own.
-        kept = [
-            (t, m) for t, m in kept if topic_value(stats[t], population) >= self._policy.min_score
-        ]
+        stats = topic_stats(await uow.topics.counts(t for t, _ in kept))
+        population = await uow.contacts.population()
+        kept = worth_a_group(kept, stats, population, self._policy.min_score)
         if not kept:
             return []
-        details = await uow.participants(m for _, members in kept for m in members)
+        details = await uow.contacts.participants(m for _, members in kept for m in members)
         rows, events = [], {}
         for topic_id, members in kept:
             cause = next(causes[m] for m in members if m in causes)
-            name = stats[topic_id].name
-            pairs = len(members) * (len(members) - 1) // 2
-            event = IntroProposed(
-                source="matcher",
-                correlation_id=cause.correlation_id,
-                causation_id=cause.message_id,
-                integration=cause.integration,
-                data=IntroData(
-                    proposal_id=uuid4(),
-                    participants=[details[m] for m in members],
-                    topics=[IntroTopic(topic=name, relation=TopicRelation.SHARED)],
-                    score=round(topic_value(stats[topic_id], population) * pairs, 4),
-                    reason=f"You all care about {name}, and nobody else here does yet.",
-                    triggered_at=cause.occurred_at,
-                ),
-            )
-            rows.append(
-                ProposalRow(
-                    id=event.data.proposal_id,
-                    group_key=pair_key(*members),
-                    contact_ids=members,
-                    score=event.data.score,
-                    reason=event.data.reason,
-                    topics=[t.model_dump(mode="json") for t in event.data.topics],
-                    correlation_id=event.correlation_id,
-                )
-            )
+            event = _group_event(members, details, stats[topic_id], population, cause)
+            rows.append(_proposal_row(event, members))
             events[event.data.proposal_id] = (topic_id, members, event)
-        inserted = await uow.insert_proposals(rows, self._policy.cooldown_days)
+        inserted = await uow.proposals.insert_proposals(rows, self._policy.cooldown_days)
         await uow.enqueue([events[i][2] for i in sorted(inserted)])
         metrics.PROPOSALS.labels("group").inc(len(inserted))
         return [(events[i][0], events[i][1]) for i in inserted]
@@ -271,98 +236,62 @@ class MatcherService:
         seeds: dict[int, set[int]],
         causes: dict[int, Envelope],
     ) -> None:
-        """For each person with new topics, propose the best partner not yet introduced to them."""
-        reachable = await uow.reachable(seeds)
+        """For each person with new topics, propose the best partner not yet introduced to them:
+        read (`_view`), decide (`live_planning.plan_pairs`), re-check under the row locks,
+        write."""
+        reachable = await uow.contacts.reachable(seeds)
         if not reachable:
             return
-        candidates = await uow.candidates(
+        candidates = await uow.topics.candidates(
             ((p, t) for p in reachable for t in seeds[p]), self._policy.candidates_per_topic
         )
         if not candidates:
-            metrics.MATCH_ATTEMPTS.labels("no_candidate").inc(len(reachable))
+            metrics.MATCH_ATTEMPTS.labels(NO_CANDIDATE).inc(len(reachable))
             return
-        everyone_considered = {c for cs in candidates.values() for c in cs}
         now = datetime.now(UTC)
-        half_life = self._policy.half_life_days
-        own_interests = await uow.interests_of(candidates.keys())
-        own_topics = {i.topic_id for interests in own_interests.values() for i in interests}
-        their_interests = await uow.interests_of(everyone_considered, own_topics)
-        stats = await uow.topic_stats(own_topics)
-        population = await uow.population()
-        rules = self._policy.rules
-        people = await self._people(uow, set(candidates) | everyone_considered)
-
-        chosen: list[tuple[int, Choice]] = []
-        for person in sorted(candidates):
-            me = people[person]
-            if not available(me, now, rules):
-                metrics.MATCH_ATTEMPTS.labels("unavailable").inc()
-                continue
-            excluded = {
-                c
-                for c in candidates[person]
-                if not available(people[c], now, rules) or forbidden(me, people[c], rules)
-            }
-            choice = choose_partner(
-                decayed(own_interests.get(person, []), now, half_life),
-                {
-                    c: decayed(their_interests.get(c, []), now, half_life)
-                    for c in candidates[person]
-                },
-                stats,
-                population,
-                excluded=excluded,
-                min_score=self._policy.min_score,
-            )
-            if choice is None:
-                metrics.MATCH_ATTEMPTS.labels("below_threshold").inc()
-                continue
-            # Pairs chosen earlier in this batch count as met, and against the cap, too.
-            partner = people[choice.partner_id]
-            people[person] = replace(
-                me, met=me.met | {partner.id}, recent_intros=me.recent_intros + 1
-            )
-            people[partner.id] = replace(
-                partner, met=partner.met | {person}, recent_intros=partner.recent_intros + 1
-            )
-            chosen.append((person, choice))
-        chosen = await self._within_cap(uow, chosen, now)
+        view = await self._view(uow, candidates)
+        plan = plan_pairs(view, self._live, now)
+        for _person, outcome in plan.skipped:
+            metrics.MATCH_ATTEMPTS.labels(outcome).inc()
+        chosen = await self._within_cap(uow, plan.pairs, pair_members, now)
+        if len(chosen) < len(plan.pairs):
+            metrics.MATCH_ATTEMPTS.labels(OVER_CAP).inc(len(plan.pairs) - len(chosen))
         if not chosen:
             return
 
-        details = await uow.participants(
-            {p for pair in chosen for p in (pair[0], pair[1].partner_id)}
+        details = await uow.contacts.participants(
+            {p for pair in chosen for p in pair_members(pair)}
         )
         proposals: list[ProposalRow] = []
         events: dict[str, IntroProposed] = {}
         for person, choice in chosen:
-            cause = causes[person]
-            event = _intro_event(person, choice, details, stats, cause)
-            group_key = pair_key(person, choice.partner_id)
-            proposals.append(
-                ProposalRow(
-                    id=event.data.proposal_id,
-                    group_key=group_key,
-                    contact_ids=(person, choice.partner_id),
-                    score=choice.pair.score,
-                    reason=event.data.reason,
-                    topics=[t.model_dump(mode="json") for t in event.data.topics],
-                    correlation_id=event.correlation_id,
-                )
-            )
-            events[group_key] = event
-        inserted = await uow.insert_proposals(proposals, self._policy.cooldown_days)
+            event = _intro_event(person, choice, details, view.stats, causes[person])
+            row = _proposal_row(event, (person, choice.partner_id), score=choice.pair.score)
+            proposals.append(row)
+            events[row.group_key] = event
+        inserted = await uow.proposals.insert_proposals(proposals, self._policy.cooldown_days)
         published = [e for e in events.values() if e.data.proposal_id in inserted]
         await uow.enqueue(published)
-        metrics.MATCH_ATTEMPTS.labels("proposed").inc(len(published))
+        metrics.MATCH_ATTEMPTS.labels(PROPOSED).inc(len(published))
         metrics.PROPOSALS.labels("live").inc(len(published))
+
+    async def _view(self, uow: MatcherUnitOfWork, candidates: dict[int, set[int]]) -> LiveView:
+        """What live matching decides on, read without locks."""
+        everyone_considered = {c for cs in candidates.values() for c in cs}
+        own_interests = await uow.topics.interests_of(candidates.keys())
+        own_topics = {i.topic_id for interests in own_interests.values() for i in interests}
+        their_interests = await uow.topics.interests_of(everyone_considered, own_topics)
+        stats = topic_stats(await uow.topics.counts(own_topics))
+        population = await uow.contacts.population()
+        people = await self._people(uow, set(candidates) | everyone_considered)
+        return LiveView(candidates, own_interests, their_interests, stats, population, people)
 
     async def _people(self, uow: MatcherUnitOfWork, ids: set[int]) -> dict[int, Person]:
         """What the rules need to know about each of these contacts."""
-        profiles = await uow.constraint_profiles(ids)
-        recent = await uow.recent_intro_counts(ids)
-        blocks = await uow.blocks_of(ids)
-        met = await uow.partners_met(ids, self._policy.cooldown_days)
+        profiles = await uow.contacts.constraint_profiles(ids)
+        recent = await uow.contacts.recent_intro_counts(ids)
+        blocks = await uow.contacts.blocks_of(ids)
+        met = await uow.proposals.partners_met(ids, self._policy.cooldown_days)
         return {
             i: Person(
                 id=i,
@@ -378,29 +307,18 @@ class MatcherService:
         }
 
     async def _within_cap(
-        self, uow: MatcherUnitOfWork, chosen: list[tuple[int, Choice]], now: datetime
-    ) -> list[tuple[int, Choice]]:
-        """Re-check the chosen pairs under the participants' row locks: what another matcher
+        self,
+        uow: MatcherUnitOfWork,
+        chosen: Sequence[G],
+        members: Callable[[G], Sequence[int]],
+        now: datetime,
+    ) -> list[G]:
+        """Re-check the chosen groups under their members' row locks: what another matcher
         committed meanwhile counts, so the cap holds however many matchers run."""
         if not chosen:
-            return chosen
-        locked = await uow.lock_availability(
-            {p for person, choice in chosen for p in (person, choice.partner_id)}
-        )
-        counts = {i: a.recent_intros for i, a in locked.items()}
-        kept = []
-        for person, choice in chosen:
-            pair = (person, choice.partner_id)
-            if all(
-                i in locked and may_be_introduced(locked[i], counts[i], now, self._policy.rules)
-                for i in pair
-            ):
-                for i in pair:
-                    counts[i] += 1
-                kept.append((person, choice))
-            else:
-                metrics.MATCH_ATTEMPTS.labels("over_cap").inc()
-        return kept
+            return []
+        locked = await uow.contacts.lock_availability(p for g in chosen for p in members(g))
+        return within_cap(chosen, members, locked, now, self._policy.rules.cap_per_week)
 
     async def _apply_deliveries(self, uow: MatcherUnitOfWork, events: Sequence[object]) -> None:
         outcomes = []
@@ -410,14 +328,57 @@ class MatcherService:
             elif isinstance(event, DeliveryFailed) and event.data.permanent:
                 outcomes.append((event.data.proposal_id, event.data.recipient, "failed"))
         if outcomes:
-            await uow.record_deliveries(outcomes)
+            await uow.proposals.record_deliveries(outcomes)
+
+
+def _group_event(
+    members: tuple[int, ...],
+    details: dict[int, Participant],
+    stats: TopicStats,
+    population: int,
+    cause: Envelope,
+) -> IntroProposed:
+    pairs = len(members) * (len(members) - 1) // 2
+    return IntroProposed(
+        source="matcher",
+        correlation_id=cause.correlation_id,
+        causation_id=cause.message_id,
+        integration=cause.integration,
+        data=IntroData(
+            proposal_id=uuid4(),
+            participants=[details[m] for m in members],
+            topics=[IntroTopic(topic=stats.name, relation=TopicRelation.SHARED)],
+            score=round(topic_value(stats, population) * pairs, 4),
+            reason=f"You all care about {stats.name}, and nobody else here does yet.",
+            triggered_at=cause.occurred_at,
+        ),
+    )
+
+
+def _proposal_row(
+    event: IntroProposed, members: tuple[int, ...], score: float | None = None
+) -> ProposalRow:
+    """The stored proposal of an `intro.proposed.v1` (`score`: unrounded, when known)."""
+    return ProposalRow(
+        id=event.data.proposal_id,
+        group_key=pair_key(*members),
+        contact_ids=members,
+        score=event.data.score if score is None else score,
+        reason=event.data.reason,
+        topics=[t.model_dump(mode="json") for t in event.data.topics],
+        correlation_id=event.correlation_id,
+    )
+
+
+def _group_members(group: tuple[int, tuple[int, ...]]) -> tuple[int, ...]:
+    return group[1]
 
 
 def _intro_event(
     person: int,
     choice: Choice,
     details: dict[int, Participant],
-    stats: dict[int, TopicStats],
+    stats: Mapping[int, TopicStats],
     cause: Envelope,
 ) -> IntroProposed:
     first, second = details[person], details[choice.partner_id]
@@ -455,7 +416,7 @@ async def _without_erased(uow: MatcherUnitOfWork, events: list[E]) -> list[E]:
     the erasure), and such people from block lists: nothing brings an erased person back."""
     refs = [((e.data.source, e.data.external_id), e.occurred_at) for e in events]
     refs += [((b.source, b.external_id), e.occurred_at) for e in events for b in _blocks(e)]
-    erased = await uow.erased_refs(refs)
+    erased = await uow.erasure.erased_refs(refs)
     if not erased:
         return events
     kept: list[E] = []

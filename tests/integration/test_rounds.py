@@ -11,7 +11,8 @@ import pytest
 
 from services.matcher.rounds import PoolSpec, RoundPolicy, Rounds
 from services.matcher.service import MatcherService, MatchingPolicy
-from services.matcher.store import MatcherStore, RoundRow
+from services.matcher.store import MatcherStore
+from services.matcher.store.rows import RoundRow
 from shared.events import EventBatch
 from tests.integration.test_matcher_constraints import likes, person
 
@@ -232,9 +233,9 @@ async def test_a_pool_on_a_schedule_gets_its_rounds_without_being_asked(
         "UPDATE matcher.pools SET next_round_at = now() - interval '1 minute' WHERE name = $1",
         f"p{run}",
     )
-    async with MatcherStore(pool).rounds() as uow:
-        assert await uow.schedule_due_rounds([11] * 64) >= 1
-        assert await uow.schedule_due_rounds([12] * 64) == 0  # moved on by a day: not due
+    async with MatcherStore(pool).unit_of_work() as uow:
+        assert await uow.rounds.schedule_due_rounds([11] * 64) >= 1
+        assert await uow.rounds.schedule_due_rounds([12] * 64) == 0  # moved on by a day: not due
     while await rounds.run_next():
         pass
     row = await pool.fetchrow(

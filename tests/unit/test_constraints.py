@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.matcher.availability import available
 from services.matcher.candidate_graph import build_candidate_graph
 from services.matcher.constraints import (
     Person,
     RuleLevel,
     Rules,
-    available,
     forbidden,
     preference_factor,
     waiting_bonus,

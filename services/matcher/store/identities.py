@@ -1,11 +1,12 @@
-"""Every SQL statement of identity resolution: identity profiles and match keys, merges and
-their undoing. Runs on the connection (and transaction) of a matcher unit of work."""
+"""Every SQL statement of identity resolution: which contact an identity is (created when new),
+identity profiles and match keys, merges and their undoing. Runs on the connection (and
+transaction) of a matcher unit of work (`uow.identities`); the rules are in
+`services/matcher/identity_keys.py`, the use case in `services/matcher/identity_resolution.py`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -13,42 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from services.matcher.scoring import pair_key
-
-Ref = tuple[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class IdentityProfile:
-    identity_id: int
-    profile: dict[str, Any]  # the identity's last ContactData, as JSON
-    profile_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class MergeRow:
-    id: UUID
-    survivor_id: int
-    absorbed_id: int
-    identity_ids: tuple[int, ...]
-    matched_on: str
-    proposal_ids: tuple[UUID, ...]
-    merged_at: datetime
-    undone_at: datetime | None
-    # same_source, verified_sources, or unrecorded (merged before reasons were kept).
-    reason: str = "unrecorded"
-    # The sources of the two identities that shared the key (survivor's side first).
-    sources: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class IdentityRow:
-    id: int
-    source: str
-    external_id: str
-    contact_id: int
-    opted_out: bool
-    profile: dict[str, Any] | None
-    profile_at: datetime | None
+from services.matcher.store.rows import IdentityProfile, IdentityRow, MergeRow, Ref, Resolved
 
 
 def _json(value: Any) -> Any:
@@ -85,6 +51,61 @@ def _identity(r: asyncpg.Record) -> IdentityRow:
 class IdentityRecords:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+
+    async def resolve_identities(self, refs: Iterable[Ref]) -> dict[Ref, int]:
+        """Map each (source, external_id) to its contact, creating a bare contact for new ones."""
+        return {ref: found.contact_id for ref, found in (await self.resolve(refs)).items()}
+
+    async def resolve(self, refs: Iterable[Ref]) -> dict[Ref, Resolved]:
+        """Each (source, external_id)'s contact and identity, creating a bare contact for new
+        ones."""
+        ordered = sorted(set(refs))
+        found = await self._identities(ordered)
+        missing = [ref for ref in ordered if ref not in found]
+        if not missing:
+            return found
+        # Only unknown identities draw contact ids, so ids stay dense (the candidate window's
+        # random pivot relies on that). A concurrent transaction creating the same identity
+        # makes this insert wait, then skip it; the read below picks up its contact.
+        created = await self._conn.fetchval(
+            """
+            WITH new_identity AS (
+                INSERT INTO matcher.identities (source, external_id, contact_id)
+                SELECT s, e, nextval('matcher.contacts_id_seq')
+                FROM unnest($1::text[], $2::text[]) AS t(s, e)
+                ORDER BY s, e
+                ON CONFLICT DO NOTHING
+                RETURNING contact_id
+            ), new_contact AS (
+                INSERT INTO matcher.contacts (id) SELECT contact_id FROM new_identity RETURNING id
+            )
+            SELECT count(*) FROM new_contact
+            """,
+            [r[0] for r in missing],
+            [r[1] for r in missing],
+        )
+        if created:
+            await self._conn.execute(
+                "UPDATE matcher.counters SET value = value + $1 WHERE name = 'contacts'", created
+            )
+        return found | await self._identities(missing)
+
+    async def _identities(self, refs: Sequence[Ref]) -> dict[Ref, Resolved]:
+        rows = await self._conn.fetch(
+            """
+            SELECT i.source, i.external_id, i.contact_id, i.id
+            FROM unnest($1::text[], $2::text[]) AS t(s, e)
+            CROSS JOIN LATERAL (
+                -- LIMIT keeps this a per-row index lookup: flattened into a join, a generic
+                -- plan could hash the whole table for a one-row batch.
+                SELECT source, external_id, contact_id, id FROM matcher.identities
+                WHERE source = t.s AND external_id = t.e LIMIT 1
+            ) AS i
+            """,
+            [r[0] for r in refs],
+            [r[1] for r in refs],
+        )
+        return {(r["source"], r["external_id"]): Resolved(r["contact_id"], r["id"]) for r in rows}
 
     async def lock_keys(self, digests: Iterable[bytes]) -> None:
         """Lock each key's row (created first if new), in digest order: of two transactions

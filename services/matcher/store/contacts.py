@@ -1,0 +1,284 @@
+"""Contacts: profiles, block lists, opt-out, who can be reached and who may take another
+introduction (read under row locks), and how each is presented in a proposal. Runs on the
+connection (and transaction) of a matcher unit of work (`uow.contacts`).
+
+The one SQL fragment for "reachable" and for "within the rolling week" live here, beside the
+Python rules they mirror (`services/matcher/availability.py`); `tests/unit/test_availability.py`
+holds the two side by side.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.matcher.store.rows import Availability, MemberRow, ProfileRow
+from shared.events import ChannelAddress, ChannelType, ContactRef, Participant
+
+
+def reachable(alias: str) -> str:
+    """SQL: the contact row `alias` can be reached and has not opted out
+    (`availability.reachable`)."""
+    return f"{alias}.deliverable AND NOT {alias}.opted_out"
+
+
+# SQL: the start of the rolling week the weekly caps count in (`availability.ROLLING_WEEK`).
+WEEK_AGO = "now() - interval '7 days'"
+# SQL: the contact row `c` is not snoozed (`availability.snoozed`).
+NOT_SNOOZED = "(c.snoozed_until IS NULL OR c.snoozed_until <= now())"
+# SQL: introductions of the contact row `c` within the rolling week (`Standing.recent_intros`).
+RECENT_INTROS = f"""(SELECT count(*) FROM matcher.proposal_participants pp
+                    WHERE pp.contact_id = c.id AND pp.created_at > {WEEK_AGO})"""  # noqa: S608 (constant fragments, no input)
+
+# Lock contact rows ($1, ids) in id order, so writers cannot deadlock. NO KEY UPDATE: exclusive
+# among writers like this one, yet compatible with the KEY SHARE locks this transaction's own
+# foreign keys (interests, participants) took.
+LOCK_CONTACTS = (
+    "SELECT 1 FROM matcher.contacts WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE"
+)
+
+
+class ContactRecords:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def update_profiles(self, rows: Sequence[ProfileRow], *, force: bool = False) -> set[int]:
+        """Apply contact details unless a newer version is stored (force: even then); return
+        contacts that just became reachable (they had no channel before and have one now)."""
+        ordered = sorted(rows, key=lambda r: r.contact_id)
+        ids = [r.contact_id for r in ordered]
+        unreachable_before = {
+            r["id"]
+            for r in await self._conn.fetch(
+                "SELECT id FROM matcher.contacts WHERE id = ANY($1::bigint[]) AND NOT deliverable",
+                ids,
+            )
+        }
+        updated = await self._conn.fetch(
+            """
+            UPDATE matcher.contacts AS c
+            SET name = u.name, organization = u.organization, timezone = u.timezone,
+                channels = u.channels::jsonb, deliverable = u.deliverable,
+                profile_at = u.profile_at, updated_at = now(),
+                tags = ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb)),
+                snoozed_until = u.snoozed_until
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[],
+                        $7::timestamptz[], $8::text[], $9::timestamptz[])
+                 AS u(id, name, organization, timezone, channels, deliverable, profile_at, tags,
+                      snoozed_until)
+            WHERE c.id = u.id
+              AND ($10 OR c.profile_at IS NULL OR c.profile_at <= u.profile_at)
+            RETURNING c.id, c.deliverable
+            """,
+            ids,
+            [r.name for r in ordered],
+            [r.organization for r in ordered],
+            [r.timezone for r in ordered],
+            [json.dumps([c.model_dump(mode="json") for c in r.channels]) for r in ordered],
+            [bool(r.channels) for r in ordered],
+            [r.profile_at for r in ordered],
+            [json.dumps(list(r.tags)) for r in ordered],
+            [r.snoozed_until for r in ordered],
+            force,
+        )
+        return {r["id"] for r in updated if r["deliverable"] and r["id"] in unreachable_before}
+
+    async def replace_blocks(self, blocks: dict[int, set[int]]) -> None:
+        """Set each listed contact's block list to exactly the given contacts."""
+        owners = sorted(blocks)
+        await self._conn.execute(
+            "DELETE FROM matcher.blocks WHERE contact_id = ANY($1::bigint[])", owners
+        )
+        pairs = sorted((owner, blocked) for owner in owners for blocked in blocks[owner])
+        await self._conn.execute(
+            """
+            INSERT INTO matcher.blocks (contact_id, blocked_id)
+            SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING
+            """,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+        )
+
+    async def population(self) -> int:
+        value: int = await self._conn.fetchval(
+            "SELECT value FROM matcher.counters WHERE name = 'contacts'"
+        )
+        return value
+
+    async def reachable(self, contact_ids: Iterable[int]) -> set[int]:
+        rows = await self._conn.fetch(
+            f"SELECT id FROM matcher.contacts c WHERE id = ANY($1::bigint[]) AND {reachable('c')}",  # noqa: S608 (constant fragments, no input)
+            list(set(contact_ids)),
+        )
+        return {r["id"] for r in rows}
+
+    async def participant_rows(self, contact_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Delivery details of each contact under its oldest identity, as plain JSON-ready
+        dicts (rounds serialise tens of thousands of them directly)."""
+        rows = await self._conn.fetch(
+            """
+            SELECT c.id, c.name, c.organization, c.timezone, c.channels, i.source, i.external_id
+            FROM matcher.contacts c
+            JOIN LATERAL (
+                SELECT source, external_id FROM matcher.identities
+                WHERE contact_id = c.id ORDER BY created_at, source, external_id LIMIT 1
+            ) AS i ON true
+            WHERE c.id = ANY($1::bigint[])
+            """,
+            list(set(contact_ids)),
+        )
+        return {
+            r["id"]: {
+                "source": r["source"],
+                "external_id": r["external_id"],
+                "name": r["name"],
+                "organization": r["organization"],
+                "timezone": r["timezone"],
+                "channels": [{"type": c["type"], "address": c["address"]} for c in r["channels"]],
+            }
+            for r in rows
+        }
+
+    async def participants(self, contact_ids: Iterable[int]) -> dict[int, Participant]:
+        """Delivery details of each contact, presented under its oldest identity."""
+        # Rows this store wrote from validated events: constructed, not validated again (email
+        # validation alone cost a third of a batch's time).
+        return {
+            contact_id: Participant.model_construct(
+                **(
+                    row
+                    | {
+                        "channels": [
+                            ChannelAddress.model_construct(
+                                type=ChannelType(c["type"]), address=c["address"]
+                            )
+                            for c in row["channels"]
+                        ]
+                    }
+                )
+            )
+            for contact_id, row in (await self.participant_rows(contact_ids)).items()
+        }
+
+    async def lock_availability(self, contact_ids: Iterable[int]) -> dict[int, Availability]:
+        """Lock the contacts (in id order, so writers cannot deadlock) and read, under the lock,
+        what decides whether they may get another introduction. Every proposal is written
+        after this, in the same transaction: two matchers cannot both see room under the cap."""
+        ids = sorted(set(contact_ids))
+        await self._conn.execute(LOCK_CONTACTS, ids)
+        # A separate statement: under READ COMMITTED it reads a snapshot taken after the locks
+        # were granted, so it sees what the previous holder committed.
+        rows = await self._conn.fetch(
+            f"""
+            SELECT c.id, c.opted_out, c.deliverable, c.snoozed_until, {RECENT_INTROS} AS recent
+            FROM matcher.contacts c WHERE c.id = ANY($1::bigint[])
+            """,  # noqa: S608 (constant fragments, no input)
+            ids,
+        )
+        return {
+            r["id"]: Availability(r["recent"], r["opted_out"], r["deliverable"], r["snoozed_until"])
+            for r in rows
+        }
+
+    async def recent_intro_counts(self, contact_ids: Iterable[int]) -> dict[int, int]:
+        rows = await self._conn.fetch(
+            f"""
+            SELECT c.id, {RECENT_INTROS} AS recent
+            FROM unnest($1::bigint[]) AS c(id)
+            """,  # noqa: S608 (constant fragments, no input)
+            list(set(contact_ids)),
+        )
+        return {r["id"]: r["recent"] for r in rows if r["recent"]}
+
+    async def blocks_of(self, contact_ids: Iterable[int]) -> dict[int, set[int]]:
+        """For each contact, everyone it blocks or is blocked by."""
+        ids = list(set(contact_ids))
+        rows = await self._conn.fetch(
+            """
+            SELECT contact_id AS person, blocked_id AS other FROM matcher.blocks
+            WHERE contact_id = ANY($1::bigint[])
+            UNION
+            SELECT blocked_id, contact_id FROM matcher.blocks WHERE blocked_id = ANY($1::bigint[])
+            """,
+            ids,
+        )
+        found: dict[int, set[int]] = {}
+        for r in rows:
+            found.setdefault(r["person"], set()).add(r["other"])
+        return found
+
+    async def constraint_profiles(
+        self, contact_ids: Iterable[int]
+    ) -> dict[int, tuple[str | None, str | None, datetime | None, bool]]:
+        """Organisation, time zone, snooze and opt-out of each contact."""
+        rows = await self._conn.fetch(
+            "SELECT id, organization, timezone, snoozed_until, opted_out FROM matcher.contacts "
+            "WHERE id = ANY($1::bigint[])",
+            list(set(contact_ids)),
+        )
+        return {
+            r["id"]: (r["organization"], r["timezone"], r["snoozed_until"], r["opted_out"])
+            for r in rows
+        }
+
+    async def opt_out(self, refs: Sequence[ContactRef]) -> None:
+        """The person opts out whole: their contact and every identity of it (so both sides
+        of a later unmerge stay out)."""
+        contact_ids = await self._conn.fetch(
+            """
+            UPDATE matcher.contacts AS c SET opted_out = true, updated_at = now()
+            FROM unnest($1::text[], $2::text[]) AS t(s, e)
+            JOIN matcher.identities i ON i.source = t.s AND i.external_id = t.e
+            WHERE c.id = i.contact_id
+            RETURNING c.id
+            """,
+            [r.source for r in refs],
+            [r.external_id for r in refs],
+        )
+        await self._conn.execute(
+            "UPDATE matcher.identities SET opted_out = true "
+            "WHERE contact_id = ANY($1::bigint[]) AND NOT opted_out",
+            sorted({r["id"] for r in contact_ids}),
+        )
+
+    # Erasure
+
+    async def pool_members(self, selector: dict[str, list[str]]) -> list[MemberRow]:
+        """Reachable, not opted-out contacts the pool's selector takes in (every listed
+        criterion must hold; within one, any value)."""
+        tags = selector.get("tags") or None
+        sources = selector.get("sources") or None
+        organizations = [o.casefold() for o in selector.get("organizations") or []] or None
+        rows = await self._conn.fetch(
+            f"""
+            SELECT c.id, c.organization, c.timezone, c.snoozed_until,
+                   -- the newest proposal: one backward step on (contact_id, created_at)
+                   (SELECT max(pp.created_at) FROM matcher.proposal_participants pp
+                    WHERE pp.contact_id = c.id) AS last_introduced_at
+            FROM matcher.contacts c
+            WHERE {reachable("c")}
+              AND ($1::text[] IS NULL OR c.tags && $1::text[])
+              AND ($2::text[] IS NULL OR EXISTS (
+                    SELECT 1 FROM matcher.identities i
+                    WHERE i.contact_id = c.id AND i.source = ANY($2::text[])))
+              AND ($3::text[] IS NULL OR lower(c.organization) = ANY($3::text[]))
+            ORDER BY c.id
+            """,  # noqa: S608 (constant fragments, no input)
+            tags,
+            sources,
+            organizations,
+        )
+        return [
+            MemberRow(
+                r["id"],
+                r["organization"],
+                r["timezone"],
+                r["snoozed_until"],
+                r["last_introduced_at"],
+            )
+            for r in rows
+        ]
