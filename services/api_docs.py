@@ -44,7 +44,7 @@ from services.ingest.ingress import REASON_HEADER, ROUTING_KEY_HEADER
 from services.ingest.schemas import ContactsBody, InterestsBody
 from services.matcher import handlers as matcher_handlers
 from services.matcher.routes import api as matcher_api
-from services.notifier import handlers as notifier_handlers
+from services.notifier import subscriptions as notifier_subscriptions
 from services.notifier.routes import api as notifier_api
 from services.notifier.routes import links as notifier_links
 from shared.api_keys import ApiKeyring
@@ -248,7 +248,7 @@ def _subscribe(register: Callable[..., None], broker: RabbitBroker) -> None:
 def _documented_broker() -> RabbitBroker:
     broker = RabbitBroker(DOCUMENTED_AMQP_URL)
     _subscribe(matcher_handlers.register, broker)
-    _subscribe(notifier_handlers.register, broker)
+    _subscribe(notifier_subscriptions.register, broker)
     _subscribe(ingest_handlers.register, broker)
     classes = event_classes()
     missing = sorted(set(classes) - set(EVENT_DOCS))

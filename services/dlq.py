@@ -348,8 +348,8 @@ class _DeliveryReplay:
         """`reset` (a new job was queued), `done` (nothing to send) or `republish` (the job
         itself goes back: its delivery is pending, or the body is unreadable, which the worker
         then parks again with its reason)."""
-        from services.notifier.scheduling import JobCause, run_now
-        from services.notifier.store import NotifierStore
+        from services.notifier.scheduling import JobCause, requeue_parked_job
+        from services.notifier.store.uow import NotifierStore
 
         try:
             jobs = [
@@ -363,15 +363,7 @@ class _DeliveryReplay:
         outcome = "done"
         async with NotifierStore(self._pool).unit_of_work() as uow:
             for job in jobs:
-                reset = await uow.reset_parked(job.data.delivery_id)
-                if reset is not None:
-                    await run_now(uow, reset.id, reset.generation, cause)
-                    outcome = "reset"
-                    continue
-                current = await uow.delivery(job.data.delivery_id)
-                pending = current is not None and current.status == "pending"
-                if pending and current is not None and current.generation == job.data.generation:
-                    await run_now(uow, current.id, current.generation, cause)
+                if await requeue_parked_job(uow, job.data, cause):
                     outcome = "reset"
         return outcome
 

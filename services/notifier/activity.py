@@ -2,10 +2,10 @@
 services/console/): introductions per week by state, one person's introductions and answers,
 deliveries parked or failed with the provider's last word, and a parked delivery's retry.
 
-Read-only statements live here rather than in services/notifier/store.py (the delivery path's
-own); a retry uses the store's own steps, as `roac deliveries retry` does
-(services/notifier/replay.py): the delivery is made pending with a fresh budget of attempts
-and its job queued through the outbox in the same transaction."""
+Read-only statements for the console live here rather than in services/notifier/store/ (the
+delivery path's own); a retry is the one `roac deliveries retry` makes
+(`scheduling.requeue_parked`): the delivery is made pending with a fresh budget of attempts and
+its job queued through the outbox in the same transaction."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from uuid import UUID
 
 import asyncpg
 
-from services.notifier.scheduling import JobCause, run_now
-from services.notifier.store import NotifierStore
+from services.notifier.scheduling import JobCause, requeue_parked
+from services.notifier.store.intros import SEATS_JSON_SQL
+from services.notifier.store.uow import NotifierStore
 
 STATES = ("asked", "accepted", "introduced", "declined", "expired", "failed")
 
@@ -65,20 +66,16 @@ class Activity:
         participant's answer."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                """
+                f"""
                 SELECT i.id, i.state, i.intro, i.created_at, i.updated_at,
-                       (SELECT json_agg(json_build_object(
-                            'source', s.source, 'external_id', s.external_id, 'role', s.role,
-                            'answer', s.answer, 'answered_at', s.answered_at)
-                            ORDER BY s.position)
-                        FROM notifier.intro_seats s WHERE s.intro_id = i.id) AS seats
+                       {SEATS_JSON_SQL} AS seats
                 FROM notifier.intros i
                 WHERE i.id IN (SELECT intro_id FROM notifier.intro_seats
                                WHERE source = $1 AND external_id = $2)
                   AND ($4::timestamptz IS NULL OR i.created_at < $4)
                 ORDER BY i.created_at DESC, i.id
                 LIMIT $3
-                """,
+                """,  # noqa: S608 - constant fragments
                 source,
                 external_id,
                 limit,
@@ -150,11 +147,10 @@ class Activity:
         retried: list[UUID] = []
         async with self._store.unit_of_work() as uow:
             if delivery_ids is None:
-                delivery_ids = [d.id for d in await uow.parked()]
+                delivery_ids = [d.id for d in await uow.deliveries.parked()]
             for delivery_id in delivery_ids:
-                reset = await uow.reset_parked(delivery_id)
+                reset = await requeue_parked(uow, delivery_id, cause)
                 if reset is not None:
-                    await run_now(uow, reset.id, reset.generation, cause)
                     retried.append(reset.id)
         return retried
 

@@ -26,7 +26,7 @@ from services.notifier.scheduling import JobCause, schedule
 from shared.events import ContactOptedOut, DeliveryKind, IntroData, OptOutData
 
 if TYPE_CHECKING:
-    from services.notifier.store import NotifierStore, NotifierUnitOfWork
+    from services.notifier.store.uow import NotifierStore, NotifierUnitOfWork
 
 log = logging.getLogger("roac.notifier")
 
@@ -78,7 +78,7 @@ class Answers:
         if isinstance(claim, AnswerResult):
             return claim
         async with self._store.unit_of_work() as uow:
-            if await uow.erased([(claim.source, claim.external_id)]):
+            if await uow.people.erased([(claim.source, claim.external_id)]):
                 return AnswerResult(Outcome.ERASED)
         return claim
 
@@ -98,13 +98,13 @@ class Answers:
 
     async def _answer(self, claim: LinkClaim, intro_id: UUID) -> AnswerResult:
         async with self._store.unit_of_work() as uow:
-            intro = await uow.lock_intro(intro_id)
+            intro = await uow.intros.lock(intro_id)
             # After the introduction's lock: an erasure naming them has committed or waits.
-            if await uow.erased([(claim.source, claim.external_id)]):
+            if await uow.people.erased([(claim.source, claim.external_id)]):
                 return AnswerResult(Outcome.ERASED)
             if intro is None:
                 return AnswerResult(Outcome.INVALID)
-            seats = await uow.seats(intro_id)
+            seats = await uow.intros.seats(intro_id)
             people = intro.intro.participants
             position = next(
                 (
@@ -144,11 +144,11 @@ class Answers:
     ) -> None:
         now = self._clock.now()
         # New asks (helpers after the seekers' yes) get the full time to answer.
-        await uow.save_step(
+        await uow.intros.save_step(
             intro_id, step.state, step.seats, now + self._ask_ttl if step.ask else None
         )
         if step.state in (optin.IntroState.DECLINED, optin.IntroState.EXPIRED):
-            await uow.cancel_pending(intro_id)
+            await uow.deliveries.cancel_pending(intro_id)
         cause = JobCause(correlation_id, None)
         if step.ask:
             await schedule(
@@ -170,12 +170,12 @@ class Answers:
         matcher is told (contact.opted_out.v1) so it proposes them no more."""
         async with self._store.unit_of_work() as uow:
             # Serialised with their erasure: after it, the tombstone is seen and nothing stored.
-            await uow.lock_person(claim.source, claim.external_id)
-            if await uow.erased([(claim.source, claim.external_id)]):
+            await uow.people.lock_person(claim.source, claim.external_id)
+            if await uow.people.erased([(claim.source, claim.external_id)]):
                 return AnswerResult(Outcome.ERASED)
-            first_time = await uow.opt_out(claim.source, claim.external_id)
+            first_time = await uow.people.opt_out(claim.source, claim.external_id)
             if first_time:
-                await uow.enqueue(
+                await uow.outbox.enqueue(
                     [
                         ContactOptedOut(
                             source="notifier",
@@ -199,8 +199,8 @@ class Answers:
         """The person's open asks count as a no, and nothing pending is sent to them (an
         unsubscribe, an opt-out or an erasure; the caller records which). With `only_with`,
         only in introductions that also include one of those people (a merge)."""
-        for intro_id in await uow.open_intros_of(source, external_id):
-            intro = await uow.lock_intro(intro_id)
+        for intro_id in await uow.intros.open_intros_of(source, external_id):
+            intro = await uow.intros.lock(intro_id)
             if intro is None:
                 continue
             people = intro.intro.participants
@@ -208,7 +208,7 @@ class Answers:
                 (p.source, p.external_id) in only_with for p in people
             ):
                 continue
-            seats = await uow.seats(intro_id)
+            seats = await uow.intros.seats(intro_id)
             positions = [
                 s.position
                 for s in seats
@@ -219,19 +219,19 @@ class Answers:
                 step = optin.decline(intro.state, seats, position)
                 if step.changed:
                     await self._apply(uow, intro_id, intro.intro, intro.correlation_id, step)
-            await uow.cancel_pending(intro_id, positions)
+            await uow.deliveries.cancel_pending(intro_id, positions)
 
     async def expire_due(self, limit: int = 100) -> int:
         """Expire introductions whose asks went unanswered; return how many."""
         expired = 0
         while True:
             async with self._store.unit_of_work() as uow:
-                due = await uow.lock_due_for_expiry(self._clock.now(), limit)
+                due = await uow.intros.lock_due_for_expiry(self._clock.now(), limit)
                 for intro_id in due:
-                    seats = await uow.seats(intro_id)
+                    seats = await uow.intros.seats(intro_id)
                     step = optin.expire(optin.IntroState.ASKED, seats)
-                    await uow.save_step(intro_id, step.state, step.seats, None)
-                    await uow.cancel_pending(intro_id)
+                    await uow.intros.save_step(intro_id, step.state, step.seats, None)
+                    await uow.deliveries.cancel_pending(intro_id)
             expired += len(due)
             metrics.ANSWERS.labels("expired").inc(len(due))
             if len(due) < limit:

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from services.notifier import handlers
+from services.notifier import subscriptions
 from services.notifier.activity import Activity
 from services.notifier.answers import Answers
 from services.notifier.channel_registry import build_channels, http_session
@@ -32,7 +32,8 @@ from services.notifier.rendering import MessageRenderer
 from services.notifier.resources import ResourceIntake
 from services.notifier.routes import api, links
 from services.notifier.smtp import SmtpSender
-from services.notifier.store import PRODUCER, NotifierStore
+from services.notifier.store.outbox import PRODUCER
+from services.notifier.store.uow import NotifierStore
 from shared import problems
 from shared.api_keys import ApiKeyMiddleware, ApiKeyring
 from shared.authorization import Forbidden, forbidden_problem
@@ -111,7 +112,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     )
     resources = ResourceIntake(store, quiet=quiet, clock=clock, deliver=worker.deliver_now)
     answers = Answers(store, keyring=keyring, ask_ttl=ask_ttl, quiet=quiet, clock=clock)
-    handlers.register(broker, proposals, resources, worker, PeopleRequests(store, answers))
+    subscriptions.register(broker, proposals, resources, worker, PeopleRequests(store, answers))
     relay = OutboxRelay(
         pool, EventPublisher(broker, "notifier"), PRODUCER, database_url=settings.database_url
     )

@@ -20,6 +20,10 @@ A crash between 1 and 3 leaves deliveries in flight; once older than
 ROAC_DELIVERY_IN_FLIGHT_SECONDS the reconciliation sweep (`run_reconciliation`, also run at
 start) takes them up per channel (services/notifier/in_flight.py): resent under the same key,
 resent once and counted as a possible duplicate, or parked. Never a whole group blindly.
+
+Every decision about one delivery (send, wait, cancel, retry, park, fall back, give up) is the
+lifecycle's (services/notifier/delivery_lifecycle.py, plain Python); this module reads, asks it,
+writes what it decided and sends. What a delivery sends: services/notifier/outgoing.py.
 """
 
 from __future__ import annotations
@@ -31,31 +35,37 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
+from services.notifier import delivery_lifecycle as lifecycle
 from services.notifier import metrics
 from services.notifier.channels.base import Channel, Outgoing, Sent
 from services.notifier.clock import Clock
-from services.notifier.delivery_policy import (
-    PermanentDeliveryError,
-    TransientDeliveryError,
-    delivery_id,
+from services.notifier.delivery_lifecycle import (
+    Failure,
+    IntroEffect,
+    Next,
+    Outcome,
+    RetryPolicy,
+    Status,
+    Transition,
+    Verdict,
 )
-from services.notifier.in_flight import Action, InFlight, UnkeyedPolicy, reconcile
-from services.notifier.links import LinkAction, LinkMaker
+from services.notifier.delivery_policy import PermanentDeliveryError, TransientDeliveryError
+from services.notifier.in_flight import Action, Decision, InFlight, UnkeyedPolicy
+from services.notifier.links import LinkMaker
 from services.notifier.optin import IntroState
-from services.notifier.planning import PlannedDelivery, QuietHours
+from services.notifier.outgoing import OutgoingMaker
+from services.notifier.planning import QuietHours
 from services.notifier.rate_limit import RateLimiter
-from services.notifier.rendering import Links, MessageRenderer, Rendered, Style, Trusted
-from services.notifier.retry_policy import retry_delay
+from services.notifier.rendering import MessageRenderer
 from services.notifier.scheduling import JobCause, park, run_later, run_now
-from services.notifier.store import IntroRecord, ProposalRecord, ResourceRecord
+from services.notifier.store.rows import DeliveryRecord, IntroRecord, ProposalRecord
 from shared.consumer import TRANSIENT_ERRORS
 from shared.errors import TransientError
 from shared.events import (
-    ChannelAddress,
     ChannelType,
     ContactRef,
     DeliveryData,
@@ -70,7 +80,9 @@ from shared.events import (
 from shared.metrics import EVENTS_CONSUMED
 
 if TYPE_CHECKING:
-    from services.notifier.store import DeliveryRecord, NotifierStore, NotifierUnitOfWork
+    from services.notifier.store.uow import NotifierStore, NotifierUnitOfWork
+
+__all__ = ["DeliveryWorker", "RetryPolicy"]
 
 log = logging.getLogger("roac.notifier")
 
@@ -81,13 +93,6 @@ RECONCILE_BATCH = 500
 # A job names its delivery's job cause; the reconciliation sweep has none (the proposal's
 # correlation id is used).
 Item = tuple[UUID, int, "JobCause | None"]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int
-    base_seconds: float
-    max_delay_seconds: float
 
 
 class DeliveryWorker:
@@ -117,18 +122,14 @@ class DeliveryWorker:
         of the bound by default)."""
         self._store = store
         self._channels = channels
-        self._renderer = renderer
-        self._links = links
-        self._retry = retry
-        self._quiet = quiet
+        self._outgoing = OutgoingMaker(renderer, links, clock)
+        self._policy = lifecycle.Policy(retry, quiet, in_flight_seconds, unkeyed)
         self._limiter = limiter
         self._clock = clock
         self._rng = rng or random.Random()
         self._group_size = group_size
         self._concurrency = asyncio.Semaphore(concurrent_groups)
-        self._in_flight_seconds = in_flight_seconds
         self._send_limit = max(1.0, in_flight_seconds / 2)
-        self._unkeyed = unkeyed
         self._result_retry = (
             in_flight_seconds / 3 if result_retry_seconds is None else result_retry_seconds
         )
@@ -159,11 +160,11 @@ class DeliveryWorker:
     async def reconcile_in_flight(self) -> int:
         """One reconciliation pass: deliveries in flight for longer than the bound (their
         sender died or gave up writing the result), and those whose results this process
-        holds; each goes through the usual attempt, where `in_flight.reconcile` decides.
-        Returns how many were taken up."""
-        before = self._clock.now() - timedelta(seconds=self._in_flight_seconds)
+        holds; each goes through the usual attempt, where the lifecycle decides. Returns how
+        many were taken up."""
+        before = self._clock.now() - timedelta(seconds=self._policy.in_flight_seconds)
         async with self._store.unit_of_work() as uow:
-            found = dict(await uow.orphaned_in_flight(before, RECONCILE_BATCH))
+            found = dict(await uow.deliveries.orphaned_in_flight(before, RECONCILE_BATCH))
         for attempt, _ in list(self._unrecorded.values()):
             found.setdefault(attempt.delivery.id, attempt.delivery.generation)
         if found:
@@ -173,7 +174,7 @@ class DeliveryWorker:
 
     async def run_reconciliation(self) -> None:
         """At start and then periodically (a quarter of the bound, between 1 and 15 s)."""
-        interval = max(1.0, min(15.0, self._in_flight_seconds / 4))
+        interval = max(1.0, min(15.0, self._policy.in_flight_seconds / 4))
         while True:
             try:
                 await self.reconcile_in_flight()
@@ -205,9 +206,11 @@ class DeliveryWorker:
         outcomes = await asyncio.gather(*(self._send(r) for r in ready), return_exceptions=True)
         await self._record_results(list(zip(ready, outcomes, strict=True)))
 
+    # 1. Claim
+
     async def _claim(self, items: Sequence[Item]) -> list[_Ready]:
         async with self._store.unit_of_work() as uow:
-            locked = await uow.lock_for_deliveries([item[0] for item in items])
+            locked = await uow.deliveries.lock_with_proposals([item[0] for item in items])
             ready: list[_Ready] = []
             seen: set[UUID] = set()
             for delivery_id, generation, cause in items:
@@ -216,9 +219,7 @@ class DeliveryWorker:
                     log.warning("job for unknown delivery %s dropped", delivery_id)
                     continue
                 if delivery_id in seen:
-                    metrics.DELIVERIES.labels(
-                        entry[1].channel, entry[1].kind.value, "duplicate"
-                    ).inc()
+                    _count(entry[1], "duplicate")
                     continue
                 seen.add(delivery_id)
                 cause = cause or JobCause(entry[0].correlation_id, None)
@@ -229,9 +230,109 @@ class DeliveryWorker:
                 (r.delivery.id, r.token, r.out.idempotency_key) for r in ready if r.known is None
             ]
             if claims:
-                await uow.mark_in_flight(claims, self._clock.now())
+                await uow.deliveries.mark_in_flight(claims, self._clock.now())
         # Committed: from here on a crash leaves each of these in flight, to be reconciled.
         return ready
+
+    async def _prepare(
+        self,
+        uow: NotifierUnitOfWork,
+        proposal: ProposalRecord,
+        delivery: DeliveryRecord,
+        opted_out: bool,
+        generation: int,
+        cause: JobCause,
+    ) -> _Ready | None:
+        """One locked delivery: the lifecycle says whether it is sent now
+        (`delivery_lifecycle.when_due`); what it decides instead is written here. None when
+        there is nothing to send now."""
+        people = [proposal.participants[p] for p in delivery.positions]
+        now = self._clock.now()
+        due = lifecycle.when_due(
+            delivery,
+            generation=generation,
+            in_flight=self._in_flight(delivery, now),
+            intro_state=proposal.state if isinstance(proposal, IntroRecord) else None,
+            opted_out=opted_out,
+            people=people,
+            configured=self._channels.keys(),
+            policy=self._policy,
+            now=now,
+        )
+        if due.verdict is Verdict.RECORD:
+            held, outcome = self._unrecorded.pop(delivery.id)
+            metrics.RECONCILED.labels(delivery.channel, "recorded").inc()
+            return replace(held, known=outcome)
+        if due.verdict in (Verdict.DUPLICATE, Verdict.IN_FLIGHT):
+            _count(delivery, due.verdict.value)
+            return None
+        delivery = due.delivery
+        if due.settled is not None:
+            await self._settle(uow, delivery, due.settled)
+        if due.change is not None:
+            await self._write(uow, proposal, delivery, people, due.change, cause)
+            return None
+        channel = ChannelType(delivery.channel)
+        sender = self._channels[channel]
+        out = self._outgoing.make(proposal, delivery, people, channel, *due.destination)
+        rate_key = sender.rate_key(out)
+        wait = 0.0
+        if rate_key is not None:
+            reserved = self._limiter.reserve(
+                rate_key, self._clock.monotonic(), MAX_INLINE_WAIT_SECONDS
+            )
+            if reserved is None:
+                later = self._limiter.next_free_in(rate_key, self._clock.monotonic())
+                change = lifecycle.reschedule(delivery, later, self._clock.now())
+                await self._write(uow, proposal, delivery, people, change, cause)
+                return None
+            wait = reserved
+        return _Ready(proposal, delivery, people, out, sender, rate_key, cause, wait)
+
+    def _in_flight(self, delivery: DeliveryRecord, now: datetime) -> InFlight | None:
+        if delivery.in_flight_token is None:
+            return None
+        since = delivery.in_flight_since
+        age = (now - since).total_seconds() if since is not None else math.inf
+        held = self._unrecorded.get(delivery.id)
+        known = held is not None and held[0].token == delivery.in_flight_token
+        return InFlight(age_seconds=age, resends=delivery.resends, outcome_known=known)
+
+    async def _settle(
+        self, uow: NotifierUnitOfWork, delivery: DeliveryRecord, decision: Decision
+    ) -> None:
+        """An orphaned attempt: recorded with an unknown outcome, then resent or parked."""
+        resend = decision.action is Action.RESEND
+        await uow.deliveries.settle_in_flight(
+            delivery.id, delivery.channel, decision.reason, resend
+        )
+        log.warning("delivery %s: %s", delivery.id, decision.reason)
+        metrics.RECONCILED.labels(delivery.channel, "resent" if resend else "parked").inc()
+        if decision.possible_duplicate:
+            metrics.POSSIBLE_DUPLICATES.labels(delivery.channel).inc()
+
+    # 2. Send
+
+    async def _send(self, ready: _Ready) -> Sent:
+        if ready.known is not None:
+            # Sent before, its result held: recorded now, nothing sent again.
+            if isinstance(ready.known, BaseException):
+                raise ready.known
+            return ready.known
+        if ready.wait > 0:
+            await self._clock.sleep(ready.wait)
+        started = time.perf_counter()
+        try:
+            # Cut off well within the in-flight bound: no live attempt is ever mistaken for an
+            # orphaned one.
+            async with asyncio.timeout(self._send_limit):
+                return await ready.sender.send(ready.out)
+        except TimeoutError as exc:
+            raise TransientDeliveryError(f"no answer within {self._send_limit:g} s") from exc
+        finally:
+            ready.seconds = time.perf_counter() - started
+
+    # 3. Result
 
     async def _record_results(self, results: list[tuple[_Ready, Sent | BaseException]]) -> None:
         """Write the group's results in one transaction, retrying through a database outage
@@ -267,23 +368,26 @@ class DeliveryWorker:
                 break
         # Committed. What follows only informs.
         for r, outcome in sent:
-            metrics.SEND_SECONDS.labels(r.out.channel.value).observe(r.seconds)
-            metrics.DELIVERIES.labels(r.delivery.channel, r.delivery.kind.value, "sent").inc()
-            metrics.ATTEMPTS.labels(r.delivery.channel, "sent").observe(r.delivery.attempts + 1)
-            metrics.PROPOSAL_TO_DELIVERY_SECONDS.labels(r.delivery.kind.value).observe(
-                (self._clock.now() - r.proposal.proposed_at).total_seconds()
-            )
-            # The pipeline's latency objective is about introductions (a resource's
-            # proposal-to-delivery time is observed above, by kind).
-            if isinstance(r.proposal, IntroRecord):
-                intro = r.proposal
-                first_message = r.delivery.kind is DeliveryKind.ASK or intro.mode == "direct"
-                if first_message and intro.intro.triggered_at is not None:
-                    metrics.INGEST_TO_FIRST_MESSAGE_SECONDS.observe(
-                        (self._clock.now() - intro.intro.triggered_at).total_seconds()
-                    )
+            self._observe_sent(r)
             if outcome.hold_for and r.rate_key is not None:
                 self._limiter.hold_until(r.rate_key, self._clock.monotonic() + outcome.hold_for)
+
+    def _observe_sent(self, r: _Ready) -> None:
+        metrics.SEND_SECONDS.labels(r.out.channel.value).observe(r.seconds)
+        _count(r.delivery, "sent")
+        metrics.ATTEMPTS.labels(r.delivery.channel, "sent").observe(r.delivery.attempts + 1)
+        metrics.PROPOSAL_TO_DELIVERY_SECONDS.labels(r.delivery.kind.value).observe(
+            (self._clock.now() - r.proposal.proposed_at).total_seconds()
+        )
+        # The pipeline's latency objective is about introductions (a resource's
+        # proposal-to-delivery time is observed above, by kind).
+        if isinstance(r.proposal, IntroRecord):
+            intro = r.proposal
+            first_message = r.delivery.kind is DeliveryKind.ASK or intro.mode == "direct"
+            if first_message and intro.intro.triggered_at is not None:
+                metrics.INGEST_TO_FIRST_MESSAGE_SECONDS.observe(
+                    (self._clock.now() - intro.intro.triggered_at).total_seconds()
+                )
 
     def _hold(self, results: Sequence[tuple[_Ready, Sent | BaseException]]) -> None:
         for r, outcome in results:
@@ -292,14 +396,14 @@ class DeliveryWorker:
     async def _write_results(
         self, results: Sequence[tuple[_Ready, Sent | BaseException]]
     ) -> list[tuple[_Ready, Sent]]:
-        """One transaction (committed without waiting for the disk: see the store's
+        """One transaction (committed without waiting for the disk: see the unit of work's
         `commit_without_waiting_for_disk`): introductions locked first (the lock order),
         successes in three statements, failures one by one (rare). Returns the successes
         recorded as sent."""
         async with self._store.unit_of_work() as uow:
             # Durable claims, then results whose loss in a host crash only means reconciling.
             await uow.commit_without_waiting_for_disk()
-            await uow.lock_intros(
+            await uow.intros.lock_many(
                 r.proposal.id for r, _ in results if isinstance(r.proposal, IntroRecord)
             )
             sent = [(r, o) for r, o in results if isinstance(o, Sent)]
@@ -311,269 +415,6 @@ class DeliveryWorker:
             self._unrecorded.pop(r.delivery.id, None)
         return recorded
 
-    async def _send(self, ready: _Ready) -> Sent:
-        if ready.known is not None:
-            # Sent before, its result held: recorded now, nothing sent again.
-            if isinstance(ready.known, BaseException):
-                raise ready.known
-            return ready.known
-        if ready.wait > 0:
-            await self._clock.sleep(ready.wait)
-        started = time.perf_counter()
-        try:
-            # Cut off well within the in-flight bound: no live attempt is ever mistaken for an
-            # orphaned one.
-            async with asyncio.timeout(self._send_limit):
-                return await ready.sender.send(ready.out)
-        except TimeoutError as exc:
-            raise TransientDeliveryError(f"no answer within {self._send_limit:g} s") from exc
-        finally:
-            ready.seconds = time.perf_counter() - started
-
-    async def _prepare(
-        self,
-        uow: NotifierUnitOfWork,
-        proposal: ProposalRecord,
-        delivery: DeliveryRecord,
-        opted_out: bool,
-        generation: int,
-        cause: JobCause,
-    ) -> _Ready | None:
-        """Check one locked delivery; None when there is nothing to send now (a stale or
-        repeated job, a send in flight, a closed introduction, an opted-out person, a wait for
-        quiet hours or pacing, no channel left): each of those is recorded here. A delivery
-        left in flight is reconciled first (services/notifier/in_flight.py)."""
-        channel_type = ChannelType(delivery.channel)
-        decision = reconcile(
-            channel_type,
-            self._in_flight(delivery),
-            bound_seconds=self._in_flight_seconds,
-            unkeyed=self._unkeyed,
-        )
-        if decision.action is Action.RECORD:
-            held, outcome = self._unrecorded.pop(delivery.id)
-            metrics.RECONCILED.labels(delivery.channel, "recorded").inc()
-            return replace(held, known=outcome)
-        if delivery.status != "pending" or delivery.generation != generation:
-            metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "duplicate").inc()
-            return None
-        if decision.action is Action.WAIT:
-            metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "in_flight").inc()
-            return None
-        if decision.action is not Action.SEND:
-            # Orphaned in flight: its outcome is unknown, recorded as such.
-            resend = decision.action is Action.RESEND
-            await uow.settle_in_flight(delivery.id, delivery.channel, decision.reason, resend)
-            delivery = replace(
-                delivery,
-                attempts=delivery.attempts + 1,
-                resends=delivery.resends + resend,
-                in_flight_since=None,
-                in_flight_token=None,
-            )
-            log.warning("delivery %s: %s", delivery.id, decision.reason)
-            if not resend:
-                metrics.RECONCILED.labels(delivery.channel, "parked").inc()
-                people = [proposal.participants[p] for p in delivery.positions]
-                await self._park(uow, delivery, people, delivery.attempts, decision.reason, cause)
-                return None
-            metrics.RECONCILED.labels(delivery.channel, "resent").inc()
-            if decision.possible_duplicate:
-                metrics.POSSIBLE_DUPLICATES.labels(delivery.channel).inc()
-        if isinstance(proposal, IntroRecord):
-            wanted = IntroState.ASKED if delivery.kind is DeliveryKind.ASK else IntroState.ACCEPTED
-            if proposal.state is not wanted:
-                await self._close(uow, delivery, "cancelled")
-                return None
-        if opted_out:
-            await self._close(uow, delivery, "suppressed")
-            return None
-        people = [proposal.participants[p] for p in delivery.positions]
-        now = self._clock.now()
-        due = max(delivery.not_before, self._quiet.earliest(now, people[0].timezone))
-        if due > now:
-            await self._reschedule(uow, delivery, (due - now).total_seconds(), cause)
-            return None
-        target = self._target(delivery, people)
-        if target is None:
-            await self._give_up(uow, proposal, delivery, "no channel left to try", cause)
-            return None
-        address, group = target
-        channel = ChannelType(delivery.channel)
-        sender = self._channels.get(channel)
-        if sender is None:
-            await self._permanent(
-                uow, proposal, delivery, people, f"{channel.value} is not set up", cause
-            )
-            return None
-        if isinstance(proposal, ResourceRecord):
-            out = self._resource_outgoing(proposal, delivery, channel, address)
-        else:
-            out = self._outgoing(proposal, delivery, people, channel, address, group)
-        rate_key = sender.rate_key(out)
-        wait = 0.0
-        if rate_key is not None:
-            reserved = self._limiter.reserve(
-                rate_key, self._clock.monotonic(), MAX_INLINE_WAIT_SECONDS
-            )
-            if reserved is None:
-                later = self._limiter.next_free_in(rate_key, self._clock.monotonic())
-                await self._reschedule(uow, delivery, later, cause)
-                return None
-            wait = reserved
-        return _Ready(proposal, delivery, people, out, sender, rate_key, cause, wait)
-
-    def _in_flight(self, delivery: DeliveryRecord) -> InFlight | None:
-        if delivery.in_flight_token is None:
-            return None
-        since = delivery.in_flight_since
-        age = (self._clock.now() - since).total_seconds() if since is not None else math.inf
-        held = self._unrecorded.get(delivery.id)
-        known = held is not None and held[0].token == delivery.in_flight_token
-        return InFlight(age_seconds=age, resends=delivery.resends, outcome_known=known)
-
-    async def _record_failure(
-        self, uow: NotifierUnitOfWork, ready: _Ready, error: BaseException
-    ) -> None:
-        if not isinstance(error, PermanentDeliveryError | TransientDeliveryError):
-            # A bug in a channel must not undo the others' successes: retried, and logged.
-            log.error("delivery %s failed unexpectedly", ready.delivery.id, exc_info=error)
-            error = TransientDeliveryError(f"unexpected {type(error).__name__}")
-        delivery = await uow.release_claim(ready.delivery.id, ready.token)
-        if delivery is None:
-            return  # reconciled meanwhile: the claim is no longer this attempt's
-        outcome = "permanent" if isinstance(error, PermanentDeliveryError) else "transient"
-        await uow.record_attempt(delivery.id, delivery.channel, outcome, str(error)[:500])
-        if delivery.status != "pending":
-            return  # closed while in flight (declined, opted out, erased): nothing follows
-        ready = replace(ready, delivery=delivery)
-        if isinstance(error, PermanentDeliveryError):
-            await self._permanent(
-                uow, ready.proposal, delivery, ready.people, str(error), ready.cause
-            )
-        else:
-            await self._transient(uow, delivery, ready.people, error, ready.cause)
-
-    def _target(
-        self, delivery: DeliveryRecord, people: list[Participant]
-    ) -> tuple[str, tuple[str, ...]] | None:
-        """The address to send to on the delivery's current channel (and the Slack group)."""
-        if len(people) > 1:
-            ids = tuple(_first_of(p.channels, ChannelType.SLACK) for p in people)
-            if any(i is None for i in ids):
-                return None
-            members = tuple(i for i in ids if i is not None)
-            return members[0], members
-        channels = people[0].channels
-        if delivery.channel_index >= len(channels):
-            return None
-        return channels[delivery.channel_index].address, ()
-
-    def _outgoing(
-        self,
-        intro: IntroRecord,
-        delivery: DeliveryRecord,
-        people: list[Participant],
-        channel: ChannelType,
-        address: str,
-        group: tuple[str, ...],
-    ) -> Outgoing:
-        person = people[0]
-        now = self._clock.now().timestamp()
-        asks_end = intro.asked_until.timestamp() if intro.asked_until else now
-        unsubscribe = (
-            "" if group else self._links.unsubscribe(person.source, person.external_id, now)
-        )
-        links = Links(
-            accept=Trusted(
-                self._links.answer(
-                    LinkAction.ACCEPT, intro.id, person.source, person.external_id, asks_end
-                )
-            )
-            if delivery.kind is DeliveryKind.ASK
-            else None,
-            decline=Trusted(
-                self._links.answer(
-                    LinkAction.DECLINE, intro.id, person.source, person.external_id, asks_end
-                )
-            )
-            if delivery.kind is DeliveryKind.ASK
-            else None,
-            unsubscribe=Trusted(unsubscribe),
-        )
-        rendered = self._renderer.render(delivery.kind, intro.intro, delivery.positions, links)
-        payload = {
-            "version": 1,
-            "type": f"roac.{delivery.kind.value}",
-            "delivery_id": str(delivery.id),
-            "proposal_id": str(intro.id),
-            "recipient": {
-                "source": person.source,
-                "external_id": person.external_id,
-                "name": person.name,
-            },
-            "subject": rendered.subject,
-            "text": rendered.chat[Style.PLAIN],
-            "topics": [t.topic for t in intro.intro.topics],
-            "links": {
-                "accept": links.accept,
-                "decline": links.decline,
-                "unsubscribe": links.unsubscribe or None,
-            },
-        }
-        if delivery.kind is DeliveryKind.INTRO:
-            payload["participants"] = [
-                {
-                    "source": p.source,
-                    "external_id": p.external_id,
-                    "name": p.name,
-                    "organization": p.organization,
-                }
-                for p in intro.intro.participants
-            ]
-        return Outgoing(
-            delivery_id=delivery.id,
-            idempotency_key=f"{delivery.id}.{delivery.channel_index}",
-            proposal_id=intro.id,
-            kind=delivery.kind,
-            channel=channel,
-            address=address,
-            rendered=rendered,
-            unsubscribe_url=unsubscribe,
-            to_name=person.name,
-            group=group,
-            payload=payload,
-        )
-
-    def _resource_outgoing(
-        self,
-        proposal: ResourceRecord,
-        delivery: DeliveryRecord,
-        channel: ChannelType,
-        address: str,
-    ) -> Outgoing:
-        """A resource for its one recipient: no answer links, the unsubscribe link as always."""
-        resource = proposal.resource
-        person = resource.recipient
-        unsubscribe = self._links.unsubscribe(
-            person.source, person.external_id, self._clock.now().timestamp()
-        )
-        rendered = self._renderer.render_resource(
-            resource, Links(accept=None, decline=None, unsubscribe=Trusted(unsubscribe))
-        )
-        return Outgoing(
-            delivery_id=delivery.id,
-            idempotency_key=f"{delivery.id}.{delivery.channel_index}",
-            proposal_id=proposal.id,
-            kind=delivery.kind,
-            channel=channel,
-            address=address,
-            rendered=rendered,
-            unsubscribe_url=unsubscribe,
-            to_name=person.name,
-            payload=_resource_payload(proposal, delivery, rendered, unsubscribe),
-        )
-
     async def _record_sent(
         self, uow: NotifierUnitOfWork, sent: Sequence[tuple[_Ready, Sent]]
     ) -> list[tuple[_Ready, Sent]]:
@@ -583,7 +424,7 @@ class DeliveryWorker:
         if not sent:
             return []
         # The key the provider may deduplicate on (the email's Message-ID derives from it).
-        statuses = await uow.mark_sent(
+        statuses = await uow.deliveries.mark_sent(
             [
                 (
                     r.delivery.id,
@@ -595,10 +436,10 @@ class DeliveryWorker:
                 for r, _ in sent
             ]
         )
-        sent = [(r, o) for r, o in sent if statuses.get(r.delivery.id) == "sent"]
+        sent = [(r, o) for r, o in sent if statuses.get(r.delivery.id) == Status.SENT]
         if not sent:
             return []
-        await uow.enqueue(
+        await uow.outbox.enqueue(
             [
                 DeliverySucceeded(
                     source="notifier",
@@ -614,211 +455,97 @@ class DeliveryWorker:
         )
         introduced = {r.proposal.id for r, _ in sent if r.delivery.kind is DeliveryKind.INTRO}
         if introduced:
-            await uow.finish_if_delivered(introduced)
+            await uow.intros.finish_if_delivered(introduced)
         return list(sent)
 
-    async def _transient(
-        self,
-        uow: NotifierUnitOfWork,
-        delivery: DeliveryRecord,
-        people: list[Participant],
-        exc: TransientDeliveryError,
-        cause: JobCause,
+    async def _record_failure(
+        self, uow: NotifierUnitOfWork, ready: _Ready, error: BaseException
     ) -> None:
-        attempts = delivery.attempts + 1
-        generation = delivery.generation + 1
-        if attempts >= self._retry.max_attempts:
-            reason = f"gave up after {attempts} attempts: {exc}"
-            await self._park(uow, delivery, people, attempts, reason, cause)
-            return
-        wait = retry_delay(
-            attempts,
-            base=self._retry.base_seconds,
-            cap=self._retry.max_delay_seconds,
-            retry_after=exc.retry_after,
+        failure = lifecycle.classify(error)
+        if failure is not error:
+            # A bug in a channel must not undo the others' successes: retried, and logged.
+            log.error("delivery %s failed unexpectedly", ready.delivery.id, exc_info=error)
+        delivery = await uow.deliveries.release_claim(ready.delivery.id, ready.token)
+        if delivery is None:
+            return  # reconciled meanwhile: the claim is no longer this attempt's
+        outcome = "permanent" if isinstance(failure, PermanentDeliveryError) else "transient"
+        await uow.deliveries.record_attempt(
+            delivery.id, delivery.channel, outcome, str(failure)[:500]
+        )
+        change = lifecycle.after_failure(
+            delivery,
+            failure,
+            people=ready.people,
+            retry=self._policy.retry,
+            now=self._clock.now(),
             rng=self._rng,
         )
-        await uow.save_delivery(
-            replace(
-                delivery,
-                status="pending",
-                attempts=attempts,
-                generation=generation,
-                not_before=self._clock.now() + _seconds(wait),
-            ),
-            error=str(exc)[:500],
-        )
-        await run_later(uow, delivery.id, generation, wait, cause)
-        metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "retried").inc()
+        if change is not None:
+            await self._write(uow, ready.proposal, delivery, ready.people, change, ready.cause)
 
-    async def _park(
-        self,
-        uow: NotifierUnitOfWork,
-        delivery: DeliveryRecord,
-        people: list[Participant],
-        attempts: int,
-        reason: str,
-        cause: JobCause,
-    ) -> None:
-        """Into the dead-letter queue, where `roac deliveries retry` finds it."""
-        generation = delivery.generation + 1
-        await uow.save_delivery(
-            replace(delivery, status="parked", attempts=attempts, generation=generation),
-            error=reason[:500],
-        )
-        await park(uow, delivery.id, generation, reason, cause)
-        await self._failed_events(
-            uow, delivery, people, attempts, reason, permanent=False, cause=cause
-        )
-        metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "parked").inc()
-        metrics.ATTEMPTS.labels(delivery.channel, "parked").observe(attempts)
-        log.warning("delivery %s parked: %s", delivery.id, reason)
+    # Writing what the lifecycle decided
 
-    async def _permanent(
+    async def _write(
         self,
         uow: NotifierUnitOfWork,
         proposal: ProposalRecord,
         delivery: DeliveryRecord,
         people: list[Participant],
-        reason: str,
+        change: Transition,
         cause: JobCause,
     ) -> None:
-        """Try the next channel: the person's next one, or each member's own after a group DM."""
-        if len(people) > 1:
-            fallbacks = [
-                PlannedDelivery(
-                    id=_individual_id(delivery, person),
-                    proposal_id=delivery.proposal_id,
-                    kind=delivery.kind,
-                    positions=(position,),
-                    recipient_source=person.source,
-                    recipient_external_id=person.external_id,
-                    channel=person.channels[1].type,
-                    not_before=self._clock.now(),
-                    channel_index=1,
-                )
-                for position, person in zip(delivery.positions, people, strict=True)
-                if len(person.channels) > 1
-            ]
-            await self._close(uow, delivery, "failed", reason)
-            new = await uow.insert_deliveries(fallbacks)
+        """The row, the job that follows, a group DM's fallbacks, the failure events and the
+        introduction's change, in the caller's transaction; then the metrics."""
+        if change.row is not None:
+            await uow.deliveries.save(change.row, error=change.reason)
+            row = change.row
+            if change.next is Next.NOW:
+                await run_now(uow, row.id, row.generation, cause)
+            elif change.next is Next.LATER:
+                await run_later(uow, row.id, row.generation, change.wait, cause)
+            elif change.next is Next.PARK:
+                await park(uow, row.id, row.generation, change.reason or "", cause)
+        if change.fallbacks:
+            new = await uow.deliveries.insert(change.fallbacks)
             for delivery_id in new:
                 await run_now(uow, delivery_id, 0, cause)
             if not new:
-                await self._failed_events(
-                    uow, delivery, people, delivery.attempts + 1, reason, True, cause
-                )
-                await self._maybe_finish(uow, proposal)
-            return
-        channels = people[0].channels
-        next_index = delivery.channel_index + 1
-        if next_index < len(channels):
-            generation = delivery.generation + 1
-            await uow.save_delivery(
-                replace(
-                    delivery,
-                    status="pending",
-                    attempts=0,
-                    channel=channels[next_index].type.value,
-                    channel_index=next_index,
-                    generation=generation,
-                    not_before=self._clock.now(),
-                ),
-                error=reason[:500],
-            )
-            await run_now(uow, delivery.id, generation, cause)
-            metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "fallback").inc()
-            return
-        await self._give_up(uow, proposal, delivery, reason, cause, people)
-
-    async def _give_up(
-        self,
-        uow: NotifierUnitOfWork,
-        proposal: ProposalRecord,
-        delivery: DeliveryRecord,
-        reason: str,
-        cause: JobCause,
-        people: list[Participant] | None = None,
-    ) -> None:
-        people = people or [proposal.participants[p] for p in delivery.positions]
-        attempts = delivery.attempts + 1
-        await self._close(uow, delivery, "failed", reason)
-        await self._failed_events(
-            uow, delivery, people, attempts, reason, permanent=True, cause=cause
-        )
-        metrics.ATTEMPTS.labels(delivery.channel, "failed").observe(attempts)
-        if delivery.kind is DeliveryKind.ASK:
+                reason = change.reason or ""
+                failed = lifecycle.group_failed(delivery, reason)
+                await self._write(uow, proposal, delivery, people, failed, cause)
+        if change.failure is not None:
+            await self._failed_events(uow, delivery, people, change.failure, cause)
+        if change.intro is IntroEffect.FAIL:
             # Someone cannot be asked: the introduction cannot happen.
-            await uow.set_intro_state(proposal.id, IntroState.FAILED)
-            await uow.cancel_pending(proposal.id)
-        else:
-            await self._maybe_finish(uow, proposal)
-        log.warning("delivery %s failed: %s", delivery.id, reason)
-
-    async def _maybe_finish(self, uow: NotifierUnitOfWork, proposal: ProposalRecord) -> None:
-        if isinstance(proposal, IntroRecord):
-            await uow.finish_if_delivered({proposal.id})
+            await uow.intros.set_state(proposal.id, IntroState.FAILED)
+            await uow.deliveries.cancel_pending(proposal.id)
+        elif change.intro is IntroEffect.FINISH and isinstance(proposal, IntroRecord):
+            await uow.intros.finish_if_delivered({proposal.id})
+        _observe(delivery, change)
 
     async def _failed_events(
         self,
         uow: NotifierUnitOfWork,
         delivery: DeliveryRecord,
         people: list[Participant],
-        attempts: int,
-        reason: str,
-        permanent: bool,
+        failure: Failure,
         cause: JobCause,
     ) -> None:
-        await uow.enqueue(
+        await uow.outbox.enqueue(
             [
                 DeliveryFailed(
                     source="notifier",
                     correlation_id=cause.correlation_id,
                     causation_id=cause.causation_id,
                     data=DeliveryFailureData(
-                        **_delivery_fields(delivery, person, attempts),
-                        reason=reason[:500],
-                        permanent=permanent,
+                        **_delivery_fields(delivery, person, failure.attempts),
+                        reason=failure.reason[:500],
+                        permanent=failure.permanent,
                     ),
                 )
                 for person in people
             ]
         )
-        if permanent:
-            metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "failed").inc()
-
-    async def _reschedule(
-        self, uow: NotifierUnitOfWork, delivery: DeliveryRecord, wait: float, cause: JobCause
-    ) -> None:
-        generation = delivery.generation + 1
-        await uow.save_delivery(
-            replace(
-                delivery,
-                status="pending",
-                generation=generation,
-                not_before=self._clock.now() + _seconds(wait),
-            )
-        )
-        await run_later(uow, delivery.id, generation, wait, cause)
-        metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, "rescheduled").inc()
-
-    async def _close(
-        self,
-        uow: NotifierUnitOfWork,
-        delivery: DeliveryRecord,
-        status: str,
-        reason: str | None = None,
-    ) -> None:
-        await uow.save_delivery(
-            replace(
-                delivery,
-                status=status,
-                attempts=delivery.attempts + (1 if status == "failed" else 0),
-            ),
-            error=reason[:500] if reason else None,
-        )
-        if status in ("cancelled", "suppressed"):
-            metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, status).inc()
 
 
 @dataclass
@@ -840,43 +567,28 @@ class _Ready:
     known: Sent | BaseException | None = None
 
 
-def _resource_payload(
-    proposal: ResourceRecord, delivery: DeliveryRecord, rendered: Rendered, unsubscribe: str
-) -> dict[str, object]:
-    """The generic webhook's JSON for a resource (docs/notifier.md)."""
-    resource = proposal.resource
-    person = resource.recipient
-    return {
-        "version": 1,
-        "type": f"roac.{delivery.kind.value}",
-        "delivery_id": str(delivery.id),
-        "proposal_id": str(proposal.id),
-        "recipient": {
-            "source": person.source,
-            "external_id": person.external_id,
-            "name": person.name,
-        },
-        "subject": rendered.subject,
-        "text": rendered.chat[Style.PLAIN],
-        "topics": list(resource.topics),
-        "links": {"accept": None, "decline": None, "unsubscribe": unsubscribe},
-        "resource": {
-            "id": str(resource.resource_id),
-            "url": resource.url,
-            "title": resource.title,
-            "reason": resource.reason,
-        },
-    }
+# roac_notifier_deliveries_total's outcome label of each transition (None: not counted; a
+# refused group DM is counted by what follows for its members).
+_LABELS: dict[Outcome, str | None] = {
+    Outcome.GROUP_FALLBACK: None,
+    Outcome.GROUP_FAILED: "failed",
+}
 
 
-def _first_of(channels: list[ChannelAddress], kind: ChannelType) -> str | None:
-    return next((c.address for c in channels if c.type is kind), None)
+def _count(delivery: DeliveryRecord, label: str) -> None:
+    metrics.DELIVERIES.labels(delivery.channel, delivery.kind.value, label).inc()
 
 
-def _individual_id(delivery: DeliveryRecord, person: Participant) -> UUID:
-    return delivery_id(
-        delivery.proposal_id, delivery.kind.value, f"{person.source}/{person.external_id}"
-    )
+def _observe(delivery: DeliveryRecord, change: Transition) -> None:
+    """Metrics and the log line of a transition, by the delivery as it was before it."""
+    label = _LABELS.get(change.outcome, change.outcome.value)
+    if label is not None:
+        _count(delivery, label)
+    if change.outcome in (Outcome.PARKED, Outcome.FAILED) and change.failure is not None:
+        metrics.ATTEMPTS.labels(delivery.channel, change.outcome.value).observe(
+            change.failure.attempts
+        )
+        log.warning("delivery %s %s: %s", delivery.id, change.outcome.value, change.reason)
 
 
 def _delivery_fields(
@@ -890,7 +602,3 @@ def _delivery_fields(
         "attempts": max(1, attempts),
         "kind": delivery.kind,
     }
-
-
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)

@@ -45,6 +45,9 @@ class Role(StrEnum):
 
 
 OPEN_ANSWERS = frozenset({Answer.WAITING, Answer.ASKED})
+# An introduction under way (asking, or being delivered): what a person's withdrawal or erasure
+# closes (the stores' SQL uses this tuple: services/notifier/store/rules.py).
+OPEN_STATES = (IntroState.ASKED, IntroState.ACCEPTED)
 
 
 @dataclass(frozen=True)

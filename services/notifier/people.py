@@ -10,7 +10,7 @@ from shared.metrics import EVENTS_CONSUMED
 
 if TYPE_CHECKING:
     from services.notifier.answers import Answers
-    from services.notifier.store import NotifierStore
+    from services.notifier.store.uow import NotifierStore
 
 
 class PeopleRequests:
@@ -23,17 +23,17 @@ class PeopleRequests:
         for event in batch.events:
             ref = (event.data.source, event.data.external_id)  # type: ignore[union-attr]
             async with self._store.unit_of_work() as uow:
-                await uow.lock_person(*ref)
+                await uow.people.lock_person(*ref)
                 if isinstance(event, ContactOptedOut):
-                    if await uow.erased([ref]):
+                    if await uow.people.erased([ref]):
                         continue  # storing the opt-out would store the erased person's id
                     # Stored so that deliveries not sent yet and proposals still to come
                     # (the matcher may have proposed them before it heard) send nothing.
-                    await uow.opt_out(*ref)
+                    await uow.people.opt_out(*ref)
                     await self._answers.withdraw(uow, *ref)
                 elif isinstance(event, ContactErased):
                     await self._answers.withdraw(uow, *ref)
-                    await uow.erase(*ref, erased_at=event.occurred_at)
+                    await uow.people.erase(*ref, erased_at=event.occurred_at)
                 else:
                     raise ValueError(f"the notifier does not handle {event.type} here")
         EVENTS_CONSUMED.labels("notifier", batch.type, "processed").inc(len(batch.events))

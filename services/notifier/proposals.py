@@ -13,13 +13,13 @@ from services.notifier import optin
 from services.notifier.clock import Clock
 from services.notifier.planning import QuietHours, plan
 from services.notifier.scheduling import JobCause, schedule_planned
-from services.notifier.store import NewIntro
+from services.notifier.store.rows import NewIntro
 from shared.erasure import ERASED
 from shared.events import ContactRef, DeliveryKind, EventBatch, IntroProposed, Participant
 from shared.metrics import EVENTS_CONSUMED
 
 if TYPE_CHECKING:
-    from services.notifier.store import NotifierStore
+    from services.notifier.store.uow import NotifierStore
 
 log = logging.getLogger("roac.notifier")
 
@@ -59,12 +59,12 @@ class ProposalIntake:
         now = self._clock.now()
         causes = {p.data.proposal_id: JobCause(p.correlation_id, p.message_id) for p in proposals}
         async with self._store.unit_of_work() as uow:
-            opted_out = await uow.opted_out(
+            opted_out = await uow.people.opted_out(
                 (person.source, person.external_id)
                 for p in proposals
                 for person in p.data.participants
             )
-            erased = await uow.erased(
+            erased = await uow.people.erased(
                 (person.source, person.external_id)
                 for p in proposals
                 for person in p.data.participants
@@ -75,7 +75,7 @@ class ProposalIntake:
                 proposals = [_without(p, erased) for p in proposals]
                 opted_out.add((ERASED, ERASED))
             steps = {p.data.proposal_id: self._first_step(p, opted_out) for p in proposals}
-            recorded = await uow.insert_intros(
+            recorded = await uow.intros.insert(
                 [
                     NewIntro(
                         intro=p.data,
@@ -90,8 +90,12 @@ class ProposalIntake:
             )
             new = [p for p in proposals if p.data.proposal_id in recorded]
             repeated = [p.data.proposal_id for p in proposals if p.data.proposal_id not in recorded]
-            due = [(d, causes[i]) for i, d in await uow.untried(repeated)] if repeated else []
-            await uow.insert_seats([(p.data, steps[p.data.proposal_id].seats) for p in new])
+            due = (
+                [(d, causes[i]) for i, d in await uow.deliveries.untried(repeated)]
+                if repeated
+                else []
+            )
+            await uow.intros.insert_seats([(p.data, steps[p.data.proposal_id].seats) for p in new])
             planned = []
             for p in new:
                 step = steps[p.data.proposal_id]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import aio_pika
 from pydantic import ValidationError
 
-from services.notifier.scheduling import JobCause, run_now
-from services.notifier.store import NotifierStore
+from services.notifier.scheduling import JobCause, requeue_parked, requeue_parked_job
+from services.notifier.store.uow import NotifierStore
 from shared.db import create_pool
 from shared.events import DeliveryRequested, decode_batch
 from shared.settings import Settings
@@ -49,19 +49,7 @@ async def retry_parked(settings: Settings) -> ReplayReport:
                 continue
             async with store.unit_of_work() as uow:
                 for job in jobs:
-                    reset = await uow.reset_parked(job.data.delivery_id)
-                    if reset is not None:
-                        await run_now(uow, reset.id, reset.generation, cause)
-                        report.replayed += 1
-                        continue
-                    current = await uow.delivery(job.data.delivery_id)
-                    if (
-                        current
-                        and current.status == "pending"
-                        and current.generation == job.data.generation
-                    ):
-                        # A job the worker rejected (a bug, since fixed): queue it again.
-                        await run_now(uow, current.id, current.generation, cause)
+                    if await requeue_parked_job(uow, job.data, cause):
                         report.replayed += 1
                     else:
                         report.already_done += 1
@@ -70,10 +58,8 @@ async def retry_parked(settings: Settings) -> ReplayReport:
             await message.nack(requeue=True)
         report.unreadable = len(unreadable)
         async with store.unit_of_work() as uow:
-            for parked in await uow.parked():
-                reset = await uow.reset_parked(parked.id)
-                if reset is not None:
-                    await run_now(uow, reset.id, reset.generation, cause)
+            for parked in await uow.deliveries.parked():
+                if await requeue_parked(uow, parked.id, cause) is not None:
                     report.replayed += 1
     finally:
         await connection.close()
@@ -93,7 +79,7 @@ async def list_parked(settings: Settings) -> list[dict[str, object]]:
                     "channel": d.channel,
                     "attempts": d.attempts,
                 }
-                for d in await uow.parked()
+                for d in await uow.deliveries.parked()
             ]
     finally:
         await pool.close()

@@ -16,12 +16,12 @@ from services.notifier.clock import Clock
 from services.notifier.planning import QuietHours, plan_resource
 from services.notifier.proposals import DeliverNow
 from services.notifier.scheduling import JobCause, schedule_planned
-from services.notifier.store import NewResource
+from services.notifier.store.rows import NewResource
 from shared.events import DeliveryKind, EventBatch, ResourceProposed
 from shared.metrics import EVENTS_CONSUMED
 
 if TYPE_CHECKING:
-    from services.notifier.store import NotifierStore
+    from services.notifier.store.uow import NotifierStore
 
 log = logging.getLogger("roac.notifier")
 
@@ -52,13 +52,17 @@ class ResourceIntake:
         now = self._clock.now()
         causes = {p.data.proposal_id: JobCause(p.correlation_id, p.message_id) for p in proposals}
         async with self._store.unit_of_work() as uow:
-            recorded = await uow.insert_resources(
+            recorded = await uow.resources.insert(
                 [NewResource(p.data, p.correlation_id, p.occurred_at) for p in proposals]
             )
             new = [p for p in proposals if p.data.proposal_id in recorded]
             repeated = [p.data.proposal_id for p in proposals if p.data.proposal_id not in recorded]
-            due = [(d, causes[i]) for i, d in await uow.untried(repeated)] if repeated else []
-            opted_out = await uow.opted_out(
+            due = (
+                [(d, causes[i]) for i, d in await uow.deliveries.untried(repeated)]
+                if repeated
+                else []
+            )
+            opted_out = await uow.people.opted_out(
                 (p.data.recipient.source, p.data.recipient.external_id) for p in new
             )
             planned = [(plan_resource(p.data, now, self._quiet), p) for p in new]
@@ -68,7 +72,7 @@ class ResourceIntake:
                 if (p.data.recipient.source, p.data.recipient.external_id) in opted_out
             ]
             if suppressed:
-                await uow.insert_deliveries(suppressed, status="suppressed")
+                await uow.deliveries.insert(suppressed, status="suppressed")
             skipped = {d.id for d in suppressed}
             wanted = [(d, causes[d.proposal_id]) for d, _ in planned if d.id not in skipped]
             due += await schedule_planned(uow, wanted, now=now, inline=True)

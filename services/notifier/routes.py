@@ -21,7 +21,7 @@ from services.notifier.activity import Activity
 from services.notifier.answers import AnswerResult, Answers, Outcome
 from services.notifier.links import LinkAction
 from services.notifier.optin import IntroState
-from services.notifier.store import NotifierStore
+from services.notifier.store.uow import NotifierStore
 from shared.authorization import requires
 from shared.problems import AUTH_PROBLEMS, problem_responses
 from shared.scopes import Scope
@@ -138,7 +138,9 @@ async def list_intros(
 ) -> dict[str, Any]:
     store: NotifierStore = request.app.state.store
     async with store.unit_of_work() as uow:
-        intros = await uow.list_intros(state=state, limit=limit, before=before, round_id=round_id)
+        intros = await uow.intros.listing(
+            state=state, limit=limit, before=before, round_id=round_id
+        )
     return {"intros": intros}
 
 
@@ -156,7 +158,7 @@ async def resource_deliveries(
 ) -> dict[str, Any]:
     store: NotifierStore = request.app.state.store
     async with store.unit_of_work() as uow:
-        deliveries = await uow.resource_deliveries(resource, limit)
+        deliveries = await uow.resources.deliveries(resource, limit)
     return {"resource": resource, "deliveries": deliveries}
 
 

@@ -25,13 +25,13 @@ from services import dlq
 from services.database import migrate
 from services.ingest import handlers as ingest_handlers
 from services.ingest.ingress import Ingress
-from services.matcher import handlers as matcher_handlers
+from services.matcher import subscriptions as matcher_subscriptions
 from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import MatcherStore
-from services.notifier.handlers import by_type
 from services.notifier.planning import QuietHours
 from services.notifier.proposals import ProposalIntake
-from services.notifier.store import NotifierStore
+from services.notifier.store.uow import NotifierStore
+from services.notifier.subscriptions import by_type
 from shared.broker import EventPublisher, make_broker
 from shared.consumer import QueueParker, handle_message, skip_decoding
 from shared.db import create_pool
@@ -196,7 +196,7 @@ async def test_a_parked_matcher_message_is_replayed_once_and_applied(
     await _replay_once(dlq_settings, "matcher")
     broker = make_broker(dlq_settings, service="matcher", prefetch=10)
     service = MatcherService(MatcherStore(db), MatchingPolicy(min_score=99, candidates_per_topic=5))
-    matcher_handlers.register(broker, service)
+    matcher_subscriptions.register(broker, service)
     await _start(broker)
     try:
 

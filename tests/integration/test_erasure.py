@@ -13,7 +13,7 @@ from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import MatcherStore
 from services.notifier.links import LinkAction
 from services.notifier.people import PeopleRequests
-from services.notifier.store import NotifierStore
+from services.notifier.store.uow import NotifierStore
 from shared.erasure import ERASED
 from shared.events import (
     ContactErased,
@@ -120,9 +120,11 @@ async def test_notifier_erasure_forgets_people_it_never_heard_of(pool: asyncpg.P
     store = NotifierStore(pool)
     run = uuid.uuid4().hex[:8]
     async with store.unit_of_work() as uow:
-        await uow.erase("t", f"{run}-9", datetime.now(UTC))
+        await uow.people.erase("t", f"{run}-9", datetime.now(UTC))
     async with store.unit_of_work() as uow:
-        assert await uow.erased([("t", f"{run}-9"), ("t", f"{run}-8")]) == {("t", f"{run}-9")}
+        assert await uow.people.erased([("t", f"{run}-9"), ("t", f"{run}-8")]) == {
+            ("t", f"{run}-9")
+        }
 
 
 def _people_requests(notifier: Notifier) -> PeopleRequests:

@@ -15,7 +15,7 @@ from services.matcher.store import MatcherStore
 from services.notifier.answers import Outcome
 from services.notifier.links import LinkAction
 from services.notifier.people import PeopleRequests
-from services.notifier.store import NotifierStore
+from services.notifier.store.uow import NotifierStore
 from shared import inbox
 from shared.erasure import ERASED, erasure_digest, legacy_digest
 from shared.events import ContactErased, ErasureData, EventBatch
@@ -105,7 +105,7 @@ async def test_tombstones_are_keyed_and_legacy_ones_still_count(pool: asyncpg.Po
     run = uuid.uuid4().hex[:8]
     keyed = NotifierStore(pool, erasure_key=KEY)
     async with keyed.unit_of_work() as uow:
-        await uow.erase("t", f"{run}-k", datetime.now(UTC))
+        await uow.people.erase("t", f"{run}-k", datetime.now(UTC))
     row = await pool.fetchrow(
         "SELECT keyed FROM notifier.erasures WHERE digest = $1",
         erasure_digest("t", f"{run}-k", KEY),
@@ -123,7 +123,9 @@ async def test_tombstones_are_keyed_and_legacy_ones_still_count(pool: asyncpg.Po
             datetime.now(UTC) - timedelta(days=1),
         )
     async with keyed.unit_of_work() as uow:
-        assert await uow.erased([("t", f"{run}-old"), ("t", f"{run}-new")]) == {("t", f"{run}-old")}
+        assert await uow.people.erased([("t", f"{run}-old"), ("t", f"{run}-new")]) == {
+            ("t", f"{run}-old")
+        }
     async with MatcherStore(pool, erasure_key=KEY).unit_of_work() as uow:
         erased = await uow.erasure.erased_refs(
             [(("t", f"{run}-old"), datetime.now(UTC) - timedelta(days=2))]
@@ -131,7 +133,7 @@ async def test_tombstones_are_keyed_and_legacy_ones_still_count(pool: asyncpg.Po
         assert erased == {("t", f"{run}-old")}
     # Erased again: the legacy row gives way to a keyed one.
     async with keyed.unit_of_work() as uow:
-        await uow.erase("t", f"{run}-old", datetime.now(UTC))
+        await uow.people.erase("t", f"{run}-old", datetime.now(UTC))
     digests = {
         bytes(r["digest"]): r["keyed"]
         for r in await pool.fetch(

@@ -26,7 +26,8 @@ from services.notifier.proposals import ProposalIntake
 from services.notifier.rate_limit import RateLimiter
 from services.notifier.rendering import MessageRenderer
 from services.notifier.smtp import SmtpSender
-from services.notifier.store import NotifierStore, NotifierUnitOfWork
+from services.notifier.store.deliveries import DeliveryStore
+from services.notifier.store.uow import NotifierStore
 from shared.errors import TransientError
 from shared.events import (
     ChannelAddress,
@@ -147,16 +148,16 @@ def _failing_result_writes(
 ) -> list[int]:
     """Make the store's result write (`mark_sent`) raise `error`, `times` times (None: until
     undone); returns the list of calls that raised."""
-    real = NotifierUnitOfWork.mark_sent
+    real = DeliveryStore.mark_sent
     raised: list[int] = []
 
-    async def mark_sent(self: NotifierUnitOfWork, *args: Any, **kwargs: Any) -> dict[Any, str]:
+    async def mark_sent(self: DeliveryStore, *args: Any, **kwargs: Any) -> dict[Any, str]:
         if times is None or len(raised) < times:
             raised.append(1)
             raise error
         return await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(NotifierUnitOfWork, "mark_sent", mark_sent)
+    monkeypatch.setattr(DeliveryStore, "mark_sent", mark_sent)
     return raised
 
 

@@ -24,7 +24,6 @@ from prometheus_client import REGISTRY
 from services.notifier.answers import Answers, Outcome
 from services.notifier.channel_registry import build_channels, http_session
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
-from services.notifier.handlers import by_type
 from services.notifier.links import LinkKeyring, LinkMaker
 from services.notifier.planning import QuietHours
 from services.notifier.rate_limit import RateLimiter
@@ -32,7 +31,8 @@ from services.notifier.rendering import MessageRenderer
 from services.notifier.resources import ResourceIntake
 from services.notifier.routes import api
 from services.notifier.smtp import SmtpSender
-from services.notifier.store import NotifierStore
+from services.notifier.store.uow import NotifierStore
+from services.notifier.subscriptions import by_type
 from shared.api_keys import ApiKeyMiddleware, ApiKeyring
 from shared.events import (
     ChannelAddress,

@@ -23,7 +23,7 @@ from services.notifier.proposals import ProposalIntake
 from services.notifier.rate_limit import RateLimiter
 from services.notifier.rendering import MessageRenderer
 from services.notifier.smtp import SmtpSender
-from services.notifier.store import NotifierStore
+from services.notifier.store.uow import NotifierStore
 from shared.events import (
     ChannelAddress,
     ChannelType,

@@ -20,13 +20,13 @@ import pytest
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 
-from services.matcher import handlers as matcher_handlers
+from services.matcher import subscriptions as matcher_subscriptions
 from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import MatcherStore
-from services.notifier.handlers import by_type
 from services.notifier.planning import QuietHours
 from services.notifier.proposals import ProposalIntake
-from services.notifier.store import NotifierStore
+from services.notifier.store.uow import NotifierStore
+from services.notifier.subscriptions import by_type
 from shared.broker import make_broker
 from shared.consumer import QUEUE_HEADER, REASON_HEADER, QueueParker, handle_message
 from shared.consumer import skip_decoding as skip
@@ -113,7 +113,7 @@ async def matcher(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Rabbi
     service = MatcherService(
         MatcherStore(pool), MatchingPolicy(min_score=0.5, candidates_per_topic=50)
     )
-    matcher_handlers.register(broker, service)
+    matcher_subscriptions.register(broker, service)
     broker.service = service  # type: ignore[attr-defined]
     await broker.connect()
     await declare_topology(broker)

@@ -8,9 +8,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from services.notifier.handlers import by_type
 from services.notifier.planning import QuietHours, plan_resource
 from services.notifier.rendering import Links, MessageRenderer, Style, Trusted, link_target
+from services.notifier.subscriptions import by_type
 from shared.events import (
     ChannelAddress,
     ChannelType,

@@ -1,4 +1,5 @@
-"""The notifier's subscribers: each hands its message to the consumer policy and a use case."""
+"""The notifier's subscriptions: which queue feeds which use case (by event type), each message
+handed to the consumer policy (shared/consumer.py) with it."""
 
 from collections.abc import Awaitable, Callable, Mapping
 
