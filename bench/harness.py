@@ -35,7 +35,7 @@ def bench_stack(
         ports = {"ingest": free_port(), "matcher": free_port(), "notifier": free_port()}
         environment = infra.env(
             ROAC_INGEST_PORT=ports["ingest"],
-            ROAC_MATCHER_METRICS_PORT=ports["matcher"],
+            ROAC_MATCHER_PORT=ports["matcher"],
             ROAC_NOTIFIER_METRICS_PORT=ports["notifier"],
             ROAC_SMTP_PORT=smtp_port or free_port(),
             ROAC_LOG_LEVEL="WARNING",

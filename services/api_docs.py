@@ -42,7 +42,7 @@ from services.ingest import handlers as ingest_handlers
 from services.ingest.app import create_app as create_ingest_app
 from services.ingest.ingress import REASON_HEADER, ROUTING_KEY_HEADER
 from services.ingest.schemas import ContactsBody, InterestsBody
-from services.matcher import handlers as matcher_handlers
+from services.matcher import subscriptions as matcher_subscriptions
 from services.matcher.routes import api as matcher_api
 from services.notifier import subscriptions as notifier_subscriptions
 from services.notifier.routes import api as notifier_api
@@ -247,7 +247,7 @@ def _subscribe(register: Callable[..., None], broker: RabbitBroker) -> None:
 
 def _documented_broker() -> RabbitBroker:
     broker = RabbitBroker(DOCUMENTED_AMQP_URL)
-    _subscribe(matcher_handlers.register, broker)
+    _subscribe(matcher_subscriptions.register, broker)
     _subscribe(notifier_subscriptions.register, broker)
     _subscribe(ingest_handlers.register, broker)
     classes = event_classes()

@@ -111,7 +111,7 @@ def ingest() -> None:
 
 @app.command()
 def matcher() -> None:
-    """Run the matcher (metrics on ROAC_MATCHER_METRICS_PORT)."""
+    """Run the matcher (its API, metrics and health checks on ROAC_MATCHER_PORT)."""
     from services.matcher.app import run
 
     _run(run(_settings()))

@@ -7,7 +7,7 @@ from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.secret_policy import require_strong
@@ -19,7 +19,9 @@ KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class Settings(BaseSettings):
     """Every setting, its default and its meaning; the README's configuration table mirrors it."""
 
-    model_config = SettingsConfigDict(env_prefix="ROAC_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ROAC_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/roac"
@@ -27,7 +29,15 @@ class Settings(BaseSettings):
 
     ingest_host: str = "127.0.0.1"
     ingest_port: int = Field(default=8000, ge=0, le=65535)
-    matcher_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    # The matcher's API (/v1/pools, /v1/rounds, /v1/resources, ...), /metrics and health checks.
+    # Its old name, ROAC_MATCHER_METRICS_PORT, is still read when this one is not set (the
+    # matcher logs a deprecation line then: services/matcher/app.py).
+    matcher_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("ROAC_MATCHER_PORT", "ROAC_MATCHER_METRICS_PORT"),
+    )
     notifier_metrics_port: int = Field(default=9102, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     # The notifier's public pages (the links in messages) and nothing else: the one port to
@@ -231,6 +241,11 @@ class Settings(BaseSettings):
             ring = [("0", self.secret_key.get_secret_value())]
         return ring
 
+    @property
+    def matcher_metrics_port(self) -> int:
+        """The old name of `matcher_port`."""
+        return self.matcher_port
+
     @cached_property
     def erasure_key_bytes(self) -> bytes | None:
         """ROAC_ERASURE_KEY as the HMAC key of the erasure tombstones; None when unset."""
@@ -246,7 +261,7 @@ class Settings(BaseSettings):
         """The base URLs of the APIs the console calls, by service."""
         return {
             "ingest": self.console_ingest_url or f"http://127.0.0.1:{self.ingest_port}",
-            "matcher": self.console_matcher_url or f"http://127.0.0.1:{self.matcher_metrics_port}",
+            "matcher": self.console_matcher_url or f"http://127.0.0.1:{self.matcher_port}",
             "notifier": self.console_notifier_url
             or f"http://127.0.0.1:{self.notifier_metrics_port}",
         }

@@ -135,7 +135,7 @@ async def run_stack(
             print(f"                  first operator: set a password at {first_operator}")
         print(
             f"  metrics         {base}/metrics, http://{settings.metrics_host}:"
-            f"{settings.matcher_metrics_port}/metrics, http://{settings.metrics_host}:"
+            f"{settings.matcher_port}/metrics, http://{settings.metrics_host}:"
             f"{settings.notifier_metrics_port}/metrics"
         )
         print("  stop            Ctrl-C")

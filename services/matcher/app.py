@@ -1,14 +1,17 @@
 """Wiring of the matcher process: pool, broker, subscriber, outbox relay, the round worker, the
 inbox pruning, and the HTTP routes (/v1/pools, /v1/rounds, /v1/resources, feedback, a person's
-identities and merges, /metrics, /healthz, /readyz) on ROAC_MATCHER_METRICS_PORT."""
+identities and merges, /metrics, /healthz, /readyz) on ROAC_MATCHER_PORT."""
 
+import logging
+import os
+from collections.abc import Mapping
 from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from services.matcher import handlers
+from services.matcher import subscriptions
 from services.matcher.constraints import Rules
 from services.matcher.contacts_admin import ContactIdentities
 from services.matcher.directory import Directory
@@ -34,6 +37,7 @@ from shared.runtime import consumer_app, open_pool, serve
 from shared.settings import Settings
 
 API_BODY_LIMIT_BYTES = 64 * 1024
+log = logging.getLogger("roac.matcher")
 
 
 async def build(settings: Settings) -> FastAPI:
@@ -58,7 +62,7 @@ async def build(settings: Settings) -> FastAPI:
         group_max=settings.match_group_max,
         verified_sources=settings.verified_sources,
     )
-    handlers.register(broker, MatcherService(store, policy))
+    subscriptions.register(broker, MatcherService(store, policy))
     rounds = Rounds(
         store,
         RoundPolicy(
@@ -111,5 +115,18 @@ async def build(settings: Settings) -> FastAPI:
 
 async def run(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
+    warn_deprecated_port(os.environ)
     app = await build(settings)
-    await serve(app, host=settings.metrics_host, port=settings.matcher_metrics_port)
+    await serve(app, host=settings.metrics_host, port=settings.matcher_port)
+
+
+def warn_deprecated_port(environ: Mapping[str, str]) -> bool:
+    """Log a deprecation line when the port comes from its old name; True when it did."""
+    names = {name.upper() for name in environ}
+    if "ROAC_MATCHER_METRICS_PORT" in names and "ROAC_MATCHER_PORT" not in names:
+        log.warning(
+            "ROAC_MATCHER_METRICS_PORT is deprecated: set ROAC_MATCHER_PORT, the port of the "
+            "matcher's API, /metrics and health checks (the old name is still read)"
+        )
+        return True
+    return False

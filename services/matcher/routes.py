@@ -1,5 +1,5 @@
 """The matcher's HTTP API: pools, rounds, feedback, resources, and a person's identities and
-merges (on ROAC_MATCHER_METRICS_PORT, API key required)."""
+merges (on ROAC_MATCHER_PORT, API key required)."""
 
 from __future__ import annotations
 

@@ -131,7 +131,7 @@ def test_losing_the_leading_node_mid_stream_loses_nothing(
         env = infra.env(
             ROAC_AMQP_URL=second.url,  # the services talk to the node that stays up
             ROAC_INGEST_PORT=ports["ingest"],
-            ROAC_MATCHER_METRICS_PORT=ports["matcher"],
+            ROAC_MATCHER_PORT=ports["matcher"],
             ROAC_NOTIFIER_METRICS_PORT=ports["notifier"],
             ROAC_SMTP_PORT=sink.port,
             ROAC_INTRO_MODE="direct",

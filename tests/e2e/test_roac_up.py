@@ -24,7 +24,7 @@ def test_roac_up_introduces_the_sample_community_and_stops_on_ctrl_c(tmp_path) -
             **os.environ,
             **infra.env(
                 ROAC_INGEST_PORT=ingest,
-                ROAC_MATCHER_METRICS_PORT=free_port(),
+                ROAC_MATCHER_PORT=free_port(),
                 ROAC_NOTIFIER_METRICS_PORT=free_port(),
                 ROAC_SMTP_PORT=mail_smtp,
                 ROAC_MAILCATCHER_SMTP_PORT=mail_smtp,

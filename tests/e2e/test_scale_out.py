@@ -60,7 +60,7 @@ def test_three_matchers_on_a_burst_never_duplicate_or_exceed_the_cap(
         extra = []
         for n in (2, 3):
             port = free_port()
-            env = {**stack.env, "ROAC_MATCHER_METRICS_PORT": str(port)}
+            env = {**stack.env, "ROAC_MATCHER_PORT": str(port)}
             process = ServiceProcess(
                 "matcher", env, f"http://127.0.0.1:{port}/readyz", tmp_path, label=f"matcher{n}"
             )

@@ -1,4 +1,5 @@
-"""The matcher's subscriber: hands each message to the consumer policy and the service."""
+"""The matcher's subscription to its queue: each message goes through the consumer policy
+(ack, requeue, park) to the use case, `MatcherService.apply`."""
 
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
