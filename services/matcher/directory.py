@@ -2,7 +2,7 @@
 found by name, email, source id, tag or topic, one person's profile and interests, and how many
 people a pool's selector takes in.
 
-Kept apart from services/matcher/store.py, whose statements are the matching's own: these only
+Kept apart from services/matcher/store/, whose statements are the matching's own: these only
 read, page by keyset (never OFFSET) and are bounded by `limit`, so a page costs the same on page
 one and page one thousand."""
 
@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+from services.matcher.store.contacts import reachable
 
 # Longest search text: a topic or a name, not a document.
 MAX_QUERY = 200
@@ -72,16 +74,16 @@ class Directory:
         organizations = [o.casefold() for o in selector.get("organizations") or []] or None
         async with self._pool.acquire() as conn:
             count = await conn.fetchval(
-                """
+                f"""
                 SELECT count(*) FROM matcher.contacts c
-                WHERE c.deliverable AND NOT c.opted_out AND c.merged_into IS NULL
+                WHERE {reachable("c")} AND c.merged_into IS NULL
                   AND c.erased_at IS NULL
                   AND ($1::text[] IS NULL OR c.tags && $1::text[])
                   AND ($2::text[] IS NULL OR EXISTS (
                         SELECT 1 FROM matcher.identities i
                         WHERE i.contact_id = c.id AND i.source = ANY($2::text[])))
                   AND ($3::text[] IS NULL OR lower(c.organization) = ANY($3::text[]))
-                """,
+                """,  # noqa: S608 (constant fragments, no input)
                 tags,
                 sources,
                 organizations,
