@@ -73,9 +73,12 @@ def console_stack(
             logs,
             request,
             ROAC_INTRO_MODE="double_opt_in",
+            # Any shared topic will do for a live match, however few people there are yet.
+            ROAC_MATCH_MIN_SCORE="0.1",
             # A webhook failing twice parks its delivery within seconds (the Deliveries page).
             ROAC_DELIVERY_MAX_ATTEMPTS="2",
             ROAC_RETRY_BASE_SECONDS="1",
+            ROAC_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",  # the fake providers
         ) as stack,
     ):
         scopes = [arg for scope in CONSOLE_SCOPES for arg in ("--scope", scope)]
