@@ -136,8 +136,13 @@ class Apis:
         )
         return started
 
-    async def round(self, round_id: UUID) -> dict[str, Any]:
-        found: dict[str, Any] = await self.matcher.call("GET", f"/v1/rounds/{round_id}")
+    async def round(self, round_id: UUID, groups_from: int, groups: int) -> dict[str, Any]:
+        """The round with `groups` of its planned groups from `groups_from` (a dry run)."""
+        found: dict[str, Any] = await self.matcher.call(
+            "GET",
+            f"/v1/rounds/{round_id}",
+            params={"plan_offset": groups_from, "plan_limit": groups},
+        )
         return found
 
     # matcher: people

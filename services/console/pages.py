@@ -421,10 +421,27 @@ async def request_round(request: Request, session: Signed) -> Response:
     return redirect(f"/rounds/{started['id']}")
 
 
+GROUPS_PER_PAGE = 50
+
+
 @pages.get("/rounds/{round_id}")
-async def round_page(request: Request, session: Signed, round_id: UUID) -> Response:
+async def round_page(
+    request: Request,
+    session: Signed,
+    round_id: UUID,
+    groups_from: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
     apis = console(request).apis
-    found = await apis.round(round_id)
+    found = await apis.round(round_id, groups_from, GROUPS_PER_PAGE)
+    plan_size = found.get("plan_size") or 0
+    following = groups_from + GROUPS_PER_PAGE
+    pages_of_groups = {
+        "first": groups_from + 1,
+        "last": min(groups_from + GROUPS_PER_PAGE, plan_size),
+        "size": plan_size,
+        "previous": max(groups_from - GROUPS_PER_PAGE, 0) if groups_from else None,
+        "next": following if following < plan_size else None,
+    }
     intros: list[dict[str, Any]] = []
     if found["status"] == "done" and not found["dry_run"]:
         intros = await apis.intros(round_id=round_id)
@@ -441,6 +458,7 @@ async def round_page(request: Request, session: Signed, round_id: UUID) -> Respo
         stats=stats,
         left_out=stats.get("unplaced_sample") or [],
         plan=found.get("plan") or [],
+        groups=pages_of_groups,
         intros=intros,
         refresh=1 if waiting else None,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -66,6 +67,31 @@ class Directory:
             }
             for r in rows
         ]
+
+    async def round_with_plan_page(
+        self, round_id: UUID, offset: int, limit: int
+    ) -> dict[str, Any] | None:
+        """A round as GET /v1/rounds/{id} shows it, with only `limit` of its planned groups
+        from `offset` (sliced by PostgreSQL: a dry run of 100,000 people plans 50,000 groups)
+        and how many there are in all."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                """
+                SELECT r.id, r.pool, r.status, r.group_size, r.seed, r.serendipity, r.dry_run,
+                       r.attempts, r.requested_at, r.started_at, r.finished_at, r.stats, r.error,
+                       CASE WHEN r.plan IS NULL THEN NULL ELSE (
+                           SELECT coalesce(jsonb_agg(g.e ORDER BY g.i), '[]'::jsonb)
+                           FROM (SELECT e, i FROM jsonb_array_elements(r.plan)
+                                 WITH ORDINALITY AS t(e, i)
+                                 ORDER BY i OFFSET $2 LIMIT $3) AS g) END AS plan,
+                       coalesce(jsonb_array_length(r.plan), 0) AS plan_size
+                FROM matcher.rounds r WHERE r.id = $1
+                """,
+                round_id,
+                offset,
+                limit,
+            )
+        return dict(row) if row is not None else None
 
     async def pool_size(self, selector: dict[str, list[str]]) -> int:
         """How many reachable, not opted-out people the selector takes in (as a round would)."""

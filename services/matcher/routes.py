@@ -106,6 +106,9 @@ class RoundOut(BaseModel):
     plan: list[dict[str, Any]] | None = Field(
         default=None, description="A dry run's groups (participants, score, reason)"
     )
+    plan_size: int | None = Field(
+        default=None, description="How many groups the plan has (with plan_limit/plan_offset)"
+    )
     feedback: dict[str, int] = Field(
         default_factory=dict, description="Feedback received on its introductions, by outcome"
     )
@@ -216,12 +219,27 @@ async def request_round(body: RoundIn, request: Request, response: Response) -> 
     response_model=RoundOut,
     dependencies=[requires(Scope.ROUNDS_READ)],
 )
-async def get_round(round_id: UUID, request: Request) -> RoundOut:
+async def get_round(
+    round_id: UUID,
+    request: Request,
+    plan_offset: Annotated[int, Query(ge=0, description="A dry run's groups from this one")] = 0,
+    plan_limit: Annotated[
+        int | None, Query(ge=1, le=1000, description="At most this many groups; null: all")
+    ] = None,
+) -> RoundOut:
     rounds = _rounds(request)
-    row = await rounds.get(round_id)
-    if row is None:
-        raise HTTPException(404, "There is no such round.")
-    out = _round_out(row)
+    if plan_limit is not None or plan_offset:
+        found = await request.app.state.directory.round_with_plan_page(
+            round_id, plan_offset, plan_limit or 1000
+        )
+        if found is None:
+            raise HTTPException(404, "There is no such round.")
+        out = RoundOut.model_validate(found)
+    else:
+        row = await rounds.get(round_id)
+        if row is None:
+            raise HTTPException(404, "There is no such round.")
+        out = _round_out(row)
     out.feedback = await rounds.feedback(round_id)
     return out
 
