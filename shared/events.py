@@ -171,6 +171,12 @@ class ContactRef(_Model):
     external_id: ExternalId
 
 
+# A language tag as people and integrations write them: `de`, `de-AT`, `pt_BR`.
+LanguageTag = Annotated[
+    str, StringConstraints(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")
+]
+
+
 class ContactData(ContactRef):
     name: PersonName
     email: ContactEmail | None = None
@@ -184,6 +190,9 @@ class ContactData(ContactRef):
     snoozed_until: AwareDatetime | None = None
     # People this person never wants to be introduced to, as the same integration knows them.
     blocks: list[ContactRef] = Field(default_factory=list, max_length=200)
+    # The language their messages are written in (`de`, `de-AT`), when roac has templates for
+    # it; otherwise ROAC_DEFAULT_LANGUAGE.
+    language: LanguageTag | None = None
 
 
 MIN_INTEREST_WEIGHT = 0.001
@@ -195,12 +204,6 @@ class InterestData(ContactRef):
     # At least 0.001: the matcher stores weights as 4-byte floats, where a smaller positive
     # weight could round to 0 and break the store's `weight > 0` rule after ingest accepted it.
     weight: float = Field(default=1.0, ge=MIN_INTEREST_WEIGHT, le=10)
-
-
-# A language tag as people and integrations write them: `de`, `de-AT`, `pt_BR`.
-LanguageTag = Annotated[
-    str, StringConstraints(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")
-]
 
 
 class Participant(ContactRef):

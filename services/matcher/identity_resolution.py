@@ -74,6 +74,7 @@ def profile_row(contact_id: int, data: ContactData, at: datetime) -> ProfileRow:
         profile_at=at,
         tags=tuple(sorted(set(data.tags))),
         snoozed_until=data.snoozed_until,
+        language=data.language,
     )
 
 

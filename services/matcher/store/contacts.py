@@ -65,11 +65,11 @@ class ContactRecords:
                 channels = u.channels::jsonb, deliverable = u.deliverable,
                 profile_at = u.profile_at, updated_at = now(),
                 tags = ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb)),
-                snoozed_until = u.snoozed_until
+                snoozed_until = u.snoozed_until, language = u.language
             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[],
-                        $7::timestamptz[], $8::text[], $9::timestamptz[])
+                        $7::timestamptz[], $8::text[], $9::timestamptz[], $11::text[])
                  AS u(id, name, organization, timezone, channels, deliverable, profile_at, tags,
-                      snoozed_until)
+                      snoozed_until, language)
             WHERE c.id = u.id
               AND ($10 OR c.profile_at IS NULL OR c.profile_at <= u.profile_at)
             RETURNING c.id, c.deliverable
@@ -84,6 +84,7 @@ class ContactRecords:
             [json.dumps(list(r.tags)) for r in ordered],
             [r.snoozed_until for r in ordered],
             force,
+            [r.language for r in ordered],
         )
         return {r["id"] for r in updated if r["deliverable"] and r["id"] in unreachable_before}
 
@@ -121,7 +122,8 @@ class ContactRecords:
         dicts (rounds serialise tens of thousands of them directly)."""
         rows = await self._conn.fetch(
             """
-            SELECT c.id, c.name, c.organization, c.timezone, c.channels, i.source, i.external_id
+            SELECT c.id, c.name, c.organization, c.timezone, c.language, c.channels, i.source,
+                   i.external_id
             FROM matcher.contacts c
             JOIN LATERAL (
                 SELECT source, external_id FROM matcher.identities
@@ -138,6 +140,7 @@ class ContactRecords:
                 "name": r["name"],
                 "organization": r["organization"],
                 "timezone": r["timezone"],
+                "language": r["language"],
                 "channels": [{"type": c["type"], "address": c["address"]} for c in r["channels"]],
             }
             for r in rows

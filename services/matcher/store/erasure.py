@@ -106,8 +106,9 @@ class ErasureRecords:
         await self._conn.execute(
             """
             UPDATE matcher.contacts
-            SET name = NULL, organization = NULL, timezone = NULL, channels = '[]'::jsonb,
-                tags = '{}', deliverable = false, opted_out = true, snoozed_until = NULL,
+            SET name = NULL, organization = NULL, timezone = NULL, language = NULL,
+                channels = '[]'::jsonb, tags = '{}', deliverable = false, opted_out = true,
+                snoozed_until = NULL,
                 erased_at = now(), updated_at = now()
             WHERE id = $1
             """,

@@ -27,6 +27,7 @@ class ProfileRow:
     profile_at: datetime
     tags: tuple[str, ...] = ()
     snoozed_until: datetime | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
