@@ -40,6 +40,13 @@ PASSWORD = "a long enough passphrase"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests run last: the sync Playwright API keeps an event loop running in the
+    main thread until the session ends, where asyncio.run and pytest-asyncio would refuse."""
+    here = Path(__file__).parent
+    items.sort(key=lambda item: Path(str(item.path)).is_relative_to(here))
+
+
 @dataclass
 class ConsoleStack:
     stack: Stack
