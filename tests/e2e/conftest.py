@@ -62,8 +62,14 @@ def running_stack(
             name: ServiceProcess(name, environment, f"{urls[name]}/readyz", log_dir)
             for name in ports
         }
-        for name in ("matcher", "notifier", "ingest"):
-            procs[name].start()
+        try:
+            for name in ("matcher", "notifier", "ingest"):
+                procs[name].start()
+        except BaseException:
+            # One that would not start: stop those already running (no leftover process).
+            for proc in procs.values():
+                proc.stop()
+            raise
         stack = Stack(
             infra,
             sink,
