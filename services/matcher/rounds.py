@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -26,6 +27,7 @@ from pydantic_core import to_json
 
 from services.matcher import metrics
 from services.matcher.availability import within_cap
+from services.matcher.clock import Clock, SystemClock
 from services.matcher.constraints import Person, Rules
 from services.matcher.round_planning import (
     GroupTopic,
@@ -34,8 +36,9 @@ from services.matcher.round_planning import (
     RoundPlan,
     plan_round,
 )
+from services.matcher.schedules import WeeklySchedule, anchored, first_round_at, round_after
 from services.matcher.scoring import decayed, pair_key, topic_stats
-from services.matcher.store.rows import PoolRow, ProposalRow, RoundRow
+from services.matcher.store.rows import PoolRow, ProposalRow, RoundRow, ScheduledRound
 from shared.outbox import EncodedEvent
 
 if TYPE_CHECKING:
@@ -72,6 +75,7 @@ class PoolSpec:
     serendipity: float = 0.0
     rules: dict[str, str] = field(default_factory=dict)
     every_seconds: int | None = None
+    schedule: WeeklySchedule | None = None
 
 
 def rules_of(pool_rules: dict[str, str], cap_per_week: int) -> Rules:
@@ -81,18 +85,37 @@ def rules_of(pool_rules: dict[str, str], cap_per_week: int) -> Rules:
         raise InvalidPool(str(exc)) from exc
 
 
+def schedule_of(pool: PoolRow) -> WeeklySchedule | None:
+    return WeeklySchedule.from_json(pool.schedule) if pool.schedule else None
+
+
 class Rounds:
-    def __init__(self, store: MatcherStore, policy: RoundPolicy) -> None:
+    def __init__(
+        self, store: MatcherStore, policy: RoundPolicy, clock: Clock | None = None
+    ) -> None:
         self._store = store
         self._policy = policy
+        self._clock: Clock = clock or SystemClock()
         self._worker = uuid4()
 
     async def save_pool(self, spec: PoolSpec) -> tuple[PoolRow, bool]:
+        """Create or replace a pool. A new schedule's first round is due at its first slot
+        after now (an interval's: at once); replacing a pool with the same schedule keeps the
+        round already due and the weeks counted."""
         unknown = set(spec.selector) - set(SELECTOR_KEYS)
         if unknown:
             raise InvalidPool(f"unknown selector keys: {', '.join(sorted(unknown))}")
+        if spec.schedule is not None and spec.every_seconds is not None:
+            raise InvalidPool("a pool has every_seconds or a schedule, not both")
         rules_of(spec.rules, self._policy.cap_per_week)  # validates names and levels
+        now = self._clock.now()
         async with self._store.unit_of_work() as uow:
+            old = await uow.rounds.pool_for_update(spec.name)
+            if old is not None and _same_schedule(old, spec):
+                schedule, next_round_at = schedule_of(old), old.next_round_at
+            else:
+                schedule = anchored(spec.schedule, now) if spec.schedule else None
+                next_round_at = first_round_at(spec.every_seconds, schedule, now)
             return await uow.rounds.upsert_pool(
                 PoolRow(
                     spec.name,
@@ -101,7 +124,31 @@ class Rounds:
                     spec.serendipity,
                     spec.rules,
                     spec.every_seconds,
+                    next_round_at=next_round_at,
+                    schedule=schedule.to_json() if schedule else None,
                 )
+            )
+
+    async def schedule_due(self, seed: int | None = None) -> int:
+        """Request a round for each pool whose schedule is due now, and move each schedule on
+        to its next slot; how many were requested. `seed`: the same for each (tests)."""
+        now = self._clock.now()
+        async with self._store.unit_of_work() as uow:
+            due = await uow.rounds.due_pools(now)
+            return await uow.rounds.request_scheduled(
+                [
+                    ScheduledRound(
+                        pool,
+                        seed if seed is not None else random.randrange(2**31),
+                        round_after(
+                            pool.every_seconds,
+                            schedule_of(pool),
+                            pool.next_round_at or now,
+                            now,
+                        ),
+                    )
+                    for pool in due
+                ]
             )
 
     async def pools(self) -> list[PoolRow]:
@@ -148,10 +195,7 @@ class Rounds:
         """The worker loop every matcher runs: scheduled rounds, then waiting rounds."""
         while True:
             try:
-                async with self._store.unit_of_work() as uow:
-                    await uow.rounds.schedule_due_rounds(
-                        [random.randrange(2**31) for _ in range(64)]
-                    )
+                await self.schedule_due()
                 while await self.run_next():
                     pass
             except asyncio.CancelledError:
@@ -181,7 +225,7 @@ class Rounds:
         return True
 
     async def _run(self, claimed: RoundRow, started: float) -> None:
-        now = datetime.now(UTC)
+        now = self._clock.now()
         async with self._store.snapshot() as uow:
             pool = await uow.rounds.pool(claimed.pool)
             if pool is None:
@@ -335,6 +379,20 @@ class Rounds:
             for p, why in sample
             if p in details  # erased while the round ran
         ]
+
+
+def _same_schedule(old: PoolRow, spec: PoolSpec) -> bool:
+    """Whether `spec` keeps the pool's schedule (a schedule without `starting` keeps the
+    stored one: its weeks are still counted from there)."""
+    if old.every_seconds != spec.every_seconds:
+        return False
+    stored = schedule_of(old)
+    if stored is None or spec.schedule is None:
+        return stored is None and spec.schedule is None
+    wanted = spec.schedule
+    if wanted.starting is None:
+        wanted = dataclasses.replace(wanted, starting=stored.starting)
+    return wanted == stored
 
 
 def _members(group: PlannedGroup) -> tuple[int, ...]:

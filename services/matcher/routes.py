@@ -3,21 +3,30 @@ merges (on ROAC_MATCHER_PORT, API key required)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from services.matcher.contacts_admin import ContactIdentities, ContactView
 from services.matcher.directory import Directory
 from services.matcher.feedback import Feedback, FeedbackOutcome, UnknownProposal
 from services.matcher.resources import Resources
 from services.matcher.rounds import PoolNotFound, PoolSpec, Rounds
+from services.matcher.schedules import MAX_EVERY_WEEKS, WeeklySchedule, wall_time
 from services.matcher.store.rows import PoolRow, RoundRow
 from shared.authorization import check_sources, grant_of, requires
-from shared.events import ResourceTitle, SourceName, TagName, Topic, WebUrl
+from shared.events import ResourceTitle, SourceName, TagName, TimezoneName, Topic, WebUrl
 from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
 from shared.scopes import Scope
 from shared.text_safety import SINGLE_LINE, kept_correlation_id
@@ -57,6 +66,30 @@ class PoolRules(BaseModel):
     same_timezone: RuleLevelName = "off"
 
 
+def _check_at(value: str) -> str:
+    wall_time(value)  # "HH:MM", 00:00 to 23:59
+    return value
+
+
+class ScheduleIn(BaseModel):
+    """Rounds on these weekdays at this local time (kept across daylight-saving changes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        min_length=1, max_length=7, examples=[["mon"]]
+    )
+    at: Annotated[str, AfterValidator(_check_at)] = Field(
+        description="Local time of day, HH:MM (24-hour)", examples=["09:00"]
+    )
+    timezone: TimezoneName = Field(examples=["Europe/Berlin"])
+    every_weeks: int = Field(default=1, ge=1, le=MAX_EVERY_WEEKS, description="2: every other")
+    starting: date | None = Field(
+        default=None,
+        description="The first local date a round may run; every_weeks counts weeks from its "
+        "week. Default: the date of the first slot after the pool is saved",
+    )
+
+
 class PoolIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: PoolName
@@ -68,12 +101,23 @@ class PoolIn(BaseModel):
         default=None,
         ge=60,
         le=366 * 86400,  # at most yearly: the schedule is stored as a 4-byte integer of seconds
-        description="Run a round this often (e.g. 86400: daily; at most 366 days); null: never",
+        description="Run a round this often (e.g. 86400: daily; at most 366 days), the first "
+        "at once; null: never (or on `schedule`)",
     )
+    schedule: ScheduleIn | None = Field(
+        default=None, description="Run rounds on weekdays at a local time; not with every_seconds"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _one_schedule(cls, value: ScheduleIn | None, info: ValidationInfo) -> ScheduleIn | None:
+        if value is not None and info.data.get("every_seconds") is not None:
+            raise ValueError("a pool has every_seconds or a schedule, not both")
+        return value
 
 
 class PoolOut(PoolIn):
-    next_round_at: datetime | None = None
+    next_round_at: datetime | None = Field(default=None, description="When the next round is due")
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -139,6 +183,7 @@ def _pool_out(pool: PoolRow) -> PoolOut:
         serendipity=pool.serendipity,
         rules=PoolRules.model_validate(pool.rules),
         every_seconds=pool.every_seconds,
+        schedule=ScheduleIn.model_validate(pool.schedule) if pool.schedule else None,
         next_round_at=pool.next_round_at,
         created_at=pool.created_at,
         updated_at=pool.updated_at,
@@ -180,6 +225,9 @@ async def save_pool(body: PoolIn, request: Request, response: Response) -> PoolO
             serendipity=body.serendipity,
             rules=body.rules.model_dump(),
             every_seconds=body.every_seconds,
+            schedule=WeeklySchedule.from_json(body.schedule.model_dump(mode="json"))
+            if body.schedule
+            else None,
         )
     )
     response.status_code = 201 if created else 200

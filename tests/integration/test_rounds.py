@@ -3,18 +3,24 @@ complementary matching and group sizes. Each test selects its own people by a ta
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import uuid
+from datetime import UTC, datetime, time
 from typing import Any
 
 import asyncpg
 import pytest
 
-from services.matcher.rounds import PoolSpec, RoundPolicy, Rounds
+from services.matcher.rounds import InvalidPool, PoolSpec, RoundPolicy, Rounds
+from services.matcher.schedules import WeeklySchedule
 from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import MatcherStore
 from services.matcher.store.rows import RoundRow
 from shared.events import EventBatch
 from tests.integration.test_matcher_constraints import likes, person
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
@@ -228,14 +234,9 @@ async def test_a_pool_on_a_schedule_gets_its_rounds_without_being_asked(
     await rounds.save_pool(
         PoolSpec(name=f"p{run}", selector={"tags": [f"r{run}"]}, every_seconds=86_400)
     )
-    # The first round is due a day after the schedule was set; pretend the day has passed.
-    await pool.execute(
-        "UPDATE matcher.pools SET next_round_at = now() - interval '1 minute' WHERE name = $1",
-        f"p{run}",
-    )
-    async with MatcherStore(pool).unit_of_work() as uow:
-        assert await uow.rounds.schedule_due_rounds([11] * 64) >= 1
-        assert await uow.rounds.schedule_due_rounds([12] * 64) == 0  # moved on by a day: not due
+    # An interval's first round is due at once, not a period later.
+    assert await rounds.schedule_due(seed=11) >= 1
+    assert await rounds.schedule_due(seed=12) == 0  # moved on by a day: not due
     while await rounds.run_next():
         pass
     row = await pool.fetchrow(
@@ -248,3 +249,125 @@ async def test_a_pool_on_a_schedule_gets_its_rounds_without_being_asked(
         "SELECT next_round_at - now() FROM matcher.pools WHERE name = $1", f"p{run}"
     )
     assert next_at.total_seconds() > 86_000
+
+
+class ReadClock(FakeClock):
+    """A clock the test sets, which counts how often the matcher read it."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self.reads = 0
+
+    def now(self) -> datetime:
+        self.reads += 1
+        return super().now()
+
+    async def seen(self, reads: int = 2) -> None:
+        """Until the round loop has read the time set `reads` more times: with nothing to
+        run, each of its passes reads it once, and a pass commits before the next begins."""
+        target = self.reads + reads
+        async with asyncio.timeout(10):
+            while self.reads < target:
+                await asyncio.sleep(0.005)
+
+
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+BERLIN_MONDAYS_AT_9 = WeeklySchedule.from_json(
+    {"weekdays": ["mon"], "at": "09:00", "timezone": "Europe/Berlin"}
+)
+
+
+async def _rounds_of(pool: asyncpg.Pool, name: str, count: int) -> list[asyncpg.Record]:
+    """The pool's rounds once `count` of them finished (within 30 s)."""
+    async with asyncio.timeout(30):
+        while True:
+            rows: list[asyncpg.Record] = await pool.fetch(
+                "SELECT status, stats FROM matcher.rounds WHERE pool = $1 ORDER BY requested_at",
+                name,
+            )
+            if sum(r["status"] in ("done", "failed") for r in rows) >= count:
+                return rows
+            await asyncio.sleep(0.02)
+
+
+async def test_the_round_loop_runs_mondays_at_nine_in_berlin_across_spring_forward(
+    matcher: MatcherService, pool: asyncpg.Pool
+) -> None:
+    """The real polling loop (`run_forever`) as a task, with a clock the test moves: 09:00 in
+    Berlin is 08:00 UTC before 2027-03-28 and 07:00 UTC after it."""
+    run = _run()
+    name = f"p{run}"
+    await load(matcher, run, {i: ["common"] for i in range(4)})
+    clock = ReadClock(utc(2027, 3, 19, 12))  # a Friday
+    rounds = Rounds(MatcherStore(pool), RoundPolicy(cap_per_week=10, poll_seconds=0.01), clock)
+    saved, _ = await rounds.save_pool(
+        PoolSpec(name=name, selector={"tags": [f"r{run}"]}, schedule=BERLIN_MONDAYS_AT_9)
+    )
+    # The first round at the first slot after the pool was saved: the coming Monday.
+    assert saved.next_round_at == utc(2027, 3, 22, 8)
+    assert saved.schedule is not None and saved.schedule["starting"] == "2027-03-22"
+    loop = asyncio.create_task(rounds.run_forever())
+    try:
+        clock.set(utc(2027, 3, 22, 7, 59, 59))
+        await clock.seen()
+        assert await pool.fetchval("SELECT count(*) FROM matcher.rounds WHERE pool = $1", name) == 0
+        clock.set(utc(2027, 3, 22, 8))
+        first = await _rounds_of(pool, name, 1)
+        assert [r["status"] for r in first] == ["done"]
+        assert first[0]["stats"]["groups"] == 2
+        next_at = await pool.fetchval(
+            "SELECT next_round_at FROM matcher.pools WHERE name = $1", name
+        )
+        assert next_at == utc(2027, 3, 29, 7)  # still 09:00 in Berlin, now summer time
+
+        # Not at 08:00 UTC, when the round was due last week; at 07:00 UTC, 09:00 CEST.
+        clock.set(utc(2027, 3, 29, 6, 59, 59))
+        await clock.seen()
+        assert await pool.fetchval("SELECT count(*) FROM matcher.rounds WHERE pool = $1", name) == 1
+        clock.set(utc(2027, 3, 29, 7))
+        second = await _rounds_of(pool, name, 2)
+        assert [r["status"] for r in second] == ["done", "done"]
+        next_at = await pool.fetchval(
+            "SELECT next_round_at FROM matcher.pools WHERE name = $1", name
+        )
+        assert next_at == utc(2027, 4, 5, 7)
+        # A poll later in the same slot requests nothing more.
+        await clock.seen()
+        assert await pool.fetchval("SELECT count(*) FROM matcher.rounds WHERE pool = $1", name) == 2
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+
+async def test_replacing_a_pool_keeps_its_schedule_unless_it_changes(pool: asyncpg.Pool) -> None:
+    clock = FakeClock(utc(2027, 3, 16, 12))  # a Tuesday
+    rounds = Rounds(MatcherStore(pool), RoundPolicy(), clock)
+    name = f"p{_run()}"
+    every_other = dataclasses.replace(BERLIN_MONDAYS_AT_9, every_weeks=2)
+    saved, created = await rounds.save_pool(PoolSpec(name=name, schedule=every_other))
+    assert created
+    assert saved.next_round_at == utc(2027, 3, 22, 8)
+    assert saved.schedule is not None and saved.schedule["starting"] == "2027-03-22"
+    # Saved again with the same schedule a week later: the round due and the weeks counted stay.
+    clock.set(utc(2027, 3, 23, 12))
+    again, created = await rounds.save_pool(PoolSpec(name=name, schedule=every_other, group_size=3))
+    assert not created
+    assert (again.next_round_at, again.schedule) == (saved.next_round_at, saved.schedule)
+    # Another time of day: a new schedule, from its first slot after now.
+    at_ten = dataclasses.replace(every_other, at=time(10, 0))
+    moved, _ = await rounds.save_pool(PoolSpec(name=name, schedule=at_ten))
+    assert moved.next_round_at == utc(2027, 3, 29, 8)
+    assert moved.schedule is not None and moved.schedule["starting"] == "2027-03-29"
+    # An interval instead: its first round at once. No schedule: none.
+    daily, _ = await rounds.save_pool(PoolSpec(name=name, every_seconds=86_400))
+    assert (daily.next_round_at, daily.schedule) == (clock.now(), None)
+    never, _ = await rounds.save_pool(PoolSpec(name=name))
+    assert never.next_round_at is None
+    with pytest.raises(InvalidPool):
+        await rounds.save_pool(PoolSpec(name=name, every_seconds=60, schedule=every_other))

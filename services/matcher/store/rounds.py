@@ -5,12 +5,13 @@ Runs on the connection (and transaction) of a matcher unit of work (`uow.rounds`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from services.matcher.store.rows import PoolRow, RoundRow
+from services.matcher.store.rows import PoolRow, RoundRow, ScheduledRound
 
 
 def _round(r: asyncpg.Record) -> RoundRow:
@@ -44,6 +45,7 @@ def _pool(r: asyncpg.Record) -> PoolRow:
         next_round_at=r["next_round_at"],
         created_at=r["created_at"],
         updated_at=r["updated_at"],
+        schedule=r["schedule"],
     )
 
 
@@ -52,21 +54,18 @@ class RoundRecords:
         self._conn = conn
 
     async def upsert_pool(self, pool: PoolRow) -> tuple[PoolRow, bool]:
-        """Create or replace a pool; True when it was created."""
+        """Create or replace a pool, with the next_round_at its use case worked out; True when
+        it was created."""
         row = await self._conn.fetchrow(
             """
-            INSERT INTO matcher.pools AS p
-                (name, selector, group_size, serendipity, rules, every_seconds, next_round_at)
-            VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6,
-                    CASE WHEN $6::int IS NULL THEN NULL
-                         ELSE now() + make_interval(secs => $6::int) END)
+            INSERT INTO matcher.pools AS p (name, selector, group_size, serendipity, rules,
+                                            every_seconds, schedule, next_round_at)
+            VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7::jsonb, $8)
             ON CONFLICT (name) DO UPDATE SET
                 selector = EXCLUDED.selector, group_size = EXCLUDED.group_size,
                 serendipity = EXCLUDED.serendipity, rules = EXCLUDED.rules,
-                every_seconds = EXCLUDED.every_seconds,
-                next_round_at = CASE WHEN EXCLUDED.every_seconds IS NULL THEN NULL
-                                     ELSE coalesce(p.next_round_at, EXCLUDED.next_round_at) END,
-                updated_at = now()
+                every_seconds = EXCLUDED.every_seconds, schedule = EXCLUDED.schedule,
+                next_round_at = EXCLUDED.next_round_at, updated_at = now()
             RETURNING *, (xmax = 0) AS created
             """,
             pool.name,
@@ -75,8 +74,17 @@ class RoundRecords:
             pool.serendipity,
             pool.rules,
             pool.every_seconds,
+            pool.schedule,
+            pool.next_round_at,
         )
         return _pool(row), bool(row["created"])
+
+    async def pool_for_update(self, name: str) -> PoolRow | None:
+        """The pool, locked until the transaction ends (its replacement reads its schedule)."""
+        row = await self._conn.fetchrow(
+            "SELECT * FROM matcher.pools WHERE name = $1 FOR UPDATE", name
+        )
+        return _pool(row) if row else None
 
     async def pools(self) -> list[PoolRow]:
         return [
@@ -112,35 +120,40 @@ class RoundRecords:
         await self._conn.execute("NOTIFY roac_matcher_rounds")
         return _round(row)
 
-    async def schedule_due_rounds(self, seeds: Sequence[int]) -> int:
-        """Request a round for each pool whose schedule is due, and move its schedule on;
-        SKIP LOCKED lets several matchers run this loop without requesting a round twice."""
-        created = await self._conn.fetchval(
+    async def due_pools(self, now: datetime, limit: int = 64) -> list[PoolRow]:
+        """Pools whose next round is due at `now`, locked; SKIP LOCKED lets several matchers
+        poll at once without requesting a round twice (one skips what another holds)."""
+        rows = await self._conn.fetch(
             """
-            WITH locked AS (
-                SELECT name, group_size, serendipity FROM matcher.pools
-                WHERE next_round_at <= now()
-                ORDER BY name LIMIT 64 FOR UPDATE SKIP LOCKED
-            ), due AS (
-                SELECT *, row_number() OVER (ORDER BY name) AS n FROM locked
-            ), moved AS (
-                -- The next one a period later; a schedule missed for long resumes from now.
-                UPDATE matcher.pools p
-                SET next_round_at = greatest(p.next_round_at, now() - make_interval(
-                        secs => p.every_seconds)) + make_interval(secs => p.every_seconds)
-                FROM due WHERE p.name = due.name
-            ), requested AS (
-                INSERT INTO matcher.rounds (id, pool, group_size, seed, serendipity)
-                SELECT gen_random_uuid(), due.name, due.group_size, ($1::bigint[])[due.n],
-                       due.serendipity
-                FROM due
-                RETURNING id
-            )
-            SELECT count(*) FROM requested
+            SELECT * FROM matcher.pools WHERE next_round_at <= $1
+            ORDER BY name LIMIT $2 FOR UPDATE SKIP LOCKED
             """,
-            list(seeds),
+            now,
+            limit,
         )
-        return int(created)
+        return [_pool(r) for r in rows]
+
+    async def request_scheduled(self, due: Sequence[ScheduledRound]) -> int:
+        """Request the due pools' rounds and move each pool's schedule to its next slot."""
+        if not due:
+            return 0
+        await self._conn.execute(
+            """
+            UPDATE matcher.pools p SET next_round_at = d.next_round_at
+            FROM unnest($1::text[], $2::timestamptz[]) AS d(name, next_round_at)
+            WHERE p.name = d.name
+            """,
+            [d.pool.name for d in due],
+            [d.next_round_at for d in due],
+        )
+        await self._conn.executemany(
+            """
+            INSERT INTO matcher.rounds (id, pool, group_size, seed, serendipity)
+            VALUES (gen_random_uuid(), $1, $2, $3, $4)
+            """,
+            [(d.pool.name, d.pool.group_size, d.seed, d.pool.serendipity) for d in due],
+        )
+        return len(due)
 
     async def claim_round(self, worker: UUID, lease_seconds: float) -> RoundRow | None:
         """Take the oldest round waiting, or one whose worker's lease ran out (it crashed)."""

@@ -69,6 +69,18 @@ class PoolRow:
     next_round_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # A calendar schedule (services/matcher/schedules.py, WeeklySchedule.to_json) instead of
+    # every_seconds; at most one of the two is set.
+    schedule: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledRound:
+    """A due pool's round to request, and when the pool's next one is due."""
+
+    pool: PoolRow
+    seed: int
+    next_round_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
