@@ -41,7 +41,7 @@ from pydantic import BaseModel, RootModel, create_model
 from services.ingest import handlers as ingest_handlers
 from services.ingest.app import create_app as create_ingest_app
 from services.ingest.ingress import REASON_HEADER, ROUTING_KEY_HEADER
-from services.ingest.schemas import ContactsBody, InterestsBody
+from services.ingest.schemas import ContactsBody, InterestsBody, InterestWithdrawalsBody
 from services.matcher import subscriptions as matcher_subscriptions
 from services.matcher.routes import api as matcher_api
 from services.notifier import subscriptions as notifier_subscriptions
@@ -63,6 +63,7 @@ from shared.topology import (
     INGRESS_INTERESTS,
     INGRESS_QUEUE,
     INGRESS_ROUTING_KEYS,
+    INGRESS_WITHDRAW_INTERESTS,
     ConsumerQueue,
 )
 
@@ -87,6 +88,11 @@ EVENT_DOCS: dict[str, EventDoc] = {
     ),
     "interest.declared.v1": EventDoc(
         "ingest", "A person likes, seeks or offers a topic (POST /v1/interests)."
+    ),
+    "interest.withdrawn.v1": EventDoc(
+        "ingest",
+        "A person no longer likes, seeks or offers a topic (DELETE /v1/interests/{source}/"
+        "{external_id}): the matcher stops matching them on it.",
     ),
     "intro.proposed.v1": EventDoc(
         "matcher", "People who should meet, why, and how to reach them (live match or a round)."
@@ -134,10 +140,22 @@ class InterestsIngress(RootModel[InterestsBody]):
     """One interest, or `{"items": [...]}` of up to 1,000: the body of POST /v1/interests."""
 
 
+class InterestWithdrawalsIngress(RootModel[InterestWithdrawalsBody]):
+    """One interest to withdraw, or `{"items": [...]}` of up to 1,000: what
+    DELETE /v1/interests/{source}/{external_id}?topic=&kind= does, item by item."""
+
+
 # What an integration publishes to roac.ingress, by routing key.
 INGRESS_BODIES: dict[str, type[BaseModel]] = {
     INGRESS_CONTACTS: ContactsIngress,
     INGRESS_INTERESTS: InterestsIngress,
+    INGRESS_WITHDRAW_INTERESTS: InterestWithdrawalsIngress,
+}
+# The HTTP request each routing key stands for.
+_INGRESS_REQUESTS = {
+    INGRESS_CONTACTS: "POST /v1/contacts",
+    INGRESS_INTERESTS: "POST /v1/interests",
+    INGRESS_WITHDRAW_INTERESTS: "DELETE /v1/interests/... (one per item)",
 }
 _INGRESS_HEADERS = {
     "type": "object",
@@ -299,7 +317,8 @@ def _documented_broker() -> RabbitBroker:
             persist=True,
             title=f"{INGRESS_EXCHANGE.name}/{routing_key}",
             description=(
-                f"What POST /v1/{routing_key} takes, published to {INGRESS_EXCHANGE.name} by an "
+                f"What {_INGRESS_REQUESTS[routing_key]} takes, published to "
+                f"{INGRESS_EXCHANGE.name} by an "
                 "integration that prefers the broker (docs/ingress.md); `message_id` required "
                 "(event ids derive from it), `user_id` names the integration. Consumed by ingest "
                 f"from {INGRESS_QUEUE.name}."
@@ -483,7 +502,7 @@ def _complete(document: dict[str, Any], event_types: list[str]) -> None:
 
 
 def _complete_ingress(doc: _Document) -> None:
-    """The ingress queue carries the two request bodies; its parking queue (filled by ingest,
+    """The ingress queue carries the request bodies; its parking queue (filled by ingest,
     and by RabbitMQ's dead-lettering) the same, with the reason in a header."""
     bodies: dict[str, dict[str, str]] = {}
     for routing_key in INGRESS_ROUTING_KEYS:

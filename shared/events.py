@@ -206,6 +206,15 @@ class InterestData(ContactRef):
     weight: float = Field(default=1.0, ge=MIN_INTEREST_WEIGHT, le=10)
 
 
+class InterestWithdrawalData(ContactRef):
+    """The person no longer holds this interest (DELETE /v1/interests/{source}/{external_id}):
+    as of the event, what this identity declared on `topic` (of `kind`, or of every kind when
+    None) is withdrawn; a later declaration brings it back, an older one arriving late does not."""
+
+    topic: Topic
+    kind: InterestKind | None = None
+
+
 class Participant(ContactRef):
     name: str
     organization: str | None = None
@@ -356,6 +365,11 @@ class InterestDeclared(Envelope):
     data: InterestData
 
 
+class InterestWithdrawn(Envelope):
+    type: Literal["interest.withdrawn.v1"] = "interest.withdrawn.v1"
+    data: InterestWithdrawalData
+
+
 class IntroProposed(Envelope):
     type: Literal["intro.proposed.v1"] = "intro.proposed.v1"
     data: IntroData
@@ -412,7 +426,8 @@ Event = Annotated[
     | DeliveryRequested
     | ResourceProposed
     | ContactMerged
-    | ContactUnmerged,
+    | ContactUnmerged
+    | InterestWithdrawn,
     Field(discriminator="type"),
 ]
 
@@ -428,6 +443,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "resource.proposed.v1",
     "contact.merged.v1",
     "contact.unmerged.v1",
+    "interest.withdrawn.v1",
 )
 
 

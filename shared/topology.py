@@ -2,7 +2,8 @@
 
     producers --(routing key = event type)--> roac.events (topic)
         roac.events --contact.upserted.v1, interest.declared.v1, delivery.*,
-                      contact.opted_out.v1, contact.erased.v1--> roac.matcher (quorum)
+                      contact.opted_out.v1, contact.erased.v1,
+                      interest.withdrawn.v1--> roac.matcher (quorum)
         roac.events --intro.proposed.v1, resource.proposed.v1,
                       contact.opted_out.v1, contact.erased.v1,
                       contact.merged.v1, contact.unmerged.v1--> roac.notifier (quorum)
@@ -12,7 +13,7 @@
         roac.<consumer> --(dead-letter, routing key = queue name)--> roac.dead-letter (direct)
         roac.dead-letter --roac.<consumer>--> roac.<consumer>.dlq (quorum, parked until replayed)
     integrations that prefer the broker to HTTP (docs/ingress.md):
-        integration --(routing key contacts | interests)--> roac.ingress (topic)
+        integration --(routing key contacts | interests | interests.withdraw)--> roac.ingress
         roac.ingress --#--> roac.ingest.ingress (quorum, consumed by ingest)
         ingest --(invalid: original body + x-roac-reason)--> roac.ingest.ingress.dlq
 
@@ -80,6 +81,7 @@ MATCHER_QUEUE = ConsumerQueue(
         "delivery.failed.v1",
         "contact.opted_out.v1",
         "contact.erased.v1",
+        "interest.withdrawn.v1",
     ),
 )
 NOTIFIER_QUEUE = ConsumerQueue(
@@ -105,7 +107,13 @@ CONSUMER_QUEUES: tuple[ConsumerQueue, ...] = (MATCHER_QUEUE, NOTIFIER_QUEUE, DEL
 INGRESS_EXCHANGE = RabbitExchange("roac.ingress", type=ExchangeType.TOPIC, durable=True)
 INGRESS_CONTACTS = "contacts"
 INGRESS_INTERESTS = "interests"
-INGRESS_ROUTING_KEYS: tuple[str, ...] = (INGRESS_CONTACTS, INGRESS_INTERESTS)
+# What DELETE /v1/interests/... does, for one or a batch of interests.
+INGRESS_WITHDRAW_INTERESTS = "interests.withdraw"
+INGRESS_ROUTING_KEYS: tuple[str, ...] = (
+    INGRESS_CONTACTS,
+    INGRESS_INTERESTS,
+    INGRESS_WITHDRAW_INTERESTS,
+)
 # Not in CONSUMER_QUEUES: it is bound to roac.ingress, not to roac.events, and carries request
 # bodies rather than event batches. Same arguments: delivery limit, at-least-once dead-lettering.
 # Ingest parks what fails validation in its `.dlq` itself, with the reason in `x-roac-reason`.

@@ -2,7 +2,8 @@
 `roac.ingress`, as plain Python.
 
 A message is judged exactly like the HTTP request with the same body: the same pydantic types
-(`ContactsBody`, `InterestsBody`), the same batch and string limits, the same body size limit.
+(`ContactsBody`, `InterestsBody`; `InterestWithdrawalsBody` for what DELETE /v1/interests/...
+does), the same batch and string limits, the same body size limit.
 
 - Valid: its events go through the same `Intake` as HTTP (one confirmed message on roac.events);
   the caller acks the ingress message only after that. Event ids derive from the message's AMQP
@@ -37,15 +38,27 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.ingest.intake import Intake, Keyed, Publisher, PublishFailed, correlation_id_from
 from services.ingest.metrics import INGRESS_MESSAGES
-from services.ingest.schemas import ContactBatch, ContactsBody, InterestBatch, InterestsBody
+from services.ingest.schemas import (
+    ContactBatch,
+    ContactsBody,
+    InterestBatch,
+    InterestsBody,
+    InterestWithdrawalBatch,
+    InterestWithdrawalsBody,
+)
 from services.ingest.triage import triage
 from shared.consumer import TRANSIENT_ERRORS
-from shared.events import ContactData, InterestData
+from shared.events import ContactData, InterestData, InterestWithdrawalData
 from shared.problems import field_problems
 from shared.redelivery import requeue_delay
 from shared.scopes import Grant, Scope
 from shared.text_safety import escaped, first_unsafe
-from shared.topology import INGRESS_CONTACTS, INGRESS_ROUTING_KEYS
+from shared.topology import (
+    INGRESS_CONTACTS,
+    INGRESS_INTERESTS,
+    INGRESS_ROUTING_KEYS,
+    INGRESS_WITHDRAW_INTERESTS,
+)
 
 log = logging.getLogger("roac.ingest.ingress")
 
@@ -61,6 +74,12 @@ MAX_REASON_LENGTH = 2000
 
 _CONTACTS: TypeAdapter[Any] = TypeAdapter(ContactsBody)
 _INTERESTS: TypeAdapter[Any] = TypeAdapter(InterestsBody)
+_WITHDRAWALS: TypeAdapter[Any] = TypeAdapter(InterestWithdrawalsBody)
+_BODIES: dict[str, TypeAdapter[Any]] = {
+    INGRESS_CONTACTS: _CONTACTS,
+    INGRESS_INTERESTS: _INTERESTS,
+    INGRESS_WITHDRAW_INTERESTS: _WITHDRAWALS,
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,8 @@ class Valid:
     correlation_id: str
     keyed: Keyed
     bulk: bool
+    # Routing key `interests.withdraw`: what DELETE /v1/interests/... does, item by item.
+    withdrawals: Sequence[InterestWithdrawalData] = ()
 
 
 @dataclass(frozen=True)
@@ -147,7 +168,8 @@ def examine(
     message is accepted or parked whole), and its sender's sources as the HTTP API judges an
     API key's."""
     if message.routing_key not in INGRESS_ROUTING_KEYS:
-        expected = " or ".join(f"'{key}'" for key in INGRESS_ROUTING_KEYS)
+        keys = [f"'{key}'" for key in INGRESS_ROUTING_KEYS]
+        expected = f"{', '.join(keys[:-1])} or {keys[-1]}"
         return Invalid(f"unknown routing key: publish with {expected}")
     if len(message.body) > max_body_bytes:
         return Invalid(
@@ -176,12 +198,12 @@ def examine(
     except ValueError:
         # Python refuses to read an integer of more than sys.get_int_max_str_digits() digits.
         return Invalid("body is not JSON roac reads: a number has too many digits")
-    adapter = _CONTACTS if message.routing_key == INGRESS_CONTACTS else _INTERESTS
     try:
-        body = adapter.validate_python(document)
+        body = _BODIES[message.routing_key].validate_python(document)
     except ValidationError as exc:
         return Invalid(reason_from(exc.errors()))
-    items = body.items if isinstance(body, ContactBatch | InterestBatch) else [body]
+    batches = ContactBatch | InterestBatch | InterestWithdrawalBatch
+    items = body.items if isinstance(body, batches) else [body]
     over = triage(
         [i for i in items if isinstance(i, InterestData)], max_per_person=max_interests_per_person
     ).errors
@@ -206,6 +228,7 @@ def examine(
             hashlib.sha256(message.body).digest(),
         ),
         bulk=_flag(message.headers.get(BULK_HEADER)),
+        withdrawals=[i for i in items if isinstance(i, InterestWithdrawalData)],
     )
 
 
@@ -335,7 +358,7 @@ class Ingress:
         return outcome
 
     async def _accept(self, valid: Valid) -> None:
-        # A message is one routing key's body, so exactly one of the two holds items.
+        # A message is one routing key's body, so exactly one of the three holds items.
         if valid.contacts:
             await self._intake.accept_contacts(
                 valid.contacts,
@@ -351,4 +374,11 @@ class Ingress:
                 integration=valid.integration,
                 keyed=valid.keyed,
                 bulk=valid.bulk,
+            )
+        if valid.withdrawals:
+            await self._intake.accept_withdrawals(
+                valid.withdrawals,
+                correlation_id=valid.correlation_id,
+                integration=valid.integration,
+                keyed=valid.keyed,
             )

@@ -27,6 +27,8 @@ from shared.events import (
     Event,
     InterestData,
     InterestDeclared,
+    InterestWithdrawalData,
+    InterestWithdrawn,
     OptOutData,
 )
 from shared.text_safety import kept_correlation_id
@@ -157,6 +159,23 @@ class Intake:
             for item, fields in zip(items, batch.fields(), strict=True)
         ]
         return await self._accept_batch(events, batch, rejected)
+
+    async def accept_withdrawals(
+        self,
+        items: Sequence[InterestWithdrawalData],
+        *,
+        correlation_id: str,
+        integration: str,
+        keyed: Keyed | None = None,
+    ) -> Answer[BatchAccepted]:
+        """Withdraw interests: one interest.withdrawn.v1 each (the matcher forgets them; one the
+        person does not hold changes nothing)."""
+        batch = _Batch(correlation_id, integration, keyed, False, None, len(items))
+        events: list[Event] = [
+            InterestWithdrawn(data=item, **fields)
+            for item, fields in zip(items, batch.fields(), strict=True)
+        ]
+        return await self._accept_batch(events, batch, ())
 
     async def _accept_batch(
         self, events: list[Event], batch: _Batch, rejected: Sequence[RejectedItem]

@@ -23,7 +23,13 @@ from services.ingest.schemas import (
 )
 from services.ingest.triage import Item, Triage, triage
 from shared.authorization import check_sources, requires
-from shared.events import ContactData, ContactRef, InterestData
+from shared.events import (
+    ContactData,
+    ContactRef,
+    InterestData,
+    InterestKind,
+    InterestWithdrawalData,
+)
 from shared.logs import correlation_id as current_correlation
 from shared.problems import Problem
 from shared.scopes import Scope
@@ -232,6 +238,34 @@ async def _person(source: SourcePath, external_id: ExternalIdPath) -> ContactRef
 Person = Annotated[ContactRef, Depends(_person)]
 
 
+async def _withdrawal(
+    person: Person,
+    topic: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=400,
+            description="The topic as declared (normalised the same way: case, whitespace, NFC)",
+        ),
+    ],
+    kind: Annotated[
+        InterestKind | None, Query(description="Only this kind; omitted: every kind of the topic")
+    ] = None,
+) -> InterestWithdrawalData:
+    """The interest named by the path and query, its topic normalised as a declared one is."""
+    try:
+        return InterestWithdrawalData(
+            source=person.source, external_id=person.external_id, topic=topic, kind=kind
+        )
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [
+                {"type": e["type"], "loc": ("query", *e["loc"]), "msg": e["msg"]}
+                for e in exc.errors(include_url=False, include_input=False)
+            ]
+        ) from None
+
+
 @api.delete(
     # `:path`: an id may hold a slash (sent as %2F, which the server decodes before routing).
     "/contacts/{source}/{external_id:path}",
@@ -282,6 +316,35 @@ async def opt_out_contact(
     correlation_id, integration = _context(request, response)
     answer = await _intake(request).accept_opt_out(
         person,
+        correlation_id=correlation_id,
+        integration=integration,
+        keyed=await _keyed(request, response),
+    )
+    return _answered(answer, response)
+
+
+@api.delete(
+    # `:path`: an id may hold a slash (sent as %2F, which the server decodes before routing).
+    "/interests/{source}/{external_id:path}",
+    status_code=202,
+    response_model=Accepted,
+    summary="Withdraw an interest",
+    dependencies=[requires(Scope.EVENTS_WRITE)],
+)
+async def withdraw_interest(
+    withdrawal: Annotated[InterestWithdrawalData, Depends(_withdrawal)],
+    request: Request,
+    response: Response,
+    _: Credentials,
+    __: IdempotencyKey = None,
+) -> Accepted:
+    """The person no longer likes, seeks or offers `topic` (`interest.withdrawn.v1`): the
+    matcher stops matching them on it, and the topic's count drops. Withdrawing an interest the
+    person does not hold is accepted and changes nothing."""
+    check_sources(request, Scope.EVENTS_WRITE, [withdrawal.source])
+    correlation_id, integration = _context(request, response)
+    answer = await _intake(request).accept_withdrawals(
+        [withdrawal],
         correlation_id=correlation_id,
         integration=integration,
         keyed=await _keyed(request, response),

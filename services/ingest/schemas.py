@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.events import ContactData, InterestData
+from shared.events import ContactData, InterestData, InterestWithdrawalData
 from shared.problems import FieldProblem
 
 MAX_BATCH_ITEMS = 1000
@@ -35,6 +35,11 @@ class InterestBatch(BaseModel):
     items: list[InterestData] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
 
 
+class InterestWithdrawalBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[InterestWithdrawalData] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
 def _shape(value: Any) -> str:
     if isinstance(value, dict):
         return "batch" if "items" in value else "single"
@@ -47,6 +52,13 @@ ContactsBody = Annotated[
 ]
 InterestsBody = Annotated[
     Annotated[InterestData, Tag("single")] | Annotated[InterestBatch, Tag("batch")],
+    Discriminator(_shape),
+]
+
+# What the AMQP ingress takes with routing key `interests.withdraw` (HTTP: one per DELETE).
+InterestWithdrawalsBody = Annotated[
+    Annotated[InterestWithdrawalData, Tag("single")]
+    | Annotated[InterestWithdrawalBatch, Tag("batch")],
     Discriminator(_shape),
 ]
 

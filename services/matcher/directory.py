@@ -180,7 +180,7 @@ class Directory:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 """
-                SELECT c.id, c.name, c.organization, c.timezone, c.channels, c.tags,
+                SELECT c.id, c.name, c.organization, c.timezone, c.language, c.channels, c.tags,
                        c.snoozed_until, c.opted_out, c.deliverable, i.profile
                 FROM matcher.identities i JOIN matcher.contacts c ON c.id = i.contact_id
                 WHERE i.source = $1 AND i.external_id = $2 AND c.erased_at IS NULL
@@ -220,6 +220,7 @@ class Directory:
             "name": row["name"],
             "organization": row["organization"],
             "timezone": row["timezone"],
+            "language": row["language"],
             "channels": [
                 {"type": c["type"], "address": c["address"]} for c in row["channels"] or []
             ],

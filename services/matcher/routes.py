@@ -634,3 +634,54 @@ async def contact_profile(
     if found is None:
         raise HTTPException(404, "There is no such identity.")
     return ContactProfileOut.model_validate(found)
+
+
+class ChannelOut(BaseModel):
+    type: str
+    address: str
+
+
+class ContactHeldOut(BaseModel):
+    """What roac holds about a person, as the matcher applied it (the right of access's
+    answer for the profile, identities and interests)."""
+
+    source: str
+    external_id: str
+    name: str | None = Field(description="Null while only interests of the person arrived")
+    organization: str | None
+    timezone: str | None
+    language: str | None
+    tags: list[str]
+    channels: list[ChannelOut] = Field(description="In order of preference")
+    snoozed_until: datetime | None
+    opted_out: bool
+    identities: list[IdentityOut] = Field(
+        description="Every identity roac holds as this person, oldest first (merges included)"
+    )
+    interests: list[InterestOut] = Field(
+        description="At most 500, by topic; withdrawn ones are gone"
+    )
+    blocks: list[IdentityOut] = Field(description="People this person never wants to meet")
+
+
+@api.get(
+    # After the routes under it (`/identity`, `/profile`): `:path` would take their suffixes.
+    "/contacts/{source}/{external_id:path}",
+    summary="What roac holds about a person: profile, identities and interests",
+    response_model=ContactHeldOut,
+    dependencies=[requires(Scope.CONTACTS_READ)],
+)
+async def contact_held(
+    source: SourcePath, external_id: ExternalIdPath, request: Request
+) -> ContactHeldOut:
+    """The person's profile as the matcher holds it (the newest contact event of any of their
+    identities), every identity merged into them, their interests and block list. 404 for a
+    person roac does not know, or erased."""
+    check_sources(request, Scope.CONTACTS_READ, [source])
+    found = await _directory(request).profile(source, external_id)
+    contacts: ContactIdentities = request.app.state.contacts
+    view = await contacts.view((source, external_id))
+    if found is None or view is None:
+        raise HTTPException(404, "There is no such identity.")
+    identities = [IdentityOut(source=i.source, external_id=i.external_id) for i in view.identities]
+    return ContactHeldOut.model_validate({**found, "identities": identities})

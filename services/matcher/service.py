@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 from uuid import uuid4
 
-from services.matcher import identity_resolution, metrics
+from services.matcher import identity_resolution, metrics, withdrawals
 from services.matcher.availability import within_cap
 from services.matcher.constraints import Person, Rules
 from services.matcher.group_intros import MIN_GROUP, topic_groups, worth_a_group
@@ -46,6 +46,7 @@ from shared.events import (
     Envelope,
     EventBatch,
     InterestDeclared,
+    InterestWithdrawn,
     IntroData,
     IntroProposed,
     IntroTopic,
@@ -98,6 +99,10 @@ class MatcherService:
             elif batch.type == "interest.declared.v1":
                 interests = [e for e in fresh if isinstance(e, InterestDeclared)]
                 await self._apply_interests(uow, await _without_erased(uow, interests))
+            elif batch.type == "interest.withdrawn.v1":
+                await self._apply_withdrawals(
+                    uow, [e for e in fresh if isinstance(e, InterestWithdrawn)]
+                )
             elif batch.type in ("delivery.succeeded.v1", "delivery.failed.v1"):
                 await self._apply_deliveries(uow, fresh)
             elif batch.type == "contact.opted_out.v1":
@@ -157,6 +162,23 @@ class MatcherService:
         ids = {ref: r.contact_id for ref, r in resolved.items()}
         topic_ids = await uow.topics.upsert_topics(k[2] for k in latest)
         await uow.topics.lock_topics(topic_ids.values())
+        # Under the topic locks, so a withdrawal committed meanwhile is seen: a declaration
+        # older than the identity's withdrawal of it (applied first) brings nothing back.
+        stale = await uow.topics.withdrawn_declarations(
+            [
+                (resolved[(d.source, d.external_id)].identity_id, d.topic, d.kind, e.occurred_at)
+                for e in latest.values()
+                for d in (e.data,)
+            ]
+        )
+        if stale:
+            latest = {
+                key: e
+                for key, e in latest.items()
+                if (resolved[(key[0], key[1])].identity_id, e.data.topic, e.data.kind) not in stale
+            }
+            if not latest:
+                return
         rows = [
             InterestRow(
                 contact_id=found.contact_id,
@@ -196,6 +218,24 @@ class MatcherService:
                     seeds.get(member, set()).discard(topic_id)
             seeds = {p: topics for p, topics in seeds.items() if topics}
         await self._propose(uow, seeds, causes)
+
+    async def _apply_withdrawals(
+        self, uow: MatcherUnitOfWork, events: Sequence[InterestWithdrawn]
+    ) -> None:
+        """Forget what each identity withdrew (services/matcher/withdrawals.py); the topic
+        counts follow. Nothing is proposed: a withdrawal only takes away."""
+        latest = withdrawals.latest_withdrawals(events)
+        known = await uow.identities.known((k[0], k[1]) for k in latest)
+        rows = withdrawals.withdrawal_rows(latest, known)
+        if not rows:
+            return
+        await uow.topics.record_withdrawals(rows)
+        topic_ids = await uow.topics.topic_ids(sorted({r.topic for r in rows}))
+        await uow.topics.lock_topics(topic_ids.values())
+        removed = await uow.topics.withdraw_interests(rows, topic_ids)
+        if removed:
+            still_held = await uow.topics.known_contact_topics(removed)
+            await uow.topics.drop_topic_people(withdrawals.topic_decrements(removed, still_held))
 
     async def _propose_topic_groups(
         self, uow: MatcherUnitOfWork, topic_ids: set[int], causes: dict[int, Envelope]

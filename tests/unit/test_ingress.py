@@ -26,7 +26,7 @@ from services.ingest.ingress import (
     source_refusal,
 )
 from services.ingest.schemas import MAX_BATCH_ITEMS
-from shared.events import ContactUpserted, Event, InterestDeclared
+from shared.events import ContactUpserted, Event, InterestDeclared, InterestKind, InterestWithdrawn
 from shared.scopes import Grant, Scope
 
 LIMIT = 10_000
@@ -94,7 +94,12 @@ def test_event_ids_derive_from_routing_key_and_message_id_apart_from_http_keys()
 @pytest.mark.parametrize(
     ("routing_key", "message_id", "body", "expected"),
     [
-        ("contact", "m", CONTACT, "unknown routing key: publish with 'contacts' or 'interests'"),
+        (
+            "contact",
+            "m",
+            CONTACT,
+            "unknown routing key: publish with 'contacts', 'interests' or 'interests.withdraw'",
+        ),
         ("contacts", None, CONTACT, "the message_id property is required"),
         ("contacts", "", CONTACT, "the message_id property is required"),
         ("contacts", "m", b'{"source": "crm",', "body is not JSON: Expecting"),
@@ -278,13 +283,13 @@ def test_the_asyncapi_document_describes_the_ingress_and_its_parking_queue() -> 
     document = asyncapi_document()
     channels = {c["address"]: c for c in document["channels"].values()}
     messages = document["components"]["messages"]
-    for routing_key in ("contacts", "interests"):
+    for routing_key in ("contacts", "interests", "interests.withdraw"):
         exchange = channels[routing_key]["bindings"]["amqp"]["exchange"]
         assert exchange["name"] == "roac.ingress" and exchange["type"] == "topic"
     queue = channels["roac.ingest.ingress"]
     assert queue["x-amqp-bindings"] == [{"exchange": "roac.ingress", "routingKey": "#"}]
     assert queue["x-amqp-arguments"]["x-dead-letter-exchange"] == "roac.dead-letter"
-    assert list(queue["messages"]) == ["contacts", "interests"]
+    assert list(queue["messages"]) == ["contacts", "interests", "interests.withdraw"]
     parked = channels["roac.ingest.ingress.dlq"]
     assert parked["x-amqp-bindings"] == [
         {"exchange": "roac.dead-letter", "routingKey": "roac.ingest.ingress"}
@@ -341,3 +346,40 @@ def test_a_message_is_judged_against_its_senders_key_once_keys_are_loaded() -> N
             grant_named=grants.get,
             keys_loaded=lambda: False,
         )
+
+
+# --- withdrawing interests (routing key interests.withdraw) ----------------------------------
+
+
+async def test_withdrawals_become_interest_withdrawn_events(
+    ingress: Ingress, publisher: FakePublisher, parker: FakeParker
+) -> None:
+    one = {"source": "crm", "external_id": "42", "topic": "Kite  Photography", "kind": "seeks"}
+    every_kind = {"source": "crm", "external_id": "43", "topic": "kites"}
+    batch = message({"items": [one, every_kind]}, "interests.withdraw")
+    assert await ingress.handle(batch) is Outcome.ACCEPTED
+    [events] = publisher.published
+    assert all(isinstance(e, InterestWithdrawn) for e in events)
+    data = [e.data for e in events if isinstance(e, InterestWithdrawn)]
+    assert [(d.topic, d.kind) for d in data] == [
+        ("kite photography", InterestKind.SEEKS),
+        ("kites", None),
+    ]
+    key = ingress_key("interests.withdraw", "m-1")
+    assert [e.message_id for e in events] == [event_id("amqp", key, i) for i in range(2)]
+    assert parker.parked == []
+
+
+def test_a_withdrawal_is_judged_as_the_delete_route_judges_it() -> None:
+    no_topic = {"source": "crm", "external_id": "42"}
+    assert "topic" in reason(examine(message(no_topic, "interests.withdraw"), max_body_bytes=LIMIT))
+    extra = {"source": "crm", "external_id": "42", "topic": "kites", "weight": 1}
+    assert "weight" in reason(examine(message(extra, "interests.withdraw"), max_body_bytes=LIMIT))
+    forum = {"source": "forum", "external_id": "42", "topic": "kites"}
+    grants = {"crm-bus": _grant(frozenset({"crm"}))}
+    verdict = examine(
+        message(forum, "interests.withdraw", user_id="crm-bus"),
+        max_body_bytes=LIMIT,
+        grant_named=grants.get,
+    )
+    assert "not forum" in reason(verdict)

@@ -90,6 +90,11 @@ class IdentityRecords:
             )
         return found | await self._identities(missing)
 
+    async def known(self, refs: Iterable[Ref]) -> dict[Ref, Resolved]:
+        """Each (source, external_id)'s contact and identity, for those that exist (none is
+        created)."""
+        return await self._identities(sorted(set(refs)))
+
     async def _identities(self, refs: Sequence[Ref]) -> dict[Ref, Resolved]:
         rows = await self._conn.fetch(
             """

@@ -41,6 +41,17 @@ class InterestRow:
     identity_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class WithdrawalRow:
+    """An identity's interest withdrawn (`interest.withdrawn.v1`), one kind of one topic."""
+
+    contact_id: int
+    identity_id: int
+    topic: str
+    kind: InterestKind
+    withdrawn_at: datetime
+
+
 class Resolved(NamedTuple):
     contact_id: int
     identity_id: int

@@ -6,12 +6,13 @@ transaction) of a matcher unit of work (`uow.topics`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 import asyncpg
 
 from services.matcher.scoring import Interest
 from services.matcher.store.contacts import reachable
-from services.matcher.store.rows import InterestRow, TopicCounts
+from services.matcher.store.rows import InterestRow, TopicCounts, WithdrawalRow
 from shared.events import InterestKind
 
 
@@ -100,6 +101,102 @@ class TopicRecords:
             for r in result
             if r["inserted"]
         ]
+
+    async def record_withdrawals(self, rows: Sequence[WithdrawalRow]) -> None:
+        """Remember when each identity withdrew each interest (the newest time wins), so that
+        an older declaration applied later does not bring it back (`withdrawn_declarations`)."""
+        ordered = sorted(rows, key=lambda r: (r.identity_id, r.topic, r.kind.value))
+        await self._conn.execute(
+            """
+            INSERT INTO matcher.interest_withdrawals AS w (identity_id, topic, kind, withdrawn_at)
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[])
+            ON CONFLICT (identity_id, topic, kind) DO UPDATE
+                SET withdrawn_at = greatest(w.withdrawn_at, EXCLUDED.withdrawn_at)
+            """,
+            [r.identity_id for r in ordered],
+            [r.topic for r in ordered],
+            [r.kind.value for r in ordered],
+            [r.withdrawn_at for r in ordered],
+        )
+
+    async def withdrawn_declarations(
+        self, declarations: Sequence[tuple[int, str, InterestKind, datetime]]
+    ) -> set[tuple[int, str, InterestKind]]:
+        """Which of these (identity, topic, kind, declared at) the identity withdrew at or
+        after that moment: stale declarations, to be ignored."""
+        if not declarations:
+            return set()
+        rows = await self._conn.fetch(
+            """
+            SELECT d.i, d.t, d.k
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[]) AS d(i, t, k, at)
+            JOIN matcher.interest_withdrawals w
+              ON w.identity_id = d.i AND w.topic = d.t AND w.kind = d.k
+            WHERE w.withdrawn_at >= d.at
+            """,
+            [d[0] for d in declarations],
+            [d[1] for d in declarations],
+            [d[2].value for d in declarations],
+            [d[3] for d in declarations],
+        )
+        return {(r["i"], r["t"], InterestKind(r["k"])) for r in rows}
+
+    async def withdraw_interests(
+        self, rows: Sequence[WithdrawalRow], topic_ids: dict[str, int]
+    ) -> set[tuple[int, int]]:
+        """Take each identity's part out of the interests it withdrew (declared no later than
+        the withdrawal): the interest goes when nobody else of the person declared it too (its
+        `via` holds only that identity, or nothing: older than identity resolution); otherwise
+        only the identity leaves its `via`. Returns the (contact, topic) pairs that lost a row."""
+        ordered = sorted(
+            (r for r in rows if r.topic in topic_ids),
+            key=lambda r: (r.contact_id, topic_ids[r.topic], r.kind.value),
+        )
+        if not ordered:
+            return set()
+        args = (
+            [r.contact_id for r in ordered],
+            [topic_ids[r.topic] for r in ordered],
+            [r.kind.value for r in ordered],
+            [r.identity_id for r in ordered],
+            [r.withdrawn_at for r in ordered],
+        )
+        deleted = await self._conn.fetch(
+            """
+            DELETE FROM matcher.interests AS n
+            USING unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[],
+                         $5::timestamptz[]) AS w(c, t, k, i, at)
+            WHERE n.contact_id = w.c AND n.topic_id = w.t AND n.kind = w.k
+              AND n.declared_at <= w.at AND (n.via = '{}' OR n.via <@ ARRAY[w.i])
+            RETURNING n.contact_id, n.topic_id
+            """,
+            *args,
+        )
+        await self._conn.execute(
+            """
+            UPDATE matcher.interests AS n SET via = array_remove(n.via, w.i)
+            FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[],
+                        $5::timestamptz[]) AS w(c, t, k, i, at)
+            WHERE n.contact_id = w.c AND n.topic_id = w.t AND n.kind = w.k
+              AND n.declared_at <= w.at AND w.i = ANY(n.via)
+            """,
+            *args,
+        )
+        return {(r["contact_id"], r["topic_id"]) for r in deleted}
+
+    async def drop_topic_people(self, decrements: dict[int, int]) -> None:
+        """People who no longer hold a topic (of any kind) stop counting for it."""
+        if not decrements:
+            return
+        ordered = sorted(decrements.items())
+        await self._conn.execute(
+            """
+            UPDATE matcher.topics AS t SET people = greatest(t.people - u.n, 0)
+            FROM unnest($1::bigint[], $2::int[]) AS u(id, n) WHERE t.id = u.id
+            """,
+            [k for k, _ in ordered],
+            [n for _, n in ordered],
+        )
 
     async def add_topic_people(self, increments: dict[int, int]) -> None:
         if not increments:
