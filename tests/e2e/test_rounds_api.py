@@ -4,7 +4,9 @@ travel through RabbitMQ to the notifier and out by email like any other."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -73,6 +75,57 @@ def test_the_pools_api_needs_a_key_and_valid_input(stack: Stack) -> None:
         assert missing.status_code == 404
         assert missing.headers["content-type"].startswith("application/problem+json")
         assert matcher.get("/v1/rounds/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_a_pool_on_a_schedule_over_http(stack: Stack) -> None:
+    """A weekly schedule's next round is its first slot, on the local clock; an interval's
+    first round is requested at once by the matcher's own polling loop; bad schedules get a
+    422 naming the field."""
+    run = run_id()
+    berlin = ZoneInfo("Europe/Berlin")
+    schedule = {"weekdays": ["mon"], "at": "09:00", "timezone": "Europe/Berlin"}
+    with _matcher(stack) as matcher:
+        saved_at = datetime.now(UTC)
+        created = matcher.post("/v1/pools", json={"name": f"w{run}", "schedule": schedule})
+        assert created.status_code == 201, created.text
+        body = created.json()
+        next_at = datetime.fromisoformat(body["next_round_at"])
+        assert saved_at < next_at <= saved_at + timedelta(days=7)
+        local = next_at.astimezone(berlin)
+        assert (local.weekday(), local.hour, local.minute) == (0, 9, 0)
+        assert body["schedule"] == {**schedule, "every_weeks": 1, "starting": str(local.date())}
+        assert body["every_seconds"] is None
+        listed = {p["name"]: p for p in matcher.get("/v1/pools").json()["pools"]}
+        assert listed[f"w{run}"]["next_round_at"] == body["next_round_at"]
+
+        # An interval: the first round now, not a day from now.
+        daily = matcher.post(
+            "/v1/pools",
+            json={"name": f"d{run}", "selector": {"tags": [f"none{run}"]}, "every_seconds": 86400},
+        )
+        assert daily.status_code == 201, daily.text
+        deadline = time.monotonic() + 20
+        while not matcher.get("/v1/rounds", params={"pool": f"d{run}"}).json()["rounds"]:
+            assert time.monotonic() < deadline, "the interval's first round was not requested"
+            time.sleep(0.2)
+        moved = {p["name"]: p for p in matcher.get("/v1/pools").json()["pools"]}[f"d{run}"]
+        assert datetime.fromisoformat(moved["next_round_at"]) > saved_at + timedelta(hours=23)
+
+        bad = matcher.post(
+            "/v1/pools",
+            json={
+                "name": f"b{run}",
+                "schedule": {"weekdays": ["monday"], "at": "9am", "timezone": "Mars/Olympus"},
+            },
+        )
+        assert bad.status_code == 422
+        fields = {e["field"] for e in bad.json()["errors"]}
+        assert fields == {"schedule.weekdays[0]", "schedule.at", "schedule.timezone"}
+        both = matcher.post(
+            "/v1/pools", json={"name": f"b{run}", "every_seconds": 3600, "schedule": schedule}
+        )
+        assert both.status_code == 422
+        assert [e["field"] for e in both.json()["errors"]] == ["schedule"]
 
 
 def test_a_round_over_http_introduces_everyone_in_the_pool_once(stack: Stack) -> None:
