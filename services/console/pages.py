@@ -26,6 +26,7 @@ from services.console.web import (
     client_address,
     console,
     current_session,
+    form_values,
     read_form,
     redirect,
     render,
@@ -189,6 +190,8 @@ async def today(request: Request, session: Signed) -> Response:
     scheduled = sorted(
         (p for p in pools if p.get("next_round_at")), key=lambda p: p["next_round_at"]
     )[:5]
+    for pool in scheduled:
+        pool["schedule_text"] = _schedule_text(pool)
     return render(
         request,
         "today.html.j2",
@@ -219,7 +222,28 @@ def _split(text: str) -> list[str]:
 UNITS = {"hours": 3600, "days": 86400, "weeks": 7 * 86400}
 
 
-def _schedule_text(every_seconds: int | None) -> str:
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WEEKDAY_NAMES = dict(
+    zip(
+        WEEKDAYS,
+        ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturdays", "Sundays"),
+        strict=True,
+    )
+)
+
+
+def _schedule_text(pool: dict[str, Any]) -> str:
+    """ "Mondays at 09:00 (Europe/Berlin)", "every 2 weeks: ...", "every week", "on request"."""
+    schedule = pool.get("schedule")
+    if isinstance(schedule, dict) and schedule.get("weekdays"):
+        days = " and ".join(WEEKDAY_NAMES.get(d, d) for d in schedule["weekdays"])
+        text = f"{days} at {schedule.get('at')} ({schedule.get('timezone')})"
+        weeks = int(schedule.get("every_weeks", 1))
+        return text if weeks == 1 else f"every {weeks} weeks: {text}"
+    return _interval_text(pool.get("every_seconds"))
+
+
+def _interval_text(every_seconds: int | None) -> str:
     if not every_seconds:
         return "on request only"
     for unit, size in (("weeks", UNITS["weeks"]), ("days", UNITS["days"])):
@@ -242,6 +266,10 @@ def _pool_form(pool: dict[str, Any] | None) -> dict[str, Any]:
             "same_timezone": "off",
             "every": "",
             "unit": "weeks",
+            "weekdays": [],
+            "at": "09:00",
+            "timezone": "UTC",
+            "every_weeks": "1",
             "existing": False,
         }
     selector = pool.get("selector") or {}
@@ -251,6 +279,8 @@ def _pool_form(pool: dict[str, Any] | None) -> dict[str, Any]:
         unit = next((u for u in ("weeks", "days") if seconds % UNITS[u] == 0), "hours")
         every = f"{seconds / UNITS[unit]:g}"
     rules = pool.get("rules") or {}
+    found = pool.get("schedule")
+    schedule: dict[str, Any] = found if isinstance(found, dict) else {}
     return {
         "name": pool["name"],
         "tags": ", ".join(selector.get("tags", [])),
@@ -262,11 +292,29 @@ def _pool_form(pool: dict[str, Any] | None) -> dict[str, Any]:
         "same_timezone": rules.get("same_timezone", "off"),
         "every": every,
         "unit": unit,
+        "weekdays": list(schedule.get("weekdays", [])),
+        "at": schedule.get("at", "09:00"),
+        "timezone": schedule.get("timezone", "UTC"),
+        "every_weeks": str(schedule.get("every_weeks", 1)),
         "existing": True,
     }
 
 
-def _pool_body(form: dict[str, str]) -> dict[str, Any]:
+def _pool_body(form: dict[str, str], weekdays: list[str] | None = None) -> dict[str, Any]:
+    """The matcher's pool body from the form: weekdays ticked make a calendar schedule (the
+    matcher checks the time, zone and weeks and names what is wrong), else an interval."""
+    schedule: dict[str, Any] | None = None
+    if weekdays:
+        try:
+            every_weeks: Any = int(form.get("every_weeks", "1") or 1)
+        except ValueError:
+            every_weeks = form.get("every_weeks")
+        schedule = {
+            "weekdays": weekdays,
+            "at": form.get("at", "").strip(),
+            "timezone": form.get("timezone", "").strip(),
+            "every_weeks": every_weeks,
+        }
     every_seconds = None
     if form.get("every", "").strip():
         try:
@@ -291,7 +339,8 @@ def _pool_body(form: dict[str, str]) -> dict[str, Any]:
             "different_organization": form.get("different_organization", "required"),
             "same_timezone": form.get("same_timezone", "off"),
         },
-        "every_seconds": every_seconds,
+        "every_seconds": None if schedule else every_seconds,
+        "schedule": schedule,
     }
 
 
@@ -299,7 +348,7 @@ def _pool_body(form: dict[str, str]) -> dict[str, Any]:
 async def pools_page(request: Request, session: Signed) -> Response:
     pools = await console(request).apis.pools()
     for pool in pools:
-        pool["schedule"] = _schedule_text(pool.get("every_seconds"))
+        pool["schedule_text"] = _schedule_text(pool)
     return render(request, "pools.html.j2", session, title="Pools", section="pools", pools=pools)
 
 
@@ -325,9 +374,15 @@ async def pool_edit_page(request: Request, session: Signed, name: str = "") -> R
 @pages.post("/pools")
 async def save_pool(request: Request, session: Signed) -> Response:
     form = await checked_form(request, session)
-    body = _pool_body(form)
+    weekdays = [d for d in WEEKDAYS if d in await form_values(request, "weekday")]
+    body = _pool_body(form, weekdays)
     apis = console(request).apis
-    shown = {**_pool_form(None), **form, "existing": form.get("existing") == "yes"}
+    shown = {
+        **_pool_form(None),
+        **form,
+        "weekdays": weekdays,
+        "existing": form.get("existing") == "yes",
+    }
     title = f"Edit pool {body['name']}" if shown["existing"] else "New pool"
     if form.get("do") == "preview":
         try:

@@ -161,8 +161,10 @@ def test_a_community_managers_morning(operator_page: Page, console_stack: Consol
     pool = f"mondays-0900-{run}"
     page.get_by_label("Name").fill(pool)
     page.get_by_label("Tags").fill(tag)
-    page.get_by_label("Run a round every").fill("1")
-    page.get_by_label("Unit").select_option("weeks")
+    # "Mondays 09:00": a calendar schedule, its first round at the first Monday 09:00 to come.
+    page.get_by_label("Monday", exact=True).check()
+    page.get_by_label("At (local time)").fill("09:00")
+    page.get_by_label("Time zone", exact=True).fill("Europe/Berlin")
 
     def previewed_four() -> bool:
         page.get_by_role("button", name="Preview how many people").click()
@@ -172,7 +174,9 @@ def test_a_community_managers_morning(operator_page: Page, console_stack: Consol
     accessible(page)
     page.get_by_role("button", name="Save pool").click()
     expect(page.get_by_role("status")).to_have_text("The pool is saved.")
-    expect(page.get_by_role("row", name=re.compile(pool))).to_contain_text("every week")
+    expect(page.get_by_role("row", name=re.compile(pool))).to_contain_text(
+        "Mondays at 09:00 (Europe/Berlin)"
+    )
 
     # Rounds: a dry run, its groups explained.
     page.get_by_role("link", name=f"Rounds of {pool}").click()

@@ -10,6 +10,7 @@ import pytest
 from services.console.accounts import password_problem
 from services.console.charts import acceptance_rate, intros_per_week, rate_per_week
 from services.console.cookies import CookieSigner
+from services.console.pages import _pool_body, _schedule_text
 from services.console.web import safe_next
 
 KEY = b"k" * 32
@@ -79,3 +80,28 @@ def test_the_acceptance_rate_counts_decided_introductions_only() -> None:
 def test_chart_text_is_escaped() -> None:
     svg = str(intros_per_week([{"week": "<script>", "total": 1, "introduced": 1}]))
     assert "<script>" not in svg and "&lt;script&gt;" in svg
+
+
+def test_ticked_weekdays_make_a_calendar_schedule_and_nothing_ticked_an_interval() -> None:
+    form = {"name": "mondays", "at": "09:00", "timezone": "Europe/Berlin", "every_weeks": "2"}
+    calendar = _pool_body({**form, "every": "1", "unit": "weeks"}, ["mon"])
+    assert calendar["schedule"] == {
+        "weekdays": ["mon"],
+        "at": "09:00",
+        "timezone": "Europe/Berlin",
+        "every_weeks": 2,
+    }
+    assert calendar["every_seconds"] is None  # one or the other, never both
+    interval = _pool_body({**form, "every": "1", "unit": "weeks"}, [])
+    assert interval["schedule"] is None and interval["every_seconds"] == 7 * 86400
+
+
+def test_schedules_read_as_people_say_them() -> None:
+    monday = {"weekdays": ["mon"], "at": "09:00", "timezone": "Europe/Berlin", "every_weeks": 1}
+    assert _schedule_text({"schedule": monday}) == "Mondays at 09:00 (Europe/Berlin)"
+    twice = {**monday, "weekdays": ["mon", "thu"], "every_weeks": 2}
+    assert _schedule_text({"schedule": twice}) == (
+        "every 2 weeks: Mondays and Thursdays at 09:00 (Europe/Berlin)"
+    )
+    assert _schedule_text({"every_seconds": 7 * 86400}) == "every week"
+    assert _schedule_text({}) == "on request only"
