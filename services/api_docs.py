@@ -38,9 +38,9 @@ from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel, RootModel, create_model
 
-from services.ingest import handlers as ingest_handlers
+from services.ingest import subscriptions as ingest_subscriptions
+from services.ingest.amqp_ingress import REASON_HEADER, ROUTING_KEY_HEADER
 from services.ingest.app import create_app as create_ingest_app
-from services.ingest.ingress import REASON_HEADER, ROUTING_KEY_HEADER
 from services.ingest.schemas import ContactsBody, InterestsBody, InterestWithdrawalsBody
 from services.matcher import subscriptions as matcher_subscriptions
 from services.matcher.routes import api as matcher_api
@@ -267,7 +267,7 @@ def _documented_broker() -> RabbitBroker:
     broker = RabbitBroker(DOCUMENTED_AMQP_URL)
     _subscribe(matcher_subscriptions.register, broker)
     _subscribe(notifier_subscriptions.register, broker)
-    _subscribe(ingest_handlers.register, broker)
+    _subscribe(ingest_subscriptions.register, broker)
     classes = event_classes()
     missing = sorted(set(classes) - set(EVENT_DOCS))
     if missing:

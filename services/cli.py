@@ -233,7 +233,7 @@ def import_command(
 ) -> None:
     """Import people and interests from FILE through ingest, resumably. Imported interests feed
     the next round: an import introduces nobody at once. Exit code 1 if any line was rejected."""
-    from services.ingest.import_cli import run_import
+    from services.tools.import_cli import run_import
 
     s = _settings()
     key = api_key or os.environ.get("ROAC_IMPORT_API_KEY", "")

@@ -13,17 +13,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from services.ingest import handlers
+from services.ingest import subscriptions
+from services.ingest.amqp_ingress import Ingress
 from services.ingest.idempotency import InvalidKey
-from services.ingest.ingress import Ingress
-from services.ingest.intake import (
+from services.ingest.key_admin import keys_api
+from services.ingest.metrics import REQUESTS_REJECTED, HttpMetricsMiddleware
+from services.ingest.publishing import (
     IdempotencyConflict,
     IdempotencyInProgress,
     Intake,
     PublishFailed,
 )
-from services.ingest.key_admin import keys_api
-from services.ingest.metrics import REQUESTS_REJECTED, HttpMetricsMiddleware
 from services.ingest.routes import api
 from services.ingest.store import IngestStore
 from shared import problems
@@ -67,11 +67,11 @@ def connected_lifespan(settings: Settings) -> Lifespan:
         # Requests in flight at the same moment share a message (and a confirm): RabbitMQ's
         # cost is per message. Each request's events still travel together, all or nothing.
         publisher = CoalescingPublisher(EventPublisher(broker, "ingest").publish)
-        handlers.register(
+        subscriptions.register(
             broker,
             Ingress(
                 publisher,
-                handlers.QueueParker(broker),
+                subscriptions.QueueParker(broker),
                 max_body_bytes=settings.ingest_max_body_bytes,
                 max_interests_per_person=settings.ingest_max_interests_per_person,
                 # A sender named like an API key writes only that key's sources.
@@ -171,7 +171,7 @@ def create_app(
         summary="Push people and their interests into roac.",
         lifespan=lifespan or connected_lifespan(settings),
     )
-    # Read by the interests route (services/ingest/triage.py applies it).
+    # Read by the interests route (services/ingest/batch_triage.py applies it).
     app.state.max_interests_per_person = settings.ingest_max_interests_per_person
     app.state.database_url = settings.database_url  # the keys:admin routes open their own
     app.include_router(api)

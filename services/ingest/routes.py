@@ -1,5 +1,5 @@
-"""Ingest's HTTP routes: parse, call the intake, answer. No decisions here (which items of a
-batch are accepted: services/ingest/triage.py)."""
+"""Ingest's HTTP routes: parse, call the use case (`Intake`, services/ingest/publishing.py),
+answer. No decisions here (which items of a batch are accepted: services/ingest/batch_triage.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
+from services.ingest.batch_triage import Item, Triage, triage
 from services.ingest.idempotency import check_key, fingerprint
-from services.ingest.intake import Answer, Intake, Keyed, correlation_id_from
+from services.ingest.publishing import Answer, Intake, Keyed, correlation_id_from
 from services.ingest.schemas import (
     Accepted,
     BatchAccepted,
@@ -21,7 +22,6 @@ from services.ingest.schemas import (
     InterestsRequest,
     Unparsed,
 )
-from services.ingest.triage import Item, Triage, triage
 from shared.authorization import check_sources, requires
 from shared.events import (
     ContactData,

@@ -103,7 +103,7 @@ InterestItem = Annotated[
 
 
 # The HTTP batches: the envelope is checked here, each item by itself, so that the route can
-# refuse a batch whole or accept it partially (services/ingest/triage.py decides).
+# refuse a batch whole or accept it partially (services/ingest/batch_triage.py decides).
 class ContactItems(BaseModel):
     """Up to 1,000 people, accepted whole, or with `?partial=true` item by item."""
 

@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import pytest
 
-from services.ingest.ingress import REASON_HEADER
+from services.ingest.amqp_ingress import REASON_HEADER
 from shared.events import DeliveryJobData, DeliveryRequested, encode_batch
 from shared.topology import (
     CONSUMER_QUEUES,

@@ -23,8 +23,8 @@ from faststream.rabbit.annotations import RabbitMessage
 
 from services import dlq
 from services.database import migrate
-from services.ingest import handlers as ingest_handlers
-from services.ingest.ingress import Ingress
+from services.ingest import subscriptions as ingest_subscriptions
+from services.ingest.amqp_ingress import Ingress
 from services.matcher import subscriptions as matcher_subscriptions
 from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import MatcherStore
@@ -358,11 +358,11 @@ async def test_a_parked_ingress_message_is_replayed_once_to_its_routing_key(
     assert "Person Zero" not in repr(parked)
 
     broker = make_broker(dlq_settings, service="ingest", prefetch=10)
-    ingest_handlers.register(
+    ingest_subscriptions.register(
         broker,
         Ingress(
             EventPublisher(broker, "ingest"),
-            ingest_handlers.QueueParker(broker),
+            ingest_subscriptions.QueueParker(broker),
             max_body_bytes=64 * 1024,
         ),
     )

@@ -17,9 +17,9 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from faststream.rabbit import RabbitBroker
 
-from services.ingest import handlers
+from services.ingest import subscriptions
+from services.ingest.amqp_ingress import Ingress, ingress_key
 from services.ingest.idempotency import event_id
-from services.ingest.ingress import Ingress, ingress_key
 from shared.broker import EventPublisher, make_broker
 from shared.settings import Settings
 from shared.topology import INGRESS_EXCHANGE, INGRESS_QUEUE, declare_topology
@@ -39,11 +39,11 @@ def ingress_settings() -> Iterator[Settings]:
 async def ingest(ingress_settings: Settings) -> AsyncIterator[RabbitBroker]:
     """Ingest's ingress consumer, wired as services/ingest/app.py wires it."""
     broker = make_broker(ingress_settings, service="ingest", prefetch=10)
-    handlers.register(
+    subscriptions.register(
         broker,
         Ingress(
             EventPublisher(broker, "ingest"),
-            handlers.QueueParker(broker),
+            subscriptions.QueueParker(broker),
             max_body_bytes=MAX_BODY_BYTES,
         ),
     )
@@ -219,7 +219,7 @@ async def test_a_message_the_code_cannot_handle_is_dead_lettered_to_the_same_par
     # A second consumer on the queue, whose parker is broken; the fixture's consumer may take
     # some messages, so several go until this one rejects one.
     broker = make_broker(ingress_settings, service="ingest-broken", prefetch=1)
-    handlers.register(
+    subscriptions.register(
         broker, Ingress(EventPublisher(broker, "ingest"), Broken(), max_body_bytes=1024)
     )
     await broker.connect()

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.ingest.bulk_import import (
+from services.tools.bulk_import import (
     Checkpoint,
     Importer,
     LineError,

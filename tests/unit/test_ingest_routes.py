@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.ingest.app import create_app
-from services.ingest.intake import Intake
+from services.ingest.publishing import Intake
 from shared.api_keys import ApiKeyring
 from shared.events import Event
 from shared.secret_policy import new_secret

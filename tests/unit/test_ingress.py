@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from services.api_docs import asyncapi_document
-from services.ingest.idempotency import event_id
-from services.ingest.ingress import (
+from services.ingest.amqp_ingress import (
     DEFAULT_INTEGRATION,
     Ingress,
     IngressMessage,
@@ -25,6 +24,7 @@ from services.ingest.ingress import (
     ingress_key,
     source_refusal,
 )
+from services.ingest.idempotency import event_id
 from services.ingest.schemas import MAX_BATCH_ITEMS
 from shared.events import ContactUpserted, Event, InterestDeclared, InterestKind, InterestWithdrawn
 from shared.scopes import Grant, Scope

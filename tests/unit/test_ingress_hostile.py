@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from services.ingest.ingress import Ingress, Outcome, examine
+from services.ingest.amqp_ingress import Ingress, Outcome, examine
 from tests.unit.test_ingress import (
     CONTACT,
     INTEREST,
@@ -138,7 +138,7 @@ async def test_a_bug_while_judging_a_message_rejects_it_and_is_counted(
     def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise KeyError("a bug")
 
-    monkeypatch.setattr("services.ingest.ingress.examine", broken)
+    monkeypatch.setattr("services.ingest.amqp_ingress.examine", broken)
     ingress = Ingress(FakePublisher(), FakeParker(), max_body_bytes=LIMIT, sleep=Sleeps())
     before = _count("rejected")
     assert await ingress.handle(message(CONTACT)) is Outcome.REJECTED

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from services.ingest.app import create_app
 from services.ingest.idempotency import Verdict, event_id
-from services.ingest.intake import Intake
+from services.ingest.publishing import Intake
 from shared.api_keys import ApiKeyring
 from shared.events import Event
 from shared.secret_policy import new_secret

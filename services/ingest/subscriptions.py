@@ -1,5 +1,5 @@
 """Ingest's subscriber to the AMQP ingress (docs/ingress.md), and the adapter that parks invalid
-messages. The decisions are `services/ingest/ingress.py`'s."""
+messages. The decisions are `services/ingest/amqp_ingress.py`'s."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from faststream.exceptions import NackMessage, RejectMessage
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 
-from services.ingest.ingress import (
+from services.ingest.amqp_ingress import (
     REASON_HEADER,
     ROUTING_KEY_HEADER,
     Ingress,

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from services.ingest.batch_triage import TOO_MANY_FOR_ONE_PERSON, triage
 from services.ingest.schemas import BatchAccepted, InterestItems, Unparsed
-from services.ingest.triage import TOO_MANY_FOR_ONE_PERSON, triage
 from shared.events import InterestData
 
 

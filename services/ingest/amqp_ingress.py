@@ -36,8 +36,9 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
-from services.ingest.intake import Intake, Keyed, Publisher, PublishFailed, correlation_id_from
+from services.ingest.batch_triage import triage
 from services.ingest.metrics import INGRESS_MESSAGES
+from services.ingest.publishing import Intake, Keyed, Publisher, PublishFailed, correlation_id_from
 from services.ingest.schemas import (
     ContactBatch,
     ContactsBody,
@@ -46,7 +47,6 @@ from services.ingest.schemas import (
     InterestWithdrawalBatch,
     InterestWithdrawalsBody,
 )
-from services.ingest.triage import triage
 from shared.consumer import TRANSIENT_ERRORS
 from shared.events import ContactData, InterestData, InterestWithdrawalData
 from shared.problems import field_problems

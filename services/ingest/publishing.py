@@ -1,9 +1,10 @@
-"""Ingest's use case: turn validated items into events and hand them to RabbitMQ in one message.
+"""Ingest's use case (`Intake`): turn accepted items into events and publish them to RabbitMQ in
+one message. The HTTP routes and the AMQP ingress (amqp_ingress.py) both call it.
 
 A request's events travel in one AMQP message (which may also carry other requests' events of
 the same moment: shared/coalescing.py), so a request is accepted whole or not at all: either
 RabbitMQ confirmed it (202) or nothing was published (503, safe to retry). (A batch sent with
-`?partial=true` reaches here without its refused items: services/ingest/triage.py.)
+`?partial=true` reaches here without its refused items: services/ingest/batch_triage.py.)
 """
 
 from __future__ import annotations

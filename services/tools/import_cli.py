@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from services.ingest.bulk_import import (
+from services.tools.bulk_import import (
     ImportAborted,
     Importer,
     Options,
