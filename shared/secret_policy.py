@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import secrets
 from collections import Counter
 
@@ -116,3 +117,26 @@ def require_strong(setting: str, value: str) -> str:
             f"{setting} is refused: {reason}. Generate one with `roac secrets generate`."
         )
     return value
+
+
+# Slack generates each app's signing secret itself: 32 hex digits (128 random bits), which the
+# rule above (128 estimated bits from the string's own letter counts, that is at most 4 bits a
+# character) would refuse about half the time. Such a value is accepted when it looks like what
+# Slack makes, not like what a human typed (a run, a repeat, a handful of digits).
+SLACK_SIGNING_SECRET = re.compile(r"[0-9a-f]{32}")
+
+
+def slack_signing_secret_weakness(value: str) -> str | None:
+    """Why `value` is not an acceptable ROAC_SLACK_SIGNING_SECRET, or None when it is: Slack's
+    own 32 hex digits, or any secret `weakness` accepts."""
+    if not SLACK_SIGNING_SECRET.fullmatch(value):
+        return weakness(value)
+    if len(set(value)) < 8:
+        return "it uses fewer than 8 distinct hex digits, unlike a secret Slack generated"
+    if _longest_run(value) > 7:
+        return "it contains a run of sequential or repeated characters"
+    if _repeats(value, 10):
+        return "it repeats a sequence of 10 characters"
+    if estimated_bits(value) < 80:
+        return f"it has an estimated {estimated_bits(value):.0f} bits of entropy (at least 80)"
+    return None

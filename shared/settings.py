@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.secret_policy import require_strong
+from shared.secret_policy import require_strong, slack_signing_secret_weakness
 
 # An API key's name (the integration): in events, metric labels and the api_keys table's CHECK.
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     outbound_allow_http: bool = False
     slack_bot_token: SecretStr = SecretStr("")
     slack_api_url: str = "https://slack.com/api"
+    # The Slack app's signing secret (Basic Information > App Credentials): set, asks in Slack
+    # carry buttons and POST /slack/interactivity on the public port verifies Slack's requests.
+    slack_signing_secret: SecretStr = SecretStr("")
     matrix_homeserver_url: str = ""
     matrix_access_token: SecretStr = SecretStr("")
     # Operator templates that override the shipped ones (same file names), per language.
@@ -231,6 +234,18 @@ class Settings(BaseSettings):
     def _secret_strong(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         if value.get_secret_value():
             require_strong(f"ROAC_{(info.field_name or '').upper()}", value.get_secret_value())
+        return value
+
+    @field_validator("slack_signing_secret")
+    @classmethod
+    def _slack_signing_secret_strong(cls, value: SecretStr) -> SecretStr:
+        # Slack's own 32 hex digits pass; what a human typed (a placeholder) does not.
+        secret = value.get_secret_value()
+        if secret and (reason := slack_signing_secret_weakness(secret)):
+            raise ValueError(
+                f"ROAC_SLACK_SIGNING_SECRET is refused: {reason}. Copy the Signing Secret from "
+                "the Slack app's Basic Information page."
+            )
         return value
 
     @cached_property

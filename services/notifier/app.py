@@ -31,6 +31,7 @@ from services.notifier.rate_limit import RateLimiter
 from services.notifier.rendering import MessageRenderer
 from services.notifier.resources import ResourceIntake
 from services.notifier.routes import api, links
+from services.notifier.slack_routes import SlackButtons, SlackResponder, slack
 from services.notifier.smtp import SmtpSender
 from services.notifier.store.outbox import PRODUCER
 from services.notifier.store.uow import NotifierStore
@@ -145,18 +146,30 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, problems.validation_problem)
     app.add_exception_handler(HTTPException, problems.http_problem)
     problems.answer_unavailable(app, TRANSIENT_ERRORS)  # database down: 503, never 500
-    app.state.public_app = public_app(answers)
+    slack_buttons = None
+    if signing_secret := settings.slack_signing_secret.get_secret_value():
+        # Slack's clicks on the asks' buttons (POST /slack/interactivity on the public port).
+        slack_buttons = SlackButtons(
+            signing_secret.encode(),
+            answers,
+            SlackResponder(session, settings.allowed_webhook_hosts),
+            clock,
+        )
+    app.state.public_app = public_app(answers, slack_buttons)
     return app
 
 
-def public_app(answers: Answers) -> FastAPI:
-    """The pages people reach from their messages, and a liveness check for the load balancer
-    in front of them."""
+def public_app(answers: Answers, slack_buttons: SlackButtons | None = None) -> FastAPI:
+    """The pages people reach from their messages, Slack's interactivity requests (with
+    ROAC_SLACK_SIGNING_SECRET), and a liveness check for the load balancer in front of them."""
     public = http_app(
         title="roac notifier (public pages)", docs_url=None, redoc_url=None, openapi_url=None
     )
     public.state.answers = answers
     public.include_router(links)
+    if slack_buttons is not None:
+        public.state.slack_buttons = slack_buttons
+        public.include_router(slack)
 
     @public.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -30,7 +30,11 @@ def build_channels(
     channels: dict[ChannelType, Channel] = {
         ChannelType.EMAIL: EmailChannel(smtp, settings.smtp_from),
         ChannelType.SLACK: SlackAppChannel(
-            session, settings.slack_api_url, settings.slack_bot_token.get_secret_value()
+            session,
+            settings.slack_api_url,
+            settings.slack_bot_token.get_secret_value(),
+            # Buttons only where a click can be verified (POST /slack/interactivity).
+            buttons=bool(settings.slack_signing_secret.get_secret_value()),
         ),
         ChannelType.MATRIX: MatrixChannel(
             session, settings.matrix_homeserver_url, settings.matrix_access_token.get_secret_value()

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from services.notifier.channels.webhook_signing import destination_secret
+from tests.support.fake_slack import check_blocks
 from tests.support.infra import free_port
 
 SLACK_TOKEN = "xoxb-test-token"
@@ -112,10 +113,21 @@ def build_app(state: ProviderState) -> FastAPI:
         if method == "chat.postMessage":
             if not body.get("channel") or not body.get("text"):
                 return JSONResponse({"ok": False, "error": "no_text"})
+            if "blocks" in body and (problem := check_blocks(body["blocks"])):
+                return JSONResponse({"ok": False, "error": "invalid_blocks", "detail": problem})
             return JSONResponse(
                 {"ok": True, "channel": body["channel"], "ts": f"{time.time():.6f}"}
             )
         return JSONResponse({"ok": False, "error": "unknown_method"})
+
+    @app.post("/slack/response/{response_id}")
+    async def slack_response_url(response_id: str, request: Request) -> Response:
+        # A click's response_url (hooks.slack.com/actions/... in Slack): updates the message.
+        body = _json(await request.body())
+        state.record("slack_response", request, body)
+        if not isinstance(body.get("text"), str) or not body["text"]:
+            return bad(400, "no_text")
+        return Response("ok")
 
     @app.post("/mattermost/hooks/{hook_id}")
     async def mattermost(request: Request) -> Response:

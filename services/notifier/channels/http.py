@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 
-from services.notifier.channels import webhook_signing
+from services.notifier.channels import slack_blocks, webhook_signing
 from services.notifier.channels.base import Outgoing, Sent
 from services.notifier.channels.outbound import (
     OutboundPolicy,
@@ -237,13 +237,18 @@ class WebhookChannel:
 
 
 class SlackAppChannel:
-    """Slack app mode: the bot opens a DM (or a group DM with every participant) and posts."""
+    """Slack app mode: the bot opens a DM (or a group DM with every participant) and posts.
+    With `buttons` (ROAC_SLACK_SIGNING_SECRET set, so clicks can be verified), an ask carries
+    Block Kit buttons (channels/slack_blocks.py) beside its text."""
 
-    def __init__(self, session: aiohttp.ClientSession, api_url: str, token: str) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, api_url: str, token: str, *, buttons: bool = False
+    ) -> None:
         self._session = session
         self._policy = session_policy(session)
         self._api = api_url.rstrip("/")
         self._token = token
+        self._buttons = buttons
 
     def rate_key(self, out: Outgoing) -> str | None:
         return "slack:" + ",".join(sorted(out.group or (out.address,)))
@@ -277,10 +282,14 @@ class SlackAppChannel:
         channel = opened.get("channel", {}).get("id")
         if not channel:
             raise PermanentDeliveryError("Slack conversations.open returned no channel")
-        posted = await self._call(
-            "chat.postMessage",
-            {"channel": channel, "text": out.rendered.chat[Style.SLACK], "unfurl_links": False},
-        )
+        message: dict[str, Any] = {
+            "channel": channel,
+            "text": out.rendered.chat[Style.SLACK],
+            "unfurl_links": False,
+        }
+        if self._buttons and (blocks := slack_blocks.blocks_for(out)):
+            message["blocks"] = blocks  # `text` stays: the notification and fallback
+        posted = await self._call("chat.postMessage", message)
         return Sent(provider_id=str(posted.get("ts", "")))
 
 
