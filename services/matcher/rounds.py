@@ -309,6 +309,8 @@ class Rounds:
                 organization=m.organization,
                 timezone=m.timezone,
                 snoozed_until=m.snoozed_until,
+                opted_out=m.opted_out,
+                deliverable=m.deliverable,
                 recent_intros=recent.get(m.id, 0),
                 blocked=frozenset(blocks.get(m.id, ())),
                 met=frozenset(met.get(m.id, ())),

@@ -258,8 +258,16 @@ def test_a_community_managers_morning(operator_page: Page, console_stack: Consol
     page.goto(f"/rounds?pool={pool}")
     page.get_by_role("button", name="Dry run").click()
     expect(page.locator("#round-status")).to_have_text("done", timeout=30_000)
-    expect(page.locator("#round-unavailable")).to_have_text("1")
-    assert paused["external_id"] not in page.locator("main").inner_text()
+    expect(page.locator("#round-unavailable")).to_have_text("1 (paused: 1)")
+    # ... and lists them among those left out, with the day their pause ends.
+    expect(page.locator("ul.left-out li").filter(has_text=paused["external_id"])).to_have_text(
+        re.compile(
+            rf"e2e/{re.escape(paused['external_id'])}: paused until \d{{4}}-\d{{2}}-\d{{2}}$"
+        )
+    )
+    for group in page.locator("section.group").all():
+        assert paused["external_id"] not in group.inner_text()
+    accessible(page)
 
     # Erase the fourth, after confirming; nothing of them is left on the console's pages.
     page.goto("/people?q=" + erased["email"])

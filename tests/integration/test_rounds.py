@@ -221,9 +221,41 @@ async def test_snoozed_and_capped_people_sit_a_round_out(
     assert first.stats is not None
     assert first.stats["unavailable"] == 1
     assert first.stats["groups"] == 1
+    # The paused person is listed as left out, with the day the pause ends.
+    until = await pool.fetchval(
+        "SELECT (snoozed_until AT TIME ZONE 'UTC')::date::text FROM matcher.contacts WHERE id = "
+        "(SELECT contact_id FROM matcher.identities WHERE source = 't' AND external_id = $1)",
+        f"{run}-0",
+    )
+    reasons = {u["external_id"]: u["reason"] for u in first.stats["unplaced_sample"]}
+    assert reasons[f"{run}-0"] == f"paused until {until}"
+    assert first.stats["unavailable_reasons"] == {"paused": 1}
+    assert first.stats["unplaced"] == 0  # the other three meet as a triple
+    assert first.stats["left_out"] == 1
     second = await run_round(capped, run, seed=2)
     assert second.stats is not None
     assert second.stats["groups"] == 0  # everyone available already had their one this week
+    reasons = {u["external_id"]: u["reason"] for u in second.stats["unplaced_sample"]}
+    assert all(reasons[f"{run}-{i}"] == "weekly cap reached" for i in range(1, 4))
+    assert second.stats["unavailable_reasons"] == {"paused": 1, "weekly cap reached": 3}
+
+
+async def test_an_opted_out_member_is_left_out_with_the_reason(
+    matcher: MatcherService, rounds: Rounds, pool: asyncpg.Pool
+) -> None:
+    run = _run()
+    await load(matcher, run, {i: ["common"] for i in range(3)})
+    await pool.execute(
+        "UPDATE matcher.contacts SET opted_out = true WHERE id = "
+        "(SELECT contact_id FROM matcher.identities WHERE source = 't' AND external_id = $1)",
+        f"{run}-2",
+    )
+    done = await run_round(rounds, run, seed=4)
+    assert done.stats is not None
+    assert done.stats["pool_members"] == 3
+    assert done.stats["groups"] == 1
+    reasons = {u["external_id"]: u["reason"] for u in done.stats["unplaced_sample"]}
+    assert reasons == {f"{run}-2": "opted out"}
 
 
 async def test_a_pool_on_a_schedule_gets_its_rounds_without_being_asked(

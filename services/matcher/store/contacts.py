@@ -251,26 +251,28 @@ class ContactRecords:
     # Erasure
 
     async def pool_members(self, selector: dict[str, list[str]]) -> list[MemberRow]:
-        """Reachable, not opted-out contacts the pool's selector takes in (every listed
-        criterion must hold; within one, any value)."""
+        """Contacts the pool's selector takes in (every listed criterion must hold; within one,
+        any value), the opted-out and unreachable too: a round lists them as left out, with
+        the reason (`round_planning.unavailable_reason`)."""
         tags = selector.get("tags") or None
         sources = selector.get("sources") or None
         organizations = [o.casefold() for o in selector.get("organizations") or []] or None
         rows = await self._conn.fetch(
-            f"""
-            SELECT c.id, c.organization, c.timezone, c.snoozed_until,
+            """
+            SELECT c.id, c.organization, c.timezone, c.snoozed_until, c.opted_out,
+                   c.deliverable,
                    -- the newest proposal: one backward step on (contact_id, created_at)
                    (SELECT max(pp.created_at) FROM matcher.proposal_participants pp
                     WHERE pp.contact_id = c.id) AS last_introduced_at
             FROM matcher.contacts c
-            WHERE {reachable("c")}
+            WHERE c.erased_at IS NULL
               AND ($1::text[] IS NULL OR c.tags && $1::text[])
               AND ($2::text[] IS NULL OR EXISTS (
                     SELECT 1 FROM matcher.identities i
                     WHERE i.contact_id = c.id AND i.source = ANY($2::text[])))
               AND ($3::text[] IS NULL OR lower(c.organization) = ANY($3::text[]))
             ORDER BY c.id
-            """,  # noqa: S608 (constant fragments, no input)
+            """,
             tags,
             sources,
             organizations,
@@ -282,6 +284,8 @@ class ContactRecords:
                 r["timezone"],
                 r["snoozed_until"],
                 r["last_introduced_at"],
+                r["opted_out"],
+                r["deliverable"],
             )
             for r in rows
         ]

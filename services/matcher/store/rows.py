@@ -122,6 +122,8 @@ class MemberRow:
     timezone: str | None
     snoozed_until: datetime | None
     last_introduced_at: datetime | None
+    opted_out: bool = False  # listed as left out, never placed
+    deliverable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
