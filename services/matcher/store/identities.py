@@ -348,8 +348,9 @@ class IdentityRecords:
         opted_out: bool = await conn.fetchval(
             """
             UPDATE matcher.contacts SET
-                merged_into = $2, name = NULL, organization = NULL, timezone = NULL, language = NULL,
-                channels = '[]'::jsonb, tags = '{}', deliverable = false, snoozed_until = NULL,
+                merged_into = $2, name = NULL, organization = NULL, timezone = NULL,
+                language = NULL, channels = '[]'::jsonb, tags = '{}', deliverable = false,
+                snoozed_until = NULL,
                 profile_at = NULL, updated_at = now()
             WHERE id = $1
             RETURNING opted_out
