@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Pinned, hashed dependencies (make lock): runtime for the image, runtime + dev for the venv and CI.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: run test test-faults test-cluster lint unit services browser bench docs clean
+.PHONY: run test test-faults test-cluster lint unit services browser bench docs lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r $(DEV_LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -49,6 +54,14 @@ unit: $(STAMP)
 bench: $(STAMP) services
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run_all.py --write docs/performance.md
+
+## Pin the dependencies after a change in pyproject.toml: keeps every pin it can (`UPGRADE=1` takes
+## the newest each range allows); the runtime lock takes the dev lock's versions, so the image runs
+## what the tests ran. A unit test fails when pyproject names a package a lock lacks.
+lock:
+	@test -x $(BIN)/uv || $(BIN)/pip install --quiet 'uv>=0.5'
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) $(if $(UPGRADE),--upgrade) --quiet -o $(DEV_LOCK)
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -c $(DEV_LOCK) --quiet -o $(LOCK)
 
 ## Regenerate the OpenAPI and AsyncAPI documents in docs/ (a unit test fails when they drift).
 docs: $(STAMP)

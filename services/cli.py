@@ -182,10 +182,22 @@ def operators_create(
     )
 
 
+MAILCATCHER_NEEDS_DEV = (
+    "the mail catcher needs aiosmtpd, a development dependency not in the image: "
+    "pip install 'roac[dev]' (make venv does)"
+)
+
+
 @app.command()
 def mailcatcher() -> None:
     """Run the local mail catcher (SMTP on ROAC_MAILCATCHER_SMTP_PORT, web on ..._HTTP_PORT)."""
-    from services.devstack.mailcatcher import run
+    try:
+        from services.devstack.mailcatcher import run
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "aiosmtpd":
+            raise
+        typer.echo(MAILCATCHER_NEEDS_DEV, err=True)
+        raise typer.Exit(2) from None
 
     s = _settings()
     asyncio.run(run("127.0.0.1", s.mailcatcher_smtp_port, s.mailcatcher_http_port))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from datetime import timedelta
 
@@ -105,6 +106,12 @@ async def run_stack(
         and settings.smtp_host in LOCAL_HOSTS
         and (settings.smtp_port == settings.mailcatcher_smtp_port)
     )
+    if catch_mail and importlib.util.find_spec("aiosmtpd") is None:
+        print(
+            "roac up: no mail catcher: it needs aiosmtpd, a development dependency "
+            "(pip install 'roac[dev]', as make venv does)"
+        )
+        catch_mail = False
     try:
         if catch_mail:
             await supervisor.start("mailcatcher", "mailcatcher")
