@@ -145,6 +145,33 @@ class Apis:
         )
         return found
 
+    # matcher: resources
+
+    async def preview_resource(
+        self, topics: list[str], url: str | None, offset: int, limit: int
+    ) -> dict[str, Any]:
+        found: dict[str, Any] = await self.matcher.call(
+            "POST",
+            "/v1/resources/preview",
+            json={"topics": topics, "url": url or None, "offset": offset, "limit": limit},
+        )
+        return found
+
+    async def share_resource(
+        self, url: str, title: str, topics: list[str], limit: int, correlation_id: str
+    ) -> dict[str, Any]:
+        shared: dict[str, Any] = await self.matcher.call(
+            "POST",
+            "/v1/resources",
+            json={"url": url, "title": title, "topics": topics, "limit": limit},
+            correlation_id=correlation_id,
+        )
+        return shared
+
+    async def resource(self, resource_id: UUID) -> dict[str, Any]:
+        found: dict[str, Any] = await self.matcher.call("GET", f"/v1/resources/{resource_id}")
+        return found
+
     # matcher: people
 
     async def search_people(self, query: str, after: str | None, limit: int = 25) -> dict[str, Any]:
@@ -191,6 +218,15 @@ class Apis:
             "GET", "/v1/deliveries", params={"status": status, "before": before, "limit": limit}
         )
         return page
+
+    async def resource_deliveries(
+        self, resource_id: UUID, limit: int = 500
+    ) -> list[dict[str, Any]]:
+        answer = await self.notifier.call(
+            "GET", "/v1/resources/deliveries", params={"resource": resource_id, "limit": limit}
+        )
+        found: list[dict[str, Any]] = answer["deliveries"]
+        return found
 
     async def retry_deliveries(
         self, delivery_ids: list[UUID] | None, correlation_id: str

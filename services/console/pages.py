@@ -1,8 +1,9 @@
 """The console's pages: thin routes, each fetching its data through the services' APIs
 (services/console/clients.py) and recording every action in the audit list with who did it.
 
-Today · Pools · Rounds · People (and a person's page with its confirmed actions) · Deliveries
-· Audit, plus sign-in, sign-out and setting a password from a one-time link."""
+Today · Pools · Rounds · People (and a person's page with its confirmed actions) · Resources
+(preview who one would reach, share it, see who received it) · Deliveries · Audit, plus
+sign-in, sign-out and setting a password from a one-time link."""
 
 from __future__ import annotations
 
@@ -657,6 +658,120 @@ async def act_on_person(request: Request, session: Signed) -> Response:
     await _audit(request, session, action, target, "ok", correlation)
     notice = {"pause": "paused", "resume": "resumed", "opt-out": "opted-out"}[action]
     return redirect("/person?" + urlencode({"source": source, "id": external_id, "notice": notice}))
+
+
+# Resources
+
+PREVIEW_PAGE = 20
+
+
+def _resource_form(form: dict[str, str] | None = None) -> dict[str, Any]:
+    form = form or {}
+    return {
+        "url": form.get("url", "").strip(),
+        "title": form.get("title", "").strip(),
+        "topics": form.get("topics", ""),
+        "limit": form.get("limit", "100"),
+    }
+
+
+@pages.get("/resources")
+async def resources_page(request: Request, session: Signed) -> Response:
+    return render(
+        request,
+        "resources.html.j2",
+        session,
+        title="Resources",
+        section="resources",
+        form=_resource_form(),
+        preview=None,
+    )
+
+
+@pages.post("/resources")
+async def share_resource(request: Request, session: Signed) -> Response:
+    """Preview who a resource would reach (a page of them at a time), or share it."""
+    form = await checked_form(request, session)
+    shown = _resource_form(form)
+    topics = _split(shown["topics"])
+    apis = console(request).apis
+
+    def refused(detail: str) -> Response:
+        return render(
+            request,
+            "resources.html.j2",
+            session,
+            status=422,
+            title="Resources",
+            section="resources",
+            form=shown,
+            preview=None,
+            error=detail,
+        )
+
+    if not topics:
+        return refused("Give at least one topic.")
+    if form.get("do") != "share":
+        try:
+            offset = max(0, int(form.get("from") or 0))
+        except ValueError:
+            offset = 0
+        try:
+            preview = await apis.preview_resource(topics, shown["url"], offset, PREVIEW_PAGE)
+        except ApiError as exc:
+            if exc.status != 422:
+                raise
+            return refused(exc.detail)
+        return render(
+            request,
+            "resources.html.j2",
+            session,
+            title="Resources",
+            section="resources",
+            form=shown,
+            preview=preview | {"first": offset + 1},
+        )
+    try:
+        limit = int(shown["limit"])
+    except ValueError:
+        return refused("The number of people must be a whole number.")
+    target = f"resource {shown['url']}"
+    try:
+        shared = await apis.share_resource(
+            shown["url"], shown["title"], topics, limit, _correlation("resource")
+        )
+    except ApiError as exc:
+        await _audit(request, session, "share resource", target, "refused", exc.detail)
+        if exc.status != 422:
+            raise
+        return refused(f"The resource was not shared: {exc.detail}")
+    await _audit(
+        request,
+        session,
+        "share resource",
+        target,
+        "ok",
+        f"resource {shared['resource_id']}: {shared['recipients']} reached now, "
+        f"{shared['total_recipients']} in all",
+    )
+    return redirect(f"/resources/{shared['resource_id']}?notice=resource-shared")
+
+
+@pages.get("/resources/{resource_id}")
+async def resource_page(request: Request, session: Signed, resource_id: UUID) -> Response:
+    apis = console(request).apis
+    found, deliveries = await asyncio.gather(
+        apis.resource(resource_id), apis.resource_deliveries(resource_id)
+    )
+    return render(
+        request,
+        "resource.html.j2",
+        session,
+        title=f"Resource: {found['title']}",
+        section="resources",
+        resource=found,
+        deliveries=deliveries,
+    )
 
 
 # Deliveries

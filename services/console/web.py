@@ -53,6 +53,7 @@ NOTICES = {
     "seconds).",
     "erased": "Erasure requested: everything that identifies the person is being deleted.",
     "retried": "The parked deliveries were queued again.",
+    "resource-shared": "The resource is shared: its deliveries start within seconds.",
     "password-set": "Your password is set: sign in with it.",
     "signed-out": "You are signed out.",
 }

@@ -64,6 +64,13 @@ class SharedResource:
     total_recipients: int  # reached by this resource so far
 
 
+@dataclass(frozen=True)
+class ResourcePreview:
+    people: int  # who may receive it now
+    sample: list[dict[str, Any]]  # a page of them, best first
+    next_offset: int | None
+
+
 class Resources:
     def __init__(self, store: MatcherStore, *, cap_per_week: int, half_life_days: float) -> None:
         self._store = store
@@ -114,6 +121,35 @@ class Resources:
             await uow.enqueue([e for e in events if e.data.proposal_id in inserted])
             total = await uow.resources.resource_recipient_count(rid)
         return SharedResource(rid, len(inserted), total)
+
+    async def preview(
+        self, topics: Sequence[str], url: str | None, offset: int, limit: int
+    ) -> ResourcePreview:
+        """Who sharing a resource on `topics` would reach now, without sharing it: how many may
+        receive it (available, under the resource cap, not yet given `url`'s resource) and,
+        best first (the order a share takes them in), `limit` of them from `offset`: each as a
+        reference (source, id), without name or address, like the notifier's deliveries."""
+        # An id no resource has when there is no URL: nobody received it yet.
+        rid = resource_id(url) if url else uuid4()
+        async with self._store.unit_of_work() as uow:
+            topic_ids = await uow.topics.topic_ids(topics)
+            held = await uow.resources.interested_in(rid, list(topic_ids.values()), self._cap)
+            ranked = rank_recipients(held, datetime.now(UTC), self._half_life, len(held))
+            page = ranked[offset : offset + limit]
+            details = await uow.contacts.participants(r.contact_id for r in page)
+        names = {v: k for k, v in topic_ids.items()}
+        sample = [
+            {
+                "source": details[r.contact_id].source,
+                "external_id": details[r.contact_id].external_id,
+                "score": round(r.score, 4),
+                "topics": [names[t] for t in r.topic_ids],
+            }
+            for r in page
+            if r.contact_id in details
+        ]
+        following = offset + limit
+        return ResourcePreview(len(ranked), sample, following if following < len(ranked) else None)
 
     async def get(self, rid: UUID) -> dict[str, Any] | None:
         async with self._store.unit_of_work() as uow:

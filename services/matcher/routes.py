@@ -371,6 +371,50 @@ async def share_resource(body: ResourceIn, request: Request, response: Response)
     )
 
 
+class ResourcePreviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    topics: list[Topic] = Field(min_length=1, max_length=20)
+    url: WebUrl | None = Field(
+        default=None, description="Leave out the people this resource was already brought to"
+    )
+    offset: int = Field(default=0, ge=0, le=1_000_000, description="Skip this many (paging)")
+    limit: int = Field(default=20, ge=1, le=200, description="At most this many in the sample")
+
+
+class PreviewRecipientOut(BaseModel):
+    source: str
+    external_id: str
+    score: float = Field(description="The sum of their age-decayed weights on these topics")
+    topics: list[str] = Field(description="The resource's topics they like or seek")
+
+
+class ResourcePreviewOut(BaseModel):
+    people: int = Field(
+        description="Everyone who may receive it now (reachable, not paused, under the resource "
+        "cap, not given it yet); a share reaches the best `limit` of them"
+    )
+    recipients: list[PreviewRecipientOut] = Field(description="A page of them, best first")
+    next_offset: int | None = Field(description="The `offset` of the next page, if any")
+
+
+@api.post(
+    "/resources/preview",
+    summary="Who sharing a resource would reach now: a count and a sample, paged (sends nothing)",
+    response_model=ResourcePreviewOut,
+    dependencies=[requires(Scope.RESOURCES_READ)],
+)
+async def preview_resource(body: ResourcePreviewIn, request: Request) -> ResourcePreviewOut:
+    resources: Resources = request.app.state.resources
+    found = await resources.preview(
+        list(dict.fromkeys(body.topics)), body.url, body.offset, body.limit
+    )
+    return ResourcePreviewOut(
+        people=found.people,
+        recipients=[PreviewRecipientOut(**r) for r in found.sample],
+        next_offset=found.next_offset,
+    )
+
+
 @api.get(
     "/resources/{resource_id}",
     summary="A resource and how many people it reached",

@@ -34,6 +34,8 @@ CONSOLE_SCOPES = (
     "contacts:read",
     "contacts:erase",
     "events:write",
+    "resources:read",
+    "resources:write",
 )
 OPERATOR = "ops@example.org"
 PASSWORD = "a long enough passphrase"

@@ -340,3 +340,56 @@ def test_a_parked_delivery_is_retried_after_its_webhook_comes_back(
     expect(row).to_have_count(0)
     page.goto("/audit")
     expect(page.locator("tbody")).to_contain_text("retry deliveries")
+
+
+def test_a_resource_is_previewed_shared_and_its_recipients_seen(
+    operator_page: Page, console_stack: ConsoleStack
+) -> None:
+    page = operator_page
+    stack = console_stack.stack
+    run = run_id()
+    people = [new_person(run, i) for i in range(3)]
+    topic = f"gliding {run}"
+    with stack.client(headers={"X-Roac-Bulk": "true"}) as client:  # introduces nobody
+        assert client.post("/v1/contacts", json={"items": people}).status_code == 202
+        interests = [
+            {"source": "e2e", "external_id": p["external_id"], "topic": topic} for p in people
+        ]
+        assert client.post("/v1/interests", json={"items": interests}).status_code == 202
+
+    page.get_by_role("link", name="Resources").click()
+    accessible(page)
+    page.get_by_label("Link").fill(f"https://example.org/gliding/{run}")
+    page.get_by_label("Title").fill("Thermals for beginners")
+    page.get_by_label("Topics").fill(topic)
+
+    def previewed_three() -> bool:
+        page.get_by_role("button", name="Preview who it would reach").click()
+        return "3 people may receive it" in page.locator("#resource-preview").inner_text()
+
+    eventually(previewed_three)
+    expect(page.locator("tbody tr")).to_have_count(3)
+    for person in people:
+        expect(page.get_by_role("link", name=f"e2e/{person['external_id']}")).to_be_visible()
+    accessible(page)
+
+    page.get_by_role("button", name="Share with the best matches now").click()
+    expect(page.get_by_role("status")).to_contain_text("The resource is shared")
+    expect(page.locator("#resource-recipients")).to_have_text("3")
+    for person in people:
+        assert stack.sink.wait_for(person["email"], within=30)
+
+    def all_sent() -> bool:
+        page.reload()
+        return page.locator("td.state", has_text="sent").count() == 3
+
+    eventually(all_sent, within=30)
+    accessible(page)
+    # A preview now leaves out whoever already received it.
+    page.goto("/resources")
+    page.get_by_label("Link").fill(f"https://example.org/gliding/{run}")
+    page.get_by_label("Topics").fill(topic)
+    page.get_by_role("button", name="Preview who it would reach").click()
+    expect(page.locator("#resource-preview")).to_contain_text("0 people may receive it")
+    page.goto("/audit")
+    expect(page.locator("tbody")).to_contain_text("share resource")

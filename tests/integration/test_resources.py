@@ -105,3 +105,35 @@ async def test_the_resource_cap_holds(
     ]
     assert reached == [1, 1, 0]
     assert len(await resource_events(pool, run)) == 2
+
+
+async def test_a_preview_counts_and_samples_who_a_share_would_reach_and_sends_nothing(
+    matcher: MatcherService, resources: Resources, pool: asyncpg.Pool
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    topic = f"gliders {run}"
+    await matcher.apply(
+        EventBatch(
+            events=[person(run, i) for i in range(4)]
+            + [person(run, 4, snoozed_until=datetime.now(UTC) + timedelta(days=2))]
+        )
+    )
+    weights = {0: ("likes", 1.0), 1: ("likes", 3.0), 2: ("seeks", 2.0), 3: ("offers", 5.0)}
+    weights |= {4: ("likes", 9.0)}  # paused: not reached
+    await matcher.apply(
+        EventBatch(events=[declared(run, i, topic, k, w) for i, (k, w) in weights.items()])
+    )
+    url = f"https://example.org/preview/{run}"
+    first = await resources.preview([topic], url, 0, 2)
+    assert first.people == 3
+    assert [r["external_id"] for r in first.sample] == [f"{run}-1", f"{run}-2"]  # best first
+    assert first.sample[0]["topics"] == [topic]
+    assert first.next_offset == 2
+    rest = await resources.preview([topic], url, 2, 2)
+    assert [r["external_id"] for r in rest.sample] == [f"{run}-0"]
+    assert rest.next_offset is None
+    assert await resource_events(pool, run) == []  # a preview sends nothing
+    await resources.share(url, "Gliders", [topic], 1, f"c-{run}")
+    after = await resources.preview([topic], url, 0, 10)
+    assert after.people == 2  # who already got it is not counted again
+    assert (await resources.preview([topic], None, 0, 10)).people == 3
