@@ -45,6 +45,7 @@ from services.ingest.schemas import ContactsBody, InterestsBody, InterestWithdra
 from services.matcher import subscriptions as matcher_subscriptions
 from services.matcher.routes import api as matcher_api
 from services.notifier import subscriptions as notifier_subscriptions
+from services.notifier.preferences_routes import router as preferences_router
 from services.notifier.routes import api as notifier_api
 from services.notifier.routes import links as notifier_links
 from shared.api_keys import ApiKeyring
@@ -110,6 +111,11 @@ EVENT_DOCS: dict[str, EventDoc] = {
         "notifier",
         "A person unsubscribed (a signed link; or ingest, POST /v1/contacts/.../opt-out): "
         "no more introductions for them.",
+    ),
+    "contact.preferences_changed.v1": EventDoc(
+        "notifier",
+        "A person changed their own preferences on their preferences page (pause, weekly cap, "
+        "language, opting back in): only the fields named in `changed` are meant.",
     ),
     "contact.erased.v1": EventDoc(
         "ingest",
@@ -233,6 +239,7 @@ def openapi_documents() -> dict[str, dict[str, Any]]:
     # The public port serves the link pages and nothing else (no document of its own there).
     links = http_app(title="roac notifier: public link pages")
     links.include_router(notifier_links)
+    links.include_router(preferences_router)
     return {
         "openapi/ingest.json": ingest.openapi(),
         "openapi/matcher.json": matcher.openapi(),

@@ -308,6 +308,23 @@ class OptOutData(ContactRef):
     reason: Literal["unsubscribe", "request"] = "unsubscribe"
 
 
+PreferenceField = Literal["paused_until", "cap_per_week", "language", "opted_in"]
+
+
+class PreferencesData(ContactRef):
+    """The person changed their own preferences (the notifier's preferences page): only the
+    fields named in `changed` are meant; the others are left as they are."""
+
+    changed: list[PreferenceField] = Field(min_length=1, max_length=4)
+    # No introductions until then; null: not paused (any earlier pause of theirs ends).
+    paused_until: AwareDatetime | None = None
+    # At most this many introductions a week (never above the operator's cap); null: the cap.
+    cap_per_week: int | None = Field(default=None, ge=1, le=100)
+    language: LanguageTag | None = None
+    # When they chose to receive introductions again after unsubscribing.
+    opted_in_at: AwareDatetime | None = None
+
+
 class ErasureData(ContactRef):
     """Erase this person everywhere (DELETE /v1/contacts/{source}/{external_id})."""
 
@@ -390,6 +407,11 @@ class ContactOptedOut(Envelope):
     data: OptOutData
 
 
+class ContactPreferencesChanged(Envelope):
+    type: Literal["contact.preferences_changed.v1"] = "contact.preferences_changed.v1"
+    data: PreferencesData
+
+
 class ContactErased(Envelope):
     type: Literal["contact.erased.v1"] = "contact.erased.v1"
     data: ErasureData
@@ -427,7 +449,8 @@ Event = Annotated[
     | ResourceProposed
     | ContactMerged
     | ContactUnmerged
-    | InterestWithdrawn,
+    | InterestWithdrawn
+    | ContactPreferencesChanged,
     Field(discriminator="type"),
 ]
 
@@ -444,6 +467,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "contact.merged.v1",
     "contact.unmerged.v1",
     "interest.withdrawn.v1",
+    "contact.preferences_changed.v1",
 )
 
 

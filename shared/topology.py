@@ -3,7 +3,8 @@
     producers --(routing key = event type)--> roac.events (topic)
         roac.events --contact.upserted.v1, interest.declared.v1, delivery.*,
                       contact.opted_out.v1, contact.erased.v1,
-                      interest.withdrawn.v1--> roac.matcher (quorum)
+                      interest.withdrawn.v1,
+                      contact.preferences_changed.v1--> roac.matcher (quorum)
         roac.events --intro.proposed.v1, resource.proposed.v1,
                       contact.opted_out.v1, contact.erased.v1,
                       contact.merged.v1, contact.unmerged.v1--> roac.notifier (quorum)
@@ -82,6 +83,8 @@ MATCHER_QUEUE = ConsumerQueue(
         "contact.opted_out.v1",
         "contact.erased.v1",
         "interest.withdrawn.v1",
+        # A person's own pause, weekly cap, language and opting back in (preferences page).
+        "contact.preferences_changed.v1",
     ),
 )
 NOTIFIER_QUEUE = ConsumerQueue(

@@ -1,5 +1,6 @@
-"""Whether a person may take another introduction now: the weekly cap, snooze and opt-out, in
-one place. Plain Python, no I/O.
+"""Whether a person may take another introduction now: the weekly cap (the operator's, or the
+person's own lower one from their preferences page), snooze and opt-out, in one place. Plain
+Python, no I/O.
 
 Live matching, group introductions, rounds and round planning all ask `may_take_another`; the
 final word is `within_cap`, run on the state each member's contact row holds under its lock
@@ -35,6 +36,9 @@ class Standing(Protocol):
     @property
     def recent_intros(self) -> int: ...  # introductions within ROLLING_WEEK
 
+    # Optional: `own_cap_per_week` (int | None), the person's own cap from their preferences
+    # page; a state without it has none (read with `own_cap`).
+
 
 def reachable(deliverable: bool, opted_out: bool) -> bool:
     """Can be reached and has not opted out (SQL: `store.contacts.reachable`)."""
@@ -46,13 +50,29 @@ def snoozed(snoozed_until: datetime | None, now: datetime) -> bool:
     return snoozed_until is not None and snoozed_until > now
 
 
+def personal_cap(cap_per_week: int, own_cap_per_week: int | None) -> int:
+    """The weekly cap that holds for one person: their own when they chose one, never above
+    the operator's."""
+    if own_cap_per_week is None:
+        return cap_per_week
+    return max(0, min(cap_per_week, own_cap_per_week))
+
+
+def own_cap(state: Standing) -> int | None:
+    """The person's own weekly cap, when their state carries one."""
+    cap = getattr(state, "own_cap_per_week", None)
+    return cap if isinstance(cap, int) else None
+
+
 def may_take_another(
     state: Standing, now: datetime, cap_per_week: int, recent: int | None = None
 ) -> bool:
     """Whether the person may take one more introduction now: reachable, not snoozed, and
-    under the cap (`recent`, when given, counts instead of `state.recent_intros`: the
-    introductions this transaction already gave them count too)."""
+    under the cap, theirs when lower than the operator's (`recent`, when given, counts instead
+    of `state.recent_intros`: the introductions this transaction already gave them count
+    too)."""
     count = state.recent_intros if recent is None else recent
+    cap_per_week = personal_cap(cap_per_week, own_cap(state))
     return (
         reachable(state.deliverable, state.opted_out)
         and count < cap_per_week

@@ -70,6 +70,7 @@ class Person:
     met: frozenset[int] = field(default_factory=frozenset)  # not to be grouped again
     # Has a channel. The people matching reads are reachable; the locked re-read checks again.
     deliverable: bool = True
+    own_cap_per_week: int | None = None  # the person's own weekly cap (preferences page)
     # The organisation compared case- and space-insensitively, computed once (hot in rounds).
     org_key: str = field(init=False, default="")
 

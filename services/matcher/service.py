@@ -27,6 +27,7 @@ from services.matcher.live_planning import (
     pair_members,
     plan_pairs,
 )
+from services.matcher.preferences import apply_preferences
 from services.matcher.scoring import (
     Choice,
     TopicStats,
@@ -39,6 +40,7 @@ from services.matcher.store.rows import InterestRow, ProposalRow
 from shared.events import (
     ContactErased,
     ContactOptedOut,
+    ContactPreferencesChanged,
     ContactRef,
     ContactUpserted,
     DeliveryFailed,
@@ -108,6 +110,10 @@ class MatcherService:
             elif batch.type == "contact.opted_out.v1":
                 await uow.contacts.opt_out(
                     [e.data for e in fresh if isinstance(e, ContactOptedOut)]
+                )
+            elif batch.type == "contact.preferences_changed.v1":
+                await apply_preferences(
+                    uow, [e for e in fresh if isinstance(e, ContactPreferencesChanged)]
                 )
             elif batch.type == "contact.erased.v1":
                 for erased in sorted(

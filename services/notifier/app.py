@@ -3,8 +3,8 @@ introductions and resources, and delivery jobs), the outbox relay, the expiry sw
 reconciliation of deliveries a crash left in flight, and two HTTP listeners: the operations
 port (ROAC_NOTIFIER_METRICS_PORT: /v1/intros, /v1/resources/deliveries, /metrics, /docs,
 /healthz, /readyz) and the public port (ROAC_NOTIFIER_PUBLIC_PORT: the link pages people
-click, /healthz, nothing else), so exposing the links to the internet exposes no metrics, no
-documentation and no operator API."""
+click and their preferences pages, /healthz, nothing else), so exposing the links to the
+internet exposes no metrics, no documentation and no operator API."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from services.notifier.in_flight import UnkeyedPolicy
 from services.notifier.links import LinkKeyring, LinkMaker
 from services.notifier.people import PeopleRequests
 from services.notifier.planning import QuietHours
+from services.notifier.preference_changes import PreferenceChanges
+from services.notifier.preferences_routes import router as preferences_router
 from services.notifier.proposals import ProposalIntake
 from services.notifier.rate_limit import RateLimiter
 from services.notifier.rendering import MessageRenderer
@@ -155,11 +157,18 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
             SlackResponder(session, settings.allowed_webhook_hosts),
             clock,
         )
-    app.state.public_app = public_app(answers, slack_buttons)
+    preferences = PreferenceChanges(
+        store, keyring=keyring, clock=clock, operator_cap=settings.match_cap_per_week
+    )
+    app.state.public_app = public_app(answers, slack_buttons, preferences)
     return app
 
 
-def public_app(answers: Answers, slack_buttons: SlackButtons | None = None) -> FastAPI:
+def public_app(
+    answers: Answers,
+    slack_buttons: SlackButtons | None = None,
+    preferences: PreferenceChanges | None = None,
+) -> FastAPI:
     """The pages people reach from their messages, Slack's interactivity requests (with
     ROAC_SLACK_SIGNING_SECRET), and a liveness check for the load balancer in front of them."""
     public = http_app(
@@ -167,6 +176,9 @@ def public_app(answers: Answers, slack_buttons: SlackButtons | None = None) -> F
     )
     public.state.answers = answers
     public.include_router(links)
+    if preferences is not None:
+        public.state.preferences = preferences
+        public.include_router(preferences_router)
     if slack_buttons is not None:
         public.state.slack_buttons = slack_buttons
         public.include_router(slack)

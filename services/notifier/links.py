@@ -1,4 +1,5 @@
-"""Signed, single-purpose, expiring links (accept, decline, unsubscribe): plain Python, no I/O.
+"""Signed, single-purpose, expiring links (accept, decline, unsubscribe, a person's preferences
+page): plain Python, no I/O.
 
 A token is `<key id>.<sealed>`, both URL-safe: `sealed` is base64url of a nonce and the compact
 JSON claim (the action, the introduction, the person, an expiry) encrypted and authenticated
@@ -47,6 +48,7 @@ class LinkAction(StrEnum):
     ACCEPT = "accept"
     DECLINE = "decline"
     UNSUBSCRIBE = "unsubscribe"
+    PREFERENCES = "preferences"  # the person's preferences page (/preferences/<token>)
 
 
 class InvalidLink(Exception):
@@ -203,6 +205,7 @@ class LinkMaker:
 
     ANSWER_GRACE_SECONDS = 7 * 24 * 3600  # a late click says "expired", not "invalid link"
     UNSUBSCRIBE_SECONDS = 365 * 24 * 3600
+    PREFERENCES_SECONDS = 30 * 24 * 3600  # every new message carries a fresh one
 
     def __init__(self, public_url: str, keyring: LinkKeyring) -> None:
         self._base = public_url.rstrip("/")
@@ -220,3 +223,9 @@ class LinkMaker:
     def unsubscribe(self, source: str, external_id: str, now: float) -> str:
         expires = int(now) + self.UNSUBSCRIBE_SECONDS
         return self.url(LinkClaim(LinkAction.UNSUBSCRIBE, source, external_id, expires))
+
+    def preferences(self, source: str, external_id: str, now: float) -> str:
+        """The person's preferences page (services/notifier/preferences_routes.py)."""
+        expires = int(now) + self.PREFERENCES_SECONDS
+        claim = LinkClaim(LinkAction.PREFERENCES, source, external_id, expires)
+        return f"{self._base}/preferences/{self._keyring.sign(claim)}"

@@ -1,11 +1,12 @@
 """What one delivery sends: its message rendered for the channel, its signed links (answer links
-in an ask, the unsubscribe link in every message to one person), the generic webhook's JSON
-(docs/notifier.md) and the idempotency key its provider may deduplicate on. Plain Python: no
-I/O."""
+in an ask, the unsubscribe and preferences links in every message to one person), the generic
+webhook's JSON (docs/notifier.md) and the idempotency key its provider may deduplicate on. Plain
+Python: no I/O."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from services.notifier.channels.base import Outgoing
@@ -38,14 +39,25 @@ class OutgoingMaker:
         unsubscribe = (
             "" if group else self._links.unsubscribe(person.source, person.external_id, now)
         )
+        preferences = (
+            None
+            if group
+            else Trusted(self._links.preferences(person.source, person.external_id, now))
+        )
         if isinstance(proposal, IntroRecord):
             links = self._answer_links(proposal, delivery, person, unsubscribe, now)
+            links = replace(links, preferences=preferences)
             rendered = self._renderer.render(
                 delivery.kind, proposal.intro, delivery.positions, links
             )
             topics = [t.topic for t in proposal.intro.topics]
         else:
-            links = Links(accept=None, decline=None, unsubscribe=Trusted(unsubscribe))
+            links = Links(
+                accept=None,
+                decline=None,
+                unsubscribe=Trusted(unsubscribe),
+                preferences=preferences,
+            )
             rendered = self._renderer.render_resource(proposal.resource, links)
             topics = list(proposal.resource.topics)
         payload = _payload(proposal, delivery, person, rendered, topics, links)
@@ -116,6 +128,7 @@ def _payload(
             "accept": links.accept,
             "decline": links.decline,
             "unsubscribe": links.unsubscribe or None,
+            "preferences": links.preferences,
         },
     }
     if isinstance(proposal, IntroRecord):

@@ -140,6 +140,7 @@ class Links:
     accept: Trusted | None
     decline: Trusted | None
     unsubscribe: Trusted
+    preferences: Trusted | None = None  # the person's preferences page (none in a group)
 
 
 @dataclass(frozen=True)

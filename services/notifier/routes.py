@@ -108,6 +108,8 @@ async def confirm(token: str, request: Request) -> HTMLResponse:
     claim = await _answers(request).inspect(token)
     if isinstance(claim, AnswerResult):
         return _result_page(claim)
+    if claim.action not in _CONFIRM:  # a preferences link is not answered here
+        return _result_page(AnswerResult(Outcome.INVALID))
     title, message, button = _CONFIRM[claim.action]
     return _page(200, title, message, button, action=str(request.url.path))
 

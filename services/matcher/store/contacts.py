@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from services.matcher.store.rows import Availability, MemberRow, ProfileRow
+from services.matcher.store.rows import Availability, MemberRow, PreferenceChange, ProfileRow
 from shared.events import ChannelAddress, ChannelType, ContactRef, Participant
 
 
@@ -65,7 +65,9 @@ class ContactRecords:
                 channels = u.channels::jsonb, deliverable = u.deliverable,
                 profile_at = u.profile_at, updated_at = now(),
                 tags = ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb)),
-                snoozed_until = u.snoozed_until, language = u.language
+                -- The person's own pause and language (preferences page) outlast the integration's.
+                snoozed_until = greatest(u.snoozed_until, c.paused_until),
+                language = coalesce(c.own_language, u.language)
             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[],
                         $7::timestamptz[], $8::text[], $9::timestamptz[], $11::text[])
                  AS u(id, name, organization, timezone, channels, deliverable, profile_at, tags,
@@ -177,13 +179,20 @@ class ContactRecords:
         # were granted, so it sees what the previous holder committed.
         rows = await self._conn.fetch(
             f"""
-            SELECT c.id, c.opted_out, c.deliverable, c.snoozed_until, {RECENT_INTROS} AS recent
+            SELECT c.id, c.opted_out, c.deliverable, c.snoozed_until, c.own_cap_per_week,
+                   {RECENT_INTROS} AS recent
             FROM matcher.contacts c WHERE c.id = ANY($1::bigint[])
             """,  # noqa: S608 (constant fragments, no input)
             ids,
         )
         return {
-            r["id"]: Availability(r["recent"], r["opted_out"], r["deliverable"], r["snoozed_until"])
+            r["id"]: Availability(
+                r["recent"],
+                r["opted_out"],
+                r["deliverable"],
+                r["snoozed_until"],
+                r["own_cap_per_week"],
+            )
             for r in rows
         }
 
@@ -247,6 +256,48 @@ class ContactRecords:
             "WHERE contact_id = ANY($1::bigint[]) AND NOT opted_out",
             sorted({r["id"] for r in contact_ids}),
         )
+
+    async def apply_preferences(self, contact_id: int, change: PreferenceChange) -> bool:
+        """A person's own choices (contact.preferences_changed.v1) on their contact row, unless
+        a newer change of theirs is applied already; return whether it was applied. A pause
+        moves `snoozed_until` with it (an integration's later snooze still holds); opting back
+        in clears the opt-out of the contact and of every identity of it."""
+        row = await self._conn.fetchrow(
+            """
+            UPDATE matcher.contacts AS c SET
+                snoozed_until = CASE
+                    WHEN NOT $2 THEN c.snoozed_until
+                    WHEN c.snoozed_until IS NOT DISTINCT FROM c.paused_until THEN $3
+                    ELSE greatest(c.snoozed_until, $3) END,
+                paused_until = CASE WHEN $2 THEN $3 ELSE c.paused_until END,
+                own_cap_per_week = CASE WHEN $4 THEN $5 ELSE c.own_cap_per_week END,
+                own_language = CASE WHEN $6 THEN $7 ELSE c.own_language END,
+                language = CASE WHEN $6 THEN coalesce($7, c.language) ELSE c.language END,
+                opted_out = CASE WHEN $8 THEN false ELSE c.opted_out END,
+                opted_in_at = CASE WHEN $8 THEN $9 ELSE c.opted_in_at END,
+                preferences_at = $10, updated_at = now()
+            WHERE c.id = $1 AND c.erased_at IS NULL
+              AND (c.preferences_at IS NULL OR c.preferences_at <= $10)
+            RETURNING c.id
+            """,
+            contact_id,
+            change.pause,
+            change.paused_until,
+            change.cap,
+            change.cap_per_week,
+            change.language_changed,
+            change.language,
+            change.opt_in,
+            change.opted_in_at,
+            change.at,
+        )
+        if row is not None and change.opt_in:
+            await self._conn.execute(
+                "UPDATE matcher.identities SET opted_out = false "
+                "WHERE contact_id = $1 AND opted_out",
+                contact_id,
+            )
+        return row is not None
 
     # Erasure
 

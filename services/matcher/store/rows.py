@@ -135,6 +135,23 @@ class Availability:
     opted_out: bool
     deliverable: bool
     snoozed_until: datetime | None
+    own_cap_per_week: int | None = None  # the person's own cap (preferences page)
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceChange:
+    """What one contact.preferences_changed.v1 sets on a contact row (each flag: that field
+    changed)."""
+
+    at: datetime
+    pause: bool = False
+    paused_until: datetime | None = None
+    cap: bool = False
+    cap_per_week: int | None = None
+    language_changed: bool = False
+    language: str | None = None
+    opt_in: bool = False
+    opted_in_at: datetime | None = None
 
 
 class TopicCounts(NamedTuple):

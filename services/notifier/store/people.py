@@ -101,11 +101,12 @@ class PeopleStore:
             max(erased_at, legacy) if legacy is not None else erased_at,
             self._erasures.keyed,
         )
-        await self._conn.execute(
-            "DELETE FROM notifier.opt_outs WHERE source = $1 AND external_id = $2",
-            source,
-            external_id,
-        )
+        for table in ("notifier.opt_outs", "notifier.preferences"):
+            await self._conn.execute(
+                f"DELETE FROM {table} WHERE source = $1 AND external_id = $2",  # noqa: S608
+                source,
+                external_id,
+            )
         intro_ids = await self._conn.fetch(
             "SELECT DISTINCT intro_id FROM notifier.intro_seats "
             "WHERE source = $1 AND external_id = $2 ORDER BY intro_id",
@@ -156,7 +157,7 @@ class PeopleStore:
             DELETE FROM messaging.outbox o
             WHERE o.producer = $1
               AND o.routing_key IN ('delivery.succeeded.v1', 'delivery.failed.v1',
-                                    'contact.opted_out.v1')
+                                    'contact.opted_out.v1', 'contact.preferences_changed.v1')
               AND (
                 convert_from(o.body, 'UTF8')::jsonb -> 'data' -> 'recipient'
                     @> jsonb_build_object('source', $2::text, 'external_id', $3::text)

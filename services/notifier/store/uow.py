@@ -1,7 +1,7 @@
 """One transaction of the notifier's stores: `NotifierStore.unit_of_work()` opens it on a pooled
 connection and exposes each aggregate's store on it (`uow.intros`, `uow.deliveries`,
-`uow.people`, `uow.resources`, `uow.outbox`); it commits when the block ends, and rolls back
-if the block raises."""
+`uow.people`, `uow.resources`, `uow.outbox`, `uow.preferences`); it commits when the block
+ends, and rolls back if the block raises."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from services.notifier.store.deliveries import DeliveryStore
 from services.notifier.store.intros import IntroStore
 from services.notifier.store.outbox import Outbox
 from services.notifier.store.people import PeopleStore
+from services.notifier.store.preferences import PreferencesStore
 from services.notifier.store.resources import ResourceStore
 from shared.erasure import ErasureDigests
 
@@ -26,6 +27,7 @@ class NotifierUnitOfWork:
         self.people = PeopleStore(conn, erasures or ErasureDigests(None))
         self.resources = ResourceStore(conn)
         self.outbox = Outbox(conn)
+        self.preferences = PreferencesStore(conn)
 
     async def commit_without_waiting_for_disk(self) -> None:
         """This transaction's commit returns before its WAL reaches the disk (it is as durable

@@ -1,0 +1,159 @@
+"""What a person's preferences page decides: plain Python, no I/O.
+
+The page (services/notifier/preferences_routes.py) posts a form; `decide` turns it, with what
+is stored for the person and the moment, into the fields that change (those a
+`contact.preferences_changed.v1` carries) or the reasons it is refused. Nothing that does not
+change is sent, so saving the page untouched publishes nothing.
+
+- **Pause**: for 1, 2 or 4 weeks from now, or until a chosen day (its start, UTC), at most a
+  year ahead; or end a pause now. "No change" keeps whatever is set.
+- **How often**: at most N introductions a week, 1 up to the operator's cap
+  (ROAC_MATCH_CAP_PER_WEEK); empty means the operator's cap.
+- **Language**: one the notifier ships templates for.
+- **Opting back in** after unsubscribing: its own button, its own explicit choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+# The languages a person can choose (the notifier's shipped templates), with their own names.
+LANGUAGES: dict[str, str] = {"en": "English", "de": "Deutsch"}
+PAUSE_WEEKS = (1, 2, 4)
+MAX_PAUSE = timedelta(days=366)
+
+
+@dataclass(frozen=True)
+class Current:
+    """What the notifier holds for the person (its own preferences row and opt-outs)."""
+
+    paused_until: datetime | None = None
+    cap_per_week: int | None = None
+    language: str | None = None
+    opted_out: bool = False
+    opted_in_at: datetime | None = None
+
+    def paused(self, now: datetime) -> bool:
+        return self.paused_until is not None and self.paused_until > now
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The fields that change (named as in `PreferencesData.changed`) and their new values, or
+    the errors (field name: message key) that refuse the whole form."""
+
+    changes: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> list[str]:
+        return list(self.changes)
+
+
+def pause_end(choice: str, until: str, now: datetime) -> datetime | str | None:
+    """When a pause chosen on the form ends: a moment, None (not paused), or an error key."""
+    if choice == "none":
+        return None
+    if choice in {str(w) for w in PAUSE_WEEKS}:
+        return now + timedelta(weeks=int(choice))
+    if choice == "until":
+        try:
+            day = date.fromisoformat(until.strip())
+        except ValueError:
+            return "pause_date_invalid"
+        end = datetime.combine(day, time(0), tzinfo=UTC)
+        if end <= now:
+            return "pause_date_past"
+        if end - now > MAX_PAUSE:
+            return "pause_date_far"
+        return end
+    return "pause_invalid"
+
+
+def cap_choices(operator_cap: int) -> list[int]:
+    """The weekly caps a person may choose: 1 up to the operator's."""
+    return list(range(1, operator_cap + 1))
+
+
+def decide(form: Mapping[str, str], current: Current, now: datetime, operator_cap: int) -> Decision:
+    """The settings form (`pause`, `until`, `per_week`, `language`) or the opt-in form
+    (`opt_in`), against what is stored."""
+    changes: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    if form.get("opt_in") == "yes":
+        if current.opted_out:
+            changes["opted_in"] = now
+        return Decision(changes, errors)
+
+    choice = form.get("pause", "keep")
+    if choice == "keep" and form.get("until", "").strip():
+        choice = "until"  # a date picked without ticking "until": what they meant
+    if choice != "keep":
+        end = pause_end(choice, form.get("until", ""), now)
+        if isinstance(end, str):
+            errors["pause"] = end
+        elif end is not None or current.paused(now):
+            changes["paused_until"] = end
+
+    if "per_week" in form:
+        raw = form["per_week"].strip()
+        if raw == "":
+            cap: int | None = None
+        elif raw.isdigit() and int(raw) in cap_choices(operator_cap):
+            cap = int(raw)
+        else:
+            cap = None
+            errors["per_week"] = "per_week_invalid"
+        # Choosing the operator's cap itself is the same as no cap of one's own.
+        if cap == operator_cap:
+            cap = None
+        if "per_week" not in errors and cap != current.cap_per_week:
+            changes["cap_per_week"] = cap
+
+    if "language" in form:
+        language = form["language"].strip()
+        if language not in LANGUAGES:
+            errors["language"] = "language_invalid"
+        elif language != current.language:
+            changes["language"] = language
+
+    if errors:
+        return Decision({}, errors)
+    return Decision(changes, errors)
+
+
+def page_language(stored: str | None, accept_language: str | None) -> str:
+    """The page's language: the person's chosen one, else the first of the browser's that the
+    notifier ships, else English."""
+    if stored in LANGUAGES:
+        return stored
+    for part in (accept_language or "").split(","):
+        tag = part.split(";", 1)[0].strip().lower()
+        base = tag.split("-", 1)[0]
+        if base in LANGUAGES:
+            return base
+    return "en"
+
+
+_MONTHS = {
+    "en": [
+        "January", "February", "March", "April", "May", "June",
+        "July", "August", "September", "October", "November", "December",
+    ],
+    "de": [
+        "Januar", "Februar", "März", "April", "Mai", "Juni",
+        "Juli", "August", "September", "Oktober", "November", "Dezember",
+    ],
+}  # fmt: skip
+
+
+def long_date(moment: datetime, language: str) -> str:
+    """`12 March 2027` / `12. März 2027` (UTC)."""
+    day = moment.astimezone(UTC)
+    month = _MONTHS.get(language, _MONTHS["en"])[day.month - 1]
+    if language == "de":
+        return f"{day.day}. {month} {day.year}"
+    return f"{day.day} {month} {day.year}"

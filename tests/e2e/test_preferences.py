@@ -1,0 +1,219 @@
+"""A person's preferences page end to end, against the live services: the link in the footer of
+their message, a pause of two weeks that live matching then honours (and ending it), a lower
+weekly cap that holds, opting back in after unsubscribing (recorded, and applied by the
+matcher), and the page refusing forged, expired and foreign tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from services.notifier.links import LinkAction, LinkClaim, LinkKeyring
+from tests.e2e.conftest import Stack, new_person, run_id, running_stack
+from tests.support.infra import API_KEY
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """Direct introductions; any shared topic will do for a live match."""
+    with running_stack(
+        "prefs",
+        tmp_path_factory.mktemp("prefs-logs"),
+        request,
+        ROAC_INTRO_MODE="direct",
+        ROAC_MATCH_MIN_SCORE="0.1",
+        ROAC_QUIET_HOURS_ENABLED="false",
+    ) as created:
+        yield created
+
+
+def _introduce(stack: Stack, people: list[dict[str, Any]], topic: str) -> None:
+    with stack.client() as client:
+        assert client.post("/v1/contacts", json={"items": people}).status_code == 202
+        for person in people:
+            body = {"source": "e2e", "external_id": person["external_id"], "topic": topic}
+            assert client.post("/v1/interests", json=body).status_code == 202
+
+
+def _preferences_link(text: str) -> str:
+    found = re.search(r"Your preferences:\s+(\S+)", text)
+    assert found, text
+    return found[1]
+
+
+def _profile(stack: Stack, external_id: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{stack.matcher_url}/v1/contacts/e2e/{external_id}/profile",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _eventually(check: Any, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
+
+
+def _sql(stack: Stack, statement: str, *args: Any) -> Any:
+    async def run() -> Any:
+        conn = await asyncpg.connect(stack.infra.database_url)
+        try:
+            return await conn.fetchrow(statement, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _first_intro(stack: Stack, run: str) -> tuple[list[dict[str, Any]], str]:
+    """Two people introduced; the first one's preferences link, from their email's footer."""
+    people = [new_person(run, 0), new_person(run, 1)]
+    _introduce(stack, people, f"paper kites {run}")
+    mail = stack.sink.wait_for(people[0]["email"], within=15)[0]
+    assert 'href="http' in mail.html and "your preferences" in mail.html
+    return people, _preferences_link(mail.text)
+
+
+def test_a_two_week_pause_is_honoured_by_live_matching_until_it_ends(stack: Stack) -> None:
+    run = run_id()
+    people, link = _first_intro(stack, run)
+    page = httpx.get(link)
+    assert page.status_code == 200 and "Your preferences" in page.text
+    assert '<html lang="en">' in page.text and "<main>" in page.text
+    saved = httpx.post(link, data={"pause": "2", "per_week": "", "language": "en"})
+    assert saved.status_code == 303
+    shown = httpx.get(saved.headers["location"] if "://" in saved.headers["location"] else link)
+    assert "Introductions are paused until" in shown.text
+    two_weeks = datetime.now(UTC) + timedelta(weeks=2)
+
+    def paused() -> bool:
+        until = _profile(stack, people[0]["external_id"])["snoozed_until"]
+        return until is not None and abs(datetime.fromisoformat(until) - two_weeks).days == 0
+
+    _eventually(paused)
+    # A newcomer sharing a rare topic with them: nobody is introduced while they pause.
+    newcomer = new_person(run, 2)
+    _introduce(stack, [newcomer], f"tin whistles {run}")
+    with stack.client() as client:
+        body = {
+            "source": "e2e",
+            "external_id": people[0]["external_id"],
+            "topic": f"tin whistles {run}",
+        }
+        assert client.post("/v1/interests", json=body).status_code == 202
+    time.sleep(3)
+    assert len(stack.sink.to(people[0]["email"])) == 1
+    assert stack.sink.to(newcomer["email"]) == []
+    # Ending the pause: the next match introduces them again.
+    assert httpx.post(link, data={"pause": "none"}).status_code == 303
+    _eventually(lambda: _profile(stack, people[0]["external_id"])["snoozed_until"] is None)
+    latecomer = new_person(run, 3)
+    _introduce(stack, [latecomer, people[0]], f"sea glass {run}")
+    stack.sink.wait_for(latecomer["email"], within=15)
+
+
+def test_a_lower_weekly_cap_holds(stack: Stack) -> None:
+    run = run_id()
+    people, link = _first_intro(stack, run)  # their first introduction this week
+    assert httpx.post(link, data={"per_week": "1"}).status_code == 303
+    stored = _sql(
+        stack,
+        "SELECT cap_per_week FROM notifier.preferences WHERE source = 'e2e' AND external_id = $1",
+        people[0]["external_id"],
+    )
+    assert stored["cap_per_week"] == 1
+
+    def applied() -> bool:
+        row = _sql(
+            stack,
+            "SELECT c.own_cap_per_week FROM matcher.contacts c JOIN matcher.identities i "
+            "ON i.contact_id = c.id WHERE i.source = 'e2e' AND i.external_id = $1",
+            people[0]["external_id"],
+        )
+        return bool(row and row["own_cap_per_week"] == 1)
+
+    _eventually(applied)
+    other = new_person(run, 2)
+    _introduce(stack, [other, people[0]], f"bonsai {run}")
+    time.sleep(3)  # under the operator's cap of 2, over theirs of 1: no second introduction
+    assert len(stack.sink.to(people[0]["email"])) == 1
+    assert stack.sink.to(other["email"]) == []
+
+
+def test_opting_back_in_after_unsubscribing_works_and_is_recorded(stack: Stack) -> None:
+    run = run_id()
+    people, link = _first_intro(stack, run)
+    mail = stack.sink.to(people[0]["email"])[0]
+    unsubscribe = re.search(r"No more introductions, ever:\s+(\S+)", mail.text)
+    assert unsubscribe
+    assert "Done" in httpx.post(unsubscribe[1]).text
+    _eventually(lambda: _profile(stack, people[0]["external_id"])["opted_out"])
+    page = httpx.get(link)
+    assert "You unsubscribed" in page.text and 'name="opt_in"' in page.text
+    assert httpx.post(link, data={"opt_in": "yes"}).status_code == 303
+    row = _sql(
+        stack,
+        "SELECT p.opted_in_at, EXISTS (SELECT 1 FROM notifier.opt_outs o WHERE o.source = "
+        "p.source AND o.external_id = p.external_id) AS out FROM notifier.preferences p "
+        "WHERE p.source = 'e2e' AND p.external_id = $1",
+        people[0]["external_id"],
+    )
+    assert row["opted_in_at"] is not None and not row["out"]
+    assert "You chose to receive introductions again on" in httpx.get(link).text
+    _eventually(lambda: not _profile(stack, people[0]["external_id"])["opted_out"])
+    recorded = _sql(
+        stack,
+        "SELECT c.opted_in_at FROM matcher.contacts c JOIN matcher.identities i "
+        "ON i.contact_id = c.id WHERE i.source = 'e2e' AND i.external_id = $1",
+        people[0]["external_id"],
+    )
+    assert recorded["opted_in_at"] is not None
+    other = new_person(run, 2)
+    _introduce(stack, [other, people[0]], f"lino cuts {run}")
+    stack.sink.wait_for(other["email"], within=15)
+
+
+def test_the_page_refuses_forged_expired_and_foreign_tokens(stack: Stack) -> None:
+    run = run_id()
+    people, link = _first_intro(stack, run)
+    base, token = link.rsplit("/", 1)
+    keyring = LinkKeyring([(k, s.encode()) for k, s in stack.infra.settings().link_keyring])
+    who = ("e2e", people[0]["external_id"])
+    expired = keyring.sign(LinkClaim(LinkAction.PREFERENCES, *who, int(time.time()) - 60))
+    unsubscribe = keyring.sign(LinkClaim(LinkAction.UNSUBSCRIBE, *who, int(time.time()) + 3600))
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert httpx.get(f"{base}/{expired}").status_code == 410
+    assert "has expired" in httpx.get(f"{base}/{expired}").text
+    for bad in (forged, unsubscribe, "nonsense", "0.abc"):
+        assert httpx.get(f"{base}/{bad}").status_code == 400
+        assert httpx.post(f"{base}/{bad}", data={"pause": "4"}).status_code == 400
+    assert httpx.post(f"{base}/{expired}", data={"pause": "4"}).status_code == 410
+    # A preferences token answers nothing on the answer links.
+    assert httpx.post(link.replace("/preferences/", "/links/")).status_code == 400
+    assert (
+        _sql(
+            stack,
+            "SELECT 1 AS x FROM notifier.preferences WHERE source = 'e2e' AND external_id = $1",
+            people[0]["external_id"],
+        )
+        is None
+    )
+    # A GET never changes anything, whatever its query.
+    assert httpx.get(link, params={"pause": "4"}).status_code == 200
+    assert _profile(stack, people[0]["external_id"])["snoozed_until"] is None
