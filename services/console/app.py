@@ -19,6 +19,7 @@ from services.console.clients import ApiError, Apis
 from services.console.cookies import CookieSigner
 from services.console.metrics import RequestMetrics
 from services.console.pages import pages
+from services.console.resource_pages import resource_pages
 from services.console.web import (
     SECURITY_HEADERS,
     Console,
@@ -89,6 +90,7 @@ async def build(settings: Settings) -> FastAPI:
     )
     app.include_router(ops_router)
     app.include_router(pages)
+    app.include_router(resource_pages)
     app.add_exception_handler(SignInNeeded, sign_in_needed)
     app.add_exception_handler(FormRefused, form_refused)
     app.add_exception_handler(ApiError, api_failed)
