@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,20 @@ def test_the_grafana_dashboard_uses_a_datasource_variable_defaulting_to_promethe
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == "${" + variable["name"] + "}"
         assert panel["targets"] and all(t["expr"] for t in panel["targets"])
+
+
+def test_the_grafana_dashboard_has_a_console_row() -> None:
+    """Requests by route and status and the p95 latency of the console's pages, on the
+    metrics the console exports (services/console/metrics.py)."""
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "roac.json").read_text())
+    console = [p for p in dashboard["panels"] if p["title"].startswith("Console")]
+    exprs = " ".join(t["expr"] for p in console for t in p["targets"])
+    assert "sum by (route, status) (rate(roac_console_requests_total" in exprs
+    assert "histogram_quantile(0.95" in exprs and "roac_console_request_seconds_bucket" in exprs
+    assert len({p["gridPos"]["y"] for p in console}) == 1  # one row
+    metrics = (ROOT / "services" / "console" / "metrics.py").read_text()
+    for name in re.findall(r"roac_console_\w+", exprs):
+        assert f'"{name.removesuffix("_bucket")}"' in metrics, name
 
 
 def _k8s_documents() -> list[dict[str, Any]]:
