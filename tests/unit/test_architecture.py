@@ -31,8 +31,8 @@ OVER_MAX_LINES = {"services/matcher/assignment.py"}
 # Over the limit for now, each to be split by the people working in it (not during issue 19's
 # restructuring, while they extend it); remove an entry once its file is back under.
 TEMPORARILY_OVER_MAX_LINES = {
-    "services/console/pages.py",  # 745 lines: the console's pages
-    "services/matcher/routes.py",  # 732 lines with the preferences routes being added
+    "services/console/pages.py",  # about 750 lines: the console's pages
+    "services/matcher/routes.py",  # about 730 lines since the preferences routes
 }
 
 
