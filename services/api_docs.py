@@ -117,6 +117,12 @@ EVENT_DOCS: dict[str, EventDoc] = {
         "A person changed their own preferences on their preferences page (pause, weekly cap, "
         "language, opting back in): only the fields named in `changed` are meant.",
     ),
+    "intro.feedback_given.v1": EventDoc(
+        "notifier",
+        "A participant answered their check-in ('did you meet?': met, didn't happen, not for "
+        "me), or rated a meeting: the matcher's feedback (meetings raise a topic's weight, "
+        "'not for me' means never this group again).",
+    ),
     "contact.erased.v1": EventDoc(
         "ingest",
         "Erase a person everywhere (DELETE /v1/contacts/{source}/{external_id}): personal data "

@@ -249,6 +249,9 @@ class IntroData(_Model):
     triggered_at: AwareDatetime | None = None
     # The round that made this proposal (POST /v1/rounds); None for a live, event-triggered one.
     round_id: UUID | None = None
+    # When each participant is asked "did you meet?" after the introduction (a pool's
+    # `checkin_after_days`); None: the notifier's ROAC_CHECKIN_AFTER_SECONDS.
+    checkin_after_seconds: int | None = Field(default=None, ge=1)
 
 
 def _web_url(value: str) -> str:
@@ -287,6 +290,8 @@ class DeliveryKind(StrEnum):
     ASK = "ask"  # double opt-in: "would you like to meet ...?"
     INTRO = "intro"  # the introduction itself
     RESOURCE = "resource"  # a resource brought to one person (resource.proposed.v1)
+    CHECKIN = "checkin"  # "did you meet?", a while after the introduction
+    CHECKIN_AGAIN = "checkin_again"  # the one reminder after a "not yet"
 
 
 class DeliveryData(_Model):
@@ -347,6 +352,26 @@ class UnmergeData(_Model):
     merge_id: UUID
     remaining: list[ContactRef] = Field(min_length=1)
     restored: list[ContactRef] = Field(min_length=1)
+
+
+class CheckinAnswer(StrEnum):
+    """What a participant answered to "did you meet?" (a "not yet" stays in the notifier)."""
+
+    MET = "met"
+    DIDNT_HAPPEN = "didnt_happen"
+    NOT_FOR_ME = "not_for_me"  # never introduce this group again
+
+
+class IntroFeedbackData(ContactRef):
+    """A participant's answer to their check-in (`source`/`external_id`: who answered), and the
+    rating they gave on the page that followed. `respondent` is their position among the
+    introduction's participants: a later event of the same respondent replaces the earlier
+    (a rating added after the answer)."""
+
+    proposal_id: UUID
+    respondent: int = Field(ge=0, le=5)
+    outcome: CheckinAnswer
+    rating: int | None = Field(default=None, ge=1, le=5)
 
 
 class DeliveryJobData(_Model):
@@ -432,6 +457,11 @@ class ResourceProposed(Envelope):
     data: ResourceData
 
 
+class IntroFeedbackGiven(Envelope):
+    type: Literal["intro.feedback_given.v1"] = "intro.feedback_given.v1"
+    data: IntroFeedbackData
+
+
 class DeliveryRequested(Envelope):
     type: Literal["delivery.requested.v1"] = "delivery.requested.v1"
     data: DeliveryJobData
@@ -450,7 +480,8 @@ Event = Annotated[
     | ContactMerged
     | ContactUnmerged
     | InterestWithdrawn
-    | ContactPreferencesChanged,
+    | ContactPreferencesChanged
+    | IntroFeedbackGiven,
     Field(discriminator="type"),
 ]
 
@@ -468,6 +499,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "contact.unmerged.v1",
     "interest.withdrawn.v1",
     "contact.preferences_changed.v1",
+    "intro.feedback_given.v1",
 )
 
 

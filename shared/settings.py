@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     erasure_key: SecretStr = SecretStr("")
     ask_ttl_seconds: int = Field(default=72 * 3600, ge=1)
     expiry_sweep_seconds: float = Field(default=30.0, gt=0)
+    # "Did you meet?": each participant is asked this long after their introduction was
+    # delivered (a pool's `checkin_after_days` wins), and once more as long after a "not yet".
+    checkin_after_seconds: int = Field(default=7 * 24 * 3600, ge=1)
 
     # Delivery: attempts before a delivery is parked, the first retry delay (later ones triple,
     # up to the cap, with +-20% jitter: 5 s ... 10 min, eight attempts over about 30 minutes).

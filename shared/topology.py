@@ -4,7 +4,8 @@
         roac.events --contact.upserted.v1, interest.declared.v1, delivery.*,
                       contact.opted_out.v1, contact.erased.v1,
                       interest.withdrawn.v1,
-                      contact.preferences_changed.v1--> roac.matcher (quorum)
+                      contact.preferences_changed.v1,
+                      intro.feedback_given.v1--> roac.matcher (quorum)
         roac.events --intro.proposed.v1, resource.proposed.v1,
                       contact.opted_out.v1, contact.erased.v1,
                       contact.merged.v1, contact.unmerged.v1--> roac.notifier (quorum)
@@ -85,6 +86,8 @@ MATCHER_QUEUE = ConsumerQueue(
         "interest.withdrawn.v1",
         # A person's own pause, weekly cap, language and opting back in (preferences page).
         "contact.preferences_changed.v1",
+        # Answers to "did you meet?" (the notifier's check-ins), applied as feedback.
+        "intro.feedback_given.v1",
     ),
 )
 NOTIFIER_QUEUE = ConsumerQueue(

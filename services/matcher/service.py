@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 from uuid import uuid4
 
-from services.matcher import identity_resolution, metrics, withdrawals
+from services.matcher import feedback, identity_resolution, metrics, withdrawals
 from services.matcher.availability import within_cap
 from services.matcher.constraints import Person, Rules
 from services.matcher.group_intros import MIN_GROUP, topic_groups, worth_a_group
@@ -50,6 +50,7 @@ from shared.events import (
     InterestDeclared,
     InterestWithdrawn,
     IntroData,
+    IntroFeedbackGiven,
     IntroProposed,
     IntroTopic,
     Participant,
@@ -114,6 +115,10 @@ class MatcherService:
             elif batch.type == "contact.preferences_changed.v1":
                 await apply_preferences(
                     uow, [e for e in fresh if isinstance(e, ContactPreferencesChanged)]
+                )
+            elif batch.type == "intro.feedback_given.v1":
+                await feedback.apply_given(
+                    uow, [e for e in fresh if isinstance(e, IntroFeedbackGiven)]
                 )
             elif batch.type == "contact.erased.v1":
                 for erased in sorted(

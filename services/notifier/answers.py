@@ -89,8 +89,8 @@ class Answers:
             return claim
         if claim.action is LinkAction.UNSUBSCRIBE:
             result = await self._unsubscribe(claim)
-        elif claim.intro_id is None:
-            result = AnswerResult(Outcome.INVALID)
+        elif claim.intro_id is None or claim.action not in (LinkAction.ACCEPT, LinkAction.DECLINE):
+            result = AnswerResult(Outcome.INVALID)  # a check-in's link: checkin_service.py
         else:
             result = await self._answer(claim, claim.intro_id)
         metrics.ANSWERS.labels(result.outcome.value).inc()

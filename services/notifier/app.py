@@ -20,6 +20,7 @@ from services.notifier import subscriptions
 from services.notifier.activity import Activity
 from services.notifier.answers import Answers
 from services.notifier.channel_registry import build_channels, http_session
+from services.notifier.checkin_service import CheckIns
 from services.notifier.clock import Clock, SystemClock
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
 from services.notifier.in_flight import UnkeyedPolicy
@@ -123,6 +124,19 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     async def expiry() -> None:
         await answers.run_expiry(settings.expiry_sweep_seconds)
 
+    checkins = CheckIns(
+        store,
+        keyring=keyring,
+        links=LinkMaker(settings.public_url, keyring),
+        after=timedelta(seconds=settings.checkin_after_seconds),
+        quiet=quiet,
+        clock=clock,
+    )
+
+    async def checkin_sweep() -> None:
+        # "Did you meet?": check-ins whose time came are sent, unanswered ones expire.
+        await checkins.run(settings.expiry_sweep_seconds)
+
     async def reconciliation() -> None:
         # At start, then periodically: deliveries a crash left in flight.
         await worker.run_reconciliation()
@@ -134,7 +148,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         broker=broker,
         pool=pool,
         relay=relay,
-        background=[expiry, reconciliation],
+        background=[expiry, reconciliation, checkin_sweep],
         routers=[api],
         on_close=[smtp.close, session.close],
         shutdown_seconds=settings.shutdown_timeout_seconds,
@@ -161,6 +175,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         store, keyring=keyring, clock=clock, operator_cap=settings.match_cap_per_week
     )
     app.state.public_app = public_app(answers, slack_buttons, preferences)
+    app.state.public_app.state.checkins = checkins  # its links' pages: checkin_pages.py
     return app
 
 

@@ -158,7 +158,10 @@ class Due:
 
 
 def wanted_state(kind: DeliveryKind) -> IntroState:
-    """The state an introduction must still be in for a message of this kind to go out."""
+    """The state an introduction must still be in for a message of this kind to go out (a
+    check-in: delivered)."""
+    if kind in (DeliveryKind.CHECKIN, DeliveryKind.CHECKIN_AGAIN):
+        return IntroState.INTRODUCED
     return IntroState.ASKED if kind is DeliveryKind.ASK else IntroState.ACCEPTED
 
 

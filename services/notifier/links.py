@@ -48,6 +48,12 @@ class LinkAction(StrEnum):
     ACCEPT = "accept"
     DECLINE = "decline"
     UNSUBSCRIBE = "unsubscribe"
+    # "Did you meet?" (services/notifier/checkins.py): the four answers, and the rating after
+    CHECKIN_MET = "checkin_met"
+    CHECKIN_NOT_YET = "checkin_not_yet"
+    CHECKIN_DIDNT_HAPPEN = "checkin_didnt_happen"
+    CHECKIN_NOT_FOR_ME = "checkin_not_for_me"
+    CHECKIN_RATE = "checkin_rate"
     PREFERENCES = "preferences"  # the person's preferences page (/preferences/<token>)
 
 

@@ -10,6 +10,8 @@ from dataclasses import replace
 from typing import Any
 
 from services.notifier.channels.base import Outgoing
+from services.notifier.checkin_messages import checkin_outgoing
+from services.notifier.checkins import KINDS as CHECKIN_KINDS
 from services.notifier.clock import Clock
 from services.notifier.links import LinkAction, LinkMaker
 from services.notifier.rendering import Links, MessageRenderer, Rendered, Style, Trusted
@@ -44,6 +46,10 @@ class OutgoingMaker:
             if group
             else Trusted(self._links.preferences(person.source, person.external_id, now))
         )
+        if isinstance(proposal, IntroRecord) and delivery.kind in CHECKIN_KINDS:
+            return checkin_outgoing(
+                self._renderer, self._links, proposal, delivery, channel, address, unsubscribe, now
+            )
         if isinstance(proposal, IntroRecord):
             links = self._answer_links(proposal, delivery, person, unsubscribe, now)
             links = replace(links, preferences=preferences)

@@ -258,6 +258,11 @@ class MessageRenderer:
         }
         return self._for(language).render(DeliveryKind.RESOURCE.value, context)
 
+    def render_for(self, name: str, language: str, context: dict[str, Any]) -> Rendered:
+        """Template set `name` (`checkin.*`) for one person in `language` (`language_of`
+        theirs), with `context` (a `recipient` among it)."""
+        return self._for(language).render(name, {**context, "group": False, "language": language})
+
 
 def _ships(language: str) -> bool:
     return (resources.files("services.notifier") / "templates").joinpath(language).is_dir()

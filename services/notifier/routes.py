@@ -17,8 +17,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jinja2 import Environment, PackageLoader
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.notifier import checkin_pages
 from services.notifier.activity import Activity
 from services.notifier.answers import AnswerResult, Answers, Outcome
+from services.notifier.checkin_service import CheckIns
 from services.notifier.links import LinkAction
 from services.notifier.optin import IntroState
 from services.notifier.store.uow import NotifierStore
@@ -105,6 +107,9 @@ def _result_page(result: AnswerResult) -> HTMLResponse:
 
 @links.get("/links/{token}", response_class=HTMLResponse, summary="Confirm an answer")
 async def confirm(token: str, request: Request) -> HTMLResponse:
+    checkins: CheckIns | None = getattr(request.app.state, "checkins", None)
+    if checkins is not None and checkins.owns(token):  # "did you meet?": checkin_pages.py
+        return await checkin_pages.confirm(checkins, token, request)
     claim = await _answers(request).inspect(token)
     if isinstance(claim, AnswerResult):
         return _result_page(claim)
@@ -118,6 +123,9 @@ async def confirm(token: str, request: Request) -> HTMLResponse:
     "/links/{token}", response_class=HTMLResponse, summary="Answer (accept, decline, unsubscribe)"
 )
 async def answer(token: str, request: Request) -> HTMLResponse:
+    checkins: CheckIns | None = getattr(request.app.state, "checkins", None)
+    if checkins is not None and checkins.owns(token):
+        return await checkin_pages.answer(checkins, token, request)
     return _result_page(await _answers(request).answer(token))
 
 

@@ -117,11 +117,13 @@ class ProposalRecords:
         )
 
     async def record_feedback(
-        self, proposal_id: UUID, outcome: str, rating: int | None
+        self, proposal_id: UUID, outcome: str, rating: int | None, respondent: int | None = None
     ) -> bool | None:
         """Store one piece of feedback; None when the proposal is unknown, else whether it is
         the proposal's first `met` (its topics count one more meeting only then). The proposal
-        row is locked so two participants reporting at once count one meeting."""
+        row is locked so two participants reporting at once count one meeting. A `respondent`
+        (a check-in's: their position in the proposal) has one row, replaced by their later
+        feedback (a rating kept unless a new one is given)."""
         exists = await self._conn.fetchval(
             "SELECT true FROM matcher.proposals WHERE id = $1 FOR NO KEY UPDATE", proposal_id
         )
@@ -132,10 +134,17 @@ class ProposalRecords:
             proposal_id,
         )
         await self._conn.execute(
-            "INSERT INTO matcher.feedback (proposal_id, outcome, rating) VALUES ($1, $2, $3)",
+            """
+            INSERT INTO matcher.feedback (proposal_id, outcome, rating, respondent)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (proposal_id, respondent) WHERE respondent IS NOT NULL
+            DO UPDATE SET outcome = EXCLUDED.outcome,
+                          rating = coalesce(EXCLUDED.rating, matcher.feedback.rating)
+            """,
             proposal_id,
             outcome,
             rating,
+            respondent,
         )
         return outcome == "met" and met_before == 0
 

@@ -12,6 +12,8 @@ from uuid import UUID
 import asyncpg
 
 from services.notifier.optin import Answer, IntroState, Role, Seat
+from services.notifier.store.checkins import CHECKINS_JSON_SQL
+from services.notifier.store.checkins import CREATE_SQL as CHECKINS_CREATE_SQL
 from services.notifier.store.rows import IntroRecord, NewIntro, intro_row
 from services.notifier.store.rules import OPEN_STATES_SQL, UNSENT_SQL
 from shared.events import IntroData
@@ -126,15 +128,20 @@ class IntroStore:
         )
 
     async def finish_if_delivered(self, intro_ids: Iterable[UUID]) -> None:
-        """An introduction is `introduced` once none of its introductions is left to send."""
+        """An introduction is `introduced` once none of its introductions is left to send;
+        then each participant's check-in starts waiting (services/notifier/checkins.py)."""
         await self._conn.execute(
             f"""
-            UPDATE notifier.intros AS i SET state = 'introduced', updated_at = now()
-            WHERE i.id = ANY($1::uuid[]) AND i.state = 'accepted' AND NOT EXISTS (
-                SELECT 1 FROM notifier.deliveries d
-                WHERE d.proposal_id = i.id AND d.kind = 'intro'
-                  AND d.status IN {UNSENT_SQL}
+            WITH done AS (
+                UPDATE notifier.intros AS i SET state = 'introduced', updated_at = now()
+                WHERE i.id = ANY($1::uuid[]) AND i.state = 'accepted' AND NOT EXISTS (
+                    SELECT 1 FROM notifier.deliveries d
+                    WHERE d.proposal_id = i.id AND d.kind = 'intro'
+                      AND d.status IN {UNSENT_SQL}
+                )
+                RETURNING i.id, i.intro
             )
+            {CHECKINS_CREATE_SQL}
             """,  # noqa: S608 - constant fragments
             sorted(set(intro_ids)),
         )
@@ -183,7 +190,8 @@ class IntroStore:
                             'source', d.recipient_source, 'external_id', d.recipient_external_id),
                         'channel', d.channel, 'status', d.status, 'attempts', d.attempts,
                         'sent_at', d.sent_at) ORDER BY d.created_at, d.id)
-                    FROM notifier.deliveries d WHERE d.proposal_id = i.id) AS deliveries
+                    FROM notifier.deliveries d WHERE d.proposal_id = i.id) AS deliveries,
+                   {CHECKINS_JSON_SQL} AS checkins
             FROM notifier.intros i
             WHERE ($1::text IS NULL OR i.state = $1)
               AND ($3::timestamptz IS NULL OR i.created_at < $3)
@@ -213,6 +221,7 @@ class IntroStore:
                     "asks_expire_at": r["asked_until"],
                     "participants": json.loads(r["seats"]) if r["seats"] else [],
                     "deliveries": json.loads(r["deliveries"]) if r["deliveries"] else [],
+                    "checkins": json.loads(r["checkins"]) if r["checkins"] else [],
                 }
             )
         return found

@@ -157,7 +157,8 @@ class PeopleStore:
             DELETE FROM messaging.outbox o
             WHERE o.producer = $1
               AND o.routing_key IN ('delivery.succeeded.v1', 'delivery.failed.v1',
-                                    'contact.opted_out.v1', 'contact.preferences_changed.v1')
+                                    'contact.opted_out.v1', 'contact.preferences_changed.v1',
+                                    'intro.feedback_given.v1')
               AND (
                 convert_from(o.body, 'UTF8')::jsonb -> 'data' -> 'recipient'
                     @> jsonb_build_object('source', $2::text, 'external_id', $3::text)

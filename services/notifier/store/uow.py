@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from services.notifier.store.checkins import CheckinStore
 from services.notifier.store.deliveries import DeliveryStore
 from services.notifier.store.intros import IntroStore
 from services.notifier.store.outbox import Outbox
@@ -27,6 +28,7 @@ class NotifierUnitOfWork:
         self.people = PeopleStore(conn, erasures or ErasureDigests(None))
         self.resources = ResourceStore(conn)
         self.outbox = Outbox(conn)
+        self.checkins = CheckinStore(conn)
         self.preferences = PreferencesStore(conn)
 
     async def commit_without_waiting_for_disk(self) -> None:
