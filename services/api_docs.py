@@ -43,6 +43,7 @@ from services.ingest.amqp_ingress import REASON_HEADER, ROUTING_KEY_HEADER
 from services.ingest.app import create_app as create_ingest_app
 from services.ingest.schemas import ContactsBody, InterestsBody, InterestWithdrawalsBody
 from services.matcher import subscriptions as matcher_subscriptions
+from services.matcher.operator_routes import operator_api as matcher_operator_api
 from services.matcher.routes import api as matcher_api
 from services.notifier import subscriptions as notifier_subscriptions
 from services.notifier.preferences_routes import router as preferences_router
@@ -240,7 +241,7 @@ def openapi_documents() -> dict[str, dict[str, Any]]:
     mounted as theirs are, on an app of their own."""
     settings = Settings.model_construct()  # defaults: the documents never depend on the shell
     ingest = create_ingest_app(settings, _no_lifespan, ApiKeyring({}))
-    matcher = _bare_app("roac matcher", [matcher_api])
+    matcher = _bare_app("roac matcher", [matcher_api, matcher_operator_api])
     notifier = _bare_app("roac notifier", [notifier_api])
     # The public port serves the link pages and nothing else (no document of its own there).
     links = http_app(title="roac notifier: public link pages")

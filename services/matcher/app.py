@@ -16,6 +16,7 @@ from services.matcher.constraints import Rules
 from services.matcher.contacts_admin import ContactIdentities
 from services.matcher.directory import Directory
 from services.matcher.feedback import Feedback
+from services.matcher.operator_routes import operator_api
 from services.matcher.resources import Resources
 from services.matcher.rounds import RoundPolicy, Rounds
 from services.matcher.routes import api
@@ -92,7 +93,7 @@ async def build(settings: Settings) -> FastAPI:
         pool=pool,
         relay=relay,
         background=[rounds.run_forever, inbox_pruner.run_forever],
-        routers=[api],
+        routers=[api, operator_api],
         shutdown_seconds=settings.shutdown_timeout_seconds,
     )
     app.state.rounds = rounds

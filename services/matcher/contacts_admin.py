@@ -1,6 +1,7 @@
 """One person's identities and merges, for an operator: `roac contacts show` and `unmerge`, and
-the matcher API's `GET /v1/contacts/{source}/{external_id}/identity`, so every merge and why it
-was allowed (same source, or verified sources) can be checked, and undone when wrong."""
+the matcher API's `GET /v1/contacts/{source}/{external_id}/identity` and `POST .../unmerge`
+(operator_routes.py), so every merge and why it was allowed (same source, or verified sources)
+can be checked, and undone when wrong."""
 
 from __future__ import annotations
 
@@ -53,6 +54,13 @@ class ContactIdentities:
     async def view(self, ref: Ref) -> ContactView | None:
         async with self._store.unit_of_work() as uow:
             return await view(uow, ref)
+
+    async def unmerge(self, ref: Ref, merge_id: UUID | None) -> UnmergeData:
+        """Undo one merge (the matcher API's `POST .../unmerge`, as `roac contacts unmerge`);
+        raises `identity_resolution.UnmergeRefused` when there is none to undo, or several
+        and none named."""
+        async with self._store.unit_of_work() as uow:
+            return await identity_resolution.unmerge(uow, ref, merge_id)
 
 
 async def show(settings: Settings, ref: Ref) -> ContactView | None:

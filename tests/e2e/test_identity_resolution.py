@@ -152,8 +152,17 @@ def test_one_person_from_two_sources_is_merged_and_can_be_unmerged(stack: Stack)
     shown = roac(stack, "contacts", "show", "forum", forum["external_id"])
     assert shown.returncode == 0, shown.stderr
     assert "merge " in shown.stdout and f"crm/{crm['external_id']}" in shown.stdout
-    done = roac(stack, "contacts", "unmerge", "forum", forum["external_id"])
-    assert done.returncode == 0, done.stderr
+    # Through the matcher's API (what the console calls), as `roac contacts unmerge` does.
+    done = httpx.post(
+        f"{stack.matcher_url}/v1/contacts/forum/{forum['external_id']}/unmerge",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        json={},
+        timeout=10,
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["merge_id"] == merge["merge_id"]
+    assert done.json()["restored"] == [{"source": "forum", "external_id": forum["external_id"]}]
+    assert done.json()["remaining"] == [{"source": "crm", "external_id": crm["external_id"]}]
     rows = query(
         stack,
         "SELECT source, contact_id FROM matcher.identities WHERE external_id = ANY($1)",
@@ -163,6 +172,13 @@ def test_one_person_from_two_sources_is_merged_and_can_be_unmerged(stack: Stack)
     assert wait_until(lambda: _consumed(stack, "contact.unmerged.v1") > unmerged_before)
     again = roac(stack, "contacts", "unmerge", "forum", forum["external_id"])
     assert again.returncode == 1 and "no merge to undo" in again.stderr
+    refused = httpx.post(
+        f"{stack.matcher_url}/v1/contacts/forum/{forum['external_id']}/unmerge",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        json={},
+        timeout=10,
+    )
+    assert refused.status_code == 409 and "no merge to undo" in refused.text
     # The history keeps the merge, now undone, on both sides.
     for source, person in (("crm", crm), ("forum", forum)):
         (undone,) = _identity(stack, source, person["external_id"])["merges"]

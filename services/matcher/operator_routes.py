@@ -1,0 +1,74 @@
+"""The matcher's HTTP API for operators correcting a person's identity: undo a merge
+(`POST /v1/contacts/{source}/{external_id}/unmerge`), what `roac contacts unmerge` does, for the
+console and any operator's tool. Scope `contacts:erase`, bound to the key's sources: undoing a
+merge rewrites who a person is, as erasing them does, and is as rare."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.matcher.contacts_admin import ContactIdentities
+from services.matcher.identity_resolution import UnmergeRefused
+from services.matcher.routes import ExternalIdPath, SourcePath
+from shared.authorization import check_sources, requires
+from shared.events import ContactRef
+from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
+from shared.scopes import Scope
+
+operator_api = APIRouter(
+    prefix="/v1",
+    tags=["people"],
+    responses=problem_responses(
+        {
+            **AUTH_PROBLEMS,
+            **BODY_PROBLEMS,
+            404: "No such person",
+            409: "Nothing to undo: the person was never merged, or several merges and none named",
+        }
+    ),
+)
+
+
+class UnmergeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    merge_id: UUID | None = Field(
+        default=None,
+        description="The merge to undo (`merges` of GET .../identity); needed only when the "
+        "person has several",
+    )
+
+
+class UnmergeOut(BaseModel):
+    merge_id: UUID
+    remaining: list[ContactRef] = Field(description="One person again: these identities")
+    restored: list[ContactRef] = Field(description="The other person again: these identities")
+
+
+@operator_api.post(
+    # `:path`: an id may hold a slash (sent as %2F, which the server decodes before routing).
+    "/contacts/{source}/{external_id:path}/unmerge",
+    summary="Undo the merge that joined this person with another (both come back, never merged "
+    "automatically again)",
+    response_model=UnmergeOut,
+    dependencies=[requires(Scope.CONTACTS_ERASE)],
+)
+async def unmerge_contact(
+    source: SourcePath, external_id: ExternalIdPath, body: UnmergeIn, request: Request
+) -> UnmergeOut:
+    """Both people come back with their own identities, interests, introductions and profiles;
+    contact.unmerged.v1 leaves through the outbox. Every identity of the person must be in the
+    key's sources (the other side included)."""
+    check_sources(request, Scope.CONTACTS_ERASE, [source])
+    contacts: ContactIdentities = request.app.state.contacts
+    found = await contacts.view((source, external_id))
+    if found is None or not found.identities:
+        raise HTTPException(404, "There is no such identity.")
+    check_sources(request, Scope.CONTACTS_ERASE, sorted({i.source for i in found.identities}))
+    try:
+        data = await contacts.unmerge((source, external_id), body.merge_id)
+    except UnmergeRefused as exc:
+        raise HTTPException(409, f"Nothing undone: {exc}.") from exc
+    return UnmergeOut(merge_id=data.merge_id, remaining=data.remaining, restored=data.restored)
