@@ -25,7 +25,7 @@ from services.notifier.links import LinkAction
 from services.notifier.optin import IntroState
 from services.notifier.store.uow import NotifierStore
 from shared.authorization import requires
-from shared.problems import AUTH_PROBLEMS, problem_responses
+from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
 from shared.scopes import Scope
 from shared.text_safety import kept_correlation_id
 
@@ -39,7 +39,9 @@ links = APIRouter(tags=["links"])
 api = APIRouter(
     prefix="/v1",
     tags=["introductions"],
-    responses=problem_responses({**AUTH_PROBLEMS, 422: "Invalid query parameters"}),
+    responses=problem_responses(
+        {**AUTH_PROBLEMS, **BODY_PROBLEMS, 404: "No such path, or a person's id it cannot hold"}
+    ),
 )
 
 _CONFIRM = {

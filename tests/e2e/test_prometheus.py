@@ -5,10 +5,13 @@ must pass `promtool check metrics`."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import yaml
 
 from tests.e2e.conftest import Stack, new_person, run_id
 from tests.support.infra import free_port
+from tests.support.processes import ServiceProcess
 
 pytestmark = [
     pytest.mark.e2e,
@@ -42,8 +46,83 @@ def _queries() -> dict[str, str]:
     return found
 
 
+OPERATOR, PASSWORD = "prometheus@example.org", "a long enough passphrase"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def _roac(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 @pytest.fixture(scope="module")
-def prometheus(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def console(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The console beside the stack, as deploy/prometheus/prometheus.yml scrapes it."""
+    scopes = ("rounds:read", "rounds:write", "intros:read", "contacts:read", "resources:read")
+    key = _roac(
+        stack.env,
+        "keys",
+        "create",
+        f"console-{run_id()}",
+        *[arg for scope in scopes for arg in ("--scope", scope)],
+        "--source",
+        "*",
+    )
+    port = free_port()
+    env = {
+        **stack.env,
+        "ROAC_CONSOLE_PORT": str(port),
+        "ROAC_CONSOLE_API_KEY": key,
+        "ROAC_CONSOLE_INGEST_URL": stack.ingest_url,
+        "ROAC_CONSOLE_MATCHER_URL": stack.matcher_url,
+        "ROAC_CONSOLE_NOTIFIER_URL": stack.notifier_url,
+    }
+    _roac(env, "operators", "create", OPERATOR, "--password", PASSWORD)
+    url = f"http://127.0.0.1:{port}"
+    process = ServiceProcess(
+        "console", env, f"{url}/readyz", tmp_path_factory.mktemp("console-logs")
+    )
+    process.start()
+    try:
+        yield url
+    finally:
+        process.stop()
+
+
+def _use_the_console(url: str) -> None:
+    """What an operator's morning produces in the console's metrics: a wrong password and a
+    sign-in, a pool the matcher refuses (an action refused), a round that does not exist (an
+    API failure)."""
+    with httpx.Client(base_url=url, timeout=15) as browser:
+        for password in ("not the password", PASSWORD):
+            token = CSRF.search(browser.get("/sign-in").text)
+            assert token, "no sign-in form"
+            browser.post(
+                "/sign-in",
+                data={"csrf_token": token[1], "email": OPERATOR, "password": password},
+            )
+        form = browser.get("/pools/edit")
+        assert form.status_code == 200, "not signed in"
+        token = CSRF.search(form.text)
+        assert token
+        refused = browser.post(
+            "/pools", data={"csrf_token": token[1], "name": "Not A Name", "do": "save"}
+        )
+        assert refused.status_code == 422
+        assert browser.get(f"/rounds/{uuid.uuid4()}").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    stack: Stack, console: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     directory = tmp_path_factory.mktemp("prometheus")
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
@@ -52,6 +131,7 @@ def prometheus(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "roac-ingest": stack.ingest_url,
         "roac-matcher": stack.matcher_url,
         "roac-notifier": stack.notifier_url,
+        "roac-console": console,
         "rabbitmq": "http://127.0.0.1:15692",
         "rabbitmq-queues": "http://127.0.0.1:15692",
     }
@@ -103,7 +183,10 @@ def _introduce_a_pair(stack: Stack) -> None:
     assert stack.sink.wait_for(people[0]["email"], within=10)
 
 
-def test_every_dashboard_and_alert_query_returns_data(stack: Stack, prometheus: str) -> None:
+def test_every_dashboard_and_alert_query_returns_data(
+    stack: Stack, console: str, prometheus: str
+) -> None:
+    _use_the_console(console)
     _introduce_a_pair(stack)
     time.sleep(4)  # a few scrapes before and after the traffic
     _introduce_a_pair(stack)
