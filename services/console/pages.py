@@ -271,6 +271,7 @@ def _pool_form(pool: dict[str, Any] | None) -> dict[str, Any]:
             "at": "09:00",
             "timezone": "UTC",
             "every_weeks": "1",
+            "checkin_after_days": "",
             "existing": False,
         }
     selector = pool.get("selector") or {}
@@ -297,6 +298,7 @@ def _pool_form(pool: dict[str, Any] | None) -> dict[str, Any]:
         "at": schedule.get("at", "09:00"),
         "timezone": schedule.get("timezone", "UTC"),
         "every_weeks": str(schedule.get("every_weeks", 1)),
+        "checkin_after_days": str(pool.get("checkin_after_days") or ""),
         "existing": True,
     }
 
@@ -342,7 +344,19 @@ def _pool_body(form: dict[str, str], weekdays: list[str] | None = None) -> dict[
         },
         "every_seconds": None if schedule else every_seconds,
         "schedule": schedule,
+        "checkin_after_days": _whole_number(form.get("checkin_after_days", "")),
     }
+
+
+def _whole_number(text: str) -> Any:
+    """None for an empty field, the number, or the text itself for the matcher to refuse."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 @pages.get("/pools")

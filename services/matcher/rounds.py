@@ -76,6 +76,7 @@ class PoolSpec:
     rules: dict[str, str] = field(default_factory=dict)
     every_seconds: int | None = None
     schedule: WeeklySchedule | None = None
+    checkin_after_days: int | None = None
 
 
 def rules_of(pool_rules: dict[str, str], cap_per_week: int) -> Rules:
@@ -126,6 +127,7 @@ class Rounds:
                     spec.every_seconds,
                     next_round_at=next_round_at,
                     schedule=schedule.to_json() if schedule else None,
+                    checkin_after_days=spec.checkin_after_days,
                 )
             )
 
@@ -267,7 +269,9 @@ class Rounds:
             if claimed.dry_run:
                 written, plan_json = 0, await self._plan_json(uow, plan)
             else:
-                written, plan_json = await self._propose(uow, claimed, plan, rules, now), None
+                checkin_after = pool.checkin_after_days * 86400 if pool.checkin_after_days else None
+                written = await self._propose(uow, claimed, plan, rules, now, checkin_after)
+                plan_json = None
             stats = dict(plan.stats)
             stats["proposed"] = written
             stats["skipped_at_write"] = len(plan.groups) - written if not claimed.dry_run else 0
@@ -326,6 +330,7 @@ class Rounds:
         plan: RoundPlan,
         rules: Rules,
         now: datetime,
+        checkin_after_seconds: int | None = None,
     ) -> int:
         """Write the planned groups that still hold under the members' row locks."""
         clock = time.perf_counter()
@@ -344,7 +349,9 @@ class Rounds:
         lap("details")
         correlation = f"round-{claimed.id}"
         with paused_gc():
-            rows, encoded = _proposal_rows(kept, details, claimed.id, correlation, now)
+            rows, encoded = _proposal_rows(
+                kept, details, claimed.id, correlation, now, checkin_after_seconds
+            )
         lap("events")
         inserted = await uow.proposals.insert_proposals(rows, self._policy.cooldown_days)
         lap("proposals")
@@ -407,6 +414,7 @@ def _proposal_rows(
     round_id: UUID,
     correlation: str,
     now: datetime,
+    checkin_after_seconds: int | None = None,
 ) -> tuple[list[ProposalRow], dict[UUID, EncodedEvent]]:
     rows: list[ProposalRow] = []
     encoded: dict[UUID, EncodedEvent] = {}
@@ -436,6 +444,7 @@ def _proposal_rows(
             round_id,
             correlation,
             stamp,
+            checkin_after_seconds,
         )
     return rows, encoded
 
@@ -479,6 +488,7 @@ def intro_event_body(
     round_id: UUID,
     correlation_id: str,
     stamp: str,
+    checkin_after_seconds: int | None = None,
 ) -> EncodedEvent:
     """A round's `intro.proposed.v1`, serialised straight from rows this store wrote from
     validated events: building 50,000 pydantic events cost more than planning the round.
@@ -501,6 +511,8 @@ def intro_event_body(
             "reason": group.reason,
             "triggered_at": stamp,
             "round_id": str(round_id),
+            # The pool's "did you meet?" delay; None: the notifier's default.
+            "checkin_after_seconds": checkin_after_seconds,
         },
     }
     # pydantic-core's serialiser: five times faster than json.dumps on these dicts.

@@ -107,6 +107,13 @@ class PoolIn(BaseModel):
     schedule: ScheduleIn | None = Field(
         default=None, description="Run rounds on weekdays at a local time; not with every_seconds"
     )
+    checkin_after_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=90,
+        description="Days after its introductions that people are asked whether they met; "
+        "null: the notifier's ROAC_CHECKIN_AFTER_SECONDS (7 days)",
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -184,6 +191,7 @@ def _pool_out(pool: PoolRow) -> PoolOut:
         rules=PoolRules.model_validate(pool.rules),
         every_seconds=pool.every_seconds,
         schedule=ScheduleIn.model_validate(pool.schedule) if pool.schedule else None,
+        checkin_after_days=pool.checkin_after_days,
         next_round_at=pool.next_round_at,
         created_at=pool.created_at,
         updated_at=pool.updated_at,
@@ -225,6 +233,7 @@ async def save_pool(body: PoolIn, request: Request, response: Response) -> PoolO
             serendipity=body.serendipity,
             rules=body.rules.model_dump(),
             every_seconds=body.every_seconds,
+            checkin_after_days=body.checkin_after_days,
             schedule=WeeklySchedule.from_json(body.schedule.model_dump(mode="json"))
             if body.schedule
             else None,

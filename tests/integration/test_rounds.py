@@ -18,7 +18,7 @@ from services.matcher.schedules import WeeklySchedule
 from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import MatcherStore
 from services.matcher.store.rows import RoundRow
-from shared.events import EventBatch
+from shared.events import EventBatch, IntroProposed, decode_batch, decode_event
 from tests.integration.test_matcher_constraints import likes, person
 from tests.support.clock import FakeClock
 
@@ -403,3 +403,28 @@ async def test_replacing_a_pool_keeps_its_schedule_unless_it_changes(pool: async
     assert never.next_round_at is None
     with pytest.raises(InvalidPool):
         await rounds.save_pool(PoolSpec(name=name, every_seconds=60, schedule=every_other))
+
+
+async def test_a_pools_checkin_delay_travels_with_its_introductions(
+    matcher: MatcherService, rounds: Rounds, pool: asyncpg.Pool
+) -> None:
+    run = _run()
+    await load(matcher, run, {i: ["common"] for i in range(4)})
+    saved, _ = await rounds.save_pool(
+        PoolSpec(name=f"p{run}", selector={"tags": [f"r{run}"]}, checkin_after_days=3)
+    )
+    assert saved.checkin_after_days == 3
+    requested = await rounds.request(f"p{run}", seed=1)
+    while await rounds.run_next():
+        pass
+    correlation = f"round-{requested.id}"
+    bodies = await pool.fetch(
+        "SELECT body FROM messaging.outbox WHERE correlation_id = $1", correlation
+    )
+    assert len(bodies) == 2
+    for row in bodies:
+        body = bytes(row["body"])
+        events = decode_batch(body).events if b'"events"' in body[:20] else [decode_event(body)]
+        [event] = events
+        assert isinstance(event, IntroProposed)
+        assert event.data.checkin_after_seconds == 3 * 86400

@@ -92,6 +92,8 @@ def test_ticked_weekdays_make_a_calendar_schedule_and_nothing_ticked_an_interval
         "every_weeks": 2,
     }
     assert calendar["every_seconds"] is None  # one or the other, never both
+    assert calendar["checkin_after_days"] is None
+    assert _pool_body({**form, "checkin_after_days": " 3 "}, [])["checkin_after_days"] == 3
     interval = _pool_body({**form, "every": "1", "unit": "weeks"}, [])
     assert interval["schedule"] is None and interval["every_seconds"] == 7 * 86400
 

@@ -50,5 +50,20 @@ def test_a_round_event_body_decodes_to_the_intended_event() -> None:
     assert event.data.topics[0].seeker.external_id == "2"
     assert event.data.topics[1].relation is TopicRelation.SHARED
     assert event.occurred_at == now
+    assert event.data.checkin_after_seconds is None  # the notifier's default
     # and it survives the schema's own round trip unchanged
     assert decode_event(encode_event(event)) == event
+    # A pool's own "did you meet?" delay travels with each of its introductions.
+    three_days = intro_event_body(
+        proposal_id,
+        group,
+        [details[1], details[2]],
+        topics,
+        round_id,
+        "round-x",
+        now.isoformat(),
+        checkin_after_seconds=3 * 86400,
+    )
+    with_delay = decode_event(three_days.body)
+    assert isinstance(with_delay, IntroProposed)
+    assert with_delay.data.checkin_after_seconds == 3 * 86400

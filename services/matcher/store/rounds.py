@@ -46,6 +46,7 @@ def _pool(r: asyncpg.Record) -> PoolRow:
         created_at=r["created_at"],
         updated_at=r["updated_at"],
         schedule=r["schedule"],
+        checkin_after_days=r["checkin_after_days"],
     )
 
 
@@ -59,13 +60,15 @@ class RoundRecords:
         row = await self._conn.fetchrow(
             """
             INSERT INTO matcher.pools AS p (name, selector, group_size, serendipity, rules,
-                                            every_seconds, schedule, next_round_at)
-            VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7::jsonb, $8)
+                                            every_seconds, schedule, next_round_at,
+                                            checkin_after_days)
+            VALUES ($1, $2::jsonb, $3, $4, $5::jsonb, $6, $7::jsonb, $8, $9)
             ON CONFLICT (name) DO UPDATE SET
                 selector = EXCLUDED.selector, group_size = EXCLUDED.group_size,
                 serendipity = EXCLUDED.serendipity, rules = EXCLUDED.rules,
                 every_seconds = EXCLUDED.every_seconds, schedule = EXCLUDED.schedule,
-                next_round_at = EXCLUDED.next_round_at, updated_at = now()
+                next_round_at = EXCLUDED.next_round_at,
+                checkin_after_days = EXCLUDED.checkin_after_days, updated_at = now()
             RETURNING *, (xmax = 0) AS created
             """,
             pool.name,
@@ -76,6 +79,7 @@ class RoundRecords:
             pool.every_seconds,
             pool.schedule,
             pool.next_round_at,
+            pool.checkin_after_days,
         )
         return _pool(row), bool(row["created"])
 

@@ -83,6 +83,8 @@ class PoolRow:
     # A calendar schedule (services/matcher/schedules.py, WeeklySchedule.to_json) instead of
     # every_seconds; at most one of the two is set.
     schedule: dict[str, Any] | None = None
+    # Days after its introductions that the notifier asks "did you meet?" (None: its default).
+    checkin_after_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
