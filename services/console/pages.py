@@ -399,49 +399,35 @@ async def save_pool(request: Request, session: Signed) -> Response:
         "existing": form.get("existing") == "yes",
     }
     title = f"Edit pool {body['name']}" if shown["existing"] else "New pool"
-    if form.get("do") == "preview":
-        try:
-            count = await apis.preview_pool(body["selector"])
-        except ApiError as exc:
-            if exc.status != 422:
-                raise
-            return render(
-                request,
-                "pool_form.html.j2",
-                session,
-                status=422,
-                title=title,
-                section="pools",
-                form=shown,
-                preview=None,
-                error=exc.detail,
-            )
+
+    def form_page(preview: int | None = None, error: str | None = None) -> Response:
+        """The form again, as sent: with the preview's count, or the matcher's refusal."""
         return render(
             request,
             "pool_form.html.j2",
             session,
+            status=422 if error else 200,
             title=title,
             section="pools",
             form=shown,
-            preview=count,
+            preview=preview,
+            error=error,
         )
+
+    if form.get("do") == "preview":
+        try:
+            return form_page(preview=await apis.preview_pool(body["selector"]))
+        except ApiError as exc:
+            if exc.status != 422:
+                raise
+            return form_page(error=exc.detail)
     try:
         await apis.save_pool(body)
     except ApiError as exc:
         if exc.status != 422:
             raise
         await _audit(request, session, "save pool", body["name"], "refused", exc.detail)
-        return render(
-            request,
-            "pool_form.html.j2",
-            session,
-            status=422,
-            title=title,
-            section="pools",
-            form=shown,
-            preview=None,
-            error=f"The pool was not saved: {exc.detail}",
-        )
+        return form_page(error=f"The pool was not saved: {exc.detail}")
     await _audit(request, session, "save pool", body["name"], "ok")
     return redirect("/pools?notice=pool-saved")
 

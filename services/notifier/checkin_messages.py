@@ -74,7 +74,7 @@ def checkin_outgoing(
     }
     return Outgoing(
         delivery_id=delivery.id,
-        idempotency_key=f"{delivery.id}.{delivery.channel_index}",
+        idempotency_key=delivery.idempotency_key,
         proposal_id=intro.id,
         kind=delivery.kind,
         channel=channel,

@@ -69,7 +69,7 @@ class OutgoingMaker:
         payload = _payload(proposal, delivery, person, rendered, topics, links)
         return Outgoing(
             delivery_id=delivery.id,
-            idempotency_key=f"{delivery.id}.{delivery.channel_index}",
+            idempotency_key=delivery.idempotency_key,
             proposal_id=proposal.id,
             kind=delivery.kind,
             channel=channel,

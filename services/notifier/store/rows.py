@@ -89,6 +89,13 @@ class DeliveryRecord:
     in_flight_token: UUID | None = None
     resends: int = 0
 
+    @property
+    def idempotency_key(self) -> str:
+        """What a provider deduplicates on (`webhook-id`, Matrix's transaction id, the email's
+        Message-ID): the same for every attempt on this channel, so a resend is the same
+        message; another channel (a fallback) is another message."""
+        return f"{self.id}.{self.channel_index}"
+
 
 def intro_row(row: asyncpg.Record) -> IntroRecord:
     return IntroRecord(
