@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from playwright.sync_api import Page, expect
 from tests.e2e.conftest import Stack, running_stack
 from tests.support.fake_providers import ProviderServer, fake_providers
 from tests.support.infra import WEBHOOK_SIGNING_KEY, free_port
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, run_roac
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 # The scopes the console's key needs (docs/console.md), on every source.
@@ -59,13 +58,7 @@ class ConsoleStack:
 
 
 def _roac(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_roac(env, *args)
     assert result.returncode == 0, result.stderr
     return result
 

@@ -4,9 +4,7 @@ is refused within the documented time (ROAC_API_KEYS_REFRESH_SECONDS, 5 s by def
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 
 import httpx
@@ -14,6 +12,7 @@ import pytest
 
 from shared.settings import Settings
 from tests.e2e.conftest import Stack, new_person, run_id
+from tests.support.processes import run_roac
 
 pytestmark = pytest.mark.e2e
 
@@ -22,14 +21,7 @@ REVOCATION_BOUND_SECONDS = Settings.model_fields["api_keys_refresh_seconds"].def
 
 
 def roac(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_roac(stack.env, *args)
 
 
 def status_within(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +23,7 @@ from shared.topology import INGRESS_EXCHANGE
 from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.support.amqp import connect
 from tests.support.infra import API_KEY
+from tests.support.processes import run_roac
 
 pytestmark = pytest.mark.e2e
 
@@ -224,13 +224,7 @@ def test_read_back_shows_exactly_what_was_sent_minus_the_withdrawn_interest(live
 
 
 def _roac(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_roac(stack.env, *args)
 
 
 def test_a_key_bound_to_another_source_is_refused_both(live: Stack) -> None:

@@ -5,11 +5,9 @@ must pass `promtool check metrics`."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ import yaml
 
 from tests.e2e.conftest import Stack, new_person, run_id
 from tests.support.infra import free_port
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, run_roac
 
 pytestmark = [
     pytest.mark.e2e,
@@ -51,13 +49,7 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def _roac(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_roac(env, *args)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 

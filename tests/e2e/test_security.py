@@ -25,7 +25,7 @@ from services.notifier.links import LinkAction, LinkClaim, LinkKeyring, sign_leg
 from shared.secret_policy import KNOWN_PLACEHOLDERS, new_secret
 from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.support.infra import API_KEY, LINK_KEY, WEBHOOK_SIGNING_KEY
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, run_roac
 
 pytestmark = pytest.mark.e2e
 
@@ -48,13 +48,7 @@ def secure(
 def _roac(
     stack: Stack, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env={**stack.env, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_roac({**stack.env, **(env or {})}, *args)
 
 
 def _create_key(stack: Stack, name: str, *options: str) -> str:

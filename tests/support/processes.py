@@ -85,3 +85,16 @@ class ServiceProcess:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def run_roac(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`roac ARGS` as an operator types it, with a stack's environment over this one's; the
+    caller checks the exit code (some tests expect a refusal)."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
