@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # "Did you meet?": each participant is asked this long after their introduction was
     # delivered (a pool's `checkin_after_days` wins), and once more as long after a "not yet".
     checkin_after_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    # Tests only: a file holding seconds added to the notifier's clock (services/notifier/
+    # clock.py), so an end-to-end test moves time past a check-in's delay instead of waiting.
+    clock_offset_file: str = ""
 
     # Delivery: attempts before a delivery is parked, the first retry delay (later ones triple,
     # up to the cap, with +-20% jitter: 5 s ... 10 min, eight attempts over about 30 minutes).
@@ -203,7 +206,13 @@ class Settings(BaseSettings):
     console_cookie_secure: bool = False
     # Where operators' browsers reach the console (the set-password links); default: host:port.
     console_url: str = ""
-    # The APIs the console calls; default: this machine's ROAC_*_PORT of each service.
+    # Where the matcher's and the notifier's APIs are reached by the other services (ingest's
+    # right-of-access answer gathers a person's record from both); default: this machine's
+    # ROAC_MATCHER_PORT and ROAC_NOTIFIER_METRICS_PORT.
+    matcher_url: str = ""
+    notifier_url: str = ""
+    # The APIs the console calls; default: ROAC_MATCHER_URL, ROAC_NOTIFIER_URL, this machine's
+    # ROAC_INGEST_PORT.
     console_ingest_url: str = ""
     console_matcher_url: str = ""
     console_notifier_url: str = ""
@@ -279,9 +288,19 @@ class Settings(BaseSettings):
         """The base URLs of the APIs the console calls, by service."""
         return {
             "ingest": self.console_ingest_url or f"http://127.0.0.1:{self.ingest_port}",
-            "matcher": self.console_matcher_url or f"http://127.0.0.1:{self.matcher_port}",
-            "notifier": self.console_notifier_url
-            or f"http://127.0.0.1:{self.notifier_metrics_port}",
+            "matcher": self.console_matcher_url or self.service_api_urls["matcher"],
+            "notifier": self.console_notifier_url or self.service_api_urls["notifier"],
+        }
+
+    @cached_property
+    def service_api_urls(self) -> dict[str, str]:
+        """The base URLs of the matcher's and the notifier's APIs, for the services that call
+        them."""
+        return {
+            "matcher": (self.matcher_url or f"http://127.0.0.1:{self.matcher_port}").rstrip("/"),
+            "notifier": (
+                self.notifier_url or f"http://127.0.0.1:{self.notifier_metrics_port}"
+            ).rstrip("/"),
         }
 
     @cached_property

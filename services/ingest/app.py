@@ -8,16 +8,19 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from services.ingest import subscriptions
+from services.ingest.access_routes import access_api
 from services.ingest.amqp_ingress import Ingress
 from services.ingest.idempotency import InvalidKey
 from services.ingest.key_admin import keys_api
 from services.ingest.metrics import REQUESTS_REJECTED, HttpMetricsMiddleware
+from services.ingest.person_access import PersonAccess, ServiceUrls
 from services.ingest.publishing import (
     IdempotencyConflict,
     IdempotencyInProgress,
@@ -98,6 +101,11 @@ def connected_lifespan(settings: Settings) -> Lifespan:
 
         keys = IngestStore(pool)
         app.state.intake = Intake(publisher, keys)
+        # The right of access asks the matcher and the notifier (with the caller's key).
+        services_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
+        app.state.person_access = PersonAccess(
+            services_client, ServiceUrls(**settings.service_api_urls)
+        )
         app.state.readiness = readiness
         cleanup = asyncio.create_task(_forget_old_keys(keys), name="idempotency-cleanup")
         log.info("roac ingest started")
@@ -112,6 +120,7 @@ def connected_lifespan(settings: Settings) -> Lifespan:
             await steps.step("consumer check connection", consumers_present.close(), within=2)
             await steps.step("database check connection", database_answers.close(), within=2)
             await steps.step("database pool", close_pool(pool), within=5)
+            await steps.step("services client", services_client.aclose(), within=2)
             steps.finish()
             app.state.clean_shutdown = steps.clean
 
@@ -175,6 +184,7 @@ def create_app(
     app.state.max_interests_per_person = settings.ingest_max_interests_per_person
     app.state.database_url = settings.database_url  # the keys:admin routes open their own
     app.include_router(api)
+    app.include_router(access_api)
     app.include_router(keys_api)
     app.include_router(ops_router)
     app.add_exception_handler(RequestValidationError, _invalid)
