@@ -3,6 +3,11 @@
 Everything a message causes (inbox row, contacts, interests, proposals, outbox rows) commits
 together or not at all; the consumer acks only afterwards. A redelivered event finds its inbox
 row and changes nothing.
+
+`MatcherService` dispatches each kind of event; `LiveMatching` is live matching (declared
+interests and newly reachable people introduced at once). `LiveMatching` depends only on the
+store slices in `ports.py`, so it is unit-tested on in-memory fakes; its decisions are pure
+(`live_planning.py`, `group_intros.py`, `availability.py`).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from shared.events import (
 from shared.metrics import EVENTS_CONSUMED
 
 if TYPE_CHECKING:
+    from services.matcher.ports import LiveMatchingWork
     from services.matcher.store import MatcherStore, MatcherUnitOfWork
 
 log = logging.getLogger("roac.matcher")
@@ -82,10 +88,14 @@ class MatchingPolicy:
 
 
 class MatcherService:
+    """Every event the matcher consumes, applied in one transaction per message (inbox first:
+    a redelivered event changes nothing); declared interests and newly reachable people go to
+    live matching (`LiveMatching`)."""
+
     def __init__(self, store: MatcherStore, policy: MatchingPolicy) -> None:
         self._store = store
         self._policy = policy
-        self._live = LivePolicy(policy.rules, policy.min_score, policy.half_life_days)
+        self._live = LiveMatching(policy)
 
     async def apply(self, batch: EventBatch) -> None:
         async with self._store.unit_of_work() as uow:
@@ -101,7 +111,7 @@ class MatcherService:
                 await self._apply_contacts(uow, await _without_erased(uow, contacts))
             elif batch.type == "interest.declared.v1":
                 interests = [e for e in fresh if isinstance(e, InterestDeclared)]
-                await self._apply_interests(uow, await _without_erased(uow, interests))
+                await self._live.declare_interests(uow, await _without_erased(uow, interests))
             elif batch.type == "interest.withdrawn.v1":
                 await self._apply_withdrawals(
                     uow, [e for e in fresh if isinstance(e, InterestWithdrawn)]
@@ -152,15 +162,56 @@ class MatcherService:
         became_reachable -= {ids[ref] for ref, event in latest.items() if event.bulk}
         if not became_reachable:
             return
-        # Interests that arrived before the person's contact details can match now.
-        seeds = await uow.topics.topics_of(became_reachable)
-        await uow.topics.lock_topics(t for topics in seeds.values() for t in topics)
         causes: dict[int, Envelope] = {ids[ref]: event for ref, event in latest.items()}
-        await self._propose(uow, seeds, causes)
+        await self._live.match_reachable(uow, became_reachable, causes)
 
-    async def _apply_interests(
-        self, uow: MatcherUnitOfWork, events: Sequence[InterestDeclared]
+    async def _apply_withdrawals(
+        self, uow: MatcherUnitOfWork, events: Sequence[InterestWithdrawn]
     ) -> None:
+        """Forget what each identity withdrew (services/matcher/withdrawals.py); the topic
+        counts follow. Nothing is proposed: a withdrawal only takes away."""
+        latest = withdrawals.latest_withdrawals(events)
+        known = await uow.identities.known((k[0], k[1]) for k in latest)
+        rows = withdrawals.withdrawal_rows(latest, known)
+        if not rows:
+            return
+        await uow.topics.record_withdrawals(rows)
+        topic_ids = await uow.topics.topic_ids(sorted({r.topic for r in rows}))
+        await uow.topics.lock_topics(topic_ids.values())
+        removed = await uow.topics.withdraw_interests(rows, topic_ids)
+        if removed:
+            still_held = await uow.topics.known_contact_topics(removed)
+            await uow.topics.drop_topic_people(withdrawals.topic_decrements(removed, still_held))
+
+    async def _apply_deliveries(self, uow: MatcherUnitOfWork, events: Sequence[object]) -> None:
+        outcomes = []
+        for event in events:
+            if isinstance(event, DeliverySucceeded):
+                outcomes.append((event.data.proposal_id, event.data.recipient, "delivered"))
+            elif isinstance(event, DeliveryFailed) and event.data.permanent:
+                outcomes.append((event.data.proposal_id, event.data.recipient, "failed"))
+        if outcomes:
+            await uow.proposals.record_deliveries(outcomes)
+
+
+class LiveMatching:
+    """Live matching's use case, around the pure decisions (`live_planning.plan_pairs`,
+    `group_intros`, `availability.within_cap`): read what they need, ask them, lock and
+    re-check, write the proposals and their `intro.proposed.v1` events. It sees its unit of
+    work only through the store slices it uses (`ports.LiveMatchingWork`), so its unit tests
+    run it on an in-memory fake (tests/unit/test_live_matching.py)."""
+
+    def __init__(self, policy: MatchingPolicy) -> None:
+        self._policy = policy
+        self._live = LivePolicy(policy.rules, policy.min_score, policy.half_life_days)
+
+    async def declare_interests(
+        self, uow: LiveMatchingWork, events: Sequence[InterestDeclared]
+    ) -> None:
+        """Store the newest of each declared interest (unless the identity withdrew it since),
+        count the topics' new holders, then introduce: a handful sharing a rare topic as a
+        group, everyone else with a new topic to their best partner. A bulk import's
+        interests are stored only (the next round matches them)."""
         latest: dict[tuple[str, str, str, str], InterestDeclared] = {}
         for event in events:
             d = event.data
@@ -230,26 +281,17 @@ class MatcherService:
             seeds = {p: topics for p, topics in seeds.items() if topics}
         await self._propose(uow, seeds, causes)
 
-    async def _apply_withdrawals(
-        self, uow: MatcherUnitOfWork, events: Sequence[InterestWithdrawn]
+    async def match_reachable(
+        self, uow: LiveMatchingWork, contact_ids: set[int], causes: dict[int, Envelope]
     ) -> None:
-        """Forget what each identity withdrew (services/matcher/withdrawals.py); the topic
-        counts follow. Nothing is proposed: a withdrawal only takes away."""
-        latest = withdrawals.latest_withdrawals(events)
-        known = await uow.identities.known((k[0], k[1]) for k in latest)
-        rows = withdrawals.withdrawal_rows(latest, known)
-        if not rows:
-            return
-        await uow.topics.record_withdrawals(rows)
-        topic_ids = await uow.topics.topic_ids(sorted({r.topic for r in rows}))
-        await uow.topics.lock_topics(topic_ids.values())
-        removed = await uow.topics.withdraw_interests(rows, topic_ids)
-        if removed:
-            still_held = await uow.topics.known_contact_topics(removed)
-            await uow.topics.drop_topic_people(withdrawals.topic_decrements(removed, still_held))
+        """People who just became reachable: the interests they declared before their contact
+        details arrived can match now (`causes`: the event behind each person)."""
+        seeds = await uow.topics.topics_of(contact_ids)
+        await uow.topics.lock_topics(t for topics in seeds.values() for t in topics)
+        await self._propose(uow, seeds, causes)
 
     async def _propose_topic_groups(
-        self, uow: MatcherUnitOfWork, topic_ids: set[int], causes: dict[int, Envelope]
+        self, uow: LiveMatchingWork, topic_ids: set[int], causes: dict[int, Envelope]
     ) -> list[tuple[int, tuple[int, ...]]]:
         """One introduction for the handful of people who share a rare topic (group_intros)."""
         holders = await uow.topics.rare_topic_holders(topic_ids, self._policy.group_max)
@@ -283,7 +325,7 @@ class MatcherService:
 
     async def _propose(
         self,
-        uow: MatcherUnitOfWork,
+        uow: LiveMatchingWork,
         seeds: dict[int, set[int]],
         causes: dict[int, Envelope],
     ) -> None:
@@ -326,7 +368,7 @@ class MatcherService:
         metrics.MATCH_ATTEMPTS.labels(PROPOSED).inc(len(published))
         metrics.PROPOSALS.labels("live").inc(len(published))
 
-    async def _view(self, uow: MatcherUnitOfWork, candidates: dict[int, set[int]]) -> LiveView:
+    async def _view(self, uow: LiveMatchingWork, candidates: dict[int, set[int]]) -> LiveView:
         """What live matching decides on, read without locks."""
         everyone_considered = {c for cs in candidates.values() for c in cs}
         own_interests = await uow.topics.interests_of(candidates.keys())
@@ -337,7 +379,7 @@ class MatcherService:
         people = await self._people(uow, set(candidates) | everyone_considered)
         return LiveView(candidates, own_interests, their_interests, stats, population, people)
 
-    async def _people(self, uow: MatcherUnitOfWork, ids: set[int]) -> dict[int, Person]:
+    async def _people(self, uow: LiveMatchingWork, ids: set[int]) -> dict[int, Person]:
         """What the rules need to know about each of these contacts."""
         profiles = await uow.contacts.constraint_profiles(ids)
         recent = await uow.contacts.recent_intro_counts(ids)
@@ -359,7 +401,7 @@ class MatcherService:
 
     async def _within_cap(
         self,
-        uow: MatcherUnitOfWork,
+        uow: LiveMatchingWork,
         chosen: Sequence[G],
         members: Callable[[G], Sequence[int]],
         now: datetime,
@@ -370,16 +412,6 @@ class MatcherService:
             return []
         locked = await uow.contacts.lock_availability(p for g in chosen for p in members(g))
         return within_cap(chosen, members, locked, now, self._policy.rules.cap_per_week)
-
-    async def _apply_deliveries(self, uow: MatcherUnitOfWork, events: Sequence[object]) -> None:
-        outcomes = []
-        for event in events:
-            if isinstance(event, DeliverySucceeded):
-                outcomes.append((event.data.proposal_id, event.data.recipient, "delivered"))
-            elif isinstance(event, DeliveryFailed) and event.data.permanent:
-                outcomes.append((event.data.proposal_id, event.data.recipient, "failed"))
-        if outcomes:
-            await uow.proposals.record_deliveries(outcomes)
 
 
 def _group_event(
