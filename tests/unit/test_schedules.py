@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time
 import pytest
 from pydantic import ValidationError
 
-from services.matcher.routes import PoolIn
+from services.matcher.pool_routes import PoolIn
 from services.matcher.schedules import (
     WeeklySchedule,
     anchored,
