@@ -23,7 +23,9 @@ resent once and counted as a possible duplicate, or parked. Never a whole group 
 
 Every decision about one delivery (send, wait, cancel, retry, park, fall back, give up) is the
 lifecycle's (services/notifier/delivery_lifecycle.py, plain Python); this module reads, asks it,
-writes what it decided and sends. What a delivery sends: services/notifier/outgoing.py.
+writes what it decided and sends. What a delivery sends: services/notifier/outgoing.py. The
+worker sees its store only through the slices it uses (services/notifier/ports.py), so its unit
+tests run it on an in-memory fake (tests/unit/test_delivery_worker.py).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ from shared.events import (
 from shared.metrics import EVENTS_CONSUMED
 
 if TYPE_CHECKING:
-    from services.notifier.store.uow import NotifierStore, NotifierUnitOfWork
+    from services.notifier.ports import DeliveryStorage, DeliveryWork
 
 __all__ = ["DeliveryWorker", "RetryPolicy"]
 
@@ -98,7 +100,7 @@ Item = tuple[UUID, int, "JobCause | None"]
 class DeliveryWorker:
     def __init__(
         self,
-        store: NotifierStore,
+        store: DeliveryStorage,
         channels: Mapping[ChannelType, Channel],
         renderer: MessageRenderer,
         links: LinkMaker,
@@ -236,7 +238,7 @@ class DeliveryWorker:
 
     async def _prepare(
         self,
-        uow: NotifierUnitOfWork,
+        uow: DeliveryWork,
         proposal: ProposalRecord,
         delivery: DeliveryRecord,
         opted_out: bool,
@@ -299,7 +301,7 @@ class DeliveryWorker:
         return InFlight(age_seconds=age, resends=delivery.resends, outcome_known=known)
 
     async def _settle(
-        self, uow: NotifierUnitOfWork, delivery: DeliveryRecord, decision: Decision
+        self, uow: DeliveryWork, delivery: DeliveryRecord, decision: Decision
     ) -> None:
         """An orphaned attempt: recorded with an unknown outcome, then resent or parked."""
         resend = decision.action is Action.RESEND
@@ -416,7 +418,7 @@ class DeliveryWorker:
         return recorded
 
     async def _record_sent(
-        self, uow: NotifierUnitOfWork, sent: Sequence[tuple[_Ready, Sent]]
+        self, uow: DeliveryWork, sent: Sequence[tuple[_Ready, Sent]]
     ) -> list[tuple[_Ready, Sent]]:
         """Every success of the group in three statements: rows and attempts, delivery events,
         and introductions now fully delivered. Only attempts still holding their claim are
@@ -458,9 +460,7 @@ class DeliveryWorker:
             await uow.intros.finish_if_delivered(introduced)
         return list(sent)
 
-    async def _record_failure(
-        self, uow: NotifierUnitOfWork, ready: _Ready, error: BaseException
-    ) -> None:
+    async def _record_failure(self, uow: DeliveryWork, ready: _Ready, error: BaseException) -> None:
         failure = lifecycle.classify(error)
         if failure is not error:
             # A bug in a channel must not undo the others' successes: retried, and logged.
@@ -487,7 +487,7 @@ class DeliveryWorker:
 
     async def _write(
         self,
-        uow: NotifierUnitOfWork,
+        uow: DeliveryWork,
         proposal: ProposalRecord,
         delivery: DeliveryRecord,
         people: list[Participant],
@@ -525,7 +525,7 @@ class DeliveryWorker:
 
     async def _failed_events(
         self,
-        uow: NotifierUnitOfWork,
+        uow: DeliveryWork,
         delivery: DeliveryRecord,
         people: list[Participant],
         failure: Failure,

@@ -9,6 +9,7 @@ from datetime import datetime
 from uuid import UUID
 
 from services.notifier.planning import PlannedDelivery, QuietHours, plan
+from services.notifier.ports import QueuesJobs
 from services.notifier.store.rows import DeliveryRecord
 from services.notifier.store.uow import NotifierUnitOfWork
 from shared.events import DeliveryJobData, DeliveryKind, DeliveryRequested, IntroData
@@ -79,14 +80,12 @@ async def schedule_planned(
     return left
 
 
-async def run_now(
-    uow: NotifierUnitOfWork, delivery_id: UUID, generation: int, cause: JobCause
-) -> None:
+async def run_now(uow: QueuesJobs, delivery_id: UUID, generation: int, cause: JobCause) -> None:
     await uow.outbox.enqueue([job(delivery_id, generation, cause)])
 
 
 async def run_later(
-    uow: NotifierUnitOfWork, delivery_id: UUID, generation: int, wait: float, cause: JobCause
+    uow: QueuesJobs, delivery_id: UUID, generation: int, wait: float, cause: JobCause
 ) -> None:
     """Through a delay queue: the job returns to the delivery queue when its tier's TTL ends."""
     tier = delay_queue_for(wait)
@@ -96,7 +95,7 @@ async def run_later(
 
 
 async def park(
-    uow: NotifierUnitOfWork, delivery_id: UUID, generation: int, reason: str, cause: JobCause
+    uow: QueuesJobs, delivery_id: UUID, generation: int, reason: str, cause: JobCause
 ) -> None:
     """Into the delivery queue's dead-letter queue, where `roac deliveries retry` finds it."""
     await uow.outbox.enqueue(
