@@ -21,9 +21,10 @@ from services.notifier.activity import Activity
 from services.notifier.answers import Answers
 from services.notifier.channel_registry import build_channels, http_session
 from services.notifier.checkin_service import CheckIns
-from services.notifier.clock import Clock, SystemClock
+from services.notifier.clock import Clock, clock_from_setting
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
 from services.notifier.in_flight import UnkeyedPolicy
+from services.notifier.link_pages import PageLanguages
 from services.notifier.links import LinkKeyring, LinkMaker
 from services.notifier.people import PeopleRequests
 from services.notifier.planning import QuietHours
@@ -67,7 +68,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
             "ROAC_ERASURE_KEY must be set: erased people are remembered only by an HMAC under "
             "it. `roac secrets generate` makes one; `roac up` generates one for development."
         )
-    clock = clock or SystemClock()
+    clock = clock or clock_from_setting(settings.clock_offset_file)
     pool = await open_pool(
         settings, max_size=settings.database_pool_size + settings.consumer_prefetch
     )
@@ -170,12 +171,15 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
             answers,
             SlackResponder(session, settings.allowed_webhook_hosts),
             clock,
+            checkins=checkins,  # "did you meet?" buttons too
         )
     preferences = PreferenceChanges(
         store, keyring=keyring, clock=clock, operator_cap=settings.match_cap_per_week
     )
     app.state.public_app = public_app(answers, slack_buttons, preferences)
     app.state.public_app.state.checkins = checkins  # its links' pages: checkin_pages.py
+    # Link pages in their person's language (services/notifier/link_pages.py).
+    app.state.public_app.state.page_languages = PageLanguages(store, keyring)
     return app
 
 

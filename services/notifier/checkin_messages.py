@@ -1,7 +1,8 @@
 """What a check-in delivery sends ("did you meet?"): the message in the person's language
 (`checkin.*` templates, the reminder after a "not yet" with `again` set), its four one-click
-answer links (signed like every link: services/notifier/links.py) and the unsubscribe link, and
-the generic webhook's JSON (`"type": "roac.checkin"`). Plain Python: no I/O."""
+answer links (signed like every link: services/notifier/links.py), the unsubscribe link and the
+person's preferences page in the footer (as in every message to one person), and the generic
+webhook's JSON (`"type": "roac.checkin"`). Plain Python: no I/O."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class CheckinLinks:
     didnt_happen: Trusted
     not_for_me: Trusted
     unsubscribe: Trusted
+    preferences: Trusted
 
 
 def checkin_outgoing(
@@ -70,6 +72,7 @@ def checkin_outgoing(
             "didnt_happen": made.didnt_happen,
             "not_for_me": made.not_for_me,
             "unsubscribe": made.unsubscribe or None,
+            "preferences": made.preferences,
         },
     }
     return Outgoing(
@@ -101,4 +104,6 @@ def make_links(
         didnt_happen=url(LinkAction.CHECKIN_DIDNT_HAPPEN),
         not_for_me=url(LinkAction.CHECKIN_NOT_FOR_ME),
         unsubscribe=Trusted(unsubscribe),
+        # A fresh link to their preferences page, as in the footer of every other message.
+        preferences=Trusted(links.preferences(person.source, person.external_id, now)),
     )

@@ -219,7 +219,7 @@ class MessageRenderer:
         wanted = base_language(getattr(recipient, "language", None))
         if wanted is None or wanted == self._default:
             return self._default
-        if wanted == "en" or _ships(wanted) or self._overrides(wanted):
+        if wanted == "en" or ships(wanted) or self._overrides(wanted):
             return wanted
         return self._default
 
@@ -264,7 +264,8 @@ class MessageRenderer:
         return self._for(language).render(name, {**context, "group": False, "language": language})
 
 
-def _ships(language: str) -> bool:
+def ships(language: str) -> bool:
+    """Whether roac ships templates in `language` (a base language: `de`)."""
     return (resources.files("services.notifier") / "templates").joinpath(language).is_dir()
 
 
@@ -277,7 +278,7 @@ class _Templates:
             # Templates at the top of ROAC_TEMPLATE_DIR are the default language's.
             folders = [override_dir / language, *([override_dir] if default else [])]
             loaders.append(FileSystemLoader([str(f) for f in folders]))
-        if language != "en" and _ships(language):
+        if language != "en" and ships(language):
             loaders.append(PackageLoader("services.notifier", f"templates/{language}"))
         # English is shipped and completes any language for the templates it lacks.
         loaders.append(PackageLoader("services.notifier", "templates/en"))

@@ -14,10 +14,9 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from jinja2 import Environment, PackageLoader
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.notifier import checkin_pages
+from services.notifier import checkin_pages, link_pages
 from services.notifier.activity import Activity
 from services.notifier.answers import AnswerResult, Answers, Outcome
 from services.notifier.checkin_service import CheckIns
@@ -29,7 +28,6 @@ from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
 from shared.scopes import Scope
 from shared.text_safety import kept_correlation_id
 
-_pages = Environment(loader=PackageLoader("services.notifier", "templates/en"), autoescape=True)
 _bearer = HTTPBearer(
     auto_error=False, description="An API key (roac keys create, or ROAC_API_KEYS)"
 )
@@ -44,54 +42,29 @@ api = APIRouter(
     ),
 )
 
+# The page a link shows before its button is pressed, and what an answer did: keys of the
+# template's `texts` (templates/<language>/page.html.j2, in the person's language:
+# services/notifier/link_pages.py).
 _CONFIRM = {
-    LinkAction.ACCEPT: (
-        "Meet someone new?",
-        "Say yes and we will introduce you once everyone agreed.",
-        "Yes, introduce me",
-    ),
-    LinkAction.DECLINE: (
-        "No introduction?",
-        "Say no and this introduction ends. Nobody is told.",
-        "No, thanks",
-    ),
-    LinkAction.UNSUBSCRIBE: (
-        "Stop all messages from roac?",
-        "You will receive no more asks, introductions or resources.",
-        "Stop them",
-    ),
+    LinkAction.ACCEPT: "confirm_accept",
+    LinkAction.DECLINE: "confirm_decline",
+    LinkAction.UNSUBSCRIBE: "confirm_unsubscribe",
 }
 _RESULT = {
-    Outcome.ACCEPTED: (200, "Thank you!", "Noted. We introduce you as soon as everyone said yes."),
-    Outcome.DECLINED: (
-        200,
-        "Understood",
-        "This introduction ends here. Nobody is told who said no.",
-    ),
-    Outcome.UNSUBSCRIBED: (200, "Done", "You will receive no more messages from us."),
-    Outcome.REPEATED: (200, "Already noted", "We have your answer; nothing more to do."),
-    Outcome.CLOSED: (
-        200,
-        "This introduction has ended",
-        "It was closed before your answer arrived.",
-    ),
-    Outcome.EXPIRED: (
-        410,
-        "This link has expired",
-        "The introduction expired unanswered. No harm done.",
-    ),
-    Outcome.INVALID: (400, "This link does not work", "It may be incomplete: copy the whole link."),
+    Outcome.ACCEPTED: (200, "accepted"),
+    Outcome.DECLINED: (200, "declined"),
+    Outcome.UNSUBSCRIBED: (200, "unsubscribed"),
+    Outcome.REPEATED: (200, "repeated"),
+    Outcome.CLOSED: (200, "closed"),
+    Outcome.EXPIRED: (410, "expired"),
+    Outcome.INVALID: (400, "invalid"),
     # An erased person's link: true whatever the action, and it says nothing about erasure.
-    Outcome.ERASED: (200, "Nothing more to do", "You will receive no more messages from us."),
+    Outcome.ERASED: (200, "erased"),
 }
 
 
-def _page(
-    status: int, title: str, message: str, button: str | None = None, action: str = ""
-) -> HTMLResponse:
-    html = _pages.get_template("page.html.j2").render(
-        title=title, message=message, button=button, action=action
-    )
+def _page(status: int, language: str, key: str, action: str = "") -> HTMLResponse:
+    html = link_pages.render("page.html.j2", language, key, action=action)
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
@@ -100,11 +73,16 @@ def _answers(request: Request) -> Answers:
     return answers
 
 
-def _result_page(result: AnswerResult) -> HTMLResponse:
-    status, title, message = _RESULT[result.outcome]
+async def _language(token: str, request: Request) -> str:
+    languages = getattr(request.app.state, "page_languages", None)
+    return await link_pages.page_language(languages, token, request.headers.get("accept-language"))
+
+
+def _result_page(result: AnswerResult, language: str) -> HTMLResponse:
+    status, key = _RESULT[result.outcome]
     if result.outcome is Outcome.ACCEPTED and result.state is IntroState.ACCEPTED:
-        message = "Everyone said yes: your introduction is on its way."
-    return _page(status, title, message)
+        key = "accepted_all"
+    return _page(status, language, key)
 
 
 @links.get("/links/{token}", response_class=HTMLResponse, summary="Confirm an answer")
@@ -112,13 +90,13 @@ async def confirm(token: str, request: Request) -> HTMLResponse:
     checkins: CheckIns | None = getattr(request.app.state, "checkins", None)
     if checkins is not None and checkins.owns(token):  # "did you meet?": checkin_pages.py
         return await checkin_pages.confirm(checkins, token, request)
+    language = await _language(token, request)
     claim = await _answers(request).inspect(token)
     if isinstance(claim, AnswerResult):
-        return _result_page(claim)
+        return _result_page(claim, language)
     if claim.action not in _CONFIRM:  # a preferences link is not answered here
-        return _result_page(AnswerResult(Outcome.INVALID))
-    title, message, button = _CONFIRM[claim.action]
-    return _page(200, title, message, button, action=str(request.url.path))
+        return _result_page(AnswerResult(Outcome.INVALID), language)
+    return _page(200, language, _CONFIRM[claim.action], action=str(request.url.path))
 
 
 @links.post(
@@ -128,7 +106,8 @@ async def answer(token: str, request: Request) -> HTMLResponse:
     checkins: CheckIns | None = getattr(request.app.state, "checkins", None)
     if checkins is not None and checkins.owns(token):
         return await checkin_pages.answer(checkins, token, request)
-    return _result_page(await _answers(request).answer(token))
+    language = await _language(token, request)
+    return _result_page(await _answers(request).answer(token), language)
 
 
 @api.get(

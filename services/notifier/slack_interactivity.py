@@ -14,6 +14,8 @@ request counts only when it is signed the way Slack documents
 Within those 5 minutes a replayed click answers again, which is harmless: an answer is
 idempotent ("already noted"). What a click means comes from its button's value, a signed link
 token (channels/slack_blocks.py), so a valid Slack signature alone cannot answer for anyone.
+The buttons are an ask's (accept, decline) and a check-in's ("did you meet?": met, not yet,
+didn't happen, not for me); what the message says once answered is written here for both.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from services.notifier.answers import AnswerResult, Outcome
-from services.notifier.channels.slack_blocks import ANSWER_ACTIONS, TEXT_BLOCK_ID
+from services.notifier.channels.slack_blocks import ANSWER_ACTIONS, CHECKIN_ACTIONS, TEXT_BLOCK_ID
+from services.notifier.checkin_service import CheckinResult, Result
+from services.notifier.checkins import Reply, Verdict
 from services.notifier.optin import IntroState
 
 VERSION = "v0"
@@ -119,7 +123,7 @@ def parse_click(body: bytes) -> ButtonClick | None:
             for a in actions
             if isinstance(a, dict)
             and a.get("type") == "button"
-            and a.get("action_id") in ANSWER_ACTIONS
+            and a.get("action_id") in ANSWER_ACTIONS | CHECKIN_ACTIONS
             and isinstance(a.get("value"), str)
             and a["value"]
         ),
@@ -163,13 +167,49 @@ NOT_RECORDED = (
 )
 
 
-def answered_text(result: AnswerResult) -> str:
+# A check-in's answer, in the words of its link's result page (checkin.page.html.j2).
+_CHECKIN_NOTED = {
+    Reply.MET: ":white_check_mark: You met: glad to hear it. Thank you for telling us.",
+    Reply.NOT_YET: "Noted: not yet. We will ask you once more, later.",
+    Reply.DIDNT_HAPPEN: "Noted: it didn't happen. No harm done.",
+    Reply.NOT_FOR_ME: "Understood: we will never introduce you to each other again. "
+    "Nobody is told.",
+}
+_CHECKIN_OTHER = {
+    Verdict.REPEATED: _ANSWERED[Outcome.REPEATED],
+    Verdict.CLOSED: "Already answered: we keep the first answer. Thank you.",
+    Verdict.EXPIRED: "This question has expired. No harm done.",
+    Verdict.INVALID: _ANSWERED[Outcome.INVALID],
+    Result.INVALID: _ANSWERED[Outcome.INVALID],
+    Result.EXPIRED: "This question has expired. No harm done.",
+    Result.ERASED: _ANSWERED[Outcome.ERASED],
+}
+
+
+def is_checkin(click: ButtonClick) -> bool:
+    return click.action_id in CHECKIN_ACTIONS
+
+
+def answered_text(result: AnswerResult | CheckinResult) -> str:
+    if isinstance(result, CheckinResult):
+        return checkin_answered_text(result)
     if result.outcome is Outcome.ACCEPTED and result.state is IntroState.ACCEPTED:
         return _EVERYONE_SAID_YES
     return _ANSWERED[result.outcome]
 
 
-def answered_message(click: ButtonClick, result: AnswerResult) -> dict[str, Any]:
+def checkin_answered_text(result: CheckinResult) -> str:
+    """A check-in's answer; after *we met*, the link to the optional rating's page."""
+    if result.outcome in (Verdict.NOTED, Verdict.ASK_AGAIN) and result.reply is not None:
+        text = _CHECKIN_NOTED[result.reply]
+    else:
+        text = _CHECKIN_OTHER.get(result.outcome, _ANSWERED[Outcome.INVALID])
+    if result.rate_url:
+        text += f" <{result.rate_url}|How was it? Rate it, if you like>"
+    return text
+
+
+def answered_message(click: ButtonClick, result: AnswerResult | CheckinResult) -> dict[str, Any]:
     """The body POSTed to the click's `response_url`: the message replaced by its own text and
     the answer, without the buttons (so nobody clicks twice by accident)."""
     text = answered_text(result)

@@ -1,11 +1,12 @@
 """Slack's interactivity endpoint on the notifier's public port: `POST /slack/interactivity`,
 the Request URL of the Slack app's Interactivity settings (docs/notifier.md).
 
-A click on an ask's button (channels/slack_blocks.py) is verified (slack_interactivity.py:
-Slack's v0 signature under ROAC_SLACK_SIGNING_SECRET, a timestamp within 5 minutes; else 401),
-then answered through the same use case as the web link (`Answers.answer` with the button's
-link token), then the message is updated through the click's `response_url` to show the answer
-instead of the buttons.
+A click on an ask's or a check-in's button (channels/slack_blocks.py) is verified
+(slack_interactivity.py: Slack's v0 signature under ROAC_SLACK_SIGNING_SECRET, a timestamp
+within 5 minutes; else 401), then answered through the same use case as the web link
+(`Answers.answer`, or `CheckIns.answer` for "did you meet?", with the button's link token),
+then the message is updated through the click's `response_url` to show the answer instead of
+the buttons.
 
 Slack wants its answer within 3 seconds. The answer usually takes milliseconds; the endpoint
 waits for it at most `ack_within` (2 s) and acknowledges anyway, the answer and the update
@@ -31,6 +32,7 @@ from fastapi.responses import PlainTextResponse, Response
 from services.notifier import slack_interactivity
 from services.notifier.answers import AnswerResult
 from services.notifier.channels.outbound import RefusedDestination, read_capped, session_policy
+from services.notifier.checkin_service import CheckinResult
 from services.notifier.clock import Clock
 from services.notifier.delivery_policy import destination_allowed
 from services.notifier.slack_interactivity import ButtonClick, MalformedPayload, RefusedRequest
@@ -43,6 +45,10 @@ ACK_WITHIN_SECONDS = 2.0
 
 class AnswerPort(Protocol):
     async def answer(self, token: str) -> AnswerResult: ...
+
+
+class CheckinAnswerPort(Protocol):
+    async def answer(self, token: str, rating: int | None = None) -> CheckinResult: ...
 
 
 class Responder(Protocol):
@@ -90,9 +96,11 @@ class SlackButtons:
         responder: Responder,
         clock: Clock,
         ack_within: float = ACK_WITHIN_SECONDS,
+        checkins: CheckinAnswerPort | None = None,
     ) -> None:
         self._secret = signing_secret
         self._answers = answers
+        self._checkins = checkins
         self._responder = responder
         self._clock = clock
         self._ack_within = ack_within
@@ -118,12 +126,16 @@ class SlackButtons:
 
     async def _answer_and_update(self, click: ButtonClick) -> None:
         try:
-            result = await self._answers.answer(click.token)
+            result: AnswerResult | CheckinResult
+            if slack_interactivity.is_checkin(click) and self._checkins is not None:
+                result = await self._checkins.answer(click.token)
+            else:
+                result = await self._answers.answer(click.token)
         except Exception as exc:  # noqa: BLE001 - the clicker is told; the buttons stay
             log.warning("Slack click not answered: %r", exc)
             message = slack_interactivity.not_recorded_message()
         else:
-            log.info("Slack click answered: %s", result.outcome.value)
+            log.info("Slack click answered: %s", result.outcome)
             message = slack_interactivity.answered_message(click, result)
         if click.response_url:
             await self._responder.respond(click.response_url, message)

@@ -1,9 +1,11 @@
 """The check-in's lifecycle ("did you meet?", services/notifier/checkins.py), table-tested, and
-the check-in message in each language and chat style."""
+the check-in message in each language and chat style, and the clock an end-to-end test moves
+(ROAC_CLOCK_OFFSET_FILE)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -12,7 +14,8 @@ from services.notifier import checkins
 from services.notifier.checkin_messages import checkin_outgoing
 from services.notifier.checkins import CheckinState as S
 from services.notifier.checkins import Reply, Verdict
-from services.notifier.links import LinkKeyring, LinkMaker
+from services.notifier.clock import OffsetFileClock, SystemClock, clock_from_setting, parse_offset
+from services.notifier.links import LinkAction, LinkKeyring, LinkMaker
 from services.notifier.optin import IntroState
 from services.notifier.rendering import MessageRenderer, Style
 from services.notifier.store.rows import DeliveryRecord, IntroRecord
@@ -217,4 +220,40 @@ def test_the_check_in_message(language: str | None, kind: DeliveryKind) -> None:
     assert r"Grace\_Hopper" in rendered.chat[Style.MARKDOWN]
     assert out.payload["type"] == "roac.checkin" and out.kind is kind
     # Every link is its own signed claim, for this person and introduction.
-    assert len(set(out.payload["links"].values())) == 5
+    assert len(set(out.payload["links"].values())) == 6
+    # The footer links to the person's own preferences page, as every other message does.
+    preferences = out.payload["links"]["preferences"]
+    assert preferences.startswith("https://roac.example/preferences/")
+    assert preferences in rendered.text and preferences in rendered.html
+    assert all(preferences in text for text in rendered.chat.values())
+    claim = LinkKeyring.single(b"k" * 32).verify(preferences.rsplit("/", 1)[1], NOW.timestamp())
+    assert (claim.action, claim.source, claim.external_id) == (LinkAction.PREFERENCES, "s", "0")
+    label = "Ihre Einstellungen" if language == "de" else "Your preferences"
+    assert f"{label}: {preferences}" in rendered.text
+
+
+# --- the clock a test moves (ROAC_CLOCK_OFFSET_FILE) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("", 0.0), ("3600", 3600.0), (" -1.5\n", -1.5), ("soon", 0.0), ("nan", 0.0), ("1e12", 0.0)],
+)
+def test_a_clock_file_holds_seconds_and_anything_else_counts_as_none(
+    text: str, seconds: float
+) -> None:
+    assert parse_offset(text) == seconds
+
+
+def test_the_clock_moves_when_its_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "offset"
+    clock = OffsetFileClock(path)
+    assert abs((clock.now() - datetime.now(UTC)).total_seconds()) < 1  # no file: no offset
+    path.write_text("86400")
+    assert 86399 < (clock.now() - datetime.now(UTC)).total_seconds() < 86401
+    path.write_text("172800.0")  # another size: read again
+    assert 172799 < (clock.now() - datetime.now(UTC)).total_seconds() < 172801
+    path.unlink()
+    assert abs((clock.now() - datetime.now(UTC)).total_seconds()) < 1
+    assert isinstance(clock_from_setting(""), SystemClock)
+    assert isinstance(clock_from_setting(str(path)), OffsetFileClock)

@@ -1,9 +1,13 @@
 from email import message_from_bytes, policy
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from jinja2 import Environment, meta
+from jinja2 import nodes as jinja_nodes
 from pydantic import ValidationError
 
+from services.notifier import link_pages
 from services.notifier.email_message import build_email, sender_domain
 from services.notifier.rendering import Links, MessageRenderer, Style, Trusted, escape
 from shared.events import (
@@ -253,3 +257,105 @@ def test_a_language_without_templates_falls_back_to_the_default_then_english() -
 def test_language_tags_are_checked() -> None:
     with pytest.raises(ValidationError, match="language"):
         Participant.model_validate({**ada.model_dump(), "language": "not a language"})
+
+
+# --- every language has what English has ------------------------------------------------------
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "services" / "notifier" / "templates"
+# What a language may leave out, and why: the matcher writes a resource's `reason` in English
+# ("Because you care about ..."), so other languages say the person's topics instead.
+MAY_OMIT = {"reason"}
+
+
+def _keys(path: Path) -> set[str]:
+    """What a template needs and offers: the variables it reads (`recipient`), the links it
+    prints (`links.preferences`), and the keys of its words (`texts[confirm_met]`, a page's)."""
+    tree = Environment(autoescape=True).parse(path.read_text())
+    read = meta.find_undeclared_variables(tree) - MAY_OMIT
+    attributes = {
+        f"{n.node.name}.{n.attr}"
+        for n in tree.find_all(jinja_nodes.Getattr)
+        if isinstance(n.node, jinja_nodes.Name)
+    }
+    words = {
+        f"{a.target.name}[{item.key.value}]"
+        for a in tree.find_all(jinja_nodes.Assign)
+        if isinstance(a.target, jinja_nodes.Name) and isinstance(a.node, jinja_nodes.Dict)
+        for item in a.node.items
+        if isinstance(item.key, jinja_nodes.Const)
+    }
+    return read | attributes | words
+
+
+def _languages() -> list[str]:
+    return sorted(p.name for p in TEMPLATES.iterdir() if p.is_dir() and p.name != "en")
+
+
+def test_german_is_shipped_and_checked() -> None:
+    assert "de" in _languages()
+
+
+@pytest.mark.parametrize("language", _languages())
+def test_each_language_has_every_template_and_key_english_has(language: str) -> None:
+    """Messages and the pages people land on (`page.html.j2`, `checkin.page.html.j2`): a
+    template English has and a language lacks, or a key (a link, a page's words) it lacks,
+    fails here. Shared layouts (`_*.html.j2`) are English only: they hold no words."""
+    missing: dict[str, set[str]] = {}
+    for english in sorted((TEMPLATES / "en").glob("*.j2")):
+        if english.name.startswith("_") and english.name.endswith(".html.j2"):
+            continue
+        other = TEMPLATES / language / english.name
+        if not other.exists():
+            missing[english.name] = {"(the whole template)"}
+        elif lacking := _keys(english) - _keys(other):
+            missing[english.name] = lacking
+    assert missing == {}
+
+
+def test_the_key_check_sees_a_missing_page_key_and_a_missing_link(tmp_path: Path) -> None:
+    page = tmp_path / "page.html.j2"
+    page.write_text('{% set texts = {"expired": ["x", "y", ""]} %}{{ texts[key][0] }}')
+    english = TEMPLATES / "en" / "page.html.j2"
+    assert "texts[confirm_accept]" in _keys(english) - _keys(page)
+    footer = tmp_path / "checkin.txt.j2"
+    footer.write_text("{{ links.met }} {{ links.unsubscribe }}")
+    assert "links.preferences" in _keys(TEMPLATES / "en" / "checkin.txt.j2") - _keys(footer)
+
+
+# --- the pages people land on, in their language ------------------------------------------------
+
+
+def test_a_page_is_in_the_persons_language_then_the_browsers_then_english() -> None:
+    assert link_pages.choose(["de-AT", None], None) == "de"
+    assert link_pages.choose([None, "de"], "en-GB") == "de"  # theirs before the browser's
+    assert link_pages.choose([None, None], "fr-CH, de;q=0.8, en;q=0.5") == "de"
+    assert link_pages.choose(["fr"], None) == "en"  # no French templates: English
+    assert link_pages.choose(["fr"], "de;q=0") == "en"
+    assert link_pages.choose([], "*") == "en"
+    assert link_pages.accepted_languages("en;q=0.2, de, fr;q=0.9") == ["de", "fr", "en"]
+
+
+@pytest.mark.parametrize(
+    ("language", "title", "button"),
+    [
+        ("de", "Sie haben sich getroffen?", "Ja, wir haben uns getroffen"),
+        ("en", "You met?", "Yes, we met"),
+        ("fr", "You met?", "Yes, we met"),
+    ],
+)
+def test_the_check_in_page_in_each_language(language: str, title: str, button: str) -> None:
+    html = link_pages.render("checkin.page.html.j2", language, "confirm_met", action="/links/t")
+    expected_lang = "en" if language == "fr" else language
+    assert f'<html lang="{expected_lang}">' in html
+    assert f'<h1 style="font-size: 1.4em;">{title}</h1>' in html and button in html
+    assert '<form method="post" action="/links/t">' in html
+    rating = link_pages.render("checkin.page.html.j2", language, "noted_met", rate_action="/r")
+    assert rating.count('name="rating"') == 5 and 'action="/r"' in rating
+    assert ("Bewertung senden" in rating) is (language == "de")
+
+
+def test_the_link_page_in_german_and_english() -> None:
+    german = link_pages.render("page.html.j2", "de", "confirm_accept", action="/links/t")
+    assert "Jemanden kennenlernen?" in german and "Ja, stellt uns vor" in german
+    english = link_pages.render("page.html.j2", "en", "expired")
+    assert "This link has expired" in english and "<form" not in english

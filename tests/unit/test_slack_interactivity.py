@@ -1,7 +1,7 @@
 """Slack buttons in plain Python: Slack's request signature (good, bad, stale, a replay after the
-5-minute window), the interactivity payload, the Block Kit ask, the answered message, and the
-endpoint's answers (401, 400, 200) with a fake answer use case, a fake responder and a fake
-clock (no database, no network)."""
+5-minute window), the interactivity payload, the Block Kit ask and check-in ("did you meet?"),
+the answered message, and the endpoint's answers (401, 400, 200) with fake answer use cases, a
+fake responder and a fake clock (no database, no network)."""
 
 from __future__ import annotations
 
@@ -24,16 +24,21 @@ from services.notifier.channels.base import Outgoing
 from services.notifier.channels.slack_blocks import (
     ACCEPT_ACTION,
     ACTIONS_BLOCK_ID,
+    CHECKIN_ACTIONS,
     DECLINE_ACTION,
     TEXT_BLOCK_ID,
     ask_blocks,
     blocks_for,
     link_token,
 )
-from services.notifier.links import LinkAction, LinkKeyring, LinkMaker
+from services.notifier.checkin_messages import checkin_outgoing
+from services.notifier.checkin_service import CheckinResult
+from services.notifier.checkins import CheckinState, Reply, Verdict
+from services.notifier.links import LinkAction, LinkClaim, LinkKeyring, LinkMaker
 from services.notifier.optin import IntroState
 from services.notifier.rendering import Links, MessageRenderer, Rendered, Style, Trusted
 from services.notifier.slack_routes import SlackButtons, slack
+from services.notifier.store.rows import DeliveryRecord, IntroRecord
 from shared.events import (
     ChannelAddress,
     ChannelType,
@@ -388,12 +393,24 @@ class FakeResponder:
         self.sent.append((url, message))
 
 
+class FakeCheckins:
+    def __init__(self, result: CheckinResult) -> None:
+        self.tokens: list[str] = []
+        self._result = result
+
+    async def answer(self, token: str, rating: int | None = None) -> CheckinResult:
+        self.tokens.append(token)
+        return self._result
+
+
 def _endpoint(
-    answers: FakeAnswers, ack_within: float = 2.0
+    answers: FakeAnswers, ack_within: float = 2.0, checkins: FakeCheckins | None = None
 ) -> tuple[TestClient, FakeResponder, FakeClock, SlackButtons]:
     clock = FakeClock(NOW)
     responder = FakeResponder()
-    buttons = SlackButtons(SECRET.encode(), answers, responder, clock, ack_within=ack_within)
+    buttons = SlackButtons(
+        SECRET.encode(), answers, responder, clock, ack_within=ack_within, checkins=checkins
+    )
     app = FastAPI()
     app.state.slack_buttons = buttons
     app.include_router(slack)
@@ -480,3 +497,121 @@ def test_an_answer_that_fails_tells_the_clicker_and_keeps_the_buttons() -> None:
     assert client.post("/slack/interactivity", content=body, headers=headers).status_code == 200
     [(_, message)] = responder.sent
     assert message["replace_original"] is False and "could not be recorded" in message["text"]
+
+
+# --- check-ins ("did you meet?") -----------------------------------------------------------------
+
+
+def _checkin(kind: DeliveryKind = DeliveryKind.CHECKIN, language: str | None = None) -> Outgoing:
+    """A check-in to the first of two people in Slack, rendered as the notifier renders it."""
+    people = [
+        Participant(
+            source="crm",
+            external_id=str(i),
+            name=f"Ada {i}",
+            language=language,
+            channels=[ChannelAddress(type=ChannelType.SLACK, address=f"U0{i}AAA")],
+        )
+        for i in range(2)
+    ]
+    data = IntroData(
+        proposal_id=uuid4(),
+        participants=people,
+        topics=[IntroTopic(topic="kites", relation=TopicRelation.SHARED)],
+        score=1.0,
+        reason="r",
+    )
+    intro = IntroRecord(
+        data.proposal_id, "double_opt_in", IntroState.INTRODUCED, data, "c", NOW, None
+    )
+    delivery = DeliveryRecord(
+        id=uuid4(),
+        proposal_id=intro.id,
+        kind=kind,
+        positions=(0,),
+        recipient_source="crm",
+        recipient_external_id="0",
+        channel="slack",
+        channel_index=0,
+        status="pending",
+        attempts=0,
+        generation=0,
+        not_before=NOW,
+    )
+    unsubscribe = LINKS.unsubscribe("crm", "0", NOW.timestamp())
+    return checkin_outgoing(
+        MessageRenderer(),
+        LINKS,
+        intro,
+        delivery,
+        ChannelType.SLACK,
+        "U00AAA",
+        unsubscribe,
+        NOW.timestamp(),
+    )
+
+
+def test_a_check_in_carries_four_buttons_with_its_links_tokens_and_keeps_its_footer() -> None:
+    out = _checkin()
+    blocks = blocks_for(out)
+    assert blocks is not None and [b["type"] for b in blocks] == ["section", "actions"]
+    links = out.payload["links"]
+    buttons = blocks[1]["elements"]
+    assert [(b["action_id"], b["text"]["text"]) for b in buttons] == [
+        ("roac.checkin_met", "We met"),
+        ("roac.checkin_not_yet", "Not yet"),
+        ("roac.checkin_didnt_happen", "It didn't happen"),
+        ("roac.checkin_not_for_me", "Not for me"),
+    ]
+    assert {b["action_id"] for b in buttons} == CHECKIN_ACTIONS
+    for button, key in zip(buttons, ["met", "not_yet", "didnt_happen", "not_for_me"], strict=True):
+        assert button["value"] == link_token(links[key])
+    assert KEYRING.verify(buttons[0]["value"], NOW.timestamp()).action is LinkAction.CHECKIN_MET
+    body = blocks[0]["text"]["text"]
+    assert links["met"] not in body and links["not_for_me"] not in body
+    # The footer stays in the message: unsubscribe and the person's preferences page.
+    assert links["unsubscribe"] in body and links["preferences"] in body
+
+
+def test_the_reminder_offers_no_second_not_yet_and_german_check_ins_get_german_buttons() -> None:
+    again = blocks_for(_checkin(DeliveryKind.CHECKIN_AGAIN))
+    assert again is not None
+    assert "roac.checkin_not_yet" not in [b["action_id"] for b in again[1]["elements"]]
+    german = blocks_for(_checkin(language="de"))
+    assert german is not None
+    assert [b["text"]["text"] for b in german[1]["elements"]] == [
+        "Wir haben uns getroffen",
+        "Noch nicht",
+        "Es hat nicht geklappt",
+        "Nicht für mich",
+    ]
+
+
+def test_a_check_in_click_is_answered_by_the_check_ins_and_the_message_shows_the_answer() -> None:
+    answers = FakeAnswers(AnswerResult(Outcome.ACCEPTED))
+    rate = LINKS.url(
+        LinkClaim(LinkAction.CHECKIN_RATE, "crm", "0", T + 3600, uuid4())  # the rating page
+    )
+    checkins = FakeCheckins(CheckinResult(Verdict.NOTED, CheckinState.MET, Reply.MET, rate))
+    client, responder, _, _ = _endpoint(answers, checkins=checkins)
+    out = _checkin()
+    blocks = blocks_for(out)
+    assert blocks is not None
+    posted = {"channel": "D0AAA", "text": out.rendered.chat[Style.SLACK], "blocks": blocks}
+    body = click_body(posted, "roac.checkin_met", "U00AAA", "https://hooks.slack.com/actions/2")
+    headers = signed_headers(body, timestamp=T, secret=SECRET)
+    assert client.post("/slack/interactivity", content=body, headers=headers).status_code == 200
+    # The same use case as the web link, with the button's token; the ask's use case untouched.
+    assert checkins.tokens == [link_token(out.payload["links"]["met"])] and answers.tokens == []
+    [(url, message)] = responder.sent
+    assert url == "https://hooks.slack.com/actions/2" and message["replace_original"] is True
+    assert "glad to hear it" in message["text"] and f"<{rate}|" in message["text"]
+    assert [b["type"] for b in message["blocks"]] == ["section", "context"]  # no buttons
+
+
+def test_every_check_in_outcome_has_words() -> None:
+    for reply in Reply:
+        text = si.checkin_answered_text(CheckinResult(Verdict.NOTED, None, reply))
+        assert text and "|" not in text
+    for outcome in [*Verdict, "invalid", "expired", "erased"]:
+        assert si.checkin_answered_text(CheckinResult(str(outcome)))

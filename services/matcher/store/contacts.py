@@ -10,7 +10,7 @@ holds the two side by side.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +33,27 @@ NOT_SNOOZED = "(c.snoozed_until IS NULL OR c.snoozed_until <= now())"
 # SQL: introductions of the contact row `c` within the rolling week (`Standing.recent_intros`).
 RECENT_INTROS = f"""(SELECT count(*) FROM matcher.proposal_participants pp
                     WHERE pp.contact_id = c.id AND pp.created_at > {WEEK_AGO})"""  # noqa: S608 (constant fragments, no input)
+
+# SQL: the contact row `c` is a person (neither erased nor merged into another) whom a pool's
+# selector takes in: every criterion given holds, within one any value ($1 tags, $2 sources of
+# an identity, $3 organizations in lower case; NULL: not given). Its arguments: `in_pool`.
+IN_POOL = """c.erased_at IS NULL AND c.merged_into IS NULL
+              AND ($1::text[] IS NULL OR c.tags && $1::text[])
+              AND ($2::text[] IS NULL OR EXISTS (
+                    SELECT 1 FROM matcher.identities i
+                    WHERE i.contact_id = c.id AND i.source = ANY($2::text[])))
+              AND ($3::text[] IS NULL OR lower(c.organization) = ANY($3::text[]))"""
+
+
+def in_pool(selector: Mapping[str, Sequence[str]]) -> tuple[str, list[list[str] | None]]:
+    """SQL: whom a pool's selector takes in (`IN_POOL`, on the contact row `c`), with the
+    arguments $1 to $3 of the statement it is used in. A round's members (`pool_members`) and
+    the console's preview (`Directory.pool_size`) both select with it, so they never differ."""
+    tags = list(selector.get("tags") or ()) or None
+    sources = list(selector.get("sources") or ()) or None
+    organizations = [o.casefold() for o in selector.get("organizations") or ()] or None
+    return IN_POOL, [tags, sources, organizations]
+
 
 # Lock contact rows ($1, ids) in id order, so writers cannot deadlock. NO KEY UPDATE: exclusive
 # among writers like this one, yet compatible with the KEY SHARE locks this transaction's own
@@ -299,34 +320,24 @@ class ContactRecords:
             )
         return row is not None
 
-    # Erasure
+    # Pools
 
-    async def pool_members(self, selector: dict[str, list[str]]) -> list[MemberRow]:
-        """Contacts the pool's selector takes in (every listed criterion must hold; within one,
-        any value), the opted-out and unreachable too: a round lists them as left out, with
-        the reason (`round_planning.unavailable_reason`)."""
-        tags = selector.get("tags") or None
-        sources = selector.get("sources") or None
-        organizations = [o.casefold() for o in selector.get("organizations") or []] or None
+    async def pool_members(self, selector: Mapping[str, Sequence[str]]) -> list[MemberRow]:
+        """People the pool's selector takes in (`in_pool`), the opted-out and unreachable too:
+        a round lists them as left out, with the reason (`round_planning.unavailable_reason`)."""
+        selected, arguments = in_pool(selector)
         rows = await self._conn.fetch(
-            """
+            f"""
             SELECT c.id, c.organization, c.timezone, c.snoozed_until, c.opted_out,
                    c.deliverable,
                    -- the newest proposal: one backward step on (contact_id, created_at)
                    (SELECT max(pp.created_at) FROM matcher.proposal_participants pp
                     WHERE pp.contact_id = c.id) AS last_introduced_at
             FROM matcher.contacts c
-            WHERE c.erased_at IS NULL
-              AND ($1::text[] IS NULL OR c.tags && $1::text[])
-              AND ($2::text[] IS NULL OR EXISTS (
-                    SELECT 1 FROM matcher.identities i
-                    WHERE i.contact_id = c.id AND i.source = ANY($2::text[])))
-              AND ($3::text[] IS NULL OR lower(c.organization) = ANY($3::text[]))
+            WHERE {selected}
             ORDER BY c.id
-            """,
-            tags,
-            sources,
-            organizations,
+            """,  # noqa: S608 (constant fragments, no input)
+            *arguments,
         )
         return [
             MemberRow(

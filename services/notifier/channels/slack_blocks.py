@@ -1,5 +1,7 @@
 """Block Kit for Slack app mode: an ask with two buttons, *Yes, introduce me* and *No, thanks*,
-answered inside Slack (services/notifier/slack_routes.py). Plain Python, no I/O.
+and a check-in ("did you meet?") with four, *We met*, *Not yet* (not in the reminder after a
+"not yet"), *It didn't happen* and *Not for me*, answered inside Slack
+(services/notifier/slack_routes.py). Plain Python, no I/O.
 
 Each button's `value` is the signed link token the ask's web link carries (services/notifier/
 links.py), so a click is answered exactly as the link is, and no new secret exists for it: the
@@ -27,6 +29,15 @@ ACTIONS_BLOCK_ID = "roac.answer"
 ACCEPT_ACTION = "roac.accept"
 DECLINE_ACTION = "roac.decline"
 ANSWER_ACTIONS = frozenset({ACCEPT_ACTION, DECLINE_ACTION})
+# A check-in's buttons: the key of its link in the message's `links`, its action, its label
+# when the message gives none, its style.
+CHECKIN_BUTTONS = (
+    ("met", "roac.checkin_met", "We met", "primary"),
+    ("not_yet", "roac.checkin_not_yet", "Not yet", None),
+    ("didnt_happen", "roac.checkin_didnt_happen", "It didn't happen", None),
+    ("not_for_me", "roac.checkin_not_for_me", "Not for me", None),
+)
+CHECKIN_ACTIONS = frozenset(action for _, action, _, _ in CHECKIN_BUTTONS)
 
 SECTION_MAX_CHARS = 3000
 BUTTON_VALUE_MAX_CHARS = 2000
@@ -63,15 +74,18 @@ def _button(action_id: str, label: str, token: str, style: str | None) -> dict[s
     return button
 
 
-def ask_blocks(text: str, accept_url: str, decline_url: str) -> list[dict[str, Any]] | None:
-    """The blocks of an ask whose Slack text is `text`: the message without the line of answer
-    links, then the two buttons; None when the links are not roac's or a limit is exceeded."""
-    accept, decline = link_token(accept_url), link_token(decline_url)
-    if not accept or not decline or max(len(accept), len(decline)) > BUTTON_VALUE_MAX_CHARS:
+def answer_blocks(
+    text: str, buttons: list[tuple[str, str, str, str | None]]
+) -> list[dict[str, Any]] | None:
+    """The blocks of a message whose Slack text is `text`: the message without its lines of
+    answer links, then one button per (action, link URL, default label, style), each carrying
+    its link's token and labelled as the link is; None when a link is not roac's or a limit is
+    exceeded."""
+    tokens = [link_token(url) for _, url, _, _ in buttons]
+    if not buttons or any(not t or len(t) > BUTTON_VALUE_MAX_CHARS for t in tokens):
         return None
-    lines = [
-        line for line in text.splitlines() if accept_url not in line and decline_url not in line
-    ]
+    urls = [url for _, url, _, _ in buttons]
+    lines = [line for line in text.splitlines() if not any(url in line for url in urls)]
     body = "\n".join(lines).strip() or text
     if len(body) > SECTION_MAX_CHARS:
         return None
@@ -85,21 +99,47 @@ def ask_blocks(text: str, accept_url: str, decline_url: str) -> list[dict[str, A
             "type": "actions",
             "block_id": ACTIONS_BLOCK_ID,
             "elements": [
-                _button(
-                    ACCEPT_ACTION, _label(text, accept_url, "Yes, introduce me"), accept, "primary"
-                ),
-                _button(DECLINE_ACTION, _label(text, decline_url, "No, thanks"), decline, None),
+                _button(action, _label(text, url, default), str(token), style)
+                for (action, url, default, style), token in zip(buttons, tokens, strict=True)
             ],
         },
     ]
 
 
+def ask_blocks(text: str, accept_url: str, decline_url: str) -> list[dict[str, Any]] | None:
+    """The blocks of an ask: its text without the line of answer links, then the two buttons."""
+    return answer_blocks(
+        text,
+        [
+            (ACCEPT_ACTION, accept_url, "Yes, introduce me", "primary"),
+            (DECLINE_ACTION, decline_url, "No, thanks", None),
+        ],
+    )
+
+
+def checkin_blocks(text: str, links: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The blocks of a check-in: its text without the answer links, then a button per answer
+    the message offers (the reminder after a "not yet" offers no second "not yet")."""
+    buttons = [
+        (action, links[key], default, style)
+        for key, action, default, style in CHECKIN_BUTTONS
+        if isinstance(links.get(key), str) and links[key] in text
+    ]
+    if not any(action == CHECKIN_BUTTONS[0][1] for action, _, _, _ in buttons):
+        return None
+    return answer_blocks(text, buttons)
+
+
 def blocks_for(out: Outgoing) -> list[dict[str, Any]] | None:
-    """The blocks of a message to one person, or None for a plain message: only asks carry
-    buttons (a group DM is an introduction, which has nothing to answer)."""
-    if out.kind is not DeliveryKind.ASK or out.group:
+    """The blocks of a message to one person, or None for a plain message: only asks and
+    check-ins carry buttons (a group DM is an introduction, which has nothing to answer)."""
+    if out.group:
         return None
     links = out.payload.get("links") or {}
+    if out.kind in (DeliveryKind.CHECKIN, DeliveryKind.CHECKIN_AGAIN):
+        return checkin_blocks(out.rendered.chat[Style.SLACK], links)
+    if out.kind is not DeliveryKind.ASK:
+        return None
     accept, decline = links.get("accept"), links.get("decline")
     if not isinstance(accept, str) or not isinstance(decline, str):
         return None

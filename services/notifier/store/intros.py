@@ -77,6 +77,11 @@ class IntroStore:
         )
         return intro_row(row) if row else None
 
+    async def get(self, intro_id: UUID) -> IntroRecord | None:
+        """Read without a lock (the language of a link's page)."""
+        row = await self._conn.fetchrow("SELECT * FROM notifier.intros WHERE id = $1", intro_id)
+        return intro_row(row) if row else None
+
     async def lock_many(self, intro_ids: Iterable[UUID]) -> None:
         """Lock introductions (in id order) before their deliveries' results are written: the
         lock order, and what makes two groups finishing one introduction see each other."""
