@@ -19,11 +19,19 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
+from services.matcher.cron import parse_cron
 from services.matcher.feedback import Feedback, FeedbackOutcome, UnknownProposal
 from services.matcher.rounds import PoolNotFound, PoolSpec, Rounds
-from services.matcher.schedules import MAX_EVERY_WEEKS, WeeklySchedule, wall_time
+from services.matcher.schedules import (
+    MAX_EVERY_WEEKS,
+    CronSchedule,
+    Schedule,
+    schedule_from_json,
+    wall_time,
+)
 from services.matcher.store.rows import PoolRow, RoundRow
 from shared.authorization import requires
 from shared.events import SourceName, TagName, TimezoneName
@@ -55,20 +63,36 @@ class PoolRules(BaseModel):
     same_timezone: RuleLevelName = "off"
 
 
-def _check_at(value: str) -> str:
-    wall_time(value)  # "HH:MM", 00:00 to 23:59
+def _check_at(value: str | None) -> str | None:
+    if value is not None:
+        wall_time(value)  # "HH:MM", 00:00 to 23:59
     return value
 
 
+def _check_cron(value: str | None) -> str | None:
+    if value is not None:
+        parse_cron(value)  # a ValueError naming the field of the expression that is wrong
+    return value
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class ScheduleIn(BaseModel):
-    """Rounds on these weekdays at this local time (kept across daylight-saving changes)."""
+    """Rounds on these weekdays at this local time, or at the slots of a cron expression on the
+    same local clock (kept across daylight-saving changes)."""
 
     model_config = ConfigDict(extra="forbid")
-    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        min_length=1, max_length=7, examples=[["mon"]]
+    # Absent from an answer rather than null: a schedule is one kind or the other.
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(
+        default=None, min_length=1, max_length=7, examples=[["mon"]], exclude_if=_absent
     )
-    at: Annotated[str, AfterValidator(_check_at)] = Field(
-        description="Local time of day, HH:MM (24-hour)", examples=["09:00"]
+    at: Annotated[str | None, AfterValidator(_check_at)] = Field(
+        default=None,
+        description="Local time of day, HH:MM (24-hour)",
+        examples=["09:00"],
+        exclude_if=_absent,
     )
     timezone: TimezoneName = Field(examples=["Europe/Berlin"])
     every_weeks: int = Field(default=1, ge=1, le=MAX_EVERY_WEEKS, description="2: every other")
@@ -77,6 +101,36 @@ class ScheduleIn(BaseModel):
         description="The first local date a round may run; every_weeks counts weeks from its "
         "week. Default: the date of the first slot after the pool is saved",
     )
+    cron: Annotated[str | None, AfterValidator(_check_cron), SINGLE_LINE] = Field(
+        default=None,
+        max_length=200,
+        description="Instead of weekdays and at: a five-field cron expression (minute hour "
+        "day-of-month month day-of-week, names allowed) read on the local clock of `timezone`",
+        examples=["0 9 * * mon", "30 8 1-7 * *"],
+        exclude_if=_absent,
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_alone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if info.data.get("weekdays") is not None or info.data.get("at") is not None:
+            raise ValueError("a schedule has weekdays and at, or cron, not both")
+        if info.data.get("every_weeks", 1) != 1 or info.data.get("starting") is not None:
+            raise ValueError("every_weeks and starting are for weekdays and at, not cron")
+        if "timezone" in info.data:
+            CronSchedule(value, info.data["timezone"])  # refused when it never runs
+        return value
+
+    @model_validator(mode="after")
+    def _weekly_or_cron(self) -> ScheduleIn:
+        if self.cron is None and (self.weekdays is None or self.at is None):
+            raise ValueError("a schedule needs weekdays and at (or a cron expression)")
+        return self
+
+    def to_schedule(self) -> Schedule:
+        return schedule_from_json(self.model_dump(mode="json", exclude_none=True))
 
 
 class PoolIn(BaseModel):
@@ -94,7 +148,9 @@ class PoolIn(BaseModel):
         "at once; null: never (or on `schedule`)",
     )
     schedule: ScheduleIn | None = Field(
-        default=None, description="Run rounds on weekdays at a local time; not with every_seconds"
+        default=None,
+        description="Run rounds on weekdays at a local time, or on a cron expression; not with "
+        "every_seconds",
     )
     checkin_after_days: int | None = Field(
         default=None,
@@ -223,9 +279,7 @@ async def save_pool(body: PoolIn, request: Request, response: Response) -> PoolO
             rules=body.rules.model_dump(),
             every_seconds=body.every_seconds,
             checkin_after_days=body.checkin_after_days,
-            schedule=WeeklySchedule.from_json(body.schedule.model_dump(mode="json"))
-            if body.schedule
-            else None,
+            schedule=body.schedule.to_schedule() if body.schedule else None,
         )
     )
     response.status_code = 201 if created else 200

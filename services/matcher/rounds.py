@@ -36,7 +36,14 @@ from services.matcher.round_planning import (
     RoundPlan,
     plan_round,
 )
-from services.matcher.schedules import WeeklySchedule, anchored, first_round_at, round_after
+from services.matcher.schedules import (
+    Schedule,
+    WeeklySchedule,
+    anchored,
+    first_round_at,
+    round_after,
+    schedule_from_json,
+)
 from services.matcher.scoring import decayed, pair_key, topic_stats
 from services.matcher.store.rows import PoolRow, ProposalRow, RoundRow, ScheduledRound
 from shared.outbox import EncodedEvent
@@ -75,7 +82,7 @@ class PoolSpec:
     serendipity: float = 0.0
     rules: dict[str, str] = field(default_factory=dict)
     every_seconds: int | None = None
-    schedule: WeeklySchedule | None = None
+    schedule: Schedule | None = None
     checkin_after_days: int | None = None
 
 
@@ -86,8 +93,8 @@ def rules_of(pool_rules: dict[str, str], cap_per_week: int) -> Rules:
         raise InvalidPool(str(exc)) from exc
 
 
-def schedule_of(pool: PoolRow) -> WeeklySchedule | None:
-    return WeeklySchedule.from_json(pool.schedule) if pool.schedule else None
+def schedule_of(pool: PoolRow) -> Schedule | None:
+    return schedule_from_json(pool.schedule) if pool.schedule else None
 
 
 class Rounds:
@@ -399,7 +406,11 @@ def _same_schedule(old: PoolRow, spec: PoolSpec) -> bool:
     if stored is None or spec.schedule is None:
         return stored is None and spec.schedule is None
     wanted = spec.schedule
-    if wanted.starting is None:
+    if (
+        isinstance(wanted, WeeklySchedule)
+        and isinstance(stored, WeeklySchedule)
+        and wanted.starting is None
+    ):
         wanted = dataclasses.replace(wanted, starting=stored.starting)
     return wanted == stored
 

@@ -1,5 +1,6 @@
 """When a pool's rounds come due: weekday-and-time schedules in a time zone ("Mondays at 09:00
-Europe/Berlin", "every other Monday at 10:00"), and the older fixed interval (`every_seconds`).
+Europe/Berlin", "every other Monday at 10:00"), cron expressions on the same local wall clock
+("0 9 1-7 * mon": services/matcher/cron.py), and the older fixed interval (`every_seconds`).
 
 Pure (no I/O, no clock: the caller passes the time), so the calendar rules are tested in a
 table without a database (tests/unit/test_schedules.py). People think in their local wall
@@ -17,6 +18,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from services.matcher.cron import CronExpression, parse_cron
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_EVERY_WEEKS = 52
@@ -88,6 +91,65 @@ class WeeklySchedule:
         }
 
 
+@dataclass(frozen=True)
+class CronSchedule:
+    """Rounds at the slots of a cron expression read on the local wall clock of `timezone`
+    (services/matcher/cron.py has the grammar). An expression with no slot in eight years
+    (February 30th) is refused."""
+
+    cron: str
+    timezone: str
+
+    def __post_init__(self) -> None:
+        zone(self.timezone)
+        expression = _expression(self.cron)
+        # Stored as written by the grammar (fields split by one space), so equal schedules
+        # compare equal whatever spacing they came with.
+        object.__setattr__(self, "cron", expression.text)
+        if _next_cron_slot(expression, zone(self.timezone), NEVER_CHECK_FROM) is None:
+            raise ValueError(f"the cron expression {self.cron!r} never runs")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CronSchedule:
+        return cls(cron=data["cron"], timezone=data["timezone"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cron": self.cron, "timezone": self.timezone}
+
+
+Schedule = WeeklySchedule | CronSchedule
+# A cron expression's slots repeat within 8 years (a February 29th on a given weekday: 28, but
+# then another day field matches); none in that span means none ever.
+CRON_SEARCH_DAYS = 8 * 366 + 2
+NEVER_CHECK_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def schedule_from_json(data: dict[str, Any]) -> Schedule:
+    """A stored or requested schedule: a cron one when it has `cron`, else a weekly one."""
+    if "cron" in data:
+        return CronSchedule.from_json(data)
+    return WeeklySchedule.from_json(data)
+
+
+@lru_cache(maxsize=256)
+def _expression(text: str) -> CronExpression:
+    return parse_cron(text)
+
+
+def _next_cron_slot(expression: CronExpression, tz: ZoneInfo, after: datetime) -> datetime | None:
+    # A day early: a skipped or repeated hour can put a local day's slot before `after`'s day.
+    day = after.astimezone(tz).date() - timedelta(days=1)
+    for _ in range(CRON_SEARCH_DAYS):
+        if expression.matches_day(day):
+            for hour in expression.hours:
+                for minute in expression.minutes:
+                    slot = local_instant(day, time(hour, minute), tz)
+                    if slot > after:
+                        return slot
+        day += timedelta(days=1)
+    return None
+
+
 def _monday(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
@@ -117,22 +179,28 @@ def _wall(instant: datetime, tz: ZoneInfo) -> datetime:
     return instant.astimezone(tz).replace(tzinfo=None)
 
 
-def anchored(schedule: WeeklySchedule, saved_at: datetime) -> WeeklySchedule:
+def anchored(schedule: Schedule, saved_at: datetime) -> Schedule:
     """The schedule with its `starting` week fixed: the week of its first slot after
-    `saved_at` (a schedule that already has one is returned as it is)."""
-    if schedule.starting is not None:
+    `saved_at` (a schedule that already has one, or a cron one, is returned as it is)."""
+    if isinstance(schedule, CronSchedule) or schedule.starting is not None:
         return schedule
     weekly = replace(schedule, every_weeks=1, starting=saved_at.date() - timedelta(days=2))
     first = next_run(weekly, saved_at)
     return replace(schedule, starting=first.astimezone(zone(schedule.timezone)).date())
 
 
-def next_run(schedule: WeeklySchedule, after: datetime) -> datetime:
+def next_run(schedule: Schedule, after: datetime) -> datetime:
     """The schedule's first slot strictly after `after` (timezone-aware), in UTC."""
     if after.tzinfo is None:
         raise ValueError("after must be timezone-aware")
+    if isinstance(schedule, CronSchedule):
+        slot = _next_cron_slot(_expression(schedule.cron), zone(schedule.timezone), after)
+        if slot is None:  # refused when built; kept for a row written by hand
+            raise ValueError(f"the cron expression {schedule.cron!r} never runs")
+        return slot
     if schedule.starting is None:
         schedule = anchored(schedule, after)
+        assert isinstance(schedule, WeeklySchedule)
     assert schedule.starting is not None
     tz = zone(schedule.timezone)
     anchor = _monday(schedule.starting)
@@ -150,7 +218,7 @@ def next_run(schedule: WeeklySchedule, after: datetime) -> datetime:
 
 
 def first_round_at(
-    every_seconds: int | None, schedule: WeeklySchedule | None, saved_at: datetime
+    every_seconds: int | None, schedule: Schedule | None, saved_at: datetime
 ) -> datetime | None:
     """When a newly saved schedule's first round is due: its first slot after `saved_at`. An
     interval's slots start when it is saved, so its first round is due at once."""
@@ -163,7 +231,7 @@ def first_round_at(
 
 def round_after(
     every_seconds: int | None,
-    schedule: WeeklySchedule | None,
+    schedule: Schedule | None,
     due_at: datetime,
     now: datetime,
 ) -> datetime | None:

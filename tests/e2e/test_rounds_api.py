@@ -225,3 +225,31 @@ def test_a_resource_reaches_the_interested_by_email_once(stack: Stack) -> None:
     time.sleep(1.0)
     assert [len(resource_mails(p)) for p in people] == [1, 1, 0, 0]
     assert "Mosses <of> the world" in resource_mails(people[0])[0]
+
+
+def test_a_pool_on_a_cron_schedule_over_http(stack: Stack) -> None:
+    """A cron expression is read on the pool's local clock: its next round is shown in the
+    pools list; a bad expression gets a 422 naming the field and what is wrong."""
+    run = run_id()
+    berlin = ZoneInfo("Europe/Berlin")
+    schedule = {"cron": "0 9 * * mon", "timezone": "Europe/Berlin"}
+    with _matcher(stack) as matcher:
+        saved_at = datetime.now(UTC)
+        created = matcher.post("/v1/pools", json={"name": f"c{run}", "schedule": schedule})
+        assert created.status_code == 201, created.text
+        body = created.json()
+        assert body["schedule"]["cron"] == "0 9 * * mon" and "weekdays" not in body["schedule"]
+        next_at = datetime.fromisoformat(body["next_round_at"])
+        assert saved_at < next_at <= saved_at + timedelta(days=7)
+        local = next_at.astimezone(berlin)
+        assert (local.weekday(), local.hour, local.minute) == (0, 9, 0)
+        listed = {p["name"]: p for p in matcher.get("/v1/pools").json()["pools"]}
+        assert listed[f"c{run}"]["next_round_at"] == body["next_round_at"]
+
+        bad = matcher.post(
+            "/v1/pools",
+            json={"name": f"b{run}", "schedule": {"cron": "0 9 * * funday", "timezone": "UTC"}},
+        )
+        assert bad.status_code == 422
+        [error] = bad.json()["errors"]
+        assert error["field"] == "schedule.cron" and "day of week 'funday'" in error["message"]
