@@ -9,13 +9,14 @@ one and page one thousand."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from services.matcher.store.contacts import reachable
+from services.matcher.store.contacts import in_pool, reachable
 
 # Longest search text: a topic or a name, not a document.
 MAX_QUERY = 200
@@ -93,26 +94,14 @@ class Directory:
             )
         return dict(row) if row is not None else None
 
-    async def pool_size(self, selector: dict[str, list[str]]) -> int:
-        """How many reachable, not opted-out people the selector takes in (as a round would)."""
-        tags = selector.get("tags") or None
-        sources = selector.get("sources") or None
-        organizations = [o.casefold() for o in selector.get("organizations") or []] or None
+    async def pool_size(self, selector: Mapping[str, Sequence[str]]) -> int:
+        """How many reachable, not opted-out people the selector takes in: those of a round's
+        members (`ContactRecords.pool_members`, the same `in_pool`) a round may place."""
+        selected, arguments = in_pool(selector)
         async with self._pool.acquire() as conn:
             count = await conn.fetchval(
-                f"""
-                SELECT count(*) FROM matcher.contacts c
-                WHERE {reachable("c")} AND c.merged_into IS NULL
-                  AND c.erased_at IS NULL
-                  AND ($1::text[] IS NULL OR c.tags && $1::text[])
-                  AND ($2::text[] IS NULL OR EXISTS (
-                        SELECT 1 FROM matcher.identities i
-                        WHERE i.contact_id = c.id AND i.source = ANY($2::text[])))
-                  AND ($3::text[] IS NULL OR lower(c.organization) = ANY($3::text[]))
-                """,  # noqa: S608 (constant fragments, no input)
-                tags,
-                sources,
-                organizations,
+                f"SELECT count(*) FROM matcher.contacts c WHERE {selected} AND {reachable('c')}",  # noqa: S608 (constant fragments, no input)
+                *arguments,
             )
         return int(count)
 
