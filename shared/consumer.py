@@ -1,5 +1,10 @@
 """The one policy every roac consumer applies to an incoming AMQP message.
 
+A subscriber declares the body it takes (`batch: DecodedBatch`, documented as an `EventBatch` in
+the AsyncAPI document) and decodes it with `decode_event_batch`: the body is parsed by pydantic
+once, in the decoder, and a body that does not parse reaches the handler as an `UnreadableBody`
+rather than a framework error, so that it is parked by the policy below.
+
 - A body that is not a valid `EventBatch` is rejected: it goes straight to the queue's
   dead-letter queue, parked with RabbitMQ's `x-death` record, and the consumer moves on. A body
   of several events of which only some are invalid (`{"events": [...]}`, one introduction with
@@ -32,14 +37,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiormq.exceptions
 import asyncpg
 from faststream.exceptions import NackMessage, RejectMessage
+from faststream.message import StreamMessage
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
-from pydantic import TypeAdapter, ValidationError
+from pydantic import SkipValidation, TypeAdapter, ValidationError
 
 from shared.errors import TransientError
 from shared.events import EVENT_TYPES, Event, EventBatch, decode_batch, encode_batch
@@ -125,6 +131,33 @@ class QueueParker:
         )
 
 
+@dataclass(frozen=True)
+class UnreadableBody:
+    """A body that is not a valid `EventBatch`, as the decoder found it: `handle_message` parks
+    it (whole, or its invalid events alone)."""
+
+    body: bytes
+    error: ValidationError
+
+
+if TYPE_CHECKING:
+    DecodedBatch = EventBatch | UnreadableBody
+else:
+    # What a subscriber's handler declares. FastStream documents the annotation (an
+    # EventBatch: the contract) and, told to skip validation, hands over what the decoder made
+    # of the body as it is: parsed once, and an unreadable body kept for the parking policy
+    # instead of failing in FastStream's argument validation.
+    DecodedBatch = SkipValidation[EventBatch]
+
+
+async def decode_event_batch(message: StreamMessage[Any]) -> EventBatch | UnreadableBody:
+    """FastStream decoder of an `EventBatch` body (see the module's docstring)."""
+    try:
+        return decode_batch(message.body)
+    except ValidationError as exc:
+        return UnreadableBody(message.body, exc)
+
+
 def _delivery_count(message: RabbitMessage) -> int:
     value = (message.raw_message.headers or {}).get("x-delivery-count", 0)
     return value if isinstance(value, int) else 0
@@ -138,26 +171,33 @@ async def handle_message(
     apply: Callable[[EventBatch], Awaitable[None]],
     apply_item: Apply | None = None,
     parker: Parker | None = None,
+    decoded: EventBatch | UnreadableBody | None = None,
 ) -> None:
-    """Decode the body, run `apply`, and translate the outcome into ack, requeue or reject.
+    """Run `apply` on the message's batch, and translate the outcome into ack, requeue or
+    reject.
 
-    With a `parker`, a message of several events that fails for a non-transient reason is
-    split: `apply_item` (default `apply`; the matcher passes its service, not its coalescer)
-    applies the good events, the parker parks each bad one alone."""
+    `decoded` is what `decode_event_batch` made of the body; without it (a subscriber that
+    skips decoding) the body is decoded here. With a `parker`, a message of several events that
+    fails for a non-transient reason is split: `apply_item` (default `apply`; the matcher passes
+    its service, not its coalescer) applies the good events, the parker parks each bad one
+    alone."""
     started = time.perf_counter()
     message_id = message.message_id
     invalid: list[ParkedItem] = []
-    try:
-        batch = decode_batch(message.body)
-    except ValidationError as exc:
-        split = _split_body(message.body) if parker is not None else None
+    if decoded is None:
+        decoded = await decode_event_batch(message)
+    if isinstance(decoded, UnreadableBody):
+        split = _split_body(decoded.body) if parker is not None else None
         if split is None:
             # Field locations and error types only: the input values may hold personal data.
-            problems = [(".".join(map(str, e["loc"])), e["type"]) for e in exc.errors()[:5]]
+            errors = decoded.error.errors()[:5]
+            problems = [(".".join(map(str, e["loc"])), e["type"]) for e in errors]
             log.error("parking malformed message %s from %s: %s", message_id, queue, problems)
             MESSAGES_HANDLED.labels(service, queue, "rejected").inc()
-            raise RejectMessage() from exc
+            raise RejectMessage() from decoded.error
         batch, invalid = split
+    else:
+        batch = decoded
     correlation_id.set(batch.events[0].correlation_id if batch.events else None)
     failed: list[ParkedItem] = []
     try:
@@ -335,6 +375,6 @@ def _text(value: object) -> str | None:
 
 
 async def skip_decoding(message: object) -> None:
-    """FastStream decoder that leaves the body alone: `handle_message` parses it itself, so a
-    malformed body is rejected by roac's policy rather than by a framework error path."""
+    """FastStream decoder that leaves the body alone, for a handler that takes the raw message
+    (ingest's ingress, whose bodies its own validation reads by routing key)."""
     return None

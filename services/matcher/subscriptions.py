@@ -1,12 +1,19 @@
-"""The matcher's subscription to its queue: each message goes through the consumer policy
-(ack, requeue, park) to the use case, `MatcherService.apply`."""
+"""The matcher's subscription to its queue: each message, decoded into the `EventBatch` its
+handler declares (which FastStream documents), goes through the consumer policy (ack, requeue,
+park) to the use case, `MatcherService.apply`."""
 
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.matcher.service import MatcherService
 from shared.coalescing import Coalescer
-from shared.consumer import TRANSIENT_ERRORS, QueueParker, handle_message, skip_decoding
+from shared.consumer import (
+    TRANSIENT_ERRORS,
+    DecodedBatch,
+    QueueParker,
+    decode_event_batch,
+    handle_message,
+)
 from shared.topology import MATCHER_QUEUE
 
 
@@ -19,13 +26,14 @@ def register(broker: RabbitBroker, service: MatcherService) -> None:
 
     @broker.subscriber(
         MATCHER_QUEUE.rabbit_queue(declare=False),
-        decoder=skip_decoding,
+        decoder=decode_event_batch,
         title="matcher",
         description="Contacts, interests and delivery outcomes, applied to the matcher's store.",
     )
-    async def on_event_batch(message: RabbitMessage) -> None:
+    async def on_event_batch(batch: DecodedBatch, message: RabbitMessage) -> None:
         await handle_message(
             message,
+            decoded=batch,
             service="matcher",
             queue=MATCHER_QUEUE.name,
             apply=coalescer.apply,

@@ -1,5 +1,6 @@
 """The notifier's subscriptions: which queue feeds which use case (by event type), each message
-handed to the consumer policy (shared/consumer.py) with it."""
+decoded into the `EventBatch` its handler declares (which FastStream documents) and handed to
+the consumer policy (shared/consumer.py) with it."""
 
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -10,7 +11,7 @@ from services.notifier.deliveries import DeliveryWorker
 from services.notifier.people import PeopleRequests
 from services.notifier.proposals import ProposalIntake
 from services.notifier.resources import ResourceIntake
-from shared.consumer import QueueParker, handle_message, skip_decoding
+from shared.consumer import DecodedBatch, QueueParker, decode_event_batch, handle_message
 from shared.events import EventBatch
 from shared.topology import DELIVERY_QUEUE, NOTIFIER_QUEUE
 
@@ -55,15 +56,16 @@ def register(
 
     @broker.subscriber(
         NOTIFIER_QUEUE.rabbit_queue(declare=False),
-        decoder=skip_decoding,
+        decoder=decode_event_batch,
         title="notifier",
         description="Proposed introductions and resources: recorded, and their first messages "
         "scheduled; opt-outs and erasures: nothing more sent to or about the person; merges: an "
         "open introduction of a person to themselves withdrawn.",
     )
-    async def on_proposal_batch(message: RabbitMessage) -> None:
+    async def on_proposal_batch(batch: DecodedBatch, message: RabbitMessage) -> None:
         await handle_message(
             message,
+            decoded=batch,
             service="notifier",
             queue=NOTIFIER_QUEUE.name,
             apply=apply_proposal,
@@ -72,13 +74,14 @@ def register(
 
     @broker.subscriber(
         DELIVERY_QUEUE.rabbit_queue(declare=False),
-        decoder=skip_decoding,
+        decoder=decode_event_batch,
         title="notifier.deliveries",
         description="One job per delivery attempt (retries come back through the delay queues).",
     )
-    async def on_delivery_job(message: RabbitMessage) -> None:
+    async def on_delivery_job(batch: DecodedBatch, message: RabbitMessage) -> None:
         await handle_message(
             message,
+            decoded=batch,
             service="notifier",
             queue=DELIVERY_QUEUE.name,
             apply=deliveries.apply,
