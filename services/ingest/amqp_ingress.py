@@ -38,7 +38,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.ingest.batch_triage import triage
 from services.ingest.metrics import INGRESS_MESSAGES
-from services.ingest.publishing import Intake, Keyed, Publisher, PublishFailed, correlation_id_from
+from services.ingest.publishing import (
+    Intake,
+    Keyed,
+    Origin,
+    Publisher,
+    PublishFailed,
+    correlation_id_from,
+)
 from services.ingest.schemas import (
     ContactBatch,
     ContactsBody,
@@ -96,16 +103,14 @@ class IngressMessage:
     delivery_count: int = 0  # quorum queues count earlier deliveries in x-delivery-count
 
 
-@dataclass(frozen=True)
-class Valid:
-    """Items to turn into events, and everything the intake needs to do so."""
+@dataclass(frozen=True, kw_only=True)
+class Valid(Origin):
+    """A message's items, all of its routing key's kind, and who sent it and how (`Origin`:
+    what the intake gives each of their events)."""
 
-    contacts: Sequence[ContactData]
-    interests: Sequence[InterestData]
-    integration: str
-    correlation_id: str
-    keyed: Keyed
-    bulk: bool
+    keyed: Keyed  # always: from the message's id (`ingress_key`)
+    contacts: Sequence[ContactData] = ()
+    interests: Sequence[InterestData] = ()
     # Routing key `interests.withdraw`: what DELETE /v1/interests/... does, item by item.
     withdrawals: Sequence[InterestWithdrawalData] = ()
 
@@ -227,7 +232,9 @@ def examine(
             ingress_key(message.routing_key, message.message_id),
             hashlib.sha256(message.body).digest(),
         ),
-        bulk=_flag(message.headers.get(BULK_HEADER)),
+        # A withdrawal adds nobody to match, so it is never bulk (as over HTTP).
+        bulk=_flag(message.headers.get(BULK_HEADER))
+        and message.routing_key != INGRESS_WITHDRAW_INTERESTS,
         withdrawals=[i for i in items if isinstance(i, InterestWithdrawalData)],
     )
 
@@ -358,27 +365,7 @@ class Ingress:
         return outcome
 
     async def _accept(self, valid: Valid) -> None:
-        # A message is one routing key's body, so exactly one of the three holds items.
-        if valid.contacts:
-            await self._intake.accept_contacts(
-                valid.contacts,
-                correlation_id=valid.correlation_id,
-                integration=valid.integration,
-                keyed=valid.keyed,
-                bulk=valid.bulk,
-            )
-        if valid.interests:
-            await self._intake.accept_interests(
-                valid.interests,
-                correlation_id=valid.correlation_id,
-                integration=valid.integration,
-                keyed=valid.keyed,
-                bulk=valid.bulk,
-            )
-        if valid.withdrawals:
-            await self._intake.accept_withdrawals(
-                valid.withdrawals,
-                correlation_id=valid.correlation_id,
-                integration=valid.integration,
-                keyed=valid.keyed,
-            )
+        # A message is one routing key's body: items of one kind, at least one (the schemas').
+        items = valid.contacts or valid.interests or valid.withdrawals
+        if items:
+            await self._intake.accept_batch(items, valid)

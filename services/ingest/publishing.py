@@ -9,13 +9,13 @@ RabbitMQ confirmed it (202) or nothing was published (503, safe to retry). (A ba
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID, uuid4
 
-from services.ingest.idempotency import Verdict, event_id, event_ids
+from services.ingest.idempotency import Verdict, event_ids
 from services.ingest.metrics import EVENTS_ACCEPTED
 from services.ingest.schemas import Accepted, BatchAccepted, RejectedItem
 from shared.events import (
@@ -73,6 +73,18 @@ class Keyed:
     fingerprint: bytes
 
 
+@dataclass(frozen=True, kw_only=True)
+class Origin:
+    """Who sent a request and how: what every event of it carries besides its item. The HTTP
+    routes and the AMQP ingress each read it from what they receive."""
+
+    correlation_id: str
+    integration: str
+    keyed: Keyed | None = None
+    # From a bulk import (X-Roac-Bulk, the ingress' x-roac-bulk): applied, introducing nobody.
+    bulk: bool = False
+
+
 A = TypeVar("A", bound=Accepted)
 
 
@@ -82,39 +94,16 @@ class Answer(Generic[A]):
     replayed: bool = False
 
 
-class _Batch:
-    """What every event of one batch request carries besides its item."""
-
-    def __init__(
-        self,
-        correlation_id: str,
-        integration: str,
-        keyed: Keyed | None,
-        bulk: bool,
-        indexes: Sequence[int] | None,
-        count: int,
-    ) -> None:
-        self.correlation_id = correlation_id
-        self.integration = integration
-        self.keyed = keyed
-        self.bulk = bulk
-        self.positions = list(indexes) if indexes is not None else list(range(count))
-
-    def fields(self) -> list[dict[str, Any]]:
-        """The envelope fields of each item's event, in order."""
-        # One request is one moment: its events share the time they were accepted.
-        now = datetime.now(UTC)
-        return [
-            {
-                "message_id": message_id,
-                "occurred_at": now,
-                "source": "ingest",
-                "correlation_id": self.correlation_id,
-                "integration": self.integration,
-                "bulk": self.bulk,
-            }
-            for message_id in _event_ids(self.integration, self.keyed, self.positions)
-        ]
+# What one request can hold: items of one kind, each the data of one event.
+BatchItems = Sequence[ContactData] | Sequence[InterestData] | Sequence[InterestWithdrawalData]
+# The event each kind of item becomes.
+_EVENT_OF: dict[type[Any], Callable[..., Event]] = {
+    ContactData: ContactUpserted,
+    InterestData: InterestDeclared,
+    InterestWithdrawalData: InterestWithdrawn,
+    ErasureData: ContactErased,
+    OptOutData: ContactOptedOut,
+}
 
 
 class Intake:
@@ -122,111 +111,43 @@ class Intake:
         self._publisher = publisher
         self._keys = keys
 
-    async def accept_contacts(
+    async def accept_batch(
         self,
-        items: Sequence[ContactData],
+        items: BatchItems,
+        origin: Origin,
         *,
-        correlation_id: str,
-        integration: str,
-        keyed: Keyed | None = None,
-        bulk: bool = False,
         indexes: Sequence[int] | None = None,
         rejected: Sequence[RejectedItem] = (),
     ) -> Answer[BatchAccepted]:
-        """`indexes`: each item's position in the request's batch (default: 0, 1, ...), which
-        its event id derives from; `rejected`: the items left out (`?partial=true`)."""
-        batch = _Batch(correlation_id, integration, keyed, bulk, indexes, len(items))
-        events: list[Event] = [
-            ContactUpserted(data=item, **fields)
-            for item, fields in zip(items, batch.fields(), strict=True)
-        ]
-        return await self._accept_batch(events, batch, rejected)
-
-    async def accept_interests(
-        self,
-        items: Sequence[InterestData],
-        *,
-        correlation_id: str,
-        integration: str,
-        keyed: Keyed | None = None,
-        bulk: bool = False,
-        indexes: Sequence[int] | None = None,
-        rejected: Sequence[RejectedItem] = (),
-    ) -> Answer[BatchAccepted]:
-        """As accept_contacts, for interests."""
-        batch = _Batch(correlation_id, integration, keyed, bulk, indexes, len(items))
-        events: list[Event] = [
-            InterestDeclared(data=item, **fields)
-            for item, fields in zip(items, batch.fields(), strict=True)
-        ]
-        return await self._accept_batch(events, batch, rejected)
-
-    async def accept_withdrawals(
-        self,
-        items: Sequence[InterestWithdrawalData],
-        *,
-        correlation_id: str,
-        integration: str,
-        keyed: Keyed | None = None,
-    ) -> Answer[BatchAccepted]:
-        """Withdraw interests: one interest.withdrawn.v1 each (the matcher forgets them; one the
-        person does not hold changes nothing)."""
-        batch = _Batch(correlation_id, integration, keyed, False, None, len(items))
-        events: list[Event] = [
-            InterestWithdrawn(data=item, **fields)
-            for item, fields in zip(items, batch.fields(), strict=True)
-        ]
-        return await self._accept_batch(events, batch, ())
-
-    async def _accept_batch(
-        self, events: list[Event], batch: _Batch, rejected: Sequence[RejectedItem]
-    ) -> Answer[BatchAccepted]:
+        """People (contact.upserted.v1), interests (interest.declared.v1) or withdrawals of
+        interests (interest.withdrawn.v1: the matcher forgets them; one the person does not
+        hold changes nothing), one event an item. `indexes`: each item's position in the
+        request's batch (default: 0, 1, ...), which its event id derives from; `rejected`: the
+        items left out (`?partial=true`)."""
+        positions = list(indexes) if indexes is not None else list(range(len(items)))
         return await self._accept(
-            events,
-            batch.correlation_id,
-            batch.integration,
-            batch.keyed,
+            _events(items, origin, positions),
+            origin,
             BatchAccepted,
-            {"indexes": batch.positions, "rejected": list(rejected)},
+            {"indexes": positions, "rejected": list(rejected)},
         )
 
-    async def accept_erasure(
-        self, ref: ContactRef, *, correlation_id: str, integration: str, keyed: Keyed | None = None
-    ) -> Answer[Accepted]:
+    async def accept_erasure(self, ref: ContactRef, origin: Origin) -> Answer[Accepted]:
         """Erase a person everywhere: one contact.erased.v1 for the matcher and the notifier."""
-        event = ContactErased(
-            message_id=_event_id(integration, keyed, 0),
-            source="ingest",
-            correlation_id=correlation_id,
-            integration=integration,
-            data=ErasureData(source=ref.source, external_id=ref.external_id),
-        )
-        return await self._accept([event], correlation_id, integration, keyed, Accepted, {})
+        erasure = ErasureData(source=ref.source, external_id=ref.external_id)
+        return await self._accept(_events([erasure], origin, [0]), origin, Accepted, {})
 
-    async def accept_opt_out(
-        self, ref: ContactRef, *, correlation_id: str, integration: str, keyed: Keyed | None = None
-    ) -> Answer[Accepted]:
+    async def accept_opt_out(self, ref: ContactRef, origin: Origin) -> Answer[Accepted]:
         """No more introductions for a person: the contact.opted_out.v1 an unsubscribe sends."""
-        event = ContactOptedOut(
-            message_id=_event_id(integration, keyed, 0),
-            source="ingest",
-            correlation_id=correlation_id,
-            integration=integration,
-            data=OptOutData(source=ref.source, external_id=ref.external_id, reason="request"),
-        )
-        return await self._accept([event], correlation_id, integration, keyed, Accepted, {})
+        opt_out = OptOutData(source=ref.source, external_id=ref.external_id, reason="request")
+        return await self._accept(_events([opt_out], origin, [0]), origin, Accepted, {})
 
     async def _accept(
-        self,
-        events: Sequence[Event],
-        correlation_id: str,
-        integration: str,
-        keyed: Keyed | None,
-        answer: type[A],
-        details: dict[str, Any],
+        self, events: Sequence[Event], origin: Origin, answer: type[A], details: dict[str, Any]
     ) -> Answer[A]:
         """Publish, then answer with `answer` (the counts, the event ids and `details`); with
         a key, the whole answer is recorded, so a retry gets it back as it was."""
+        integration, keyed = origin.integration, origin.keyed
         if keyed is not None and self._keys is not None:
             verdict, response = await self._keys.claim(integration, keyed.key, keyed.fingerprint)
             if verdict is Verdict.REPLAY and response is not None:
@@ -245,7 +166,7 @@ class Intake:
         accepted = answer(
             accepted=len(events),
             event_ids=[e.message_id for e in events],
-            correlation_id=correlation_id,
+            correlation_id=origin.correlation_id,
             **details,
         )
         if keyed is not None and self._keys is not None:
@@ -253,11 +174,35 @@ class Intake:
         return Answer(accepted)
 
 
-def _event_id(integration: str, keyed: Keyed | None, index: int) -> UUID:
-    return event_id(integration, keyed.key, index) if keyed is not None else uuid4()
+def _events(
+    items: Sequence[ContactData | InterestData | InterestWithdrawalData | ErasureData | OptOutData],
+    origin: Origin,
+    positions: Sequence[int],
+) -> list[Event]:
+    """The event of each item (of one kind), with the envelope its request gives them all."""
+    if not items:
+        return []
+    event = _EVENT_OF[type(items[0])]
+    # One request is one moment: its events share the time they were accepted.
+    now = datetime.now(UTC)
+    return [
+        event(
+            data=item,
+            message_id=message_id,
+            occurred_at=now,
+            source="ingest",
+            correlation_id=origin.correlation_id,
+            integration=origin.integration,
+            bulk=origin.bulk,
+        )
+        for item, message_id in zip(
+            items, _event_ids(origin.integration, origin.keyed, positions), strict=True
+        )
+    ]
 
 
 def _event_ids(integration: str, keyed: Keyed | None, indexes: Sequence[int]) -> list[UUID]:
+    """Derived from the request's key, so a retry publishes the same ids; else fresh ones."""
     if keyed is not None:
         return event_ids(integration, keyed.key, indexes)
     return [uuid4() for _ in indexes]

@@ -3,6 +3,7 @@ answer. No decisions here (which items of a batch are accepted: services/ingest/
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 
 from services.ingest.batch_triage import Item, Triage, triage
 from services.ingest.idempotency import check_key, fingerprint
-from services.ingest.publishing import Answer, Intake, Keyed, correlation_id_from
+from services.ingest.publishing import Answer, Intake, Keyed, Origin, correlation_id_from
 from services.ingest.schemas import (
     Accepted,
     BatchAccepted,
@@ -90,11 +91,24 @@ def _intake(request: Request) -> Intake:
     return intake
 
 
-def _context(request: Request, response: Response) -> tuple[str, str]:
+def _correlated(request: Request, response: Response) -> str:
+    """The request's correlation id (the caller's, or a fresh one), for its logs and answer."""
     correlation_id = correlation_id_from(request.headers.get("x-correlation-id"))
     current_correlation.set(correlation_id)
     response.headers["X-Correlation-ID"] = correlation_id
-    return correlation_id, request.state.integration
+    return correlation_id
+
+
+async def _origin(
+    request: Request, response: Response, correlation_id: str, *, bulk: bool = False
+) -> Origin:
+    """Who sent the request and how: what the intake gives each of its events."""
+    return Origin(
+        correlation_id=correlation_id,
+        integration=request.state.integration,
+        keyed=await _keyed(request, response),
+        bulk=bulk,
+    )
 
 
 async def _keyed(request: Request, response: Response) -> Keyed | None:
@@ -125,9 +139,27 @@ def _admitted(sorted_items: Triage[Item], *, partial: bool) -> Triage[Item]:
     return sorted_items
 
 
-def _interests_per_person(request: Request) -> int:
-    limit: int = request.app.state.max_interests_per_person
-    return limit
+async def _accept_batch(
+    request: Request,
+    response: Response,
+    items: Sequence[Item | Unparsed],
+    *,
+    max_per_person: int | None,
+    bulk: bool,
+    partial: bool,
+) -> BatchAccepted:
+    """A batch request: triaged (422 unless it may be accepted), its sources checked against
+    the key's, published, answered (a keyed retry: the first answer)."""
+    correlation_id = _correlated(request, response)
+    batch = _admitted(triage(items, max_per_person=max_per_person), partial=partial)
+    check_sources(request, Scope.EVENTS_WRITE, (item.source for item in batch.items))
+    answer = await _intake(request).accept_batch(
+        batch.items,
+        await _origin(request, response, correlation_id, bulk=bulk),
+        indexes=batch.indexes,
+        rejected=batch.rejected,
+    )
+    return _answered(answer, response)
 
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
@@ -158,20 +190,10 @@ async def post_contacts(
     """One person, or `{"items": [...]}` of up to 1,000, accepted whole unless `?partial=true`.
     Answered once RabbitMQ confirmed them. With `Idempotency-Key`, a retry gets the first answer
     and publishes nothing again."""
-    correlation_id, integration = _context(request, response)
     items: list[ContactData | Unparsed] = body.items if isinstance(body, ContactItems) else [body]
-    batch = _admitted(triage(items), partial=partial)
-    check_sources(request, Scope.EVENTS_WRITE, (item.source for item in batch.items))
-    answer = await _intake(request).accept_contacts(
-        batch.items,
-        correlation_id=correlation_id,
-        integration=integration,
-        keyed=await _keyed(request, response),
-        bulk=bulk,
-        indexes=batch.indexes,
-        rejected=batch.rejected,
+    return await _accept_batch(
+        request, response, items, max_per_person=None, bulk=bulk, partial=partial
     )
-    return _answered(answer, response)
 
 
 @api.post(
@@ -195,20 +217,11 @@ async def post_interests(
     at most ROAC_INGEST_MAX_INTERESTS_PER_PERSON (default 100) for one person; accepted whole
     unless `?partial=true`. With `Idempotency-Key`, a retry gets the first answer and publishes
     nothing again."""
-    correlation_id, integration = _context(request, response)
     items: list[InterestData | Unparsed] = body.items if isinstance(body, InterestItems) else [body]
-    batch = _admitted(triage(items, max_per_person=_interests_per_person(request)), partial=partial)
-    check_sources(request, Scope.EVENTS_WRITE, (item.source for item in batch.items))
-    answer = await _intake(request).accept_interests(
-        batch.items,
-        correlation_id=correlation_id,
-        integration=integration,
-        keyed=await _keyed(request, response),
-        bulk=bulk,
-        indexes=batch.indexes,
-        rejected=batch.rejected,
+    limit: int = request.app.state.max_interests_per_person
+    return await _accept_batch(
+        request, response, items, max_per_person=limit, bulk=bulk, partial=partial
     )
-    return _answered(answer, response)
 
 
 # A person as an integration knows them, in the path (the same rules as ContactRef's fields).
@@ -285,14 +298,8 @@ async def erase_contact(
     scrub everything that identifies them, cancel what was not sent yet (introductions naming
     them included) and keep only a digest so that late events cannot bring them back."""
     check_sources(request, Scope.CONTACTS_ERASE, [person.source])
-    correlation_id, integration = _context(request, response)
-    answer = await _intake(request).accept_erasure(
-        person,
-        correlation_id=correlation_id,
-        integration=integration,
-        keyed=await _keyed(request, response),
-    )
-    return _answered(answer, response)
+    origin = await _origin(request, response, _correlated(request, response))
+    return _answered(await _intake(request).accept_erasure(person, origin), response)
 
 
 @api.post(
@@ -313,14 +320,8 @@ async def opt_out_contact(
     link does): the matcher proposes them no more and the notifier sends nothing pending or
     in flight to them."""
     check_sources(request, Scope.EVENTS_WRITE, [person.source])
-    correlation_id, integration = _context(request, response)
-    answer = await _intake(request).accept_opt_out(
-        person,
-        correlation_id=correlation_id,
-        integration=integration,
-        keyed=await _keyed(request, response),
-    )
-    return _answered(answer, response)
+    origin = await _origin(request, response, _correlated(request, response))
+    return _answered(await _intake(request).accept_opt_out(person, origin), response)
 
 
 @api.delete(
@@ -342,11 +343,5 @@ async def withdraw_interest(
     matcher stops matching them on it, and the topic's count drops. Withdrawing an interest the
     person does not hold is accepted and changes nothing."""
     check_sources(request, Scope.EVENTS_WRITE, [withdrawal.source])
-    correlation_id, integration = _context(request, response)
-    answer = await _intake(request).accept_withdrawals(
-        [withdrawal],
-        correlation_id=correlation_id,
-        integration=integration,
-        keyed=await _keyed(request, response),
-    )
-    return _answered(answer, response)
+    origin = await _origin(request, response, _correlated(request, response))
+    return _answered(await _intake(request).accept_batch([withdrawal], origin), response)
