@@ -5,21 +5,13 @@ regenerates them in memory and fails when the checked-in files drifted.
 Nothing here connects to anything: apps are built without running their lifespan, the broker is
 never started, and the subscribers get stand-ins for their use cases that are never called.
 
-What FastStream's AsyncAPI generator cannot say, and how the document is completed in code:
-- A subscriber's payload comes from its handler's signature. roac's handlers take the raw message
-  (decoding is the consumer policy's job: a body that does not parse is parked), so FastStream
-  documents an empty payload; and a queue bound to several routing keys of a topic exchange holds
-  one message schema per key. Each consumer queue's channel gets the messages of the event types
-  its bindings match, the very messages their publishers' channels carry.
-- Queue bindings and arguments (quorum, delivery limit, dead-lettering, TTL) are not part of the
-  AMQP binding objects; they are added as `x-amqp-bindings` and `x-amqp-arguments`.
-- Dead-letter queues are filled by RabbitMQ, not by an application, so no publisher declares them;
-  their channels are added with the messages of the queue they park for.
-- Headers other than the AMQP properties (`x-roac-reason` on parked delivery jobs and parked
-  ingress messages) are added as message header schemas.
-- The AMQP ingress (docs/ingress.md): integrations publish request bodies, not event batches, to
-  `roac.ingress`; its channels (`contacts`, `interests`), the queue ingest consumes and its
-  parking queue carry the two bodies of POST /v1/contacts and /v1/interests.
+The AsyncAPI document is FastStream's, generated from a broker declared as the services declare
+theirs: their own subscribers (each handler declares the `EventBatch` it takes, so FastStream
+documents the event schemas), plus a publisher per event type, delay queue and ingress routing
+key with its payload model (roac publishes through its outbox relay, which FastStream does not
+see). services/asyncapi_amqp.py then adds what FastStream cannot express: one message per event
+type on a queue bound to several, queue arguments and bindings, the dead-letter queues and their
+headers. docs/architecture.md ("How the AsyncAPI document is made") says why, with numbers.
 """
 
 from __future__ import annotations
@@ -38,8 +30,8 @@ from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel, RootModel, create_model
 
+from services.asyncapi_amqp import bound_types, complete, topic_matches
 from services.ingest import subscriptions as ingest_subscriptions
-from services.ingest.amqp_ingress import REASON_HEADER, ROUTING_KEY_HEADER
 from services.ingest.app import create_app as create_ingest_app
 from services.ingest.schemas import ContactsBody, InterestsBody, InterestWithdrawalsBody
 from services.matcher import subscriptions as matcher_subscriptions
@@ -55,8 +47,6 @@ from shared.http_app import http_app
 from shared.ops import router as ops_router
 from shared.settings import Settings
 from shared.topology import (
-    CONSUMER_QUEUES,
-    DEAD_LETTER_EXCHANGE,
     DELAY_QUEUES,
     DELIVERY_QUEUE,
     EVENTS_EXCHANGE,
@@ -64,16 +54,18 @@ from shared.topology import (
     INGRESS_EXCHANGE,
     INGRESS_INTERESTS,
     INGRESS_QUEUE,
-    INGRESS_ROUTING_KEYS,
     INGRESS_WITHDRAW_INTERESTS,
+    MATCHER_QUEUE,
+    NOTIFIER_QUEUE,
     ConsumerQueue,
 )
+
+__all__ = ["EVENT_DOCS", "bound_types", "rendered", "stale", "topic_matches", "write"]
 
 DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
 ASYNCAPI_PATH = "asyncapi.json"
 # Where the document says the broker is; each deployment's is ROAC_AMQP_URL.
 DOCUMENTED_AMQP_URL = "amqp://127.0.0.1:5672/"
-_AMQP_BINDING_VERSION = "0.3.0"
 
 
 @dataclass(frozen=True)
@@ -158,6 +150,18 @@ class InterestWithdrawalsIngress(RootModel[InterestWithdrawalsBody]):
     DELETE /v1/interests/{source}/{external_id}?topic=&kind= does, item by item."""
 
 
+# Who parks in each consumer queue's dead-letter queue, and what else it parks there.
+PARKERS: dict[ConsumerQueue, str] = {
+    MATCHER_QUEUE: "matcher",
+    NOTIFIER_QUEUE: "notifier",
+    DELIVERY_QUEUE: "notifier",
+    INGRESS_QUEUE: "ingest",
+}
+PARKING_NOTES = {
+    DELIVERY_QUEUE.name: "The notifier also parks here a delivery job out of attempts, with the "
+    "reason in `x-roac-reason` (`roac deliveries retry` replays them).",
+}
+
 # What an integration publishes to roac.ingress, by routing key.
 INGRESS_BODIES: dict[str, type[BaseModel]] = {
     INGRESS_CONTACTS: ContactsIngress,
@@ -169,17 +173,6 @@ _INGRESS_REQUESTS = {
     INGRESS_CONTACTS: "POST /v1/contacts",
     INGRESS_INTERESTS: "POST /v1/interests",
     INGRESS_WITHDRAW_INTERESTS: "DELETE /v1/interests/... (one per item)",
-}
-_INGRESS_HEADERS = {
-    "type": "object",
-    "properties": {
-        REASON_HEADER: {
-            "type": "string",
-            "maxLength": 2000,
-            "description": "Why ingest parked it: field locations and error types, never values.",
-        },
-        ROUTING_KEY_HEADER: {"type": "string", "description": "The routing key it came with."},
-    },
 }
 
 
@@ -199,23 +192,6 @@ def batch_model(event: type[BaseModel]) -> type[BaseModel]:
         events=(events, EventBatch.model_fields["events"]),
     )
     return model
-
-
-def topic_matches(pattern: str, routing_key: str) -> bool:
-    """AMQP topic matching: `*` is one word, `#` zero or more."""
-
-    def match(p: list[str], k: list[str]) -> bool:
-        if not p:
-            return not k
-        if p[0] == "#":
-            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
-        return bool(k) and p[0] in ("*", k[0]) and match(p[1:], k[1:])
-
-    return match(pattern.split("."), routing_key.split("."))
-
-
-def bound_types(queue: ConsumerQueue, event_types: Iterable[str]) -> list[str]:
-    return [t for t in event_types if any(topic_matches(b, t) for b in queue.bindings)]
 
 
 # --- OpenAPI ----------------------------------------------------------------------------------
@@ -312,18 +288,6 @@ def _documented_broker() -> RabbitBroker:
             schema=job,
             message_type="delivery.requested.v1",
         )
-    broker.publisher(
-        exchange="",
-        routing_key=DELIVERY_QUEUE.dead_letter_queue,
-        persist=True,
-        title=DELIVERY_QUEUE.dead_letter_queue,
-        description=(
-            "A delivery job out of attempts, parked with the reason in `x-roac-reason` "
-            "(`roac deliveries retry` replays them). Published by notifier."
-        ),
-        schema=job,
-        message_type="delivery.requested.v1",
-    )
     for routing_key, body in INGRESS_BODIES.items():
         broker.publisher(
             exchange=INGRESS_EXCHANGE,
@@ -338,6 +302,16 @@ def _documented_broker() -> RabbitBroker:
                 f"from {INGRESS_QUEUE.name}."
             ),
             schema=body,
+        )
+    for queue, parker in PARKERS.items():
+        # The consumers' parking policy publishes each event it cannot apply to the queue's
+        # dead-letter queue (shared/consumer.py; ingest: the ingress message it refused).
+        broker.publisher(
+            exchange="",
+            routing_key=queue.dead_letter_queue,
+            persist=True,
+            title=queue.dead_letter_queue,
+            description=f"{PARKING_NOTES.get(queue.name, '')} Published by {parker}.".strip(),
         )
     return broker
 
@@ -358,249 +332,8 @@ def asyncapi_document() -> dict[str, Any]:
         schema_version="3.0.0",
     ).to_specification()
     document: dict[str, Any] = spec.to_jsonable()
-    _complete(document, list(event_classes()))
+    complete(document, list(event_classes()))
     return document
-
-
-def _queue_binding(name: str) -> dict[str, Any]:
-    return {
-        "amqp": {
-            "is": "queue",
-            "bindingVersion": _AMQP_BINDING_VERSION,
-            "queue": {
-                "name": name,
-                "durable": True,
-                "exclusive": False,
-                "autoDelete": False,
-                "vhost": "/",
-            },
-        }
-    }
-
-
-def _component(reference: dict[str, str]) -> str:
-    return reference["$ref"].rsplit("/", 1)[1]
-
-
-class _Document:
-    """The generated AsyncAPI document, edited in place."""
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        self.document = document
-        self.channels: dict[str, Any] = document["channels"]
-        self.operations: dict[str, Any] = document["operations"]
-        self.messages: dict[str, Any] = document["components"]["messages"]
-
-    def channel_at(self, address: str) -> str | None:
-        for key, channel in self.channels.items():
-            if channel["address"] == address:
-                return key
-        return None
-
-    def event_messages(self, event_types: Iterable[str]) -> dict[str, dict[str, str]]:
-        """The message each event type's publisher declared, named after the type and carrying
-        it as the AMQP `type` property."""
-        found = {}
-        for event_type in event_types:
-            key = self.channel_at(event_type)
-            if key is None:
-                raise LookupError(f"no publisher channel for {event_type}")
-            (reference,) = self.channels[key]["messages"].values()
-            self.name_message(_component(reference), event_type)
-            found[event_type] = dict(reference)
-        return found
-
-    def name_message(self, component: str, event_type: str) -> None:
-        message = self.messages[component]
-        message["name"] = event_type
-        message["bindings"] = {
-            "amqp": {"messageType": event_type, "bindingVersion": _AMQP_BINDING_VERSION}
-        }
-
-    def carry(self, key: str, messages: dict[str, dict[str, str]]) -> None:
-        """The channel carries these messages, and so do the operations on it."""
-        self.channels[key]["messages"] = messages
-        for operation in self.operations.values():
-            if operation["channel"]["$ref"] == f"#/channels/{key}":
-                operation["messages"] = [
-                    {"$ref": f"#/channels/{key}/messages/{name}"} for name in messages
-                ]
-
-    def queue(self, key: str, arguments: dict[str, Any], bindings: list[dict[str, str]]) -> None:
-        channel = self.channels[key]
-        channel["bindings"] = _queue_binding(channel["address"])
-        if bindings:
-            channel["x-amqp-bindings"] = bindings
-        channel["x-amqp-arguments"] = arguments
-
-    def drop_unreferenced(self) -> None:
-        """Components nothing refers to any more (the handlers' empty payloads)."""
-        components: dict[str, dict[str, Any]] = self.document["components"]
-        while True:
-            text = json.dumps(self.document)
-            unused = [
-                (part, name)
-                for part, entries in components.items()
-                for name in entries
-                if f'"#/components/{part}/{name}"' not in text
-            ]
-            if not unused:
-                return
-            for part, name in unused:
-                del components[part][name]
-
-
-def _complete(document: dict[str, Any], event_types: list[str]) -> None:
-    """Fill in what the generator cannot express (see the module's docstring)."""
-    doc = _Document(document)
-    event_message = doc.event_messages(event_types)
-
-    for queue in CONSUMER_QUEUES:
-        key = doc.channel_at(queue.name)
-        if key is None:
-            raise LookupError(f"no subscriber consumes {queue.name}")
-        doc.carry(key, {t: event_message[t] for t in bound_types(queue, event_types)})
-        channel = doc.channels[key]
-        channel["description"] = (
-            f"{channel.get('description', '')} Bound to {EVENTS_EXCHANGE.name} with "
-            f"{', '.join(queue.bindings)}; parks in {queue.dead_letter_queue}."
-        ).strip()
-        doc.queue(
-            key,
-            dict(queue.arguments()),
-            [{"exchange": EVENTS_EXCHANGE.name, "routingKey": b} for b in queue.bindings],
-        )
-
-        parked = doc.channel_at(queue.dead_letter_queue)
-        parked_text = (
-            f"Parking queue of {queue.name}: messages its consumer rejected, or delivered "
-            f"{queue.arguments()['x-delivery-limit']} times, dead-lettered by RabbitMQ through "
-            f"{DEAD_LETTER_EXCHANGE.name} (routing key {queue.name}); the `x-death` header says "
-            "why. Nothing consumes it: they wait for an operator."
-        )
-        if parked is None:
-            parked = queue.dead_letter_queue
-            doc.channels[parked] = {
-                "address": parked,
-                "description": parked_text,
-                "servers": channel["servers"],
-                "messages": dict(channel["messages"]),
-            }
-        else:
-            # The notifier parks delivery jobs itself too, with the reason in a header.
-            published = doc.channels[parked]
-            published["description"] = f"{parked_text} {published.get('description', '')}".strip()
-            (reference,) = published["messages"].values()
-            doc.name_message(_component(reference), "delivery.requested.v1")
-            doc.messages[_component(reference)]["headers"] = {
-                "type": "object",
-                "properties": {"x-roac-reason": {"type": "string", "maxLength": 200}},
-            }
-            doc.carry(parked, {"delivery.requested.v1": dict(reference)})
-        doc.queue(
-            parked,
-            {"x-queue-type": "quorum"},
-            [{"exchange": DEAD_LETTER_EXCHANGE.name, "routingKey": queue.name}],
-        )
-
-    for delay in DELAY_QUEUES:
-        key = doc.channel_at(delay.name)
-        if key is None:
-            raise LookupError(f"no publisher for {delay.name}")
-        doc.carry(key, {"delivery.requested.v1": event_message["delivery.requested.v1"]})
-        doc.queue(key, dict(delay.arguments()), [])
-
-    _complete_ingress(doc)
-    doc.drop_unreferenced()
-    _put_in_order(document, event_types)
-
-
-def _complete_ingress(doc: _Document) -> None:
-    """The ingress queue carries the request bodies; its parking queue (filled by ingest,
-    and by RabbitMQ's dead-lettering) the same, with the reason in a header."""
-    bodies: dict[str, dict[str, str]] = {}
-    for routing_key in INGRESS_ROUTING_KEYS:
-        key = doc.channel_at(routing_key)
-        if key is None:
-            raise LookupError(f"no publisher for {INGRESS_EXCHANGE.name} {routing_key}")
-        (reference,) = doc.channels[key]["messages"].values()
-        message = doc.messages[_component(reference)]
-        message["name"] = f"ingress.{routing_key}"
-        message["contentType"] = "application/json"
-        bodies[routing_key] = dict(reference)
-    queue = doc.channel_at(INGRESS_QUEUE.name)
-    if queue is None:
-        raise LookupError(f"no subscriber consumes {INGRESS_QUEUE.name}")
-    doc.carry(queue, bodies)
-    doc.channels[queue]["description"] = (
-        f"{doc.channels[queue].get('description', '')} Bound to {INGRESS_EXCHANGE.name} with "
-        f"{', '.join(INGRESS_QUEUE.bindings)} (an unknown routing key is parked with a reason); "
-        f"parks in {INGRESS_QUEUE.dead_letter_queue}."
-    ).strip()
-    doc.queue(
-        queue,
-        dict(INGRESS_QUEUE.arguments()),
-        [{"exchange": INGRESS_EXCHANGE.name, "routingKey": b} for b in INGRESS_QUEUE.bindings],
-    )
-    parked = INGRESS_QUEUE.dead_letter_queue
-    parked_messages = {}
-    for routing_key, reference in bodies.items():
-        # A copy of each body's message: the same payload, plus the parking headers.
-        component = f"{_component(reference)}:parked"
-        doc.messages[component] = {
-            **doc.messages[_component(reference)],
-            "title": f"{parked}/{routing_key}",
-            "name": f"ingress.{routing_key}.parked",
-            "headers": _INGRESS_HEADERS,
-        }
-        parked_messages[f"{routing_key}.parked"] = {"$ref": f"#/components/messages/{component}"}
-    doc.channels[parked] = {
-        "address": parked,
-        "description": (
-            f"Parking queue of {INGRESS_QUEUE.name}. Ingest publishes here (default exchange) "
-            "the original body of every message that failed validation, as it came (it may not "
-            f"even be JSON), with `{REASON_HEADER}` (why) and `{ROUTING_KEY_HEADER}`, and its "
-            "message_id; it publishes nothing to roac.events for it. RabbitMQ dead-letters here "
-            f"through {DEAD_LETTER_EXCHANGE.name} (routing key {INGRESS_QUEUE.name}) what ingest "
-            f"rejected or what was delivered {INGRESS_QUEUE.arguments()['x-delivery-limit']} "
-            "times, with `x-death`. Nothing consumes it: they wait for an operator."
-        ),
-        "servers": doc.channels[queue]["servers"],
-        "messages": parked_messages,
-    }
-    doc.queue(
-        parked,
-        {"x-queue-type": "quorum"},
-        [{"exchange": DEAD_LETTER_EXCHANGE.name, "routingKey": INGRESS_QUEUE.name}],
-    )
-
-
-def _put_in_order(document: dict[str, Any], event_types: list[str]) -> None:
-    """FastStream keeps publishers in a WeakSet, so its order changes from run to run: channels
-    and operations follow the events, then each consumer queue with its parking queue, then the
-    delay queues; components go alphabetically."""
-    addresses = [*event_types]
-    for queue in CONSUMER_QUEUES:
-        addresses += [queue.name, queue.dead_letter_queue]
-    addresses += [*INGRESS_ROUTING_KEYS, INGRESS_QUEUE.name, INGRESS_QUEUE.dead_letter_queue]
-    addresses += [delay.name for delay in DELAY_QUEUES]
-    rank = {address: i for i, address in enumerate(addresses)}
-    channels: dict[str, Any] = document["channels"]
-
-    def channel_rank(key: str) -> tuple[int, str]:
-        address = channels[key]["address"]
-        return rank.get(address, len(rank)), address
-
-    order = sorted(channels, key=channel_rank)
-    document["channels"] = {key: channels[key] for key in order}
-    position = {f"#/channels/{key}": i for i, key in enumerate(order)}
-    operations: dict[str, Any] = document["operations"]
-    document["operations"] = dict(
-        sorted(operations.items(), key=lambda kv: (position[kv[1]["channel"]["$ref"]], kv[0]))
-    )
-    components: dict[str, Any] = document["components"]
-    for part in ("messages", "schemas"):
-        components[part] = dict(sorted(components[part].items()))
 
 
 # --- Files ------------------------------------------------------------------------------------

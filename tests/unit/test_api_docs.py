@@ -17,7 +17,7 @@ from services.api_docs import (
     topic_matches,
 )
 from shared.events import EVENT_TYPES
-from shared.topology import CONSUMER_QUEUES, DELAY_QUEUES
+from shared.topology import CONSUMER_QUEUES, DELAY_QUEUES, INGRESS_QUEUE
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,17 @@ def test_each_event_type_has_its_own_payload_schema(asyncapi: dict[str, Any]) ->
         assert event["properties"]["type"]["const"] == event_type
         assert named[event_type]["bindings"]["amqp"]["messageType"] == event_type
     assert "EmptyPayload" not in schemas  # the raw-message handlers' placeholder is replaced
+
+
+def test_every_parking_queue_says_why_in_a_header(asyncapi: dict[str, Any]) -> None:
+    by_address = {channel["address"]: channel for channel in asyncapi["channels"].values()}
+    messages = asyncapi["components"]["messages"]
+    for queue in [*CONSUMER_QUEUES, INGRESS_QUEUE]:
+        parked = by_address[queue.dead_letter_queue]["messages"]
+        assert len(parked) == len(by_address[queue.name]["messages"])
+        for reference in parked.values():
+            headers = messages[reference["$ref"].rsplit("/", 1)[1]]["headers"]
+            assert "x-roac-reason" in headers["properties"]
 
 
 def test_the_asyncapi_document_is_one_faststream_can_read(asyncapi: dict[str, Any]) -> None:
