@@ -16,7 +16,7 @@ from enum import StrEnum
 
 
 class Scope(StrEnum):
-    EVENTS_WRITE = "events:write"  # upsert contacts, declare interests, opt a person out
+    EVENTS_WRITE = "events:write"  # upsert contacts, declare interests, opt out, block a pairing
     CONTACTS_ERASE = "contacts:erase"  # erase a person everywhere
     CONTACTS_READ = "contacts:read"  # a person's identities and merges
     INTROS_READ = "intros:read"  # introductions and where each stands, resource deliveries

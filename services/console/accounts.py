@@ -235,10 +235,18 @@ class Accounts:
             )
 
     async def forget_target(self, target: str, replacement: str) -> None:
-        """An erased person is named in no audit row: their rows get `replacement`."""
-        async with self._pool.acquire() as conn:
+        """An erased person is named in no audit row: their rows get `replacement`, as target
+        and wherever a detail names them (the other person of a blocked pairing, the
+        identities an unmerge set apart)."""
+        async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE console.audit SET target = $2 WHERE target = $1", target, replacement
+            )
+            await conn.execute(
+                "UPDATE console.audit SET detail = replace(detail, $1, $2) "
+                "WHERE strpos(detail, $1) > 0",
+                target,
+                replacement,
             )
 
     async def audit(self, limit: int, before: int | None) -> list[asyncpg.Record]:

@@ -17,9 +17,13 @@ from fastapi import FastAPI, Request, Response
 from services.console.accounts import Accounts
 from services.console.clients import ApiError, Apis
 from services.console.cookies import CookieSigner
+from services.console.delivery_pages import delivery_pages
 from services.console.metrics import RequestMetrics
-from services.console.pages import pages
+from services.console.people_pages import people_pages
+from services.console.pool_pages import pool_pages
 from services.console.resource_pages import resource_pages
+from services.console.signin_pages import signin_pages
+from services.console.today_pages import today_pages
 from services.console.web import (
     SECURITY_HEADERS,
     Console,
@@ -89,8 +93,17 @@ async def build(settings: Settings) -> FastAPI:
         base_url=settings.console_base_url,
     )
     app.include_router(ops_router)
-    app.include_router(pages)
-    app.include_router(resource_pages)
+    # The pages, by what they serve: each module's routes are thin (the APIs' clients and
+    # services/console/web.py do the rest).
+    for pages in (
+        signin_pages,
+        today_pages,
+        pool_pages,
+        people_pages,
+        resource_pages,
+        delivery_pages,
+    ):
+        app.include_router(pages)
     app.add_exception_handler(SignInNeeded, sign_in_needed)
     app.add_exception_handler(FormRefused, form_refused)
     app.add_exception_handler(ApiError, api_failed)

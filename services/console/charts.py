@@ -1,8 +1,10 @@
 """Server-rendered SVG charts for the Today page: no script, no library, nothing fetched.
 
 Readable without colour: every bar carries its number, the three parts of a bar differ by
-pattern as well as shade (solid, hatched, dotted) and the legend shows the patterns; each chart
-has a title and description for screen readers, and the page repeats the numbers in a table.
+pattern as well as shade (solid, hatched, dotted) and the legend shows the patterns; the two
+rates differ by line (solid, dashed) and marker (circle, square) and every point carries its
+percentage; each chart has a title and description for screen readers, and the page repeats
+the numbers in a table.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ def week_label(week: Any) -> str:
     return text[5:] if len(text) >= 10 else text
 
 
-def intros_per_week(weeks: Sequence[dict[str, Any]]) -> Markup:
-    """Stacked bars: introductions created each week, by what became of them."""
+def intros_per_week(weeks: Sequence[dict[str, Any]], of: str = "") -> Markup:
+    """Stacked bars: introductions created each week, by what became of them (`of`: which
+    pool, said in the title)."""
     width, height, left, bottom, top = 720, 260, 40, 40, 30
     plot_h = height - bottom - top
     slot = (width - left - 10) / max(len(weeks), 1)
@@ -60,7 +63,9 @@ def intros_per_week(weeks: Sequence[dict[str, Any]]) -> Markup:
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height + 60}" role="img" '
         'aria-labelledby="chart-weeks-title chart-weeks-desc" xmlns="http://www.w3.org/2000/svg">',
-        f'<title id="chart-weeks-title">Introductions per week, last {len(weeks)} weeks</title>',
+        '<title id="chart-weeks-title">'
+        + _text(f"Introductions per week, last {len(weeks)} weeks{of}")
+        + "</title>",
         '<desc id="chart-weeks-desc">'
         + _text(
             "; ".join(
@@ -109,31 +114,47 @@ def intros_per_week(weeks: Sequence[dict[str, Any]]) -> Markup:
     return Markup("".join(parts))  # noqa: S704 - every text inside is escaped or a number
 
 
-def acceptance_rate(weeks: Sequence[dict[str, Any]]) -> list[float | None]:
-    """Per week: of the introductions whose asks were answered or expired, the share everyone
-    said yes to (accepted or introduced); None when none was decided yet."""
-    rates: list[float | None] = []
-    for w in weeks:
-        yes = int(w.get("accepted", 0)) + int(w.get("introduced", 0))
-        decided = yes + int(w.get("declined", 0)) + int(w.get("expired", 0))
-        rates.append(yes / decided if decided else None)
-    return rates
+# The rates chart's two lines: (key, label, colour, dash pattern, marker). They differ by dash
+# and marker shape as well as by colour, and each point carries its percentage.
+RATE_SERIES = (
+    ("acceptance", "acceptance rate", "#1f4e79", "", "circle"),
+    ("met", "“we met” rate", "#7a3b00", "6 4", "square"),
+)
 
 
-def rate_per_week(weeks: Sequence[dict[str, Any]], rates: Sequence[float | None]) -> Markup:
-    """A line of the acceptance rate per week, each point labelled with its percentage."""
-    width, height, left, bottom, top = 720, 200, 40, 30, 25
+def _marker(shape: str, x: float, y: float, colour: str) -> str:
+    if shape == "circle":
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}"/>'
+    return f'<rect x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" fill="{colour}"/>'
+
+
+def _rate_text(rate: float | None) -> str:
+    return "no answers yet" if rate is None else f"{rate:.0%}"
+
+
+def rates_per_week(
+    weeks: Sequence[dict[str, Any]],
+    acceptance: Sequence[float | None],
+    met: Sequence[float | None],
+    of: str = "",
+) -> Markup:
+    """Two lines over the weeks, the acceptance rate (solid, circles, labels above) and the
+    "we met" rate (dashed, squares, labels below), each point labelled with its percentage."""
+    width, height, left, bottom, top = 720, 250, 40, 70, 25
     plot_h = height - bottom - top
     slot = (width - left - 10) / max(len(weeks), 1)
+    values = {"acceptance": acceptance, "met": met}
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
         'aria-labelledby="chart-rate-title chart-rate-desc" xmlns="http://www.w3.org/2000/svg">',
-        '<title id="chart-rate-title">Acceptance rate per week</title>',
+        '<title id="chart-rate-title">'
+        + _text(f"Acceptance and “we met” rates per week{of}")
+        + "</title>",
         '<desc id="chart-rate-desc">'
         + _text(
             "; ".join(
-                f"week of {w['week']}: " + ("no answers yet" if r is None else f"{r:.0%}")
-                for w, r in zip(weeks, rates, strict=True)
+                f"week of {w['week']}: acceptance {_rate_text(a)}, we met {_rate_text(m)}"
+                for w, a, m in zip(weeks, acceptance, met, strict=True)
             )
         )
         + "</desc>",
@@ -142,31 +163,41 @@ def rate_per_week(weeks: Sequence[dict[str, Any]], rates: Sequence[float | None]
         f'<text x="{left - 5}" y="{top + 4}" text-anchor="end" font-size="11">100%</text>',
         f'<text x="{left - 5}" y="{top + plot_h + 4}" text-anchor="end" font-size="11">0%</text>',
     ]
-    points = []
-    for index, (week, rate) in enumerate(zip(weeks, rates, strict=True)):
+    for index, week in enumerate(weeks):
         x = left + index * slot + slot / 2
         parts.append(
             f'<text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="middle" '
             f'font-size="12">{escape(week_label(week["week"]))}</text>'
         )
-        if rate is None:
+    for key, _label, colour, dash, shape in RATE_SERIES:
+        points = []
+        for index, rate in enumerate(values[key]):
+            if rate is None:
+                continue
+            x = left + index * slot + slot / 2
+            y = top + plot_h * (1 - rate)
+            points.append(f"{x:.1f},{y:.1f}")
+            label_y = y - 8 if key == "acceptance" else y + 17
             parts.append(
-                f'<text x="{x:.1f}" y="{top + plot_h - 5}" text-anchor="middle" '
-                'font-size="11">–</text>'
+                _marker(shape, x, y, colour) + f'<text x="{x:.1f}" y="{label_y:.1f}" '
+                f'text-anchor="middle" font-size="12" fill="{colour}">{rate:.0%}</text>'
             )
-            continue
-        y = top + plot_h * (1 - rate)
-        points.append(f"{x:.1f},{y:.1f}")
+        if len(points) > 1:
+            dashes = f' stroke-dasharray="{dash}"' if dash else ""
+            parts.insert(
+                6,
+                f'<polyline points="{" ".join(points)}" fill="none" stroke="{colour}" '
+                f'stroke-width="2"{dashes}/>',
+            )
+    legend_y = height - 22
+    for index, (_key, label, colour, dash, shape) in enumerate(RATE_SERIES):
+        lx = left + index * 220
+        dashes = f' stroke-dasharray="{dash}"' if dash else ""
         parts.append(
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="#1f4e79"/>'
-            f'<text x="{x:.1f}" y="{y - 8:.1f}" text-anchor="middle" '
-            f'font-size="12">{rate:.0%}</text>'
-        )
-    if len(points) > 1:
-        parts.insert(
-            5,
-            f'<polyline points="{" ".join(points)}" fill="none" stroke="#1f4e79" '
-            'stroke-width="2"/>',
+            f'<line x1="{lx}" y1="{legend_y}" x2="{lx + 30}" y2="{legend_y}" stroke="{colour}" '
+            f'stroke-width="2"{dashes}/>'
+            + _marker(shape, lx + 15, legend_y, colour)
+            + f'<text x="{lx + 38}" y="{legend_y + 4}" font-size="12">{escape(label)}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every text inside is escaped or a number

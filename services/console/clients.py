@@ -127,6 +127,19 @@ class Apis:
         )
         return page
 
+    async def rounds_since(self, since: datetime, pages: int = 5) -> list[dict[str, Any]]:
+        """Rounds of every pool requested since `since`, newest first (at most `pages` pages
+        of 200: the Today page's charts need only which pool each round was of)."""
+        found: list[dict[str, Any]] = []
+        before = None
+        for _ in range(pages):
+            page = await self.rounds(None, before, limit=200)
+            found += page["rounds"]
+            before = page.get("next_before")
+            if not before or datetime.fromisoformat(before) < since:
+                break
+        return found
+
     async def request_round(self, pool: str, dry_run: bool, correlation_id: str) -> dict[str, Any]:
         started: dict[str, Any] = await self.matcher.call(
             "POST",
@@ -192,6 +205,30 @@ class Apis:
         )
         return found
 
+    # matcher: an operator's corrections to a person
+
+    async def block_pair(
+        self, source: str, external_id: str, other: tuple[str, str], correlation_id: str
+    ) -> dict[str, Any]:
+        blocked: dict[str, Any] = await self.matcher.call(
+            "POST",
+            person_path(source, external_id) + "/blocks",
+            json={"source": other[0], "external_id": other[1]},
+            correlation_id=correlation_id,
+        )
+        return blocked
+
+    async def unmerge(
+        self, source: str, external_id: str, merge_id: UUID, correlation_id: str
+    ) -> dict[str, Any]:
+        undone: dict[str, Any] = await self.matcher.call(
+            "POST",
+            person_path(source, external_id) + "/unmerge",
+            json={"merge_id": str(merge_id)},
+            correlation_id=correlation_id,
+        )
+        return undone
+
     # notifier
 
     async def intros(
@@ -203,9 +240,11 @@ class Apis:
         found: list[dict[str, Any]] = answer["intros"]
         return found
 
-    async def weekly(self, weeks: int = 12) -> list[dict[str, Any]]:
-        answer = await self.notifier.call("GET", "/v1/intros/weekly", params={"weeks": weeks})
-        found: list[dict[str, Any]] = answer["weeks"]
+    async def weekly(self, weeks: int = 12) -> dict[str, list[dict[str, Any]]]:
+        """The weeks' counts (`weeks`) and the same per round (`rounds`)."""
+        found: dict[str, list[dict[str, Any]]] = await self.notifier.call(
+            "GET", "/v1/intros/weekly", params={"weeks": weeks, "by_round": True}
+        )
         return found
 
     async def person_intros(self, source: str, external_id: str) -> list[dict[str, Any]]:

@@ -13,8 +13,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.console.clients import ApiError
-from services.console.pages import Signed, _audit, _correlation, _split
-from services.console.web import checked_form, console, redirect, render
+from services.console.web import (
+    Signed,
+    audit,
+    checked_form,
+    console,
+    correlation,
+    redirect,
+    render,
+    split_list,
+)
 
 resource_pages = APIRouter(include_in_schema=False)
 PREVIEW_PAGE = 20
@@ -48,7 +56,7 @@ async def share_resource(request: Request, session: Signed) -> Response:
     """Preview who a resource would reach (a page of them at a time), or share it."""
     form = await checked_form(request, session)
     shown = _resource_form(form)
-    topics = _split(shown["topics"])
+    topics = split_list(shown["topics"])
     apis = console(request).apis
 
     def refused(detail: str) -> Response:
@@ -93,14 +101,14 @@ async def share_resource(request: Request, session: Signed) -> Response:
     target = f"resource {shown['url']}"
     try:
         shared = await apis.share_resource(
-            shown["url"], shown["title"], topics, limit, _correlation("resource")
+            shown["url"], shown["title"], topics, limit, correlation("resource")
         )
     except ApiError as exc:
-        await _audit(request, session, "share resource", target, "refused", exc.detail)
+        await audit(request, session, "share resource", target, "refused", exc.detail)
         if exc.status != 422:
             raise
         return refused(f"The resource was not shared: {exc.detail}")
-    await _audit(
+    await audit(
         request,
         session,
         "share resource",

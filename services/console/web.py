@@ -16,18 +16,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from services.console.accounts import Accounts, Session
 from services.console.clients import ApiError, Apis
 from services.console.cookies import SESSION_COOKIE, SIGNIN_COOKIE, CookieSigner
-from services.console.metrics import API_FAILURES
+from services.console.metrics import ACTIONS, API_FAILURES
 
 MAX_FORM_BYTES = 64 * 1024
 SIGNIN_TOKEN_SECONDS = 3600
@@ -52,6 +52,8 @@ NOTICES = {
     "opted-out": "Opt-out requested: the person gets no more messages (effective in a few "
     "seconds).",
     "erased": "Erasure requested: everything that identifies the person is being deleted.",
+    "blocked": "The pairing is blocked: the two are never introduced to each other again.",
+    "unmerged": "The merge is undone: the identities it brought are a person of their own again.",
     "retried": "The parked deliveries were queued again.",
     "resource-shared": "The resource is shared: its deliveries start within seconds.",
     "password-set": "Your password is set: sign in with it.",
@@ -130,6 +132,27 @@ async def current_session(request: Request) -> Session:
     if session is None:
         raise SignInNeeded
     return session
+
+
+Signed = Annotated[Session, Depends(current_session)]
+
+
+def correlation(action: str) -> str:
+    """The correlation id an action's API calls carry (their logs and events name it)."""
+    return f"console-{action}-{uuid4()}"
+
+
+async def audit(
+    request: Request, session: Session, action: str, target: str, outcome: str, detail: str = ""
+) -> None:
+    """Record an action in the audit list with who did it, and count it."""
+    ACTIONS.labels(action, outcome).inc()
+    await console(request).accounts.record(session.operator, action, target, outcome, detail)
+
+
+def split_list(text: str) -> list[str]:
+    """A comma- or line-separated field's values, trimmed, empty ones left out."""
+    return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
 
 
 async def read_form(request: Request) -> dict[str, str]:

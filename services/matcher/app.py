@@ -17,6 +17,7 @@ from services.matcher.contacts_admin import ContactIdentities
 from services.matcher.directory import Directory
 from services.matcher.feedback import Feedback
 from services.matcher.operator_routes import operator_api
+from services.matcher.pair_blocks import PairBlocks
 from services.matcher.resources import Resources
 from services.matcher.rounds import RoundPolicy, Rounds
 from services.matcher.routes import api
@@ -99,6 +100,7 @@ async def build(settings: Settings) -> FastAPI:
     app.state.rounds = rounds
     app.state.feedback = Feedback(store)
     app.state.contacts = ContactIdentities(store)
+    app.state.pair_blocks = PairBlocks(store)
     app.state.directory = Directory(pool)
     app.state.resources = Resources(
         store,

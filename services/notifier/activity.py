@@ -10,6 +10,7 @@ its job queued through the outbox in the same transaction."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -23,6 +24,24 @@ from services.notifier.store.uow import NotifierStore
 STATES = ("asked", "accepted", "introduced", "declined", "expired", "failed")
 
 
+@dataclass
+class Counts:
+    """One week's (or one round's week's) introductions by state, and their check-ins."""
+
+    by_state: dict[str, int] = field(default_factory=dict)
+    answered: int = 0
+    met: int = 0
+
+    def add(self, state: str, count: int, answered: int, met: int) -> None:
+        self.by_state[state] = self.by_state.get(state, 0) + count
+        self.answered += answered
+        self.met += met
+
+    def as_dict(self) -> dict[str, int]:
+        states = {state: self.by_state.get(state, 0) for state in STATES}
+        return {"total": sum(states.values()), **states, "answered": self.answered, "met": self.met}
+
+
 def week_start(moment: datetime) -> datetime:
     """Monday 00:00 UTC of the week holding `moment`."""
     day = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -34,29 +53,57 @@ class Activity:
         self._pool = pool
         self._store = store
 
-    async def weekly(self, weeks: int, now: datetime | None = None) -> list[dict[str, Any]]:
+    async def weekly(
+        self, weeks: int, now: datetime | None = None, by_round: bool = False
+    ) -> dict[str, list[dict[str, Any]]]:
         """Introductions created in each of the last `weeks` weeks (Monday to Sunday, UTC),
-        oldest first, counted by the state each is in now; every week listed, empty ones too."""
+        oldest first, counted by the state each is in now, with how many of them someone's
+        check-in was answered about (`answered`: we met, didn't happen, not for me, or not yet
+        twice) and how many someone said "we met" to (`met`); every week listed, empty ones
+        too. With `by_round`, the same counts per round that made them (`round`: null for live
+        matches), for the weeks that have any."""
         first = week_start(now or datetime.now(UTC)) - timedelta(weeks=weeks - 1)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 """
-                SELECT date_trunc('week', created_at AT TIME ZONE 'UTC') AS week, state,
-                       count(*) AS n
-                FROM notifier.intros
-                WHERE created_at >= $1
-                GROUP BY 1, 2
+                SELECT date_trunc('week', i.created_at AT TIME ZONE 'UTC') AS week,
+                       i.intro ->> 'round_id' AS round, i.state, count(*) AS n,
+                       count(c.intro_id) AS answered, count(*) FILTER (WHERE c.met) AS met
+                FROM notifier.intros i
+                LEFT JOIN (
+                    -- A check-in comes after its introduction was made: none older than `first`.
+                    SELECT intro_id, bool_or(state = 'met') AS met FROM notifier.checkins
+                    WHERE state IN ('met', 'didnt_happen', 'not_for_me', 'still_not_yet')
+                      AND introduced_at >= $1
+                    GROUP BY intro_id
+                ) AS c ON c.intro_id = i.id
+                WHERE i.created_at >= $1
+                GROUP BY 1, 2, 3
                 """,
                 first,
             )
-        counts: dict[datetime, dict[str, int]] = {}
+        totals: dict[datetime, Counts] = {}
+        per_round: dict[tuple[datetime, str | None], Counts] = {}
         for r in rows:
-            counts.setdefault(r["week"].replace(tzinfo=UTC), {})[r["state"]] = r["n"]
-        result = []
-        for index in range(weeks):
-            start = first + timedelta(weeks=index)
-            by_state = {state: counts.get(start, {}).get(state, 0) for state in STATES}
-            result.append({"week": start.date(), "total": sum(by_state.values()), **by_state})
+            week = r["week"].replace(tzinfo=UTC)
+            for counts in (
+                totals.setdefault(week, Counts()),
+                per_round.setdefault((week, r["round"]), Counts()),
+            ):
+                counts.add(r["state"], r["n"], r["answered"], r["met"])
+        result: dict[str, list[dict[str, Any]]] = {
+            "weeks": [
+                {"week": start.date(), **totals.get(start, Counts()).as_dict()}
+                for start in (first + timedelta(weeks=index) for index in range(weeks))
+            ]
+        }
+        if by_round:
+            result["rounds"] = [
+                {"week": week.date(), "round": round_id, **counts.as_dict()}
+                for (week, round_id), counts in sorted(
+                    per_round.items(), key=lambda item: (item[0][0], item[0][1] or "")
+                )
+            ]
         return result
 
     async def person_intros(

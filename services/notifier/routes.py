@@ -164,15 +164,22 @@ def _activity(request: Request) -> Activity:
 
 @api.get(
     "/intros/weekly",
-    summary="Introductions per week (Monday to Sunday, UTC) by the state each is in now",
+    summary="Introductions per week (Monday to Sunday, UTC) by the state each is in now, with "
+    "their check-ins answered and 'we met' (optionally per round)",
     dependencies=[requires(Scope.INTROS_READ)],
 )
 async def intros_weekly(
     request: Request,
     _: Credentials,
     weeks: Annotated[int, Query(ge=1, le=104, description="This week and the ones before")] = 12,
+    by_round: Annotated[
+        bool, Query(description="Also the counts per round (`rounds`; null: live matches)")
+    ] = False,
 ) -> dict[str, Any]:
-    return {"weeks": await _activity(request).weekly(weeks)}
+    """Each week: `total`, a count per state, `answered` (introductions someone answered a
+    check-in about: we met, didn't happen, not for me, or not yet twice) and `met` (those
+    someone said "we met" to)."""
+    return await _activity(request).weekly(weeks, by_round=by_round)
 
 
 @api.get(

@@ -1,16 +1,28 @@
 """The console's pure parts: signed cookie values, where a sign-in may send the browser back
-to, the password rule, and the SVG charts (numbers on every bar, no text unescaped)."""
+to, the password rule, the SVG charts (numbers on every bar and point, no text unescaped), the
+Today page's rates and per-pool counts, and how a person to block is typed."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
 from services.console.accounts import password_problem
-from services.console.charts import acceptance_rate, intros_per_week, rate_per_week
+from services.console.activity import (
+    LIVE,
+    OTHER,
+    acceptance_rate,
+    met_rate,
+    per_pool,
+    pool_summaries,
+)
+from services.console.charts import intros_per_week, rates_per_week
 from services.console.cookies import CookieSigner
-from services.console.pages import _pool_body, _schedule_text
+from services.console.people_pages import other_person
+from services.console.pool_pages import pool_body as _pool_body
+from services.console.pool_pages import schedule_text as _schedule_text
 from services.console.web import safe_next
 
 KEY = b"k" * 32
@@ -73,8 +85,51 @@ def test_every_bar_carries_its_number_and_the_legend_its_patterns() -> None:
 def test_the_acceptance_rate_counts_decided_introductions_only() -> None:
     rates = acceptance_rate(WEEKS)
     assert rates == [0.5, None]
-    svg = str(rate_per_week(WEEKS, rates))
-    assert ">50%</text>" in svg and "no answers yet" in svg
+
+
+def test_the_we_met_rate_counts_answered_check_ins_only() -> None:
+    weeks = [{"week": "2026-11-23", "answered": 4, "met": 3}, {"week": "2026-11-30", "met": 0}]
+    assert met_rate(weeks) == [0.75, None]
+    svg = str(rates_per_week(weeks, [0.5, None], met_rate(weeks), of=", pool mondays"))
+    # Each point carries its percentage; the two lines differ by dash and marker, not only hue.
+    assert ">50%</text>" in svg and ">75%</text>" in svg and "no answers yet" in svg
+    assert 'stroke-dasharray="6 4"' in svg and "<circle" in svg and "<rect" in svg
+    assert "pool mondays" in svg and "acceptance rate" in svg and "we met” rate" in svg
+
+
+def test_each_pool_gets_its_rounds_weeks_and_live_matches_their_own() -> None:
+    weeks = [{"week": "2026-11-23"}, {"week": "2026-11-30"}]
+    by_round: list[dict[str, Any]] = [
+        {"week": "2026-11-23", "round": "r1", "total": 2, "introduced": 2, "answered": 2, "met": 1},
+        {"week": "2026-11-30", "round": "r2", "total": 1, "declined": 1},
+        {"week": "2026-11-30", "round": None, "total": 3, "asked": 3},
+        {"week": "2026-11-30", "round": "gone", "total": 1, "expired": 1},
+    ]
+    pools = per_pool(weeks, by_round, {"r1": "mondays", "r2": "mondays"})
+    assert [w["total"] for w in pools["mondays"]] == [2, 1]
+    assert [w["week"] for w in pools["mondays"]] == ["2026-11-23", "2026-11-30"]
+    assert pools[LIVE][1]["asked"] == 3 and pools[LIVE][0]["total"] == 0
+    assert pools[OTHER][1]["expired"] == 1
+    rows = {r["pool"]: r for r in pool_summaries(["mondays", "fridays"], pools)}
+    assert rows["mondays"]["acceptance"] == 2 / 3 and rows["mondays"]["met_rate"] == 0.5
+    assert rows["fridays"]["total"] == 0 and rows["fridays"]["acceptance"] is None
+    assert rows[LIVE]["listed"] is False and rows["mondays"]["listed"] is True
+
+
+@pytest.mark.parametrize(
+    ("typed", "found"),
+    [
+        ("crm/1234", ("crm", "1234")),
+        (" CRM/a/b ", ("crm", "a/b")),  # an id may hold a slash
+        ("crm", None),
+        ("/1234", None),
+        ("crm/ ", None),
+    ],
+)
+def test_the_other_person_of_a_pairing_is_typed_as_source_slash_id(
+    typed: str, found: tuple[str, str] | None
+) -> None:
+    assert other_person(typed) == found
 
 
 def test_chart_text_is_escaped() -> None:

@@ -543,7 +543,8 @@ class IdentityRecords:
         )
 
     async def declared_blocks(self, contact_ids: Iterable[int]) -> list[tuple[int, Ref]]:
-        """(contact, blocked identity) for every block any identity of the contacts declared."""
+        """(contact, blocked identity) for every block any identity of the contacts declared,
+        or an operator set on it (matcher.operator_blocks)."""
         rows = await self._conn.fetch(
             """
             SELECT i.contact_id, b ->> 'source' AS source, b ->> 'external_id' AS external_id
@@ -551,10 +552,29 @@ class IdentityRecords:
             CROSS JOIN LATERAL jsonb_array_elements(coalesce(i.profile -> 'blocks', '[]')) AS b
             WHERE i.contact_id = ANY($1::bigint[]) AND jsonb_array_length(
                 coalesce(i.profile -> 'blocks', '[]')) > 0
+            UNION ALL
+            SELECT i.contact_id, other.source, other.external_id
+            FROM matcher.operator_blocks o
+            JOIN matcher.identities i ON i.id = o.identity_id
+            JOIN matcher.identities other ON other.id = o.blocked_identity_id
+            WHERE i.contact_id = ANY($1::bigint[])
             """,
             sorted(set(contact_ids)),
         )
         return [(r["contact_id"], (r["source"], r["external_id"])) for r in rows]
+
+    async def add_operator_block(self, identity_id: int, blocked_identity_id: int) -> bool:
+        """An operator's block of one identity by another; False when it was there already.
+        The caller rebuilds the owner's block list (identity_resolution.rebuild_blocks)."""
+        added = await self._conn.fetchval(
+            """
+            INSERT INTO matcher.operator_blocks (identity_id, blocked_identity_id)
+            VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true
+            """,
+            identity_id,
+            blocked_identity_id,
+        )
+        return bool(added)
 
     async def blockers_of(self, contact_id: int) -> set[int]:
         rows = await self._conn.fetch(
