@@ -313,14 +313,23 @@ class OptOutData(ContactRef):
     reason: Literal["unsubscribe", "request"] = "unsubscribe"
 
 
-PreferenceField = Literal["paused_until", "cap_per_week", "language", "opted_in"]
+PreferenceField = Literal[
+    "paused_until", "cap_per_week", "language", "opted_in", "cap_per_month", "channel_order"
+]
+
+
+def _distinct_channels(order: list[ChannelType] | None) -> list[ChannelType] | None:
+    if order is not None and len(set(order)) != len(order):
+        raise ValueError("each channel type at most once")
+    return order
 
 
 class PreferencesData(ContactRef):
     """The person changed their own preferences (the notifier's preferences page): only the
-    fields named in `changed` are meant; the others are left as they are."""
+    fields named in `changed` are meant; the others are left as they are. Fields added later
+    (`cap_per_month`, `channel_order`) are optional, so older events still read."""
 
-    changed: list[PreferenceField] = Field(min_length=1, max_length=4)
+    changed: list[PreferenceField] = Field(min_length=1, max_length=6)
     # No introductions until then; null: not paused (any earlier pause of theirs ends).
     paused_until: AwareDatetime | None = None
     # At most this many introductions a week (never above the operator's cap); null: the cap.
@@ -328,6 +337,28 @@ class PreferencesData(ContactRef):
     language: LanguageTag | None = None
     # When they chose to receive introductions again after unsubscribing.
     opted_in_at: AwareDatetime | None = None
+    # At most this many introductions in a rolling month (30 days); null: no monthly cap.
+    cap_per_month: int | None = Field(default=None, ge=1, le=400)
+    # Their channel types, first choice first (`in_preferred_order`); null or empty: the
+    # integration's order.
+    channel_order: Annotated[
+        list[ChannelType] | None,
+        Field(max_length=len(ChannelType)),
+        AfterValidator(_distinct_channels),
+    ] = None
+
+
+def in_preferred_order(
+    channels: Sequence[ChannelAddress], order: Sequence[ChannelType] | Sequence[str] | None
+) -> list[ChannelAddress]:
+    """A person's channels in their own order (`PreferencesData.channel_order`): the types they
+    ranked first, by rank; the others after, as the integration listed them. Stable, so two
+    channels of one type keep their order. The matcher presents participants so (their messages
+    and fallbacks follow it); the notifier's preferences page shows them so."""
+    if not order:
+        return list(channels)
+    rank = {str(kind): i for i, kind in enumerate(order)}
+    return sorted(channels, key=lambda c: rank.get(c.type.value, len(rank)))
 
 
 class ErasureData(ContactRef):

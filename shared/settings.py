@@ -211,6 +211,11 @@ class Settings(BaseSettings):
     # ROAC_MATCHER_PORT and ROAC_NOTIFIER_METRICS_PORT.
     matcher_url: str = ""
     notifier_url: str = ""
+    # The notifier's preferences pages read each person's channels and interests back from the
+    # matcher (GET /v1/contacts/{source}/{external_id} at ROAC_MATCHER_URL) with this key, one
+    # with only the scope contacts:read on every source (`roac keys create notifier-preferences
+    # --scope contacts:read --source '*'`). Unset, the pages show neither; the rest works.
+    notifier_matcher_api_key: SecretStr = SecretStr("")
     # The APIs the console calls; default: ROAC_MATCHER_URL, ROAC_NOTIFIER_URL, this machine's
     # ROAC_INGEST_PORT.
     console_ingest_url: str = ""

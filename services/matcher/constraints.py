@@ -71,6 +71,8 @@ class Person:
     # Has a channel. The people matching reads are reachable; the locked re-read checks again.
     deliverable: bool = True
     own_cap_per_week: int | None = None  # the person's own weekly cap (preferences page)
+    own_cap_per_month: int | None = None  # and their own monthly cap
+    month_intros: int = 0  # proposals within availability.ROLLING_MONTH (when so capped)
     # The organisation compared case- and space-insensitively, computed once (hot in rounds).
     org_key: str = field(init=False, default="")
 

@@ -1,6 +1,8 @@
 """A person's own preferences (contact.preferences_changed.v1, from the notifier's preferences
-page) applied to their contact: a pause (`snoozed_until`), their weekly cap (used by
-`availability.may_take_another`), their language, and opting back in after unsubscribing.
+page) applied to their contact: a pause (`snoozed_until`), their weekly and monthly caps (used
+by `availability.may_take_another`), their language, the order of their channels (their
+introductions present them so: `store.contacts.participant_rows`), and opting back in after
+unsubscribing. Interests they add or remove on the page come as the ordinary interest events.
 
 Each event names the identity (source, external_id) the person was reached under; the change
 applies to the contact that identity belongs to. Events of people erased after they occurred
@@ -37,6 +39,10 @@ def change_of(event: ContactPreferencesChanged) -> PreferenceChange:
         language=data.language,
         opt_in=opt_in,
         opted_in_at=(data.opted_in_at or event.occurred_at) if opt_in else None,
+        cap_month="cap_per_month" in changed,
+        cap_per_month=data.cap_per_month,
+        channels="channel_order" in changed,
+        channel_order=tuple(kind.value for kind in data.channel_order or ()),
     )
 
 

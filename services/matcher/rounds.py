@@ -45,7 +45,7 @@ from services.matcher.schedules import (
     schedule_from_json,
 )
 from services.matcher.scoring import decayed, pair_key, topic_stats
-from services.matcher.store.rows import PoolRow, ProposalRow, RoundRow, ScheduledRound
+from services.matcher.store.rows import OwnCaps, PoolRow, ProposalRow, RoundRow, ScheduledRound
 from shared.outbox import EncodedEvent
 
 if TYPE_CHECKING:
@@ -312,6 +312,9 @@ class Rounds:
         members = await uow.contacts.pool_members(pool.selector)
         ids = [m.id for m in members]
         recent = await uow.contacts.recent_intro_counts(ids)
+        # Their own caps (preferences page): planned within them, not only re-checked.
+        caps = await uow.contacts.own_caps(ids)
+        no_caps = OwnCaps(None, None, 0)
         blocks = await uow.contacts.blocks_of(ids)
         met = await uow.proposals.partners_met(ids, self._policy.cooldown_days)
         people = {
@@ -325,6 +328,9 @@ class Rounds:
                 recent_intros=recent.get(m.id, 0),
                 blocked=frozenset(blocks.get(m.id, ())),
                 met=frozenset(met.get(m.id, ())),
+                own_cap_per_week=caps.get(m.id, no_caps).per_week,
+                own_cap_per_month=caps.get(m.id, no_caps).per_month,
+                month_intros=caps.get(m.id, no_caps).month_intros,
             )
             for m in members
         }

@@ -29,6 +29,7 @@ from services.notifier.links import LinkKeyring, LinkMaker
 from services.notifier.people import PeopleRequests
 from services.notifier.planning import QuietHours
 from services.notifier.preference_changes import PreferenceChanges
+from services.notifier.preferences_held import MatcherReadBack
 from services.notifier.preferences_routes import router as preferences_router
 from services.notifier.proposals import ProposalIntake
 from services.notifier.rate_limit import RateLimiter
@@ -142,6 +143,8 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         # At start, then periodically: deliveries a crash left in flight.
         await worker.run_reconciliation()
 
+    # The preferences pages read a person's channels and interests back from the matcher.
+    read_back = MatcherReadBack.from_settings(settings)
     app = consumer_app(
         title="roac notifier",
         amqp_url=settings.amqp_url,
@@ -151,7 +154,7 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         relay=relay,
         background=[expiry, reconciliation, checkin_sweep],
         routers=[api],
-        on_close=[smtp.close, session.close],
+        on_close=[smtp.close, session.close, read_back.aclose],
         shutdown_seconds=settings.shutdown_timeout_seconds,
     )
     app.state.answers = answers
@@ -174,7 +177,11 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
             checkins=checkins,  # "did you meet?" buttons too
         )
     preferences = PreferenceChanges(
-        store, keyring=keyring, clock=clock, operator_cap=settings.match_cap_per_week
+        store,
+        keyring=keyring,
+        clock=clock,
+        operator_cap=settings.match_cap_per_week,
+        read_back=read_back,
     )
     app.state.public_app = public_app(answers, slack_buttons, preferences)
     app.state.public_app.state.checkins = checkins  # its links' pages: checkin_pages.py

@@ -3,15 +3,20 @@ each one transaction of the notifier's own tables.
 
 A change is recorded in `notifier.preferences` (and an opt-in removes their opt-out) and
 published as one `contact.preferences_changed.v1` through the notifier's outbox in the same
-transaction; the matcher applies it to its own tables. The token is a signed link of action
-`preferences` (services/notifier/links.py); any other link, a forged or an expired one is
-refused. An erased person's page shows nothing and changes nothing: no row, no event.
+transaction; the matcher applies it to its own tables. An interest added, re-kinded or removed
+is published as the ordinary `interest.declared.v1` / `interest.withdrawn.v1` with the person as
+their own source (the matcher applies them like an integration's), and remembered on the
+person's row to be shown until the matcher has applied it (preferences_interests.py). Their
+channels and interests are read back from the matcher (preferences_held.py), never from its
+tables. The token is a signed link of action `preferences` (services/notifier/links.py); any
+other link, a forged or an expired one is refused. An erased person's page shows nothing and
+changes nothing: no row, no event.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -19,10 +24,26 @@ from typing import TYPE_CHECKING
 from services.notifier.clock import Clock
 from services.notifier.links import InvalidLink, LinkAction, LinkClaim, LinkKeyring
 from services.notifier.preferences import Current, Decision, decide
-from shared.events import ContactPreferencesChanged, PreferencesData
+from services.notifier.preferences_held import Held, MatcherReadBack
+from services.notifier.preferences_interests import (
+    InterestChange,
+    ShownInterest,
+    decide_interest,
+    recent,
+    shown_interests,
+)
+from shared.events import (
+    ContactPreferencesChanged,
+    Event,
+    InterestData,
+    InterestDeclared,
+    InterestWithdrawalData,
+    InterestWithdrawn,
+    PreferencesData,
+)
 
 if TYPE_CHECKING:
-    from services.notifier.store.uow import NotifierStore
+    from services.notifier.store.uow import NotifierStore, NotifierUnitOfWork
 
 
 class Refusal(StrEnum):
@@ -36,16 +57,26 @@ class Person:
     source: str
     external_id: str
     current: Current
+    # What the matcher holds (channels, interests); None when it could not be read.
+    held: Held | None = None
+    interests: list[ShownInterest] = field(default_factory=list)
 
 
 class PreferenceChanges:
     def __init__(
-        self, store: NotifierStore, *, keyring: LinkKeyring, clock: Clock, operator_cap: int
+        self,
+        store: NotifierStore,
+        *,
+        keyring: LinkKeyring,
+        clock: Clock,
+        operator_cap: int,
+        read_back: MatcherReadBack | None = None,
     ) -> None:
         self._store = store
         self._keyring = keyring
         self._clock = clock
         self.operator_cap = operator_cap
+        self._read_back = read_back or MatcherReadBack("", "")
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -67,7 +98,14 @@ class PreferenceChanges:
         async with self._store.unit_of_work() as uow:
             if await uow.people.erased([ref]):
                 return Refusal.ERASED
-            return Person(*ref, await uow.preferences.current(*ref))
+            current = await uow.preferences.current(*ref)
+        return self._person(ref, current, await self._read_back.held(*ref))
+
+    def _person(self, ref: tuple[str, str], current: Current, held: Held | None) -> Person:
+        interests = shown_interests(
+            held.interests if held else [], current.interest_changes, self._clock.now()
+        )
+        return Person(*ref, current, held, interests)
 
     async def change(self, token: str, form: dict[str, str]) -> tuple[Person, Decision] | Refusal:
         """Decide on the form and apply what changes; the person as they are afterwards."""
@@ -76,18 +114,43 @@ class PreferenceChanges:
             return claim
         ref = (claim.source, claim.external_id)
         now = self._clock.now()
+        # Read before the transaction: no lock is held while the matcher is asked.
+        held = await self._read_back.held(*ref)
         async with self._store.unit_of_work() as uow:
             # Serialised with their unsubscribe and erasure (the tombstone is seen after it).
             await uow.people.lock_person(*ref)
             if await uow.people.erased([ref]):
                 return Refusal.ERASED
             current = await uow.preferences.current(*ref)
-            decision = decide(form, current, now, self.operator_cap)
+            if "interest_action" in form:
+                decision = await self._change_interests(uow, ref, form, current, held, now)
+            else:
+                known = held.channel_types if held else None
+                decision = decide(form, current, now, self.operator_cap, known)
+                if decision.changes:
+                    await uow.preferences.save(*ref, decision.changes)
+                    await uow.outbox.enqueue([_event(ref, decision, now)])
             if decision.changes:
-                await uow.preferences.save(*ref, decision.changes)
-                await uow.outbox.enqueue([_event(ref, decision, now)])
                 current = await uow.preferences.current(*ref)
-            return Person(*ref, current), decision
+        return self._person(ref, current, held), decision
+
+    async def _change_interests(
+        self,
+        uow: NotifierUnitOfWork,
+        ref: tuple[str, str],
+        form: dict[str, str],
+        current: Current,
+        held: Held | None,
+        now: datetime,
+    ) -> Decision:
+        shown = shown_interests(held.interests if held else [], current.interest_changes, now)
+        decided = decide_interest(form, shown, now)
+        if decided.changes:
+            kept = recent([*current.interest_changes, *decided.changes], now)
+            await uow.preferences.save_interest_changes(*ref, kept)
+            await uow.outbox.enqueue([_interest_event(ref, c) for c in decided.changes])
+        changes = {"interests": [c.as_json() for c in decided.changes]} if decided.changes else {}
+        return Decision(changes, decided.errors)
 
 
 def _event(ref: tuple[str, str], decision: Decision, now: datetime) -> ContactPreferencesChanged:
@@ -106,5 +169,28 @@ def _event(ref: tuple[str, str], decision: Decision, now: datetime) -> ContactPr
             cap_per_week=changes.get("cap_per_week"),
             language=changes.get("language"),
             opted_in_at=opted_in if isinstance(opted_in, datetime) else None,
+            cap_per_month=changes.get("cap_per_month"),
+            channel_order=changes.get("channel_order"),
         ),
+    )
+
+
+def _interest_event(ref: tuple[str, str], change: InterestChange) -> Event:
+    """The ordinary interest event, the person their own source (`data`), the notifier its
+    producer (the envelope's `source`)."""
+    correlation_id = f"preferences-{uuid.uuid4()}"
+    if change.withdrawn:
+        return InterestWithdrawn(
+            source="notifier",
+            occurred_at=change.at,
+            correlation_id=correlation_id,
+            data=InterestWithdrawalData(
+                source=ref[0], external_id=ref[1], topic=change.topic, kind=change.kind
+            ),
+        )
+    return InterestDeclared(
+        source="notifier",
+        occurred_at=change.at,
+        correlation_id=correlation_id,
+        data=InterestData(source=ref[0], external_id=ref[1], topic=change.topic, kind=change.kind),
     )

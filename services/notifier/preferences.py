@@ -8,22 +8,33 @@ change is sent, so saving the page untouched publishes nothing.
 - **Pause**: for 1, 2 or 4 weeks from now, or until a chosen day (its start, UTC), at most a
   year ahead; or end a pause now. "No change" keeps whatever is set.
 - **How often**: at most N introductions a week, 1 up to the operator's cap
-  (ROAC_MATCH_CAP_PER_WEEK); empty means the operator's cap.
+  (ROAC_MATCH_CAP_PER_WEEK); empty means the operator's cap. And at most N a month (a rolling
+  30 days), 1 up to four times the operator's weekly cap; empty means no monthly cap. Both hold
+  together, so neither ever lets anyone above the operator's cap.
+- **Channels**: the order of the channel types roac knows for them (`channel_1`, `channel_2`,
+  ...: each once); their messages go by the first, fallbacks follow the order.
 - **Language**: one the notifier ships templates for.
 - **Opting back in** after unsubscribing: its own button, its own explicit choice.
+
+Their interests have their own forms and decisions: services/notifier/preferences_interests.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+
+from shared.events import ChannelType
 
 # The languages a person can choose (the notifier's shipped templates), with their own names.
 LANGUAGES: dict[str, str] = {"en": "English", "de": "Deutsch"}
 PAUSE_WEEKS = (1, 2, 4)
 MAX_PAUSE = timedelta(days=366)
+# The monthly caps offered go up to this many times the operator's weekly cap: a rolling month
+# holds at least four weeks, so a higher one would never bind before the weekly cap does.
+WEEKS_PER_MONTH = 4
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,11 @@ class Current:
     language: str | None = None
     opted_out: bool = False
     opted_in_at: datetime | None = None
+    cap_per_month: int | None = None
+    # Their channel types, first choice first; None: the integration's order.
+    channel_order: tuple[ChannelType, ...] | None = None
+    # The interest changes they made on the page (preferences_interests.InterestChange).
+    interest_changes: tuple[Any, ...] = ()
 
     def paused(self, now: datetime) -> bool:
         return self.paused_until is not None and self.paused_until > now
@@ -78,9 +94,63 @@ def cap_choices(operator_cap: int) -> list[int]:
     return list(range(1, operator_cap + 1))
 
 
-def decide(form: Mapping[str, str], current: Current, now: datetime, operator_cap: int) -> Decision:
-    """The settings form (`pause`, `until`, `per_week`, `language`) or the opt-in form
-    (`opt_in`), against what is stored."""
+def month_cap_choices(operator_cap: int) -> list[int]:
+    """The monthly caps a person may choose: 1 up to four times the operator's weekly cap."""
+    return list(range(1, operator_cap * WEEKS_PER_MONTH + 1))
+
+
+def effective_order(
+    known: Sequence[ChannelType], chosen: Sequence[ChannelType] | None
+) -> list[ChannelType]:
+    """The channel types roac knows for the person (each once, in the integration's order),
+    ranked by their own order when they chose one: what the page's selects show."""
+    distinct = list(dict.fromkeys(known))
+    if not chosen:
+        return distinct
+    rank = {kind: i for i, kind in enumerate(chosen)}
+    return sorted(distinct, key=lambda kind: rank.get(kind, len(rank)))
+
+
+def channel_order(
+    form: Mapping[str, str], known: Sequence[ChannelType] | None
+) -> list[ChannelType] | str | None:
+    """The order posted as `channel_1`, `channel_2`, ... (None when the form has none), or an
+    error key: each a channel type roac knows for them (any type when that could not be read),
+    each at most once."""
+    ranks = sorted(
+        (int(key.removeprefix("channel_")), value.strip())
+        for key, value in form.items()
+        if key.startswith("channel_") and key.removeprefix("channel_").isdigit()
+    )
+    if not ranks:
+        return None
+    allowed = {kind.value for kind in (known if known is not None else ChannelType)}
+    values = [value for _, value in ranks]
+    if any(value not in allowed for value in values) or len(set(values)) != len(values):
+        return "channel_order_invalid"
+    return [ChannelType(value) for value in values]
+
+
+def _cap(raw: str, choices: list[int]) -> int | str | None:
+    """A cap chosen from a list: None for empty, the number, or "invalid"."""
+    raw = raw.strip()
+    if raw == "":
+        return None
+    if raw.isdigit() and int(raw) in choices:
+        return int(raw)
+    return "invalid"
+
+
+def decide(
+    form: Mapping[str, str],
+    current: Current,
+    now: datetime,
+    operator_cap: int,
+    known_channels: Sequence[ChannelType] | None = None,
+) -> Decision:
+    """The settings form (`pause`, `until`, `per_week`, `per_month`, `channel_<rank>`,
+    `language`) or the opt-in form (`opt_in`), against what is stored. `known_channels`: the
+    channel types roac holds for them, when the matcher could be asked."""
     changes: dict[str, Any] = {}
     errors: dict[str, str] = {}
     if form.get("opt_in") == "yes":
@@ -99,19 +169,31 @@ def decide(form: Mapping[str, str], current: Current, now: datetime, operator_ca
             changes["paused_until"] = end
 
     if "per_week" in form:
-        raw = form["per_week"].strip()
-        if raw == "":
-            cap: int | None = None
-        elif raw.isdigit() and int(raw) in cap_choices(operator_cap):
-            cap = int(raw)
-        else:
-            cap = None
+        cap = _cap(form["per_week"], cap_choices(operator_cap))
+        if cap == "invalid":
             errors["per_week"] = "per_week_invalid"
-        # Choosing the operator's cap itself is the same as no cap of one's own.
-        if cap == operator_cap:
-            cap = None
-        if "per_week" not in errors and cap != current.cap_per_week:
-            changes["cap_per_week"] = cap
+        else:
+            # Choosing the operator's cap itself is the same as no cap of one's own.
+            cap = None if cap == operator_cap else cap
+            if cap != current.cap_per_week:
+                changes["cap_per_week"] = cap
+
+    if "per_month" in form:
+        month = _cap(form["per_month"], month_cap_choices(operator_cap))
+        if month == "invalid":
+            errors["per_month"] = "per_month_invalid"
+        elif month != current.cap_per_month:
+            changes["cap_per_month"] = month
+
+    order = channel_order(form, known_channels)
+    if isinstance(order, str):
+        errors["channel_order"] = order
+    elif order is not None and order != effective_order(
+        known_channels or order, current.channel_order
+    ):
+        # Saved only when it differs from the order the page showed (theirs, or else the
+        # integration's): an untouched page changes nothing.
+        changes["channel_order"] = order
 
     if "language" in form:
         language = form["language"].strip()

@@ -19,8 +19,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import ChoiceLoader, Environment, PackageLoader
 
 from services.notifier.preference_changes import Person, PreferenceChanges, Refusal
-from services.notifier.preferences import LANGUAGES, PAUSE_WEEKS, cap_choices, long_date
+from services.notifier.preferences import (
+    LANGUAGES,
+    PAUSE_WEEKS,
+    cap_choices,
+    effective_order,
+    long_date,
+    month_cap_choices,
+)
 from services.notifier.preferences import page_language as choose_language
+from shared.events import InterestKind, in_preferred_order
 
 MAX_FORM_BYTES = 4096
 
@@ -37,6 +45,17 @@ _HEADERS = {
     ),
 }
 _STATUS = {Refusal.INVALID: 400, Refusal.EXPIRED: 410, Refusal.ERASED: 200}
+# Where each refused field's message links to (the id of its first control).
+_ANCHORS = {
+    "pause": "until",
+    "per_week": "per_week",
+    "per_month": "per_month",
+    "language": "language",
+    "channel_order": "channel_1",
+    "topic": "topic",
+    "kind": "kind",
+    "interest_action": "topic",
+}
 
 
 def _environment(language: str) -> Environment:
@@ -79,6 +98,7 @@ def _page(
     current = person.current
     now = changes.now()
     language = choose_language(current.language, request.headers.get("accept-language"))
+    held = person.held
     return _render(
         language,
         "prefs.html.j2",
@@ -91,7 +111,15 @@ def _page(
         form=form or {},
         weeks=PAUSE_WEEKS,
         caps=cap_choices(changes.operator_cap),
+        month_caps=month_cap_choices(changes.operator_cap),
         operator_cap=changes.operator_cap,
+        # None: the matcher could not be asked; the page says so and shows the rest.
+        channels=in_preferred_order(held.channels, current.channel_order) if held else None,
+        channel_order=effective_order(held.channel_types, current.channel_order) if held else [],
+        interests=person.interests,
+        interests_known=held is not None,
+        kinds=list(InterestKind),
+        anchors=_ANCHORS,
         languages=LANGUAGES,
         chosen_language=current.language or language,
         min_date=(now + timedelta(days=1)).date().isoformat(),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.matcher.availability import (
+    ROLLING_MONTH,
     ROLLING_WEEK,
     may_take_another,
     reachable,
@@ -82,6 +83,11 @@ def test_the_sql_fragments_mirror_the_python_rules() -> None:
     days = re.fullmatch(r"now\(\) - interval '(\d+) days'", contact_sql.WEEK_AGO)
     assert days is not None and timedelta(days=int(days.group(1))) == ROLLING_WEEK
     assert contact_sql.WEEK_AGO in contact_sql.RECENT_INTROS
+    # The rolling month a person's own monthly cap counts in, counted only under such a cap.
+    days = re.fullmatch(r"now\(\) - interval '(\d+) days'", contact_sql.MONTH_AGO)
+    assert days is not None and timedelta(days=int(days.group(1))) == ROLLING_MONTH
+    assert contact_sql.intros_since(contact_sql.MONTH_AGO) in contact_sql.MONTH_INTROS
+    assert contact_sql.MONTH_INTROS.startswith("CASE WHEN c.own_cap_per_month IS NULL THEN 0")
     # Snoozed until a moment still to come; a snooze ending now is over (<= now() in SQL).
     assert contact_sql.NOT_SNOOZED == "(c.snoozed_until IS NULL OR c.snoozed_until <= now())"
     assert not snoozed(NOW, NOW) and snoozed(NOW + timedelta(seconds=1), NOW)
@@ -101,6 +107,8 @@ def _sources() -> str:
     [
         "deliverable AND NOT",  # reachable (store/contacts.py)
         "interval '7 days'",  # the rolling week (store/contacts.py)
+        "interval '30 days'",  # the rolling month (store/contacts.py)
+        "month_count < own_cap_per_month",  # under one's own monthly cap (availability.py)
         "snoozed_until <= now()",  # not snoozed (store/contacts.py)
         "pp.created_at > ",  # introductions in the rolling week (store/contacts.py)
         "ORDER BY id FOR NO KEY UPDATE",  # contact row locks in id order (store/contacts.py)

@@ -2,9 +2,10 @@
 introduction (read under row locks), and how each is presented in a proposal. Runs on the
 connection (and transaction) of a matcher unit of work (`uow.contacts`).
 
-The one SQL fragment for "reachable" and for "within the rolling week" live here, beside the
-Python rules they mirror (`services/matcher/availability.py`); `tests/unit/test_availability.py`
-holds the two side by side.
+The one SQL fragment for "reachable", for "within the rolling week" and for "within the rolling
+month" live here, beside the Python rules they mirror (`services/matcher/availability.py`);
+`tests/unit/test_availability.py` holds the two side by side. A person's own channel order is
+applied with `shared.events.in_preferred_order` (in Python, not SQL) when they are presented.
 """
 
 from __future__ import annotations
@@ -16,8 +17,20 @@ from typing import Any
 
 import asyncpg
 
-from services.matcher.store.rows import Availability, MemberRow, PreferenceChange, ProfileRow
-from shared.events import ChannelAddress, ChannelType, ContactRef, Participant
+from services.matcher.store.rows import (
+    Availability,
+    MemberRow,
+    OwnCaps,
+    PreferenceChange,
+    ProfileRow,
+)
+from shared.events import (
+    ChannelAddress,
+    ChannelType,
+    ContactRef,
+    Participant,
+    in_preferred_order,
+)
 
 
 def reachable(alias: str) -> str:
@@ -28,11 +41,24 @@ def reachable(alias: str) -> str:
 
 # SQL: the start of the rolling week the weekly caps count in (`availability.ROLLING_WEEK`).
 WEEK_AGO = "now() - interval '7 days'"
+# SQL: the start of the rolling month a person's own monthly cap counts in
+# (`availability.ROLLING_MONTH`).
+MONTH_AGO = "now() - interval '30 days'"
 # SQL: the contact row `c` is not snoozed (`availability.snoozed`).
 NOT_SNOOZED = "(c.snoozed_until IS NULL OR c.snoozed_until <= now())"
+
+
+def intros_since(start: str) -> str:
+    """SQL: introductions of the contact row `c` after `start` (one of the constants above)."""
+    return f"""(SELECT count(*) FROM matcher.proposal_participants pp
+                    WHERE pp.contact_id = c.id AND pp.created_at > {start})"""  # noqa: S608 (constant fragments, no input)
+
+
 # SQL: introductions of the contact row `c` within the rolling week (`Standing.recent_intros`).
-RECENT_INTROS = f"""(SELECT count(*) FROM matcher.proposal_participants pp
-                    WHERE pp.contact_id = c.id AND pp.created_at > {WEEK_AGO})"""  # noqa: S608 (constant fragments, no input)
+RECENT_INTROS = intros_since(WEEK_AGO)
+# SQL: within the rolling month (`Standing.month_intros`), counted only for a person with a
+# monthly cap of their own (`availability.within_monthly_cap`: no cap, nothing to count).
+MONTH_INTROS = f"CASE WHEN c.own_cap_per_month IS NULL THEN 0 ELSE {intros_since(MONTH_AGO)} END"
 
 # SQL: the contact row `c` is a person (neither erased nor merged into another) whom a pool's
 # selector takes in: every criterion given holds, within one any value ($1 tags, $2 sources of
@@ -145,8 +171,8 @@ class ContactRecords:
         dicts (rounds serialise tens of thousands of them directly)."""
         rows = await self._conn.fetch(
             """
-            SELECT c.id, c.name, c.organization, c.timezone, c.language, c.channels, i.source,
-                   i.external_id
+            SELECT c.id, c.name, c.organization, c.timezone, c.language, c.channels,
+                   c.channel_order, i.source, i.external_id
             FROM matcher.contacts c
             JOIN LATERAL (
                 SELECT source, external_id FROM matcher.identities
@@ -164,7 +190,7 @@ class ContactRecords:
                 "organization": r["organization"],
                 "timezone": r["timezone"],
                 "language": r["language"],
-                "channels": [{"type": c["type"], "address": c["address"]} for c in r["channels"]],
+                "channels": _in_their_order(r["channels"], r["channel_order"]),
             }
             for r in rows
         }
@@ -201,7 +227,7 @@ class ContactRecords:
         rows = await self._conn.fetch(
             f"""
             SELECT c.id, c.opted_out, c.deliverable, c.snoozed_until, c.own_cap_per_week,
-                   {RECENT_INTROS} AS recent
+                   c.own_cap_per_month, {RECENT_INTROS} AS recent, {MONTH_INTROS} AS month
             FROM matcher.contacts c WHERE c.id = ANY($1::bigint[])
             """,  # noqa: S608 (constant fragments, no input)
             ids,
@@ -213,6 +239,8 @@ class ContactRecords:
                 r["deliverable"],
                 r["snoozed_until"],
                 r["own_cap_per_week"],
+                r["own_cap_per_month"],
+                r["month"],
             )
             for r in rows
         }
@@ -226,6 +254,23 @@ class ContactRecords:
             list(set(contact_ids)),
         )
         return {r["id"]: r["recent"] for r in rows if r["recent"]}
+
+    async def own_caps(self, contact_ids: Iterable[int]) -> dict[int, OwnCaps]:
+        """The caps of those who chose their own (the others have none), so that a round
+        plans within them; the locked re-check (`lock_availability`) has the final word."""
+        rows = await self._conn.fetch(
+            f"""
+            SELECT c.id, c.own_cap_per_week, c.own_cap_per_month, {MONTH_INTROS} AS month
+            FROM matcher.contacts c
+            WHERE c.id = ANY($1::bigint[])
+              AND (c.own_cap_per_week IS NOT NULL OR c.own_cap_per_month IS NOT NULL)
+            """,  # noqa: S608 (constant fragments, no input)
+            list(set(contact_ids)),
+        )
+        return {
+            r["id"]: OwnCaps(r["own_cap_per_week"], r["own_cap_per_month"], r["month"])
+            for r in rows
+        }
 
     async def blocks_of(self, contact_ids: Iterable[int]) -> dict[int, set[int]]:
         """For each contact, everyone it blocks or is blocked by."""
@@ -292,6 +337,8 @@ class ContactRecords:
                     ELSE greatest(c.snoozed_until, $3) END,
                 paused_until = CASE WHEN $2 THEN $3 ELSE c.paused_until END,
                 own_cap_per_week = CASE WHEN $4 THEN $5 ELSE c.own_cap_per_week END,
+                own_cap_per_month = CASE WHEN $11 THEN $12 ELSE c.own_cap_per_month END,
+                channel_order = CASE WHEN $13 THEN $14::text[] ELSE c.channel_order END,
                 own_language = CASE WHEN $6 THEN $7 ELSE c.own_language END,
                 language = CASE WHEN $6 THEN coalesce($7, c.language) ELSE c.language END,
                 opted_out = CASE WHEN $8 THEN false ELSE c.opted_out END,
@@ -311,6 +358,10 @@ class ContactRecords:
             change.opt_in,
             change.opted_in_at,
             change.at,
+            change.cap_month,
+            change.cap_per_month,
+            change.channels,
+            list(change.channel_order) or None,
         )
         if row is not None and change.opt_in:
             await self._conn.execute(
@@ -351,3 +402,20 @@ class ContactRecords:
             )
             for r in rows
         ]
+
+
+def _in_their_order(
+    channels: list[dict[str, str]], order: list[str] | None
+) -> list[dict[str, str]]:
+    """The contact's channels as JSON-ready dicts, in the person's own order when they chose
+    one (`shared.events.in_preferred_order`)."""
+    plain = [{"type": c["type"], "address": c["address"]} for c in channels]
+    if not order:
+        return plain
+    addresses = [
+        ChannelAddress.model_construct(type=ChannelType(c["type"]), address=c["address"])
+        for c in plain
+    ]
+    return [
+        {"type": c.type.value, "address": c.address} for c in in_preferred_order(addresses, order)
+    ]

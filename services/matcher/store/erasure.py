@@ -109,7 +109,8 @@ class ErasureRecords:
             SET name = NULL, organization = NULL, timezone = NULL, language = NULL,
                 channels = '[]'::jsonb, tags = '{}', deliverable = false, opted_out = true,
                 snoozed_until = NULL, paused_until = NULL, own_cap_per_week = NULL,
-                own_language = NULL, opted_in_at = NULL,
+                own_language = NULL, opted_in_at = NULL, own_cap_per_month = NULL,
+                channel_order = NULL,
                 erased_at = now(), updated_at = now()
             WHERE id = $1
             """,

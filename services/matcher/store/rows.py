@@ -138,6 +138,8 @@ class Availability:
     deliverable: bool
     snoozed_until: datetime | None
     own_cap_per_week: int | None = None  # the person's own cap (preferences page)
+    own_cap_per_month: int | None = None  # their own monthly cap (preferences page)
+    month_intros: int = 0  # introductions within availability.ROLLING_MONTH (when capped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,18 @@ class PreferenceChange:
     language: str | None = None
     opt_in: bool = False
     opted_in_at: datetime | None = None
+    cap_month: bool = False
+    cap_per_month: int | None = None
+    channels: bool = False  # their channel order changed
+    channel_order: tuple[str, ...] = ()  # channel types, first choice first; empty: none
+
+
+class OwnCaps(NamedTuple):
+    """A person's own caps (preferences page) and what the monthly one counts, for planning."""
+
+    per_week: int | None
+    per_month: int | None
+    month_intros: int
 
 
 class TopicCounts(NamedTuple):

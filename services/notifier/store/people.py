@@ -158,7 +158,9 @@ class PeopleStore:
             WHERE o.producer = $1
               AND o.routing_key IN ('delivery.succeeded.v1', 'delivery.failed.v1',
                                     'contact.opted_out.v1', 'contact.preferences_changed.v1',
-                                    'intro.feedback_given.v1')
+                                    'intro.feedback_given.v1',
+                                    -- what their preferences page changed of their interests
+                                    'interest.declared.v1', 'interest.withdrawn.v1')
               AND (
                 convert_from(o.body, 'UTF8')::jsonb -> 'data' -> 'recipient'
                     @> jsonb_build_object('source', $2::text, 'external_id', $3::text)

@@ -4,12 +4,16 @@ Runs on the connection of a notifier unit of work (`uow.preferences`)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from services.notifier.preferences import Current
+from services.notifier.preferences_interests import InterestChange
+from shared.events import ChannelType
 
 
 class PreferencesStore:
@@ -20,6 +24,7 @@ class PreferencesStore:
         row = await self._conn.fetchrow(
             """
             SELECT p.paused_until, p.cap_per_week, p.language, p.opted_in_at,
+                   p.cap_per_month, p.channel_order, p.interest_changes,
                    EXISTS (SELECT 1 FROM notifier.opt_outs o
                            WHERE o.source = $1 AND o.external_id = $2) AS opted_out
             FROM (SELECT $1::text AS source, $2::text AS external_id) AS who
@@ -34,21 +39,31 @@ class PreferencesStore:
             language=row["language"],
             opted_out=row["opted_out"],
             opted_in_at=row["opted_in_at"],
+            cap_per_month=row["cap_per_month"],
+            channel_order=_order(row["channel_order"]),
+            interest_changes=tuple(
+                InterestChange.from_json(c) for c in _json(row["interest_changes"])
+            ),
         )
 
     async def save(self, source: str, external_id: str, changes: dict[str, Any]) -> None:
-        """Record the changed fields (`paused_until`, `cap_per_week`, `language`, `opted_in`:
-        its time); an opt-in also removes their opt-out."""
+        """Record the changed fields (`paused_until`, `cap_per_week`, `cap_per_month`,
+        `channel_order`, `language`, `opted_in`: its time); an opt-in also removes their
+        opt-out."""
+        order = changes.get("channel_order")
         await self._conn.execute(
             """
             INSERT INTO notifier.preferences
-                (source, external_id, paused_until, cap_per_week, language, opted_in_at)
-            VALUES ($1, $2, $4, $6, $8, $10)
+                (source, external_id, paused_until, cap_per_week, language, opted_in_at,
+                 cap_per_month, channel_order)
+            VALUES ($1, $2, $4, $6, $8, $10, $12, $14)
             ON CONFLICT (source, external_id) DO UPDATE SET
                 paused_until = CASE WHEN $3 THEN $4 ELSE notifier.preferences.paused_until END,
                 cap_per_week = CASE WHEN $5 THEN $6 ELSE notifier.preferences.cap_per_week END,
                 language = CASE WHEN $7 THEN $8 ELSE notifier.preferences.language END,
                 opted_in_at = CASE WHEN $9 THEN $10 ELSE notifier.preferences.opted_in_at END,
+                cap_per_month = CASE WHEN $11 THEN $12 ELSE notifier.preferences.cap_per_month END,
+                channel_order = CASE WHEN $13 THEN $14 ELSE notifier.preferences.channel_order END,
                 updated_at = now()
             """,
             source,
@@ -61,6 +76,10 @@ class PreferencesStore:
             changes.get("language"),
             "opted_in" in changes,
             _moment(changes.get("opted_in")),
+            "cap_per_month" in changes,
+            changes.get("cap_per_month"),
+            "channel_order" in changes,
+            [ChannelType(kind).value for kind in order] if order else None,
         )
         if "opted_in" in changes:
             await self._conn.execute(
@@ -68,6 +87,34 @@ class PreferencesStore:
                 source,
                 external_id,
             )
+
+    async def save_interest_changes(
+        self, source: str, external_id: str, changes: Sequence[InterestChange]
+    ) -> None:
+        """Replace the interest changes the page remembers for them (those still shown over
+        the matcher's answer: `preferences_interests.recent`)."""
+        await self._conn.execute(
+            """
+            INSERT INTO notifier.preferences (source, external_id, interest_changes)
+            VALUES ($1, $2, $3::jsonb)
+            ON CONFLICT (source, external_id) DO UPDATE SET
+                interest_changes = EXCLUDED.interest_changes, updated_at = now()
+            """,
+            source,
+            external_id,
+            json.dumps([c.as_json() for c in changes]),
+        )
+
+
+def _order(value: list[str] | None) -> tuple[ChannelType, ...] | None:
+    known = {kind.value for kind in ChannelType}
+    return tuple(ChannelType(v) for v in value if v in known) if value else None
+
+
+def _json(value: Any) -> list[dict[str, Any]]:
+    """A jsonb list (asyncpg hands jsonb over as text)."""
+    parsed = json.loads(value) if isinstance(value, str) else value
+    return list(parsed or [])
 
 
 def _moment(value: Any) -> datetime | None:
