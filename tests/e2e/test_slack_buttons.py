@@ -3,25 +3,33 @@ fake Slack (tests/support/fake_providers.py), which checks the Block Kit it rece
 made as Slack makes them (tests/support/fake_slack.py: a signed block_actions payload POSTed to
 the notifier's public interactivity URL). Two people are asked with buttons, both click *Yes,
 introduce me*, each message is updated through its response_url, and the introduction follows
-in one group DM; a request with a bad signature or a stale timestamp gets 401."""
+in one group DM; a request with a bad signature or a stale timestamp gets 401. Then "did you
+meet?": each gets a check-in in their DM with four buttons, the fake Slack clicks *We met*, the
+message shows the answer, and the matcher receives the feedback (through the same use case and
+event, intro.feedback_given.v1, as the check-in's web link)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
+import asyncpg
 import httpx
 import pytest
 
-from services.notifier.channels.slack_blocks import ACCEPT_ACTION, DECLINE_ACTION
+from services.notifier.channels.slack_blocks import ACCEPT_ACTION, CHECKIN_ACTIONS, DECLINE_ACTION
 from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.support.fake_providers import SLACK_TOKEN, ProviderServer, Received, fake_providers
 from tests.support.fake_slack import SLACK_SIGNING_SECRET, click_body, signed_headers
 from tests.support.infra import API_KEY, WEBHOOK_SIGNING_KEY
 
 pytestmark = pytest.mark.e2e
+
+CHECKIN_AFTER_SECONDS = 2
+CHECKIN_MET = "roac.checkin_met"
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +56,9 @@ def slack_stack(
         ROAC_SLACK_SIGNING_SECRET=SLACK_SIGNING_SECRET,
         # The fake Slack's response_url is on 127.0.0.1 (Slack's: hooks.slack.com).
         ROAC_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+        # "Did you meet?" seconds after an introduction (7 days by default).
+        ROAC_CHECKIN_AFTER_SECONDS=CHECKIN_AFTER_SECONDS,
+        ROAC_EXPIRY_SWEEP_SECONDS="0.5",
     ) as stack:
         yield stack
 
@@ -103,7 +114,7 @@ def _click(
     return response, response_path
 
 
-def _intro_state(stack: Stack, external_id: str) -> str | None:
+def _intro(stack: Stack, external_id: str) -> dict[str, Any] | None:
     response = httpx.get(
         f"{stack.notifier_url}/v1/intros",
         headers={"Authorization": f"Bearer {API_KEY}"},
@@ -111,7 +122,41 @@ def _intro_state(stack: Stack, external_id: str) -> str | None:
     )
     for intro in response.json()["intros"]:
         if any(p["external_id"] == external_id for p in intro["participants"]):
-            return str(intro["state"])
+            return dict(intro)
+    return None
+
+
+def _intro_state(stack: Stack, external_id: str) -> str | None:
+    intro = _intro(stack, external_id)
+    return str(intro["state"]) if intro else None
+
+
+def _feedback(stack: Stack, proposal_id: str) -> list[tuple[int, str]]:
+    async def run() -> list[tuple[int, str]]:
+        conn = await asyncpg.connect(stack.infra.database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT respondent, outcome FROM matcher.feedback WHERE proposal_id = $1::uuid",
+                proposal_id,
+            )
+        finally:
+            await conn.close()
+        return [(r["respondent"], r["outcome"]) for r in rows]
+
+    return asyncio.run(run())
+
+
+def _checkin_post(providers: ProviderServer, user: str) -> dict[str, Any] | None:
+    """The check-in posted to `user`'s DM: the message whose buttons are a check-in's."""
+    for posted in _posts(providers, _dm(user)):
+        actions = [
+            e["action_id"]
+            for b in posted.body.get("blocks", [])
+            if b.get("type") == "actions"
+            for e in b["elements"]
+        ]
+        if CHECKIN_MET in actions:
+            return posted.body
     return None
 
 
@@ -211,3 +256,61 @@ def test_a_bad_signature_or_a_stale_timestamp_gets_401_and_changes_nothing(
     assert providers.state.at(f"/slack/response/{run}") == []
     assert httpx.post(url, content=body, headers=signed_headers(body)).status_code == 200
     _wait("the update", lambda: providers.state.at(f"/slack/response/{run}"))
+
+
+def test_did_you_meet_in_slack_we_met_reaches_the_matcher(
+    slack_stack: Stack, providers: ProviderServer
+) -> None:
+    run = run_id()
+    people = [_slack_person(run, i) for i in range(2)]
+    users = [p["channels"][0]["address"] for p in people]
+    _introduce(slack_stack, people, f"sourdough {run}")
+    asks = [
+        _wait(f"the ask to {user}", lambda user=user: _posts(providers, _dm(user)))[0].body
+        for user in users
+    ]
+    for ask, user in zip(asks, users, strict=True):
+        assert _click(slack_stack, providers, ask, ACCEPT_ACTION, user)[0].status_code == 200
+    _wait("introduced", lambda: _intro_state(slack_stack, people[0]["external_id"]) == "introduced")
+
+    # A few seconds later, each gets "did you meet?" in their DM, with the four buttons.
+    checkins = [
+        _wait(f"the check-in to {user}", lambda user=user: _checkin_post(providers, user), 20)
+        for user in users
+    ]
+    for checkin, person in zip(checkins, people, strict=True):
+        assert [b["type"] for b in checkin["blocks"]] == ["section", "actions"]
+        buttons = checkin["blocks"][1]["elements"]
+        assert {b["action_id"] for b in buttons} == CHECKIN_ACTIONS
+        assert buttons[0]["text"]["text"] == "We met"
+        other = people[1 - people.index(person)]["name"]
+        assert "Did you meet?" in checkin["text"] and other in checkin["text"]
+        # The text keeps the web links (the fallback) and the footer's preferences page.
+        assert "/links/" in checkin["text"] and "/preferences/" in checkin["text"]
+        assert "/preferences/" in checkin["blocks"][0]["text"]["text"]
+
+    response, update_path = _click(slack_stack, providers, checkins[0], CHECKIN_MET, users[0])
+    assert response.status_code == 200
+    [update] = _wait("the check-in's update", lambda: providers.state.at(update_path))
+    assert update.body["replace_original"] is True
+    assert "glad to hear it" in update.body["text"]
+    assert "/links/" in update.body["text"]  # the optional rating's page
+    assert [b["type"] for b in update.body["blocks"]] == ["section", "context"]  # no buttons
+
+    intro = _intro(slack_stack, people[0]["external_id"])
+    assert intro is not None
+    seat = [p["external_id"] for p in intro["participants"]].index(people[0]["external_id"])
+    assert _wait("the matcher's feedback", lambda: _feedback(slack_stack, intro["id"])) == [
+        (seat, "met")
+    ]
+    # The operator sees the answer on the introduction's check-ins (the other still asked).
+    listed = _intro(slack_stack, people[0]["external_id"])
+    assert listed is not None
+    states = {c["position"]: c["state"] for c in listed["checkins"]}
+    assert states == {seat: "met", 1 - seat: "sent"}
+    # Clicked again: already noted, the matcher's feedback unchanged.
+    again, again_path = _click(slack_stack, providers, checkins[0], CHECKIN_MET, users[0])
+    assert again.status_code == 200
+    [update] = _wait("the repeat's update", lambda: providers.state.at(again_path))
+    assert "Already noted" in update.body["text"]
+    assert _feedback(slack_stack, intro["id"]) == [(seat, "met")]

@@ -1,19 +1,22 @@
 """Slack buttons in plain Python: Slack's request signature (good, bad, stale, a replay after the
 5-minute window), the interactivity payload, the Block Kit ask and check-in ("did you meet?"),
 the answered message, and the endpoint's answers (401, 400, 200) with fake answer use cases, a
-fake responder and a fake clock (no database, no network)."""
+fake responder and a fake clock (no database, no network); the Slack app manifest's scopes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 from uuid import uuid4
 
 import pytest
+import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
@@ -615,3 +618,22 @@ def test_every_check_in_outcome_has_words() -> None:
         assert text and "|" not in text
     for outcome in [*Verdict, "invalid", "expired", "erased"]:
         assert si.checkin_answered_text(CheckinResult(str(outcome)))
+
+
+# --- the Slack app manifest ----------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+# What each Slack Web API method the notifier calls needs (api.slack.com/methods).
+SCOPES_OF = {"chat.postMessage": {"chat:write"}, "conversations.open": {"im:write", "mpim:write"}}
+
+
+def test_the_manifest_asks_for_exactly_the_scopes_the_notifier_uses() -> None:
+    code = (ROOT / "services" / "notifier" / "channels" / "http.py").read_text()
+    called = set(re.findall(r'self\._call\("([a-zA-Z.]+)"', code))
+    assert called == set(SCOPES_OF), "a new Slack method: add its scopes to the manifest"
+    manifest = yaml.safe_load((ROOT / "deploy" / "slack" / "manifest.yaml").read_text())
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == set().union(*SCOPES_OF.values())
+    assert "user" not in manifest["oauth_config"]["scopes"]
+    interactivity = manifest["settings"]["interactivity"]
+    assert interactivity["is_enabled"] is True
+    assert interactivity["request_url"].endswith("/slack/interactivity")
