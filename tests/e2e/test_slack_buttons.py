@@ -156,7 +156,7 @@ def _checkin_post(providers: ProviderServer, user: str) -> dict[str, Any] | None
             for e in b["elements"]
         ]
         if CHECKIN_MET in actions:
-            return posted.body
+            return dict(posted.body)
     return None
 
 
