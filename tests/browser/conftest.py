@@ -22,6 +22,7 @@ from tests.e2e.conftest import Stack, running_stack
 from tests.support.fake_providers import ProviderServer, fake_providers
 from tests.support.infra import WEBHOOK_SIGNING_KEY, free_port
 from tests.support.processes import ServiceProcess, run_roac
+from tests.support.reader_key import READER_ENV, grant_reader
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 # The scopes the console's key needs (docs/console.md), on every source.
@@ -81,8 +82,10 @@ def console_stack(
             ROAC_DELIVERY_MAX_ATTEMPTS="2",
             ROAC_RETRY_BASE_SECONDS="1",
             ROAC_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",  # the fake providers
+            **READER_ENV,  # preferences pages read people back from the matcher
         ) as stack,
     ):
+        grant_reader(stack.infra.database_url)
         scopes = [arg for scope in CONSOLE_SCOPES for arg in ("--scope", scope)]
         key = _roac(stack.env, "keys", "create", "console", *scopes, "--source", "*").stdout
         port = free_port()
