@@ -84,7 +84,7 @@ MATCHER_QUEUE = ConsumerQueue(
         "contact.opted_out.v1",
         "contact.erased.v1",
         "interest.withdrawn.v1",
-        # A person's own pause, weekly cap, language and opting back in (preferences page).
+        # A person's own pause, caps, channel order, language, opting back in (preferences).
         "contact.preferences_changed.v1",
         # Answers to "did you meet?" (the notifier's check-ins), applied as feedback.
         "intro.feedback_given.v1",
