@@ -67,8 +67,13 @@ class ContactIdentityOut(BaseModel):
     )
 
 
+def identities_out(view: ContactView) -> list[IdentityOut]:
+    """Every identity of the person, oldest first."""
+    return [IdentityOut(source=i.source, external_id=i.external_id) for i in view.identities]
+
+
 def _identity_out(view: ContactView) -> ContactIdentityOut:
-    identities = [IdentityOut(source=i.source, external_id=i.external_id) for i in view.identities]
+    identities = identities_out(view)
     merges = [
         MergeOut(
             merge_id=m.id,

@@ -12,7 +12,12 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from services.matcher.contact_routes import ExternalIdPath, IdentityOut, SourcePath
+from services.matcher.contact_routes import (
+    ExternalIdPath,
+    IdentityOut,
+    SourcePath,
+    identities_out,
+)
 from services.matcher.contacts_admin import ContactIdentities
 from services.matcher.directory import Directory
 from services.matcher.pool_routes import PoolName, Selector
@@ -223,5 +228,4 @@ async def contact_held(
     view = await contacts.view((source, external_id))
     if found is None or view is None:
         raise HTTPException(404, "There is no such identity.")
-    identities = [IdentityOut(source=i.source, external_id=i.external_id) for i in view.identities]
-    return ContactHeldOut.model_validate({**found, "identities": identities})
+    return ContactHeldOut.model_validate({**found, "identities": identities_out(view)})

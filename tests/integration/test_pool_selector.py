@@ -14,7 +14,8 @@ import pytest
 from services.matcher.directory import Directory
 from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import MatcherStore
-from shared.events import ContactData, ContactUpserted, EventBatch
+from shared.events import ContactUpserted, EventBatch
+from tests.integration.test_identity_resolution import contact
 
 
 @pytest.fixture
@@ -25,22 +26,12 @@ def matcher(pool: asyncpg.Pool) -> MatcherService:
     )
 
 
-def contact(
+def member(
     run: str, i: int, source: str, *, tags: list[str], organization: str | None, reachable: bool
 ) -> ContactUpserted:
-    return ContactUpserted(
-        source="ingest",
-        correlation_id=f"c-{run}",
-        data=ContactData(
-            source=source,
-            external_id=f"{run}-{i}",
-            name=f"Person {i}",
-            # Without an address there is no channel: not reachable.
-            email=f"p{i}.{run}@example.org" if reachable else None,
-            organization=organization,
-            tags=tags,
-        ),
-    )
+    # Without an address there is no channel: not reachable.
+    email = f"p{i}.{run}@example.org" if reachable else None
+    return contact(run, source, str(i), email=email, organization=organization, tags=tags)
 
 
 async def placeable_members(pool: asyncpg.Pool, selector: dict[str, list[str]]) -> set[int]:
@@ -70,7 +61,7 @@ async def test_a_rounds_members_and_the_preview_select_the_same_people(
     await matcher.apply(
         EventBatch(
             events=[
-                contact(run, i, source, tags=tags, organization=org, reachable=ok)
+                member(run, i, source, tags=tags, organization=org, reachable=ok)
                 for i, (source, tags, org, ok) in enumerate(people)
             ]
         )
@@ -122,7 +113,7 @@ async def test_without_a_selector_both_take_in_every_person_and_no_merged_away_c
     await matcher.apply(
         EventBatch(
             events=[
-                contact(run, i, f"s{run}", tags=[], organization=None, reachable=True)
+                member(run, i, f"s{run}", tags=[], organization=None, reachable=True)
                 for i in range(2)
             ]
         )
