@@ -29,6 +29,7 @@ from services.notifier.preferences_interests import (
     recent,
     shown_interests,
 )
+from services.notifier.preferences_routes import _ENVIRONMENTS
 from shared.events import (
     ChannelAddress,
     ChannelType,
@@ -284,3 +285,30 @@ def test_the_matchers_answer_is_read_and_what_is_unknown_left_out() -> None:
     )
     assert held.channel_types == [HOOK, EMAIL]
     assert held.interests == [HeldInterest("bees", LIKES, NOW)]
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [("en", ["Choice 2", "I can offer it", "(saving)"]), ("de", ["Wahl 2", "Biete ich an"])],
+)
+def test_the_page_renders_channels_and_interests_in_each_language(
+    language: str, expected: list[str]
+) -> None:
+    html = (
+        _ENVIRONMENTS[language]
+        .get_template("prefs.html.j2")
+        .render(
+            lang=language, action="/preferences/t", current=Current(), paused=False,
+            saved=False, errors={"channel_order": "channel_order_invalid"}, form={},
+            weeks=(1, 2, 4), caps=[1, 2], month_caps=month_cap_choices(2), operator_cap=2,
+            channels=_channels(HOOK, EMAIL), channel_order=[HOOK, EMAIL],
+            interests=[ShownInterest("bees", OFFERS), ShownInterest("clay", LIKES, pending=True)],
+            interests_known=True, kinds=list(InterestKind), languages={"en": "English"},
+            chosen_language=language, min_date="2027-03-02", max_date="2028-03-01",
+            anchors={"channel_order": "channel_1"},
+        )
+    )  # fmt: skip
+    for text in expected:
+        assert text in html
+    assert '<a href="#channel_1">' in html and 'id="kind-2"' in html
+    assert "{n}" not in html
