@@ -2,7 +2,8 @@
 people, 500,000 interests and 50,000 introductions, every page under 300 ms at p95).
 
 The data is COPYed straight into the matcher's and notifier's tables (as a finished import and
-weeks of rounds would leave them: bench/round_quality.py loads the same way), then the services
+weeks of rounds would leave them: bench/round_quality.py loads the same way; five pools' weekly
+rounds, most introductions made by one of them, the introduced ones' check-ins), then the services
 and the console run as processes, an operator signs in, and each page is fetched `--repeat`
 times in turn; p50, p95 and max per page are printed (and written as a Markdown table with
 `--write FILE`).
@@ -37,6 +38,8 @@ from tests.support.processes import ServiceProcess
 
 LOAD_TIMEOUT = 600
 STATES = ("asked", "accepted", "introduced", "declined", "expired", "failed")
+CHECKINS = ("met", "met", "didnt_happen", "not_for_me", "still_not_yet", "sent", "expired")
+POOLS = 5
 OPERATOR, PASSWORD = "bench@example.org", "a long bench passphrase"
 ROAC = (sys.executable, "-m", "services.cli")
 
@@ -92,14 +95,34 @@ async def load(dsn: str, people: int, interests_each: int, intros: int, seed: in
         await conn.execute("UPDATE matcher.counters SET value = $1 WHERE name = 'contacts'", people)
         await conn.execute("SELECT setval('matcher.contacts_id_seq', $1)", people)
         await conn.execute("SELECT setval('matcher.topics_id_seq', $1)", len(topics))
-        # Introductions over the last 12 weeks, two seats each, in every state.
+        # Weekly rounds of five pools over the last 12 weeks (Today charts each pool's).
         now = datetime.now(UTC)
-        intro_rows, seat_rows = [], []
+        pools = ["everyone", *(f"pool-{i}" for i in range(1, POOLS))]
+        await conn.executemany(
+            "INSERT INTO matcher.pools (name) VALUES ($1) ON CONFLICT DO NOTHING",
+            [(p,) for p in pools],
+        )
+        rounds = [
+            (uuid.uuid4(), pool, now - timedelta(weeks=week, hours=index))
+            for week in range(13)
+            for index, pool in enumerate(pools)
+        ]
+        await conn.copy_records_to_table(
+            "rounds",
+            schema_name="matcher",
+            columns=["id", "pool", "group_size", "seed", "serendipity", "status", "requested_at"],
+            records=[(r[0], r[1], 2, 1, 0.0, "done", r[2]) for r in rounds],
+        )
+        # Introductions over the last 12 weeks, two seats each, in every state; four in five
+        # made by a round (of their week), the rest live; the introduced ones' check-ins
+        # answered or not.
+        intro_rows, seat_rows, checkin_rows = [], [], []
         for _ in range(intros):
             intro_id = uuid.uuid4()
             a, b = rng.sample(range(1, people + 1), 2)
             created = now - timedelta(seconds=rng.uniform(0, 84 * 86400))
             state = rng.choice(STATES)
+            week = int((now - created) / timedelta(weeks=1))
             body = {
                 "reason": "You both care about a bench topic.",
                 "topics": [{"topic": "topic 1"}],
@@ -108,6 +131,8 @@ async def load(dsn: str, people: int, interests_each: int, intros: int, seed: in
                     {"source": "bench", "external_id": str(b), "name": f"Person {b}"},
                 ],
             }
+            if rng.random() < 0.8:
+                body["round_id"] = str(rounds[week * POOLS + rng.randrange(POOLS)][0])
             intro_rows.append(
                 (intro_id, "double_opt_in", state, json.dumps(body), "bench", created, created)
             )
@@ -116,6 +141,11 @@ async def load(dsn: str, people: int, interests_each: int, intros: int, seed: in
                 (intro_id, 0, "bench", str(a), "peer", answer),
                 (intro_id, 1, "bench", str(b), "peer", answer),
             ]
+            if state == "introduced":
+                checkin_rows += [
+                    (intro_id, seat, rng.choice(CHECKINS), created + timedelta(days=1))
+                    for seat in (0, 1)
+                ]
         await conn.execute(
             "CREATE TEMP TABLE staged_intros (id uuid, mode text, state text, intro text, "
             "correlation_id text, proposed_at timestamptz, created_at timestamptz)"
@@ -133,6 +163,13 @@ async def load(dsn: str, people: int, interests_each: int, intros: int, seed: in
             schema_name="notifier",
             columns=["intro_id", "position", "source", "external_id", "role", "answer"],
             records=seat_rows,
+            timeout=LOAD_TIMEOUT,
+        )
+        await conn.copy_records_to_table(
+            "checkins",
+            schema_name="notifier",
+            columns=["intro_id", "position", "state", "introduced_at"],
+            records=checkin_rows,
             timeout=LOAD_TIMEOUT,
         )
         await conn.execute("ANALYZE", timeout=LOAD_TIMEOUT)
@@ -154,6 +191,7 @@ def sign_in(client: httpx.Client) -> None:
 def measure(base: str, round_id: str | None, repeat: int) -> dict[str, list[float]]:
     pages = {
         "Today": "/",
+        "Today (one pool)": "/?pool=pool-1",
         "Pools": "/pools",
         "Pool form": "/pools/edit?name=everyone",
         "Rounds": "/rounds",
