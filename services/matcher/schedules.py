@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.matcher.cron import CronExpression, parse_cron
@@ -179,6 +179,12 @@ def _wall(instant: datetime, tz: ZoneInfo) -> datetime:
     return instant.astimezone(tz).replace(tzinfo=None)
 
 
+@overload
+def anchored(schedule: WeeklySchedule, saved_at: datetime) -> WeeklySchedule: ...
+@overload
+def anchored(schedule: CronSchedule, saved_at: datetime) -> CronSchedule: ...
+@overload
+def anchored(schedule: Schedule, saved_at: datetime) -> Schedule: ...
 def anchored(schedule: Schedule, saved_at: datetime) -> Schedule:
     """The schedule with its `starting` week fixed: the week of its first slot after
     `saved_at` (a schedule that already has one, or a cron one, is returned as it is)."""
