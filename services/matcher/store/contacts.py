@@ -62,13 +62,15 @@ MONTH_INTROS = f"CASE WHEN c.own_cap_per_month IS NULL THEN 0 ELSE {intros_since
 
 # SQL: the contact row `c` is a person (neither erased nor merged into another) whom a pool's
 # selector takes in: every criterion given holds, within one any value ($1 tags, $2 sources of
-# an identity, $3 organizations in lower case; NULL: not given). Its arguments: `in_pool`.
+# an identity, $3 organizations, compared case-blind with PostgreSQL's own lower() on both
+# sides, so the database's locale decides for both; NULL: not given). Arguments: `in_pool`.
 IN_POOL = """c.erased_at IS NULL AND c.merged_into IS NULL
               AND ($1::text[] IS NULL OR c.tags && $1::text[])
               AND ($2::text[] IS NULL OR EXISTS (
                     SELECT 1 FROM matcher.identities i
                     WHERE i.contact_id = c.id AND i.source = ANY($2::text[])))
-              AND ($3::text[] IS NULL OR lower(c.organization) = ANY($3::text[]))"""
+              AND ($3::text[] IS NULL OR lower(c.organization) IN (
+                    SELECT lower(o) FROM unnest($3::text[]) AS o))"""
 
 
 def in_pool(selector: Mapping[str, Sequence[str]]) -> tuple[str, list[list[str] | None]]:
@@ -77,7 +79,8 @@ def in_pool(selector: Mapping[str, Sequence[str]]) -> tuple[str, list[list[str] 
     the console's preview (`Directory.pool_size`) both select with it, so they never differ."""
     tags = list(selector.get("tags") or ()) or None
     sources = list(selector.get("sources") or ()) or None
-    organizations = [o.casefold() for o in selector.get("organizations") or ()] or None
+    # Not casefold() here: Python's folding ("Straße" -> "strasse") is not PostgreSQL's lower().
+    organizations = list(selector.get("organizations") or ()) or None
     return IN_POOL, [tags, sources, organizations]
 
 
