@@ -46,6 +46,8 @@ WEEKDAY_NAMES = dict(
 def schedule_text(pool: dict[str, Any]) -> str:
     """ "Mondays at 09:00 (Europe/Berlin)", "every 2 weeks: ...", "every week", "on request"."""
     schedule = pool.get("schedule")
+    if isinstance(schedule, dict) and schedule.get("cron"):
+        return f"cron {schedule['cron']} ({schedule.get('timezone')})"
     if isinstance(schedule, dict) and schedule.get("weekdays"):
         days = " and ".join(WEEKDAY_NAMES.get(d, d) for d in schedule["weekdays"])
         text = f"{days} at {schedule.get('at')} ({schedule.get('timezone')})"
@@ -81,6 +83,7 @@ def _pool_form(pool: dict[str, Any] | None) -> dict[str, Any]:
             "at": "09:00",
             "timezone": "UTC",
             "every_weeks": "1",
+            "cron": "",
             "checkin_after_days": "",
             "existing": False,
         }
@@ -108,16 +111,21 @@ def _pool_form(pool: dict[str, Any] | None) -> dict[str, Any]:
         "at": schedule.get("at", "09:00"),
         "timezone": schedule.get("timezone", "UTC"),
         "every_weeks": str(schedule.get("every_weeks", 1)),
+        "cron": schedule.get("cron", ""),
         "checkin_after_days": str(pool.get("checkin_after_days") or ""),
         "existing": True,
     }
 
 
 def pool_body(form: dict[str, str], weekdays: list[str] | None = None) -> dict[str, Any]:
-    """The matcher's pool body from the form: weekdays ticked make a calendar schedule (the
-    matcher checks the time, zone and weeks and names what is wrong), else an interval."""
+    """The matcher's pool body from the form: a cron expression or weekdays ticked make a
+    calendar schedule (the matcher checks the expression, time, zone and weeks and names what
+    is wrong), else an interval."""
     schedule: dict[str, Any] | None = None
-    if weekdays:
+    if form.get("cron", "").strip():
+        # A cron expression wins over ticked weekdays (the form says so); the matcher checks it.
+        schedule = {"cron": form["cron"].strip(), "timezone": form.get("timezone", "").strip()}
+    elif weekdays:
         try:
             every_weeks: Any = int(form.get("every_weeks", "1") or 1)
         except ValueError:

@@ -21,6 +21,7 @@ from services.console.activity import (
 from services.console.charts import intros_per_week, rates_per_week
 from services.console.cookies import CookieSigner
 from services.console.people_pages import other_person
+from services.console.pool_pages import _pool_form
 from services.console.pool_pages import pool_body as _pool_body
 from services.console.pool_pages import schedule_text as _schedule_text
 from services.console.web import safe_next
@@ -151,6 +152,16 @@ def test_ticked_weekdays_make_a_calendar_schedule_and_nothing_ticked_an_interval
     assert _pool_body({**form, "checkin_after_days": " 3 "}, [])["checkin_after_days"] == 3
     interval = _pool_body({**form, "every": "1", "unit": "weeks"}, [])
     assert interval["schedule"] is None and interval["every_seconds"] == 7 * 86400
+
+
+def test_a_cron_expression_makes_a_cron_schedule_and_is_kept_on_edit() -> None:
+    form = {"name": "firsts", "timezone": "Europe/Berlin", "cron": " 0 9 1-7 * * "}
+    body = _pool_body({**form, "every": "1", "unit": "weeks"}, ["mon"])
+    assert body["schedule"] == {"cron": "0 9 1-7 * *", "timezone": "Europe/Berlin"}
+    assert body["every_seconds"] is None
+    stored = {"name": "firsts", "schedule": {"cron": "0 9 1-7 * *", "timezone": "UTC"}}
+    assert _pool_form(stored)["cron"] == "0 9 1-7 * *"  # saving the form again keeps it
+    assert _schedule_text(stored) == "cron 0 9 1-7 * * (UTC)"
 
 
 def test_schedules_read_as_people_say_them() -> None:
