@@ -9,6 +9,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from services.notifier import link_pages
 from services.notifier.answers import Outcome
 from services.notifier.routes import _RESULT
 from shared.erasure import ErasureDigests, erasure_digest, legacy_digest
@@ -108,7 +109,11 @@ def test_the_policy_goes_to_the_vhost_of_the_amqp_url(url: str, vhost: str) -> N
     assert vhost_of(url) == vhost
 
 
-def test_an_erased_persons_link_page_is_neutral_and_succeeds() -> None:
-    status, title, message = _RESULT[Outcome.ERASED]
+@pytest.mark.parametrize(("language", "erasure_words"), [("en", "eras"), ("de", "lösch")])
+def test_an_erased_persons_link_page_is_neutral_and_succeeds(
+    language: str, erasure_words: str
+) -> None:
+    status, key = _RESULT[Outcome.ERASED]
     assert status == 200
-    assert "eras" not in (title + message).lower()
+    page = link_pages.render("page.html.j2", language, key).lower()
+    assert "<h1" in page and erasure_words not in page
