@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from services.matcher import subscriptions
+from services.matcher.clock import clock_from_setting
 from services.matcher.constraints import Rules
 from services.matcher.contacts_admin import ContactIdentities
 from services.matcher.directory import Directory
@@ -64,7 +65,9 @@ async def build(settings: Settings) -> FastAPI:
         group_max=settings.match_group_max,
         verified_sources=settings.verified_sources,
     )
-    subscriptions.register(broker, MatcherService(store, policy))
+    # The system's, or one a test moves (ROAC_CLOCK_OFFSET_FILE, tests only).
+    clock = clock_from_setting(settings.clock_offset_file)
+    subscriptions.register(broker, MatcherService(store, policy, clock))
     rounds = Rounds(
         store,
         RoundPolicy(
@@ -75,6 +78,7 @@ async def build(settings: Settings) -> FastAPI:
             half_life_days=settings.match_interest_half_life_days,
             poll_seconds=settings.round_poll_seconds,
         ),
+        clock,
     )
     relay = OutboxRelay(
         pool, EventPublisher(broker, "matcher"), CONSUMER, database_url=settings.database_url

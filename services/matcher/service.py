@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 from uuid import uuid4
 
 from services.matcher import feedback, identity_resolution, metrics, withdrawals
 from services.matcher.availability import within_cap
+from services.matcher.clock import Clock, SystemClock
 from services.matcher.constraints import Person, Rules
 from services.matcher.group_intros import MIN_GROUP, topic_groups, worth_a_group
 from services.matcher.live_planning import (
@@ -92,10 +93,12 @@ class MatcherService:
     a redelivered event changes nothing); declared interests and newly reachable people go to
     live matching (`LiveMatching`)."""
 
-    def __init__(self, store: MatcherStore, policy: MatchingPolicy) -> None:
+    def __init__(
+        self, store: MatcherStore, policy: MatchingPolicy, clock: Clock | None = None
+    ) -> None:
         self._store = store
         self._policy = policy
-        self._live = LiveMatching(policy)
+        self._live = LiveMatching(policy, clock)
 
     async def apply(self, batch: EventBatch) -> None:
         async with self._store.unit_of_work() as uow:
@@ -201,9 +204,11 @@ class LiveMatching:
     work only through the store slices it uses (`ports.LiveMatchingWork`), so its unit tests
     run it on an in-memory fake (tests/unit/test_live_matching.py)."""
 
-    def __init__(self, policy: MatchingPolicy) -> None:
+    def __init__(self, policy: MatchingPolicy, clock: Clock | None = None) -> None:
         self._policy = policy
         self._live = LivePolicy(policy.rules, policy.min_score, policy.half_life_days)
+        # Whose pause has ended is read on it (the weekly counts are the database's own now()).
+        self._clock: Clock = clock or SystemClock()
 
     async def declare_interests(
         self, uow: LiveMatchingWork, events: Sequence[InterestDeclared]
@@ -298,7 +303,7 @@ class LiveMatching:
         holders = {t: m for t, m in holders.items() if len(m) >= MIN_GROUP}
         if not holders:
             return []
-        now = datetime.now(UTC)
+        now = self._clock.now()
         people = await self._people(uow, {m for members in holders.values() for m in members})
         groups = topic_groups(holders, people, now, self._policy.rules, self._policy.group_max)
         if not groups:
@@ -341,7 +346,7 @@ class LiveMatching:
         if not candidates:
             metrics.MATCH_ATTEMPTS.labels(NO_CANDIDATE).inc(len(reachable))
             return
-        now = datetime.now(UTC)
+        now = self._clock.now()
         view = await self._view(uow, candidates)
         plan = plan_pairs(view, self._live, now)
         for _person, outcome in plan.skipped:
