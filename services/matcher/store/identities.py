@@ -281,16 +281,7 @@ class IdentityRecords:
             survivor_ids,
         )
         # A topic both held counts one person fewer once they are one.
-        await conn.execute(
-            """
-            UPDATE matcher.topics SET people = greatest(people - 1, 0)
-            WHERE id IN (SELECT topic_id FROM matcher.interests WHERE contact_id = $1
-                         INTERSECT
-                         SELECT topic_id FROM matcher.interests WHERE contact_id = $2)
-            """,
-            survivor,
-            absorbed,
-        )
+        await _count_shared_topics(conn, survivor, absorbed, -1)
         await conn.execute(
             """
             WITH moved AS (
@@ -501,16 +492,7 @@ class IdentityRecords:
             restored,
         )
         # A topic both sides hold again counts both people.
-        await conn.execute(
-            """
-            UPDATE matcher.topics SET people = people + 1
-            WHERE id IN (SELECT topic_id FROM matcher.interests WHERE contact_id = $1
-                         INTERSECT
-                         SELECT topic_id FROM matcher.interests WHERE contact_id = $2)
-            """,
-            survivor,
-            absorbed,
-        )
+        await _count_shared_topics(conn, survivor, absorbed, +1)
         await conn.execute(
             "UPDATE matcher.proposal_participants SET contact_id = $1 "
             "WHERE contact_id = $2 AND proposal_id = ANY($3::uuid[])",
@@ -595,3 +577,19 @@ class IdentityRecords:
             [r[1] for r in ordered],
         )
         return {(r["source"], r["external_id"]): r["contact_id"] for r in rows}
+
+
+async def _count_shared_topics(conn: asyncpg.Connection, one: int, other: int, change: int) -> None:
+    """Add `change` to the people count of each topic both contacts hold (a merge makes them
+    one person: -1; an unmerge two again: +1), never below zero."""
+    await conn.execute(
+        """
+        UPDATE matcher.topics SET people = greatest(people + $3::int, 0)
+        WHERE id IN (SELECT topic_id FROM matcher.interests WHERE contact_id = $1
+                     INTERSECT
+                     SELECT topic_id FROM matcher.interests WHERE contact_id = $2)
+        """,
+        one,
+        other,
+        change,
+    )
