@@ -17,12 +17,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.matcher import contact_routes, directory_routes, pool_routes, resource_routes
-
-# operator_routes.py reads the person's path parameters from here.
-from services.matcher.contact_routes import ExternalIdPath, SourcePath
 from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
-
-__all__ = ["ExternalIdPath", "SourcePath", "api"]
 
 api = APIRouter(
     prefix="/v1",
