@@ -108,8 +108,10 @@ EVENT_DOCS: dict[str, EventDoc] = {
     "contact.preferences_changed.v1": EventDoc(
         "notifier",
         "A person changed their own preferences on their preferences page (pause, weekly or "
-        "monthly cap, channel order, language, opting back in): only the fields named in "
-        "`changed` are meant. Interests changed on the page are ordinary interest events.",
+        "monthly cap, channel order, language, opting back in), or someone did on their behalf "
+        "(ingest, POST /v1/contacts/.../preferences: pause, caps, language): only the fields "
+        "named in `changed` are meant. Interests changed on the page are ordinary interest "
+        "events.",
     ),
     "intro.feedback_given.v1": EventDoc(
         "notifier",

@@ -318,6 +318,11 @@ PreferenceField = Literal[
 ]
 
 
+# A person's own caps (their preferences page, or ingest's POST .../preferences on their behalf).
+WeeklyCap = Annotated[int, Field(ge=1, le=100)]
+MonthlyCap = Annotated[int, Field(ge=1, le=400)]
+
+
 def _distinct_channels(order: list[ChannelType] | None) -> list[ChannelType] | None:
     if order is not None and len(set(order)) != len(order):
         raise ValueError("each channel type at most once")
@@ -325,7 +330,8 @@ def _distinct_channels(order: list[ChannelType] | None) -> list[ChannelType] | N
 
 
 class PreferencesData(ContactRef):
-    """The person changed their own preferences (the notifier's preferences page): only the
+    """The person changed their own preferences (the notifier's preferences page, or ingest's
+    `POST /v1/contacts/{source}/{external_id}/preferences` on their behalf): only the
     fields named in `changed` are meant; the others are left as they are. Fields added later
     (`cap_per_month`, `channel_order`) are optional, so older events still read."""
 
@@ -333,12 +339,12 @@ class PreferencesData(ContactRef):
     # No introductions until then; null: not paused (any earlier pause of theirs ends).
     paused_until: AwareDatetime | None = None
     # At most this many introductions a week (never above the operator's cap); null: the cap.
-    cap_per_week: int | None = Field(default=None, ge=1, le=100)
+    cap_per_week: WeeklyCap | None = None
     language: LanguageTag | None = None
     # When they chose to receive introductions again after unsubscribing.
     opted_in_at: AwareDatetime | None = None
     # At most this many introductions in a rolling month (30 days); null: no monthly cap.
-    cap_per_month: int | None = Field(default=None, ge=1, le=400)
+    cap_per_month: MonthlyCap | None = None
     # Their channel types, first choice first (`in_preferred_order`); null or empty: the
     # integration's order.
     channel_order: Annotated[

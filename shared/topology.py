@@ -8,7 +8,8 @@
                       intro.feedback_given.v1--> roac.matcher (quorum)
         roac.events --intro.proposed.v1, resource.proposed.v1,
                       contact.opted_out.v1, contact.erased.v1,
-                      contact.merged.v1, contact.unmerged.v1--> roac.notifier (quorum)
+                      contact.merged.v1, contact.unmerged.v1,
+                      contact.preferences_changed.v1--> roac.notifier (quorum)
         roac.events --delivery.requested.v1--> roac.notifier.deliveries (quorum)
         roac.notifier.delay.<n>s (quorum, TTL n s) --(dead-letter)--> roac.notifier.deliveries
     a message rejected by its consumer, or delivered more than the delivery limit:
@@ -20,7 +21,9 @@
         ingest --(invalid: original body + x-roac-reason)--> roac.ingest.ingress.dlq
 
 Every service declares the whole topology when it starts (declarations are idempotent), so an
-event published before its consumer ever ran is queued, not returned as unroutable.
+event published before its consumer ever ran is queued, not returned as unroutable, and a
+binding added to a queue here reaches an existing deployment at its next start (bindings are
+only ever added here: one removed from this list stays bound until removed by hand).
 
 Works on RabbitMQ 3.10 and 4.x: quorum queues with an explicit `x-delivery-limit` (3.10 has no
 default, 4.x defaults to 20), at-least-once dead-lettering (which needs `reject-publish` overflow),
@@ -100,6 +103,9 @@ NOTIFIER_QUEUE = ConsumerQueue(
         # Merges: an open introduction between two identities of one person is withdrawn.
         "contact.merged.v1",
         "contact.unmerged.v1",
+        # Preferences changed on a person's behalf (ingest), shown on their preferences page;
+        # the notifier's own (from that page) are skipped: recorded with their outbox row.
+        "contact.preferences_changed.v1",
     ),
 )
 # The notifier's own work queue: one message per delivery attempt to make.

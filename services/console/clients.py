@@ -281,8 +281,17 @@ class Apis:
 
     # ingest: actions on a person
 
-    async def upsert_contact(self, contact: dict[str, Any], correlation_id: str) -> None:
-        await self.ingest.call("POST", "/v1/contacts", json=contact, correlation_id=correlation_id)
+    async def change_preferences(
+        self, source: str, external_id: str, changes: dict[str, Any], correlation_id: str
+    ) -> None:
+        """Set preferences on the person's behalf (`paused_until`, caps, language): held as
+        their own choice, which the integration's later upserts do not undo."""
+        await self.ingest.call(
+            "POST",
+            person_path(source, external_id) + "/preferences",
+            json=changes,
+            correlation_id=correlation_id,
+        )
 
     async def opt_out(self, source: str, external_id: str, correlation_id: str) -> None:
         await self.ingest.call(

@@ -4,8 +4,10 @@ answers); and the actions on a person, each behind a confirmation page naming wh
 (`/person/confirm`), then done through the services' APIs and recorded in the audit list
 (`/person/act`):
 
-- pause for 30 days and resume (a contact upsert with `snoozed_until`, ingest), opt out and
-  erase (ingest);
+- pause for 30 days and resume: set as the person's own choice, on their behalf (ingest's
+  `POST /v1/contacts/{source}/{id}/preferences` with `paused_until`), so the integration's
+  next upsert of them, which carries no `snoozed_until`, does not end it; their preferences
+  page shows it; opt out and erase (ingest);
 - block a pairing: the two are never introduced to each other again (the matcher's
   `POST /v1/contacts/{source}/{id}/blocks`);
 - unmerge: undo one merge listed on the page (the matcher's `POST .../unmerge`, what
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 from urllib.parse import urlencode
 from uuid import UUID
@@ -96,10 +98,18 @@ async def person_page(
 ACTIONS_ON_PEOPLE = {
     "pause": (
         "Pause",
-        f"No new introduction for {PAUSE_DAYS} days: rounds and live matching leave the person "
-        "out (with the reason “snoozed”). Introductions already under way go on.",
+        "Paused until {until}, kept whatever the integration sends: no new introduction until "
+        "then (rounds and live matching leave the person out, as paused), even when the "
+        "integration's next upsert of them carries no snoozed_until. Set on their behalf as "
+        "their own choice, which their preferences page shows. Introductions already under way "
+        "go on.",
     ),
-    "resume": ("Resume", "The person can be introduced again from now on."),
+    "resume": (
+        "Resume",
+        "The person's pause ends now (one set here or chosen on their preferences page) and "
+        "they can be introduced again; a snooze the integration itself sends "
+        "(snoozed_until) still holds until its day.",
+    ),
     "opt-out": (
         "Opt out",
         "The person gets no more asks, introductions or resources, as if they had clicked "
@@ -113,6 +123,21 @@ ACTIONS_ON_PEOPLE = {
         "cancelled. This cannot be undone.",
     ),
 }
+
+
+def pause_day(now: datetime) -> date:
+    """The day a pause from the console ends (at its start, UTC): PAUSE_DAYS from now."""
+    return (now + timedelta(days=PAUSE_DAYS)).date()
+
+
+def pause_end(day: str, now: datetime) -> datetime | None:
+    """When the confirmed pause ends: the start (UTC) of the day its confirmation named, if
+    that is after now and within a year (PAUSE_DAYS is); None for anything else."""
+    try:
+        end = datetime.combine(date.fromisoformat(day), time(0), tzinfo=UTC)
+    except ValueError:
+        return None
+    return end if now < end <= now + timedelta(days=366) else None
 
 
 def other_person(text: str) -> tuple[str, str] | None:
@@ -203,6 +228,13 @@ async def confirm_page(
     elif action == "unmerge":
         confirmation = await _unmerge_confirmation(apis, source, id, name, merge)
         missing = "This merge is not one of the person's merges, or it was undone already."
+    elif action == "pause":
+        # The day is part of what is confirmed: the form carries it back to `_act`.
+        label, effect = ACTIONS_ON_PEOPLE[action]
+        until = pause_day(datetime.now(UTC)).isoformat()
+        confirmation = Confirmation(
+            f"{label} {name}?", effect.format(until=until), f"{label} {name}", {"until": until}
+        )
     else:
         label, effect = ACTIONS_ON_PEOPLE[action]
         confirmation = Confirmation(f"{label} {name}?", effect, f"{label} {name}")
@@ -243,14 +275,16 @@ async def _act(
     apis: Apis, action: str, source: str, external_id: str, form: dict[str, str], corr: str
 ) -> str:
     """Do the confirmed action through the services' APIs; what the audit row adds."""
-    if action in ("pause", "resume"):
-        profile = await apis.profile(source, external_id)
-        contact = profile.get("contact_event")
-        if not contact:
-            raise ApiError("matcher", 409, "No contact event of this identity is known.")
-        until = datetime.now(UTC) + timedelta(days=PAUSE_DAYS) if action == "pause" else None
-        contact = {**contact, "snoozed_until": until.isoformat() if until else None}
-        await apis.upsert_contact(contact, corr)
+    if action == "pause":
+        until = pause_end(form.get("until", ""), datetime.now(UTC))
+        if until is None:
+            raise FormRefused("Nothing was done: the pause's end is missing or past.")
+        await apis.change_preferences(
+            source, external_id, {"paused_until": until.isoformat()}, corr
+        )
+        return f"paused until {until.date().isoformat()}; {corr}"
+    if action == "resume":
+        await apis.change_preferences(source, external_id, {"paused_until": None}, corr)
     elif action == "opt-out":
         await apis.opt_out(source, external_id, corr)
     elif action == "erase":

@@ -46,8 +46,8 @@ SECURITY_HEADERS = {
 # Notices shown after an action (the redirect carries a code, never free text).
 NOTICES = {
     "pool-saved": "The pool is saved.",
-    "paused": "Pause requested: the person gets no introduction for 30 days (effective in a "
-    "few seconds).",
+    "paused": "Pause requested: the person gets no introduction until the day shown, whatever "
+    "the integration sends (effective in a few seconds).",
     "resumed": "Resume requested: the person can be introduced again (effective in a few seconds).",
     "opted-out": "Opt-out requested: the person gets no more messages (effective in a few "
     "seconds).",

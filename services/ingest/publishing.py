@@ -22,6 +22,7 @@ from shared.events import (
     ContactData,
     ContactErased,
     ContactOptedOut,
+    ContactPreferencesChanged,
     ContactRef,
     ContactUpserted,
     ErasureData,
@@ -31,6 +32,7 @@ from shared.events import (
     InterestWithdrawalData,
     InterestWithdrawn,
     OptOutData,
+    PreferencesData,
 )
 from shared.text_safety import kept_correlation_id
 
@@ -103,7 +105,10 @@ _EVENT_OF: dict[type[Any], Callable[..., Event]] = {
     InterestWithdrawalData: InterestWithdrawn,
     ErasureData: ContactErased,
     OptOutData: ContactOptedOut,
+    PreferencesData: ContactPreferencesChanged,
 }
+# What a request on one person holds: one item, one event.
+OnePerson = ErasureData | OptOutData | PreferencesData
 
 
 class Intake:
@@ -135,12 +140,22 @@ class Intake:
     async def accept_erasure(self, ref: ContactRef, origin: Origin) -> Answer[Accepted]:
         """Erase a person everywhere: one contact.erased.v1 for the matcher and the notifier."""
         erasure = ErasureData(source=ref.source, external_id=ref.external_id)
-        return await self._accept(_events([erasure], origin, [0]), origin, Accepted, {})
+        return await self._accept_one(erasure, origin)
 
     async def accept_opt_out(self, ref: ContactRef, origin: Origin) -> Answer[Accepted]:
         """No more introductions for a person: the contact.opted_out.v1 an unsubscribe sends."""
         opt_out = OptOutData(source=ref.source, external_id=ref.external_id, reason="request")
-        return await self._accept(_events([opt_out], origin, [0]), origin, Accepted, {})
+        return await self._accept_one(opt_out, origin)
+
+    async def accept_preferences(
+        self, preferences: PreferencesData, origin: Origin
+    ) -> Answer[Accepted]:
+        """A person's preferences changed on their behalf: the contact.preferences_changed.v1
+        their preferences page sends, which the integration's later upserts do not undo."""
+        return await self._accept_one(preferences, origin)
+
+    async def _accept_one(self, item: OnePerson, origin: Origin) -> Answer[Accepted]:
+        return await self._accept(_events([item], origin, [0]), origin, Accepted, {})
 
     async def _accept(
         self, events: Sequence[Event], origin: Origin, answer: type[A], details: dict[str, Any]
@@ -175,7 +190,7 @@ class Intake:
 
 
 def _events(
-    items: Sequence[ContactData | InterestData | InterestWithdrawalData | ErasureData | OptOutData],
+    items: Sequence[ContactData | InterestData | InterestWithdrawalData | OnePerson],
     origin: Origin,
     positions: Sequence[int],
 ) -> list[Event]:

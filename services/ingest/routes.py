@@ -21,6 +21,7 @@ from services.ingest.schemas import (
     ContactsRequest,
     InterestItems,
     InterestsRequest,
+    PreferencesRequest,
     Unparsed,
 )
 from shared.authorization import check_sources, requires
@@ -322,6 +323,33 @@ async def opt_out_contact(
     check_sources(request, Scope.EVENTS_WRITE, [person.source])
     origin = await _origin(request, response, _correlated(request, response))
     return _answered(await _intake(request).accept_opt_out(person, origin), response)
+
+
+@api.post(
+    "/contacts/{source}/{external_id:path}/preferences",
+    status_code=202,
+    response_model=Accepted,
+    summary="Change a person's preferences on their behalf",
+    dependencies=[requires(Scope.EVENTS_WRITE)],
+)
+async def change_preferences(
+    person: Person,
+    body: PreferencesRequest,
+    request: Request,
+    response: Response,
+    _: Credentials,
+    __: IdempotencyKey = None,
+) -> Accepted:
+    """What the person could choose on their preferences page, set for them (they asked by
+    email, say): a pause (`paused_until`; null ends it), their weekly and monthly caps, their
+    language. One `contact.preferences_changed.v1` naming the fields sent: the matcher holds
+    them as the person's own choice, which the integration's later upserts do not undo (a
+    pause outlasts any `snoozed_until` they send), and the person's preferences page shows
+    them. A field left out is left as it is; an empty body is a 422."""
+    check_sources(request, Scope.EVENTS_WRITE, [person.source])
+    origin = await _origin(request, response, _correlated(request, response))
+    intake = _intake(request)
+    return _answered(await intake.accept_preferences(body.as_event_data(person), origin), response)
 
 
 @api.delete(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -19,7 +20,17 @@ from pydantic import (
     model_validator,
 )
 
-from shared.events import ContactData, InterestData, InterestWithdrawalData
+from shared.events import (
+    ContactData,
+    ContactRef,
+    InterestData,
+    InterestWithdrawalData,
+    LanguageTag,
+    MonthlyCap,
+    PreferenceField,
+    PreferencesData,
+    WeeklyCap,
+)
 from shared.problems import FieldProblem
 
 MAX_BATCH_ITEMS = 1000
@@ -126,6 +137,62 @@ InterestsRequest = Annotated[
     Annotated[InterestData, Tag("single")] | Annotated[InterestItems, Tag("batch")],
     Discriminator(_shape),
 ]
+
+
+class PreferencesRequest(BaseModel):
+    """What POST /v1/contacts/{source}/{external_id}/preferences sets on the person's behalf
+    (they asked the community manager): any of these fields. A field sent is changed (null
+    undoes it); a field left out is left as it is, whatever the person chose on their page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paused_until: AwareDatetime | None = Field(
+        default=None,
+        description="No introductions until then, whatever the integration's later upserts "
+        "say (`snoozed_until`); null ends the person's pause now.",
+    )
+    cap_per_week: WeeklyCap | None = Field(
+        default=None,
+        description="At most this many introductions a week (never above the operator's "
+        "ROAC_MATCH_CAP_PER_WEEK); null: the operator's cap.",
+    )
+    cap_per_month: MonthlyCap | None = Field(
+        default=None,
+        description="At most this many introductions in a rolling 30 days; null: no monthly cap.",
+    )
+    language: LanguageTag | None = Field(
+        default=None,
+        description="The language of their messages (`de`, `de-AT`), over the integration's; "
+        "null: the integration's again.",
+    )
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> PreferencesRequest:
+        if not self.model_fields_set:
+            raise ValueError(
+                "the body sets none of paused_until, cap_per_week, cap_per_month, language"
+            )
+        return self
+
+    def changed(self) -> list[PreferenceField]:
+        """The fields the body sets, null ones included (a null ends a pause), in the order
+        they are declared: what the event's `changed` names."""
+        fields: tuple[PreferenceField, ...] = (
+            "paused_until",
+            "cap_per_week",
+            "cap_per_month",
+            "language",
+        )
+        return [name for name in fields if name in self.model_fields_set]
+
+    def as_event_data(self, person: ContactRef) -> PreferencesData:
+        """The contact.preferences_changed.v1 payload for `person`: only the fields set."""
+        return PreferencesData(
+            source=person.source,
+            external_id=person.external_id,
+            changed=self.changed(),
+            **self.model_dump(include=set(self.model_fields_set)),
+        )
 
 
 class Accepted(BaseModel):

@@ -118,7 +118,18 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
     )
     resources = ResourceIntake(store, quiet=quiet, clock=clock, deliver=worker.deliver_now)
     answers = Answers(store, keyring=keyring, ask_ttl=ask_ttl, quiet=quiet, clock=clock)
-    subscriptions.register(broker, proposals, resources, worker, PeopleRequests(store, answers))
+    # The preferences pages read a person's channels and interests back from the matcher.
+    read_back = MatcherReadBack.from_settings(settings)
+    preferences = PreferenceChanges(
+        store,
+        keyring=keyring,
+        clock=clock,
+        operator_cap=settings.match_cap_per_week,
+        read_back=read_back,
+    )
+    subscriptions.register(
+        broker, proposals, resources, worker, PeopleRequests(store, answers), preferences
+    )
     relay = OutboxRelay(
         pool, EventPublisher(broker, "notifier"), PRODUCER, database_url=settings.database_url
     )
@@ -143,8 +154,6 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         # At start, then periodically: deliveries a crash left in flight.
         await worker.run_reconciliation()
 
-    # The preferences pages read a person's channels and interests back from the matcher.
-    read_back = MatcherReadBack.from_settings(settings)
     app = consumer_app(
         title="roac notifier",
         amqp_url=settings.amqp_url,
@@ -176,13 +185,6 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
             clock,
             checkins=checkins,  # "did you meet?" buttons too
         )
-    preferences = PreferenceChanges(
-        store,
-        keyring=keyring,
-        clock=clock,
-        operator_cap=settings.match_cap_per_week,
-        read_back=read_back,
-    )
     app.state.public_app = public_app(answers, slack_buttons, preferences)
     app.state.public_app.state.checkins = checkins  # its links' pages: checkin_pages.py
     # Link pages in their person's language (services/notifier/link_pages.py).

@@ -11,6 +11,9 @@ channels and interests are read back from the matcher (preferences_held.py), nev
 tables. The token is a signed link of action `preferences` (services/notifier/links.py); any
 other link, a forged or an expired one is refused. An erased person's page shows nothing and
 changes nothing: no row, no event.
+
+A change made for the person elsewhere (ingest's `POST /v1/contacts/.../preferences`, on their
+behalf) comes as the same event and is recorded here too (`apply`), so their page shows it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from services.notifier.clock import Clock
 from services.notifier.links import InvalidLink, LinkAction, LinkClaim, LinkKeyring
-from services.notifier.preferences import Current, Decision, decide
+from services.notifier.preferences import Current, Decision, changes_from_event, decide
 from services.notifier.preferences_held import Held, MatcherReadBack
 from services.notifier.preferences_interests import (
     InterestChange,
@@ -35,12 +38,14 @@ from services.notifier.preferences_interests import (
 from shared.events import (
     ContactPreferencesChanged,
     Event,
+    EventBatch,
     InterestData,
     InterestDeclared,
     InterestWithdrawalData,
     InterestWithdrawn,
     PreferencesData,
 )
+from shared.metrics import EVENTS_CONSUMED
 
 if TYPE_CHECKING:
     from services.notifier.store.uow import NotifierStore, NotifierUnitOfWork
@@ -151,6 +156,27 @@ class PreferenceChanges:
             await uow.outbox.enqueue([_interest_event(ref, c) for c in decided.changes])
         changes = {"interests": [c.as_json() for c in decided.changes]} if decided.changes else {}
         return Decision(changes, decided.errors)
+
+    async def apply(self, batch: EventBatch) -> None:
+        """contact.preferences_changed.v1 made elsewhere (ingest's POST .../preferences, on the
+        person's behalf): recorded so that their page shows it (`changes_from_event` says what
+        of it, and skips the notifier's own). One transaction per person; a redelivery
+        records the same values again."""
+        for event in batch.events:
+            if not isinstance(event, ContactPreferencesChanged):
+                raise ValueError(f"the notifier does not handle {event.type} here")
+            if not changes_from_event(event, None):
+                continue  # its own: recorded with its outbox row already
+            ref = (event.data.source, event.data.external_id)
+            async with self._store.unit_of_work() as uow:
+                # Serialised with the page's own changes, the unsubscribe and erasure.
+                await uow.people.lock_person(*ref)
+                if await uow.people.erased([ref]):
+                    continue  # a row would store the erased person's id again
+                changes = changes_from_event(event, await uow.preferences.updated_at(*ref))
+                if changes:
+                    await uow.preferences.save(*ref, changes, at=event.occurred_at)
+        EVENTS_CONSUMED.labels("notifier", batch.type, "processed").inc(len(batch.events))
 
 
 def _event(ref: tuple[str, str], decision: Decision, now: datetime) -> ContactPreferencesChanged:

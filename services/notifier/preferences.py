@@ -16,6 +16,9 @@ change is sent, so saving the page untouched publishes nothing.
 - **Language**: one the notifier ships templates for.
 - **Opting back in** after unsubscribing: its own button, its own explicit choice.
 
+A change made for them elsewhere (ingest's `POST /v1/contacts/.../preferences`, on their
+behalf) reaches the page as the same event: `changes_from_event` says what of it is recorded.
+
 Their interests have their own forms and decisions: services/notifier/preferences_interests.py.
 """
 
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from shared.events import ChannelType
+from shared.events import ChannelType, ContactPreferencesChanged
 
 # The languages a person can choose (the notifier's shipped templates), with their own names.
 LANGUAGES: dict[str, str] = {"en": "English", "de": "Deutsch"}
@@ -205,6 +208,31 @@ def decide(
     if errors:
         return Decision({}, errors)
     return Decision(changes, errors)
+
+
+def changes_from_event(
+    event: ContactPreferencesChanged, updated_at: datetime | None
+) -> dict[str, Any]:
+    """What a contact.preferences_changed.v1 changes in the notifier's own record of the person
+    (what their page shows), named as `decide` names them: the fields the event names in
+    `changed`, nothing else. Nothing at all when the notifier produced it (its own page's
+    change is recorded in the same transaction as its outbox row, and applying the echo later
+    could undo a newer change made since), or when it occurred before the record's last change
+    (`updated_at`): never older over newer."""
+    if event.source == "notifier":
+        return {}
+    if updated_at is not None and event.occurred_at < updated_at:
+        return {}
+    data = event.data
+    values: dict[str, Any] = {
+        "paused_until": data.paused_until,
+        "cap_per_week": data.cap_per_week,
+        "cap_per_month": data.cap_per_month,
+        "language": data.language,
+        "channel_order": list(data.channel_order) if data.channel_order else None,
+        "opted_in": data.opted_in_at or event.occurred_at,
+    }
+    return {name: values[name] for name in data.changed}
 
 
 def page_language(stored: str | None, accept_language: str | None) -> str:

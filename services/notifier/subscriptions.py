@@ -9,6 +9,7 @@ from faststream.rabbit.annotations import RabbitMessage
 
 from services.notifier.deliveries import DeliveryWorker
 from services.notifier.people import PeopleRequests
+from services.notifier.preference_changes import PreferenceChanges
 from services.notifier.proposals import ProposalIntake
 from services.notifier.resources import ResourceIntake
 from shared.consumer import DecodedBatch, QueueParker, decode_event_batch, handle_message
@@ -37,9 +38,16 @@ def register(
     resources: ResourceIntake,
     deliveries: DeliveryWorker,
     people: PeopleRequests,
+    preferences: PreferenceChanges | None = None,
 ) -> None:
+    """`preferences`: records changes made on a person's behalf elsewhere (their page shows
+    them); without it (tests of the other use cases) such an event is parked."""
+    preference_use_cases: dict[str, Apply] = (
+        {"contact.preferences_changed.v1": preferences.apply} if preferences else {}
+    )
     apply_proposal = by_type(
         {
+            **preference_use_cases,
             "intro.proposed.v1": proposals.apply,
             "resource.proposed.v1": resources.apply,
             "contact.opted_out.v1": people.apply,
@@ -60,7 +68,8 @@ def register(
         title="notifier",
         description="Proposed introductions and resources: recorded, and their first messages "
         "scheduled; opt-outs and erasures: nothing more sent to or about the person; merges: an "
-        "open introduction of a person to themselves withdrawn.",
+        "open introduction of a person to themselves withdrawn; preferences changed on a "
+        "person's behalf (ingest): shown on their preferences page.",
     )
     async def on_proposal_batch(batch: DecodedBatch, message: RabbitMessage) -> None:
         await handle_message(

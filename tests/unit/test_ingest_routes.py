@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from services.ingest.app import create_app
 from services.ingest.publishing import Intake
 from shared.api_keys import ApiKeyring
-from shared.events import Event
+from shared.events import ContactPreferencesChanged, Event
 from shared.secret_policy import new_secret
 from shared.settings import Settings
 
@@ -158,3 +158,27 @@ def test_an_external_id_with_a_slash_can_be_erased_and_opted_out(
     refs = [(m[0].data.source, m[0].data.external_id) for m in publisher.published]  # type: ignore[union-attr]
     assert refs == [("crm", "team/42"), ("crm", "team/42")]
     assert publisher.published[1][0].type == "contact.opted_out.v1"
+
+
+def test_the_route_publishes_one_event_from_ingest_naming_what_changed(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    response = client.post(
+        "/v1/contacts/crm/team%2F42/preferences",
+        json={"paused_until": "2027-04-01T00:00:00Z", "language": "de"},
+    )
+    assert response.status_code == 202, response.text
+    [[event]] = publisher.published
+    assert isinstance(event, ContactPreferencesChanged)
+    assert response.json()["event_ids"] == [str(event.message_id)]
+    assert (event.source, event.integration) == ("ingest", "unit")
+    assert (event.data.source, event.data.external_id) == ("crm", "team/42")
+    assert event.data.changed == ["paused_until", "language"]
+
+
+def test_an_empty_body_is_a_422_naming_it(client: TestClient, publisher: FakePublisher) -> None:
+    response = client.post("/v1/contacts/crm/42/preferences", json={})
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert "sets none of paused_until" in error["message"], error
+    assert publisher.published == []

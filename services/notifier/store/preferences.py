@@ -46,17 +46,34 @@ class PreferencesStore:
             ),
         )
 
-    async def save(self, source: str, external_id: str, changes: dict[str, Any]) -> None:
+    async def updated_at(self, source: str, external_id: str) -> datetime | None:
+        """When their record last changed (None: no record yet)."""
+        changed: datetime | None = await self._conn.fetchval(
+            "SELECT updated_at FROM notifier.preferences WHERE source = $1 AND external_id = $2",
+            source,
+            external_id,
+        )
+        return changed
+
+    async def save(
+        self,
+        source: str,
+        external_id: str,
+        changes: dict[str, Any],
+        *,
+        at: datetime | None = None,
+    ) -> None:
         """Record the changed fields (`paused_until`, `cap_per_week`, `cap_per_month`,
         `channel_order`, `language`, `opted_in`: its time); an opt-in also removes their
-        opt-out."""
+        opt-out. `at`: when the change occurred, if not now (an event made elsewhere: its
+        `occurred_at`, which a later event is compared with)."""
         order = changes.get("channel_order")
         await self._conn.execute(
             """
             INSERT INTO notifier.preferences
                 (source, external_id, paused_until, cap_per_week, language, opted_in_at,
-                 cap_per_month, channel_order)
-            VALUES ($1, $2, $4, $6, $8, $10, $12, $14)
+                 cap_per_month, channel_order, updated_at)
+            VALUES ($1, $2, $4, $6, $8, $10, $12, $14, coalesce($15, now()))
             ON CONFLICT (source, external_id) DO UPDATE SET
                 paused_until = CASE WHEN $3 THEN $4 ELSE notifier.preferences.paused_until END,
                 cap_per_week = CASE WHEN $5 THEN $6 ELSE notifier.preferences.cap_per_week END,
@@ -64,7 +81,7 @@ class PreferencesStore:
                 opted_in_at = CASE WHEN $9 THEN $10 ELSE notifier.preferences.opted_in_at END,
                 cap_per_month = CASE WHEN $11 THEN $12 ELSE notifier.preferences.cap_per_month END,
                 channel_order = CASE WHEN $13 THEN $14 ELSE notifier.preferences.channel_order END,
-                updated_at = now()
+                updated_at = EXCLUDED.updated_at
             """,
             source,
             external_id,
@@ -80,6 +97,7 @@ class PreferencesStore:
             changes.get("cap_per_month"),
             "channel_order" in changes,
             [ChannelType(kind).value for kind in order] if order else None,
+            at,
         )
         if "opted_in" in changes:
             await self._conn.execute(
