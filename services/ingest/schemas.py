@@ -144,7 +144,8 @@ class PreferencesRequest(BaseModel):
     (they asked the community manager): any of these fields. A field sent is changed (null
     undoes it); a field left out is left as it is, whatever the person chose on their page."""
 
-    model_config = ConfigDict(extra="forbid")
+    # minProperties: the document says what `_sets_something` refuses.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     paused_until: AwareDatetime | None = Field(
         default=None,
