@@ -125,8 +125,7 @@ def within_cap(
     for group in groups:
         ids = members(group)
         if all(
-            i in locked
-            and may_take_another(locked[i], now, cap_per_week, counts[i], monthly[i])
+            i in locked and may_take_another(locked[i], now, cap_per_week, counts[i], monthly[i])
             for i in ids
         ):
             for i in ids:
