@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypedDict
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -419,6 +419,14 @@ class DeliveryJobData(_Model):
     generation: int = Field(ge=0)
 
 
+class Consequence(TypedDict):
+    """The envelope fields an event caused by another takes from it (`Envelope.consequence`)."""
+
+    correlation_id: str
+    causation_id: UUID
+    integration: str | None
+
+
 class Envelope(_Model):
     """What every event carries besides its payload. `source` is the service that produced it."""
 
@@ -432,6 +440,15 @@ class Envelope(_Model):
     # From a bulk import (`roac import`, header X-Roac-Bulk): the matcher applies it but
     # proposes nothing at once; the next round (POST /v1/rounds) matches it. Never floods people.
     bulk: bool = False
+
+    def consequence(self) -> Consequence:
+        """The envelope fields of an event this one caused: the same correlation id and
+        integration, and this event as its cause (`causation_id`)."""
+        return {
+            "correlation_id": self.correlation_id,
+            "causation_id": self.message_id,
+            "integration": self.integration,
+        }
 
 
 class ContactUpserted(Envelope):

@@ -172,9 +172,7 @@ async def _merge(
         [
             ContactMerged(
                 source="matcher",
-                correlation_id=cause.correlation_id,
-                causation_id=cause.message_id,
-                integration=cause.integration,
+                **cause.consequence(),
                 data=MergeData(
                     merge_id=merge_id,
                     into=[_ref(i) for i in before],

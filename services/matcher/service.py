@@ -429,9 +429,7 @@ def _group_event(
     pairs = len(members) * (len(members) - 1) // 2
     return IntroProposed(
         source="matcher",
-        correlation_id=cause.correlation_id,
-        causation_id=cause.message_id,
-        integration=cause.integration,
+        **cause.consequence(),
         data=IntroData(
             proposal_id=uuid4(),
             participants=[details[m] for m in members],
@@ -485,9 +483,7 @@ def _intro_event(
         )
     return IntroProposed(
         source="matcher",
-        correlation_id=cause.correlation_id,
-        causation_id=cause.message_id,
-        integration=cause.integration,
+        **cause.consequence(),
         data=IntroData(
             proposal_id=uuid4(),
             participants=[first, second],
