@@ -55,6 +55,15 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Per-request and per-message chatter from libraries stays out of INFO.
-    for noisy in ("uvicorn.access", "aiormq", "aio_pika", "aiosmtpd", "mail.log"):
+    # Per-request and per-message chatter from libraries stays out of INFO; httpx's names each
+    # URL it calls, and the services' calls to each other name people (/v1/contacts/{id}).
+    for noisy in (
+        "uvicorn.access",
+        "aiormq",
+        "aio_pika",
+        "aiosmtpd",
+        "mail.log",
+        "httpx",
+        "httpcore",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -126,7 +126,5 @@ async def build(settings: Settings) -> FastAPI:
 
 async def run(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    # httpx logs every request's URL at INFO: those of a person's page carry their ids.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = await build(settings)
     await serve(app, host=settings.console_host, port=settings.console_port)

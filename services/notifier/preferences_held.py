@@ -26,8 +26,6 @@ from shared.events import ChannelAddress, ChannelType, InterestKind
 from shared.settings import Settings
 
 log = logging.getLogger("roac.notifier")
-# httpx logs every request's URL at INFO, and these URLs name a person: not into the logs.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 READ_TIMEOUT_SECONDS = 3.0
 

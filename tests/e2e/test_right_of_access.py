@@ -93,6 +93,9 @@ def test_one_document_holds_the_profile_interests_and_introductions(live: Stack)
     assert intro["introduced_to"] == [second["name"]]
     assert second["email"] not in answer.text and second["external_id"] not in answer.text
     assert intro["topics"] == [f"kelp farming {run}"]
+    # The calls between services name the person in their URLs: none of it reaches a log.
+    for process in live.processes:
+        assert first["external_id"].split("/")[0] not in process.log_path.read_text()
 
 
 def test_each_service_checks_the_callers_own_key(live: Stack) -> None:
