@@ -9,8 +9,9 @@ decides for weekly schedules; the expression only says which local days and time
 Grammar (Vixie cron, as crontab(5) documents it): minute (0-59), hour (0-23), day of month
 (1-31), month (1-12 or jan-dec), day of week (0-7 or sun-sat; 0 and 7 are Sunday). Each field is
 `*`, a number or name, a range `a-b`, a list `a,b`, or a step `*/n` or `a-b/n`. When both day
-fields are restricted, a day matches either (crontab(5)'s rule); `@daily`, `@weekly`, `@monthly`
-are shorthands. Seconds, years, `L`, `W`, `#` and `?` are refused with a clear message.
+fields are restricted, a day matches either (crontab(5)'s rule; as in Vixie cron, a field that
+starts with `*`, such as `*/2`, does not count as restricted, and then both must hold);
+`@daily`, `@weekly`, `@monthly` are shorthands. Seconds, years, `L`, `W`, `#` and `?` are refused with a clear message.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class CronExpression:
     months: frozenset[int]
     # Python's weekday numbers: 0 is Monday ... 6 is Sunday.
     weekdays: frozenset[int]
+    # The day field starts with `*` (`*`, `*/2`): not "restricted" for the either-day rule.
     any_day_of_month: bool
     any_weekday: bool
 
@@ -69,12 +71,9 @@ class CronExpression:
             return False
         by_month_day = day.day in self.days_of_month
         by_weekday = day.weekday() in self.weekdays
-        if self.any_day_of_month and self.any_weekday:
-            return True
-        if self.any_day_of_month:
-            return by_weekday
-        if self.any_weekday:
-            return by_month_day
+        if self.any_day_of_month or self.any_weekday:
+            # A day field written `*` or `*/n`: both fields must hold (Vixie cron).
+            return by_month_day and by_weekday
         return by_month_day or by_weekday  # both restricted: either (crontab(5))
 
 
@@ -100,8 +99,10 @@ def parse_cron(text: str) -> CronExpression:
         days_of_month=frozenset(values[2]),
         months=frozenset(values[3]),
         weekdays=weekdays,
-        any_day_of_month=parts[2] == "*",
-        any_weekday=parts[4] == "*",
+        # Vixie cron's rule: a day field starting with `*` (`*`, `*/2`) does not restrict
+        # the day for the either-day rule below.
+        any_day_of_month=parts[2].startswith("*"),
+        any_weekday=parts[4].startswith("*"),
     )
 
 

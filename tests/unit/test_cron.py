@@ -111,6 +111,12 @@ def test_the_day_rule_matches_crontab() -> None:
     assert expression.matches_day(date(2026, 12, 1))  # a Tuesday, the 1st
     assert expression.matches_day(date(2026, 12, 7))  # a Monday
     assert not expression.matches_day(date(2026, 12, 8))
+    # A day field starting with `*` is not "restricted" (Vixie cron): then both must hold.
+    odd_mondays = parse_cron("0 9 */2 * mon")
+    assert odd_mondays.matches_day(date(2026, 12, 7))  # the 7th, a Monday
+    assert not odd_mondays.matches_day(date(2026, 12, 14))  # a Monday, an even day
+    assert not odd_mondays.matches_day(date(2026, 12, 9))  # an odd day, a Wednesday
+    assert parse_cron("0 9 * * */2").matches_day(date(2026, 12, 6))  # Sunday is day 0
 
 
 @pytest.mark.parametrize(
