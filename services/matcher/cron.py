@@ -11,7 +11,8 @@ Grammar (Vixie cron, as crontab(5) documents it): minute (0-59), hour (0-23), da
 `*`, a number or name, a range `a-b`, a list `a,b`, or a step `*/n` or `a-b/n`. When both day
 fields are restricted, a day matches either (crontab(5)'s rule; as in Vixie cron, a field that
 starts with `*`, such as `*/2`, does not count as restricted, and then both must hold);
-`@daily`, `@weekly`, `@monthly` are shorthands. Seconds, years, `L`, `W`, `#` and `?` are refused with a clear message.
+`@daily`, `@weekly`, `@monthly` are shorthands. Seconds, years, `L`, `W`, `#` and `?` are
+refused with a clear message.
 """
 
 from __future__ import annotations
