@@ -17,8 +17,13 @@ from enum import StrEnum
 
 class Scope(StrEnum):
     EVENTS_WRITE = "events:write"  # upsert contacts, declare interests, opt out, block a pairing
+    # A person's own choices (pause, caps, language) set on their behalf: they outlast anything
+    # an integration's events say, so it is granted on purpose (the console's key), not with
+    # events:write.
+    PREFERENCES_WRITE = "preferences:write"
     CONTACTS_ERASE = "contacts:erase"  # erase a person everywhere
-    CONTACTS_READ = "contacts:read"  # a person's identities and merges
+    # What roac holds about a person: profile, channels, interests, identities and merges.
+    CONTACTS_READ = "contacts:read"
     INTROS_READ = "intros:read"  # introductions and where each stands, resource deliveries
     INTROS_WRITE = "intros:write"  # feedback on an introduction
     ROUNDS_READ = "rounds:read"  # pools and rounds
@@ -32,7 +37,9 @@ ALL_SCOPES = frozenset(Scope)
 # What `roac keys create NAME` grants without --scope: writing its own source's events.
 DEFAULT_SCOPES = frozenset({Scope.EVENTS_WRITE})
 # Scopes whose routes name a person's source, and so are bound to the key's sources.
-SOURCE_BOUND = frozenset({Scope.EVENTS_WRITE, Scope.CONTACTS_ERASE, Scope.CONTACTS_READ})
+SOURCE_BOUND = frozenset(
+    {Scope.EVENTS_WRITE, Scope.PREFERENCES_WRITE, Scope.CONTACTS_ERASE, Scope.CONTACTS_READ}
+)
 ANY_SOURCE = "*"
 
 

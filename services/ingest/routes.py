@@ -330,7 +330,7 @@ async def opt_out_contact(
     status_code=202,
     response_model=Accepted,
     summary="Change a person's preferences on their behalf",
-    dependencies=[requires(Scope.EVENTS_WRITE)],
+    dependencies=[requires(Scope.PREFERENCES_WRITE)],
 )
 async def change_preferences(
     person: Person,
@@ -346,7 +346,7 @@ async def change_preferences(
     them as the person's own choice, which the integration's later upserts do not undo (a
     pause outlasts any `snoozed_until` they send), and the person's preferences page shows
     them. A field left out is left as it is; an empty body is a 422."""
-    check_sources(request, Scope.EVENTS_WRITE, [person.source])
+    check_sources(request, Scope.PREFERENCES_WRITE, [person.source])
     origin = await _origin(request, response, _correlated(request, response))
     intake = _intake(request)
     return _answered(await intake.accept_preferences(body.as_event_data(person), origin), response)

@@ -34,6 +34,7 @@ CONSOLE_SCOPES = (
     "contacts:read",
     "contacts:erase",
     "events:write",
+    "preferences:write",
     "resources:read",
     "resources:write",
 )

@@ -139,7 +139,14 @@ def test_a_pause_on_their_behalf_outlasts_the_integrations_upsert_until_resumed(
 def test_a_key_of_another_source_is_refused_and_a_bad_body_is_a_422(stack: Stack) -> None:
     run = run_id()
     created = run_roac(
-        stack.env, "keys", "create", f"other-{run}", "--scope", "events:write", "--source", "other"
+        stack.env,
+        "keys",
+        "create",
+        f"other-{run}",
+        "--scope",
+        "preferences:write",
+        "--source",
+        "other",
     )
     assert created.returncode == 0, created.stderr
     other_key = created.stdout.strip()
