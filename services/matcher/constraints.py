@@ -1,10 +1,11 @@
 """The rules every introduction obeys, live or in a round: plain Python, no I/O.
 
-Hard rules (always): a person who opted out, is snoozed, or reached the weekly cap is not
-available (that rule lives in `availability.py`); two people are never grouped when either
-blocks the other, when they were already introduced (within the cooldown, or ever after a
-decline), or when they are the same contact (merged identities resolve to one contact id, so
-that is the id check).
+Hard rules (always): a person who opted out, is snoozed, or reached a cap (the operator's
+weekly one, or their own weekly or monthly one) is not available (that rule lives in
+`availability.py`; `own_cap_fields` carries their own caps into `Person`); two people are
+never grouped when either blocks the other, when they were already introduced (within the
+cooldown, or ever after a decline), or when they are the same contact (merged identities
+resolve to one contact id, so that is the id check).
 
 Pool rules, each `required` (a filter), `preferred` (a score penalty) or `off`:
 - `different_organization`: not two people of the same organisation (default: required);
@@ -21,6 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from services.matcher.store.rows import OwnCaps
 
 
 class RuleLevel(StrEnum):
@@ -78,6 +83,27 @@ class Person:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "org_key", _norm(self.organization))
+
+
+class OwnCapFields(TypedDict):
+    """`Person`'s fields for the person's own caps (keyword arguments: `**own_cap_fields(...)`)."""
+
+    own_cap_per_week: int | None
+    own_cap_per_month: int | None
+    month_intros: int
+
+
+def own_cap_fields(caps: OwnCaps | None) -> OwnCapFields:
+    """A person's own caps as `store.contacts.ContactRecords.own_caps` reads them (None: they
+    chose none), as `Person`'s fields: rounds and live matching both plan within them, so a
+    pair chosen is not dropped at the locked re-check for a cap the plan could have seen."""
+    if caps is None:
+        return OwnCapFields(own_cap_per_week=None, own_cap_per_month=None, month_intros=0)
+    return OwnCapFields(
+        own_cap_per_week=caps.per_week,
+        own_cap_per_month=caps.per_month,
+        month_intros=caps.month_intros,
+    )
 
 
 def _same_organization(a: Person, b: Person) -> bool:

@@ -7,7 +7,7 @@ contact rows and keeps those still within the cap (`availability.within_cap`), w
 counts the outcomes (`roac_matcher_match_attempts_total{outcome}`):
 
 - `no_candidate`: nobody reachable holds any of the new topics (decided before reading more);
-- `unavailable`: the person is opted out, snoozed or at the weekly cap;
+- `unavailable`: the person is opted out, snoozed or at a cap (the weekly, or their own);
 - `below_threshold`: no candidate is allowed by the rules and scores `min_score` or more;
 - `over_cap`: chosen, but under the row locks one of the two turned out unavailable;
 - `proposed`: written (a group proposed by another transaction first is skipped silently).
@@ -64,7 +64,8 @@ class LivePlan:
 def plan_pairs(view: LiveView, policy: LivePolicy, now: datetime) -> LivePlan:
     """For each person (lowest id first), the best partner the rules allow. A pair chosen
     earlier in the plan counts as met, and against both people's cap, for the ones after it,
-    so one plan never introduces two people twice nor anyone beyond the cap."""
+    so one plan never introduces two people twice nor anyone beyond a cap (the operator's
+    weekly one, or the person's own weekly or monthly one: `availability.may_take_another`)."""
     rules, half_life = policy.rules, policy.half_life_days
     people = dict(view.people)
     pairs: list[tuple[int, Choice]] = []
@@ -93,13 +94,21 @@ def plan_pairs(view: LiveView, policy: LivePolicy, now: datetime) -> LivePlan:
         if choice is None:
             skipped.append((person, BELOW_THRESHOLD))
             continue
-        partner = people[choice.partner_id]
-        people[person] = replace(me, met=me.met | {partner.id}, recent_intros=me.recent_intros + 1)
-        people[partner.id] = replace(
-            partner, met=partner.met | {person}, recent_intros=partner.recent_intros + 1
-        )
+        people[person] = _introduced(me, choice.partner_id)
+        people[choice.partner_id] = _introduced(people[choice.partner_id], person)
         pairs.append((person, choice))
     return LivePlan(tuple(pairs), tuple(skipped))
+
+
+def _introduced(person: Person, partner_id: int) -> Person:
+    """The person once this plan introduced them to `partner_id`: met, and one more against
+    each cap they have (the weekly one, and their own monthly one: as `within_cap` counts)."""
+    return replace(
+        person,
+        met=person.met | {partner_id},
+        recent_intros=person.recent_intros + 1,
+        month_intros=person.month_intros + 1,
+    )
 
 
 def pair_members(pair: tuple[int, Choice]) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from services.matcher.scoring import Interest
 from services.matcher.store.rows import (
     Availability,
     InterestRow,
+    OwnCaps,
     ProposalRow,
     Resolved,
     TopicCounts,
@@ -45,6 +46,10 @@ class LiveContacts(Protocol):
         ...
 
     async def recent_intro_counts(self, contact_ids: Iterable[int]) -> dict[int, int]: ...
+
+    async def own_caps(self, contact_ids: Iterable[int]) -> dict[int, OwnCaps]:
+        """The own caps of those who chose any (preferences page), and their month's count."""
+        ...
 
     async def blocks_of(self, contact_ids: Iterable[int]) -> dict[int, set[int]]: ...
 

@@ -28,7 +28,7 @@ from pydantic_core import to_json
 from services.matcher import metrics
 from services.matcher.availability import within_cap
 from services.matcher.clock import Clock, SystemClock
-from services.matcher.constraints import Person, Rules
+from services.matcher.constraints import Person, Rules, own_cap_fields
 from services.matcher.round_planning import (
     GroupTopic,
     PlannedGroup,
@@ -45,7 +45,7 @@ from services.matcher.schedules import (
     schedule_from_json,
 )
 from services.matcher.scoring import decayed, pair_key, topic_stats
-from services.matcher.store.rows import OwnCaps, PoolRow, ProposalRow, RoundRow, ScheduledRound
+from services.matcher.store.rows import PoolRow, ProposalRow, RoundRow, ScheduledRound
 from shared.outbox import EncodedEvent
 
 if TYPE_CHECKING:
@@ -314,7 +314,6 @@ class Rounds:
         recent = await uow.contacts.recent_intro_counts(ids)
         # Their own caps (preferences page): planned within them, not only re-checked.
         caps = await uow.contacts.own_caps(ids)
-        no_caps = OwnCaps(None, None, 0)
         blocks = await uow.contacts.blocks_of(ids)
         met = await uow.proposals.partners_met(ids, self._policy.cooldown_days)
         people = {
@@ -328,9 +327,7 @@ class Rounds:
                 recent_intros=recent.get(m.id, 0),
                 blocked=frozenset(blocks.get(m.id, ())),
                 met=frozenset(met.get(m.id, ())),
-                own_cap_per_week=caps.get(m.id, no_caps).per_week,
-                own_cap_per_month=caps.get(m.id, no_caps).per_month,
-                month_intros=caps.get(m.id, no_caps).month_intros,
+                **own_cap_fields(caps.get(m.id)),
             )
             for m in members
         }

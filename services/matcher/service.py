@@ -22,7 +22,7 @@ from uuid import uuid4
 from services.matcher import feedback, identity_resolution, metrics, withdrawals
 from services.matcher.availability import within_cap
 from services.matcher.clock import Clock, SystemClock
-from services.matcher.constraints import Person, Rules
+from services.matcher.constraints import Person, Rules, own_cap_fields
 from services.matcher.group_intros import MIN_GROUP, topic_groups, worth_a_group
 from services.matcher.live_planning import (
     NO_CANDIDATE,
@@ -388,6 +388,9 @@ class LiveMatching:
         """What the rules need to know about each of these contacts."""
         profiles = await uow.contacts.constraint_profiles(ids)
         recent = await uow.contacts.recent_intro_counts(ids)
+        # Their own caps (preferences page): a partner at theirs is not chosen, so the seeker
+        # gets the next one who fits rather than nobody at the locked re-check (`_within_cap`).
+        caps = await uow.contacts.own_caps(ids)
         blocks = await uow.contacts.blocks_of(ids)
         met = await uow.proposals.partners_met(ids, self._policy.cooldown_days)
         return {
@@ -400,6 +403,7 @@ class LiveMatching:
                 recent_intros=recent.get(i, 0),
                 blocked=frozenset(blocks.get(i, ())),
                 met=frozenset(met.get(i, ())),
+                **own_cap_fields(caps.get(i)),
             )
             for i, profile in profiles.items()
         }

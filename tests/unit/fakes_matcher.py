@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from services.matcher.availability import ROLLING_WEEK
+from services.matcher.availability import ROLLING_MONTH, ROLLING_WEEK
 from services.matcher.scoring import Interest
 from services.matcher.store.rows import (
     Availability,
     InterestRow,
+    OwnCaps,
     ProposalRow,
     Resolved,
     TopicCounts,
@@ -45,6 +46,7 @@ class FakeContact:
     snoozed_until: datetime | None = None
     opted_out: bool = False
     own_cap_per_week: int | None = None
+    own_cap_per_month: int | None = None
     # Everyone this person blocked (a block works both ways: `blocks_of`).
     blocks: set[int] = field(default_factory=set)
 
@@ -151,11 +153,19 @@ class MatcherWorld:
             self.topics[self.topic_ids[name]] = FakeTopic(name)
         return self.topic_ids[name]
 
-    def recent(self, contact_id: int) -> int:
-        week_ago = datetime.now(UTC) - ROLLING_WEEK
+    def recent(self, contact_id: int, window: timedelta = ROLLING_WEEK) -> int:
+        """Their introductions within `window` (the rolling week unless said otherwise)."""
+        since = datetime.now(UTC) - window
         return sum(
-            1 for p in self.proposals if contact_id in p.row.contact_ids and p.created_at > week_ago
+            1 for p in self.proposals if contact_id in p.row.contact_ids and p.created_at > since
         )
+
+    def month(self, contact_id: int) -> int:
+        """Their introductions within the rolling month, counted (as the SQL's MONTH_INTROS)
+        only when they chose a monthly cap of their own."""
+        if self.contacts[contact_id].own_cap_per_month is None:
+            return 0
+        return self.recent(contact_id, ROLLING_MONTH)
 
 
 class FakeContacts:
@@ -200,6 +210,14 @@ class FakeContacts:
         counts = {i: self._w.recent(i) for i in set(contact_ids)}
         return {i: n for i, n in counts.items() if n}
 
+    async def own_caps(self, contact_ids: Iterable[int]) -> dict[int, OwnCaps]:
+        return {
+            i: OwnCaps(c.own_cap_per_week, c.own_cap_per_month, self._w.month(i))
+            for i in set(contact_ids)
+            if (c := self._w.contacts.get(i)) is not None
+            and (c.own_cap_per_week is not None or c.own_cap_per_month is not None)
+        }
+
     async def blocks_of(self, contact_ids: Iterable[int]) -> dict[int, set[int]]:
         found: dict[int, set[int]] = {}
         for c in self._w.contacts.values():
@@ -212,13 +230,16 @@ class FakeContacts:
     async def lock_availability(self, contact_ids: Iterable[int]) -> dict[int, Availability]:
         ids = set(contact_ids)
         self._w.locked_contacts.append(ids)
+        elsewhere = self._w.committed_elsewhere
         return {
             i: Availability(
-                self._w.recent(i) + self._w.committed_elsewhere.get(i, 0),
+                self._w.recent(i) + elsewhere.get(i, 0),
                 c.opted_out,
                 c.deliverable,
                 c.snoozed_until,
                 c.own_cap_per_week,
+                c.own_cap_per_month,
+                self._w.month(i) + (elsewhere.get(i, 0) if c.own_cap_per_month is not None else 0),
             )
             for i in ids
             if (c := self._w.contacts.get(i)) is not None

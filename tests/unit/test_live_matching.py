@@ -187,9 +187,60 @@ CASES = [
         {"over_cap": 1},
     ),
     Case(
-        "a person's own weekly cap of 0 holds under the lock",
+        "a partner at their own weekly cap of 0 is left out",
         _with(
             lambda w: w.holds(1, "kites"), lambda w: setattr(w.contacts[1], "own_cap_per_week", 0)
+        ),
+        [declared(0, "kites")],
+        [],
+        {"below_threshold": 1},
+    ),
+    Case(
+        "the best partner is at their own weekly cap: the free second best gets the introduction",
+        _with(
+            lambda w: w.holds(1, "kites"),
+            lambda w: w.holds(2, "kites"),
+            lambda w: w.holds(2, "moss"),
+            lambda w: setattr(w.contacts[2], "own_cap_per_week", 1),
+            lambda w: w.proposed(2, 4),
+        ),
+        [declared(0, "kites"), declared(0, "moss")],
+        [("p0", "p1")],
+        {"proposed": 1},
+        NO_GROUPS,
+    ),
+    Case(
+        "the best partner is at their own monthly cap: the free second best gets the introduction",
+        _with(
+            lambda w: w.holds(1, "kites"),
+            lambda w: w.holds(2, "kites"),
+            lambda w: w.holds(2, "moss"),
+            lambda w: setattr(w.contacts[2], "own_cap_per_month", 1),
+            lambda w: w.proposed(2, 4, days_ago=10),
+        ),
+        [declared(0, "kites"), declared(0, "moss")],
+        [("p0", "p1")],
+        {"proposed": 1},
+        NO_GROUPS,
+    ),
+    Case(
+        "one message's first introduction counts against a partner's own monthly cap",
+        _with(
+            lambda w: w.holds(1, "kites"),
+            lambda w: w.holds(1, "moss"),
+            lambda w: setattr(w.contacts[1], "own_cap_per_month", 1),
+        ),
+        [declared(0, "kites"), declared(2, "moss")],
+        [("p0", "p1")],
+        {"proposed": 1, "below_threshold": 1},
+        NO_GROUPS,
+    ),
+    Case(
+        "another matcher used a partner's own monthly slot meanwhile: over it under the lock",
+        _with(
+            lambda w: w.holds(1, "kites"),
+            lambda w: setattr(w.contacts[1], "own_cap_per_month", 1),
+            lambda w: w.committed_elsewhere.update({1: 1}),
         ),
         [declared(0, "kites")],
         [],
