@@ -82,11 +82,11 @@ class PersonAccess:
 
     async def _intros(self, person: ContactRef, authorization: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        before: str | None = None
+        before: tuple[str, str] | None = None
         while len(found) < MAX_INTROS:
             params: dict[str, str | int] = {"limit": INTROS_PAGE}
             if before is not None:
-                params["before"] = before
+                params["before"], params["before_id"] = before
             page = await self._get(
                 self._urls.notifier, _person_path(person) + "/intros", authorization, params
             )
@@ -94,7 +94,8 @@ class PersonAccess:
             found.extend(intros)
             if len(intros) < INTROS_PAGE:
                 break
-            before = str(intros[-1]["created_at"])
+            # Keyset (created_at, id): introductions made in one transaction share the instant.
+            before = (str(intros[-1]["created_at"]), str(intros[-1]["id"]))
         return found
 
     async def _get(

@@ -107,10 +107,15 @@ class Activity:
         return result
 
     async def person_intros(
-        self, source: str, external_id: str, limit: int, before: datetime | None
+        self,
+        source: str,
+        external_id: str,
+        limit: int,
+        before: datetime | None,
+        before_id: UUID | None = None,
     ) -> list[dict[str, Any]]:
-        """The introductions this person has a seat in, newest first, each with every
-        participant's answer."""
+        """The introductions this person has a seat in, newest first (ties by id), each with
+        every participant's answer; a page continues after (`before`, `before_id`)."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 f"""
@@ -119,14 +124,17 @@ class Activity:
                 FROM notifier.intros i
                 WHERE i.id IN (SELECT intro_id FROM notifier.intro_seats
                                WHERE source = $1 AND external_id = $2)
-                  AND ($4::timestamptz IS NULL OR i.created_at < $4)
-                ORDER BY i.created_at DESC, i.id
+                  AND ($4::timestamptz IS NULL
+                       OR i.created_at < $4
+                       OR (i.created_at = $4 AND $5::uuid IS NOT NULL AND i.id < $5))
+                ORDER BY i.created_at DESC, i.id DESC
                 LIMIT $3
                 """,  # noqa: S608 - constant fragments
                 source,
                 external_id,
                 limit,
                 before,
+                before_id,
             )
         return [_intro(r) for r in rows]
 

@@ -195,8 +195,18 @@ async def person_intros(
     _: Credentials,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[datetime | None, Query(description="created_at of the last one seen")] = None,
+    before_id: Annotated[
+        UUID | None,
+        Query(
+            description="With `before`: the id of the last one seen, so introductions created "
+            "at the same instant are neither skipped nor repeated across pages"
+        ),
+    ] = None,
 ) -> dict[str, Any]:
-    return {"intros": await _activity(request).person_intros(source, external_id, limit, before)}
+    intros = await _activity(request).person_intros(
+        source, external_id, limit, before, before_id
+    )
+    return {"intros": intros}
 
 
 @api.get(
