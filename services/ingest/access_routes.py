@@ -51,7 +51,18 @@ class PersonHeld(BaseModel):
     identities: list[dict[str, str]] = Field(description="Every identity held as this person")
     interests: list[dict[str, Any]]
     blocks: list[dict[str, str]] = Field(description="People this person never wants to meet")
+    preferences: dict[str, Any] = Field(
+        description="What they chose themselves: pause, caps, language, channel order, when "
+        "they opted back in"
+    )
+    contact_event: dict[str, Any] | None = Field(
+        description="The identity's last contact event as its integration sent it"
+    )
     introductions: list[IntroductionHeld] = Field(description="Newest first, at most 2,000")
+    truncated: dict[str, bool] = Field(
+        description="Per list (interests, blocks, introductions): whether roac holds more "
+        "than the answer shows"
+    )
 
     model_config = {"extra": "allow"}  # what the matcher adds later is passed on, not dropped
 

@@ -72,18 +72,22 @@ class PersonAccess:
             for intro in await self._intros(ref, authorization):
                 seen.setdefault(str(intro["id"]), intro)
         identities = {(i["source"], i["external_id"]) for i in held.get("identities", [])}
-        intros = sorted(seen.values(), key=lambda i: str(i["created_at"]), reverse=True)
+        intros = sorted(
+            seen.values(), key=lambda i: (str(i["created_at"]), str(i["id"])), reverse=True
+        )
+        truncated = {**held.get("truncated", {}), "introductions": len(intros) > MAX_INTROS}
         return {
             "person": {"source": person.source, "external_id": person.external_id},
             "collected_at": datetime.now(UTC).isoformat(),
             **held,
             "introductions": [_as_seen_by(i, identities) for i in intros[:MAX_INTROS]],
+            "truncated": truncated,
         }
 
     async def _intros(self, person: ContactRef, authorization: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         before: tuple[str, str] | None = None
-        while len(found) < MAX_INTROS:
+        while len(found) <= MAX_INTROS:  # one more than shown: whether there were more
             params: dict[str, str | int] = {"limit": INTROS_PAGE}
             if before is not None:
                 params["before"], params["before_id"] = before

@@ -16,7 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.matcher.store.contacts import in_pool, reachable
+from services.matcher.store.contacts import channels_in_their_order, in_pool, reachable
 
 # Longest search text: a topic or a name, not a document.
 MAX_QUERY = 200
@@ -163,14 +163,23 @@ class Directory:
             for r in rows
         ]
 
-    async def profile(self, source: str, external_id: str) -> dict[str, Any] | None:
+    async def profile(
+        self,
+        source: str,
+        external_id: str,
+        interest_limit: int = 500,
+        block_limit: int = 200,
+    ) -> dict[str, Any] | None:
         """The person of this identity: the contact's details, the identity's own last contact
-        event (what an integration sent), interests and block list."""
+        event (what an integration sent), their own preferences, interests and block list (at
+        most `interest_limit` and `block_limit`; `truncated` says when there were more)."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 """
                 SELECT c.id, c.name, c.organization, c.timezone, c.language, c.channels, c.tags,
-                       c.snoozed_until, c.opted_out, c.deliverable, i.profile
+                       c.snoozed_until, c.opted_out, c.deliverable, i.profile, c.paused_until,
+                       c.own_cap_per_week, c.own_cap_per_month, c.own_language,
+                       c.channel_order, c.opted_in_at, c.preferences_at
                 FROM matcher.identities i JOIN matcher.contacts c ON c.id = i.contact_id
                 WHERE i.source = $1 AND i.external_id = $2 AND c.erased_at IS NULL
                 """,
@@ -183,9 +192,10 @@ class Directory:
                 """
                 SELECT t.name, n.kind, n.weight, n.declared_at
                 FROM matcher.interests n JOIN matcher.topics t ON t.id = n.topic_id
-                WHERE n.contact_id = $1 ORDER BY t.name, n.kind LIMIT 500
+                WHERE n.contact_id = $1 ORDER BY t.name, n.kind LIMIT $2
                 """,
                 row["id"],
+                interest_limit + 1,
             )
             blocks = await conn.fetch(
                 """
@@ -196,9 +206,10 @@ class Directory:
                     WHERE contact_id = b.blocked_id ORDER BY created_at, source, external_id
                     LIMIT 1
                 ) AS first ON true
-                WHERE b.contact_id = $1 ORDER BY 1, 2 LIMIT 200
+                WHERE b.contact_id = $1 ORDER BY 1, 2 LIMIT $2
                 """,
                 row["id"],
+                block_limit + 1,
             )
         profile = row["profile"]
         if isinstance(profile, str):
@@ -210,9 +221,8 @@ class Directory:
             "organization": row["organization"],
             "timezone": row["timezone"],
             "language": row["language"],
-            "channels": [
-                {"type": c["type"], "address": c["address"]} for c in row["channels"] or []
-            ],
+            # In the person's own order when they chose one (their preferences page).
+            "channels": channels_in_their_order(row["channels"] or [], row["channel_order"]),
             "tags": list(row["tags"]),
             "snoozed_until": row["snoozed_until"],
             "opted_out": row["opted_out"],
@@ -225,9 +235,27 @@ class Directory:
                     "weight": round(float(r["weight"]), 3),
                     "declared_at": r["declared_at"],
                 }
-                for r in interests
+                for r in interests[:interest_limit]
             ],
-            "blocks": [{"source": r["source"], "external_id": r["external_id"]} for r in blocks],
+            "blocks": [
+                {"source": r["source"], "external_id": r["external_id"]}
+                for r in blocks[:block_limit]
+            ],
+            # What the person chose themselves (their preferences page, or set on their behalf).
+            "preferences": {
+                "paused_until": row["paused_until"],
+                "cap_per_week": row["own_cap_per_week"],
+                "cap_per_month": row["own_cap_per_month"],
+                "language": row["own_language"],
+                "channel_order": list(row["channel_order"] or []),
+                "opted_in_at": row["opted_in_at"],
+                "changed_at": row["preferences_at"],
+            },
+            # More than the answer holds (it says so rather than cutting silently).
+            "truncated": {
+                "interests": len(interests) > interest_limit,
+                "blocks": len(blocks) > block_limit,
+            },
         }
 
 

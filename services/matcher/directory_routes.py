@@ -161,8 +161,9 @@ class ContactProfileOut(BaseModel):
     contact_event: dict[str, Any] | None = Field(
         description="This identity's last contact event as its integration sent it"
     )
-    interests: list[InterestOut] = Field(description="At most 500, by topic")
+    interests: list[InterestOut] = Field(description="At most 500, by topic (`truncated`)")
     blocks: list[IdentityOut] = Field(description="People this person never wants to meet")
+    truncated: TruncatedOut = Field(description="Whether a list holds fewer than roac has")
 
 
 @router.get(
@@ -186,9 +187,30 @@ class ChannelOut(BaseModel):
     address: str
 
 
+class PreferencesOut(BaseModel):
+    """What the person chose themselves (their preferences page, or set on their behalf)."""
+
+    paused_until: datetime | None = Field(description="Their own pause")
+    cap_per_week: int | None
+    cap_per_month: int | None
+    language: str | None
+    channel_order: list[str] = Field(description="Their channel types, first choice first")
+    opted_in_at: datetime | None = Field(description="When they chose to hear from roac again")
+    changed_at: datetime | None
+
+
+class TruncatedOut(BaseModel):
+    interests: bool
+    blocks: bool
+
+
+# The right of access lists everything; the operators' profile page only the first ones.
+HELD_LIMIT = 10_000
+
+
 class ContactHeldOut(BaseModel):
     """What roac holds about a person, as the matcher applied it (the right of access's
-    answer for the profile, identities and interests)."""
+    answer for the profile, preferences, identities, interests and block list)."""
 
     source: str
     external_id: str
@@ -204,15 +226,20 @@ class ContactHeldOut(BaseModel):
         description="Every identity roac holds as this person, oldest first (merges included)"
     )
     interests: list[InterestOut] = Field(
-        description="At most 500, by topic; withdrawn ones are gone"
+        description="By topic, at most 10,000 (`truncated`); withdrawn ones are gone"
     )
     blocks: list[IdentityOut] = Field(description="People this person never wants to meet")
+    preferences: PreferencesOut
+    contact_event: dict[str, Any] | None = Field(
+        description="This identity's last contact event as its integration sent it"
+    )
+    truncated: TruncatedOut = Field(description="Whether a list holds fewer than roac has")
 
 
 @router.get(
     # After the routes under it (`/identity`, `/profile`): `:path` would take their suffixes.
     "/contacts/{source}/{external_id:path}",
-    summary="What roac holds about a person: profile, identities and interests",
+    summary="What roac holds about a person: profile, preferences, identities and interests",
     response_model=ContactHeldOut,
     dependencies=[requires(Scope.CONTACTS_READ)],
 )
@@ -223,7 +250,9 @@ async def contact_held(
     identities), every identity merged into them, their interests and block list. 404 for a
     person roac does not know, or erased."""
     check_sources(request, Scope.CONTACTS_READ, [source])
-    found = await _directory(request).profile(source, external_id)
+    found = await _directory(request).profile(
+        source, external_id, interest_limit=HELD_LIMIT, block_limit=HELD_LIMIT
+    )
     contacts: ContactIdentities = request.app.state.contacts
     view = await contacts.view((source, external_id))
     if found is None or view is None:

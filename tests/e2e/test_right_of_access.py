@@ -87,6 +87,11 @@ def test_one_document_holds_the_profile_interests_and_introductions(live: Stack)
     assert held["identities"] == [{"source": "e2e", "external_id": first["external_id"]}]
     assert [i["topic"] for i in held["interests"]] == [f"kelp farming {run}"]
     assert {"type": "email", "address": first["email"]} in held["channels"]
+    assert held["contact_event"]["name"] == first["name"]  # as the integration sent it
+    assert (
+        held["preferences"]["paused_until"] is None and held["preferences"]["channel_order"] == []
+    )
+    assert held["truncated"] == {"interests": False, "blocks": False, "introductions": False}
     [intro] = held["introductions"]
     assert intro["state"] == "introduced" and intro["others"] == 1
     # Introduced: the other person's name is theirs to know by now; nothing else of them is.

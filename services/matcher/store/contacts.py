@@ -193,7 +193,7 @@ class ContactRecords:
                 "organization": r["organization"],
                 "timezone": r["timezone"],
                 "language": r["language"],
-                "channels": _in_their_order(r["channels"], r["channel_order"]),
+                "channels": channels_in_their_order(r["channels"], r["channel_order"]),
             }
             for r in rows
         }
@@ -407,7 +407,7 @@ class ContactRecords:
         ]
 
 
-def _in_their_order(
+def channels_in_their_order(
     channels: list[dict[str, str]], order: list[str] | None
 ) -> list[dict[str, str]]:
     """The contact's channels as JSON-ready dicts, in the person's own order when they chose
