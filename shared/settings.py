@@ -206,6 +206,10 @@ class Settings(BaseSettings):
     console_cookie_secure: bool = False
     # Where operators' browsers reach the console (the set-password links); default: host:port.
     console_url: str = ""
+    # How often the console asks the matcher whether each person its audit list names is still
+    # known, and replaces every mention of one erased through the API with "an erased person"
+    # (services/console/erasure_sweep.py; at most 1,000 people a sweep, 20 questions a second).
+    console_erasure_sweep_seconds: float = Field(default=600.0, gt=0)
     # Where the matcher's and the notifier's APIs are reached by the other services (ingest's
     # right-of-access answer gathers a person's record from both); default: this machine's
     # ROAC_MATCHER_PORT and ROAC_NOTIFIER_METRICS_PORT.

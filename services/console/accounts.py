@@ -8,6 +8,8 @@ console owns (schema `console`).
   signed (services/console/cookies.py). Signing out or expiry ends it on the server too.
 - Failed sign-ins are counted per email and per client address over a window; past either
   limit, sign-in is refused (even with the right password) until the window moves on.
+- Each audit row lists the people it mentions, so that an erased person's mentions can be found
+  and replaced (services/console/audit_people.py, erasure_sweep.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
@@ -22,6 +25,8 @@ from uuid import UUID, uuid4
 import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from services.console.audit_people import AuditRow, forget_in_row, people_named
 
 # Failed sign-ins allowed per email, and per client address, within the window.
 FAILURES_PER_EMAIL = 5
@@ -221,33 +226,69 @@ class Accounts:
     # Audit
 
     async def record(
-        self, operator: str, action: str, target: str, outcome: str, detail: str = ""
+        self,
+        operator: str,
+        action: str,
+        target: str,
+        outcome: str,
+        detail: str = "",
+        people: Iterable[str] = (),
     ) -> None:
+        """One row of the audit list; `people` are those it mentions (`source/external_id`:
+        the target person and any other the action names), whom the erasure sweep checks."""
         async with self._pool.acquire() as conn:
             await conn.execute(
-                "INSERT INTO console.audit (operator, action, target, outcome, detail) "
-                "VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO console.audit (operator, action, target, outcome, detail, people) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
                 operator,
                 action,
                 target[:500],
                 outcome,
                 detail[:1000],
+                people_named(people),
             )
 
-    async def forget_target(self, target: str, replacement: str) -> None:
-        """An erased person is named in no audit row: their rows get `replacement`, as target
-        and wherever a detail names them (the other person of a blocked pairing, the
-        identities an unmerge set apart)."""
+    async def forget_person(self, person: str) -> int:
+        """An erased person is named in no audit row: each mention of them (target, detail,
+        `people`) becomes "an erased person" (services/console/audit_people.py). Rows recorded
+        before `people` was kept are found by their text. Returns how many rows changed."""
+        mention = f"person {person}"
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE console.audit SET target = $2 WHERE target = $1", target, replacement
+            rows = await conn.fetch(
+                """
+                SELECT id, target, detail, people FROM console.audit
+                WHERE people @> ARRAY[$1] OR target = $2 OR strpos(detail, $2) > 0
+                FOR UPDATE
+                """,
+                person,
+                mention,
             )
-            await conn.execute(
-                "UPDATE console.audit SET detail = replace(detail, $1, $2) "
-                "WHERE strpos(detail, $1) > 0",
-                target,
-                replacement,
+            changed = []
+            for row in rows:
+                before = AuditRow(row["target"], row["detail"], list(row["people"]))
+                after = forget_in_row(before, person)
+                if after != before:
+                    changed.append((row["id"], after.target, after.detail, list(after.people)))
+            await conn.executemany(
+                "UPDATE console.audit SET target = $2, detail = $3, people = $4 WHERE id = $1",
+                changed,
             )
+        return len(changed)
+
+    async def audited_people(self, after: str | None, limit: int) -> list[str]:
+        """Up to `limit` distinct people the audit list names, in order, after `after` (the
+        sweep's cursor); the placeholder of a forgotten person is not one."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT DISTINCT person FROM console.audit, unnest(people) AS person
+                WHERE strpos(person, '/') > 0 AND ($1::text IS NULL OR person > $1)
+                ORDER BY person LIMIT $2
+                """,
+                after,
+                limit,
+            )
+        return [row["person"] for row in rows]
 
     async def audit(self, limit: int, before: int | None) -> list[asyncpg.Record]:
         async with self._pool.acquire() as conn:

@@ -2,11 +2,14 @@
 server-rendered web app for operators. It owns only operator accounts, sessions and the audit
 list (schema `console`); everything else it shows or does goes through the matcher's,
 notifier's and ingest's HTTP APIs with ROAC_CONSOLE_API_KEY, so the services still meet only
-through their contracts. /healthz, /readyz (the database answers) and /metrics as every
-service; JSON logs with ROAC_LOG_FORMAT=json."""
+through their contracts. A background sweep asks the matcher which people named in the audit
+list it no longer knows and forgets them there (services/console/erasure_sweep.py). /healthz,
+/readyz (the database answers) and /metrics as every service; JSON logs with
+ROAC_LOG_FORMAT=json."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +21,7 @@ from services.console.accounts import Accounts
 from services.console.clients import ApiError, Apis
 from services.console.cookies import CookieSigner
 from services.console.delivery_pages import delivery_pages
+from services.console.erasure_sweep import AuditErasureSweep, asking_the_matcher
 from services.console.metrics import RequestMetrics
 from services.console.people_pages import people_pages
 from services.console.pool_pages import pool_pages
@@ -69,12 +73,23 @@ async def build(settings: Settings) -> FastAPI:
     apis = Apis(settings.console_api_urls, api_key)
     database_answers = DatabaseCheck(settings.database_url)
 
+    accounts = Accounts(pool, timedelta(hours=settings.console_session_hours))
+    erasure_sweep = AuditErasureSweep(
+        accounts, asking_the_matcher(apis), interval=settings.console_erasure_sweep_seconds
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("roac console started on %s", settings.console_base_url)
+        # People erased through the API are forgotten by the audit list too (no event reaches
+        # the console: it asks the matcher).
+        sweeping = asyncio.create_task(erasure_sweep.run_forever(), name="audit-erasure-sweep")
         try:
             yield
         finally:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
             await apis.close()
             await database_answers.close()
             await close_pool(pool)
@@ -85,7 +100,7 @@ async def build(settings: Settings) -> FastAPI:
     app = http_app(title="roac console", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.readiness = readiness
     app.state.console = Console(
-        accounts=Accounts(pool, timedelta(hours=settings.console_session_hours)),
+        accounts=accounts,
         apis=apis,
         signer=CookieSigner(session_key),
         session_seconds=settings.console_session_hours * 3600,

@@ -1,6 +1,7 @@
 """The console's Prometheus metrics: requests by route template (never a raw path, which would
 carry people's ids), method and status, their latency, sign-ins by outcome and actions by kind
-and outcome; the API calls' failures by service."""
+and outcome; the API calls' failures by service; the audit erasure sweep's forgotten and
+unanswered people (counts only: a metric never names a person)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ API_FAILURES = Counter(
     "roac_console_api_failures_total",
     "Calls from the console to a service's API that failed, by service and status.",
     ["service", "status"],
+)
+
+AUDIT_PEOPLE_FORGOTTEN = Counter(
+    "roac_console_audit_people_forgotten_total",
+    "People the audit list named whom the matcher no longer knows (erased through the API): "
+    "every mention of them replaced by the erasure sweep.",
+)
+AUDIT_PEOPLE_UNANSWERED = Counter(
+    "roac_console_audit_people_unanswered_total",
+    "People the erasure sweep could not get an answer about from the matcher (not reachable, "
+    "5xx, refused): left as they are and asked about again next sweep.",
 )
 
 

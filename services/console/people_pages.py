@@ -25,6 +25,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from services.console.audit_people import ERASED, person_of
 from services.console.clients import ApiError, Apis
 from services.console.web import (
     FormRefused,
@@ -271,9 +272,25 @@ NOTICE_AFTER = {
 }
 
 
+def people_of_action(source: str, external_id: str, action: str, form: dict[str, str]) -> list[str]:
+    """Whom an action's audit row names whatever its outcome: the person, and the other person
+    of a pairing to block."""
+    other = other_person(form.get("other", "")) if action == "block" else None
+    return [person_of(source, external_id)] + ([person_of(*other)] if other else [])
+
+
+@dataclass(frozen=True)
+class Done:
+    """What the audit row of a done action adds: its detail, and the people it names beyond
+    the person acted on (the other of a blocked pairing, those an unmerge set apart)."""
+
+    detail: str
+    others: list[str] = field(default_factory=list)
+
+
 async def _act(
     apis: Apis, action: str, source: str, external_id: str, form: dict[str, str], corr: str
-) -> str:
+) -> Done:
     """Do the confirmed action through the services' APIs; what the audit row adds."""
     if action == "pause":
         until = pause_end(form.get("until", ""), datetime.now(UTC))
@@ -282,7 +299,7 @@ async def _act(
         await apis.change_preferences(
             source, external_id, {"paused_until": until.isoformat()}, corr
         )
-        return f"paused until {until.date().isoformat()}; {corr}"
+        return Done(f"paused until {until.date().isoformat()}; {corr}")
     if action == "resume":
         await apis.change_preferences(source, external_id, {"paused_until": None}, corr)
     elif action == "opt-out":
@@ -294,16 +311,17 @@ async def _act(
         if other is None:
             raise FormRefused("Nothing was done: the other person is missing.")
         await apis.block_pair(source, external_id, other, corr)
-        return f"never with person {other[0]}/{other[1]}; {corr}"
+        return Done(f"never with person {person_of(*other)}; {corr}", [person_of(*other)])
     else:
         try:
             merge = UUID(form.get("merge", ""))
         except ValueError:
             raise FormRefused("Nothing was done: no merge was named.") from None
         undone = await apis.unmerge(source, external_id, merge, corr)
-        apart = ", ".join(f"person {r['source']}/{r['external_id']}" for r in undone["restored"])
-        return f"merge {merge} undone: {apart} apart again; {corr}"
-    return corr
+        restored = [person_of(r["source"], r["external_id"]) for r in undone["restored"]]
+        apart = ", ".join(f"person {p}" for p in restored)
+        return Done(f"merge {merge} undone: {apart} apart again; {corr}", restored)
+    return Done(corr)
 
 
 @people_pages.post("/person/act")
@@ -314,12 +332,13 @@ async def act_on_person(request: Request, session: Signed) -> Response:
     if not known or action is None or form.get("confirmed") != "yes":
         raise FormRefused("Nothing was done: the action was not confirmed.")
     c = console(request)
-    target = f"person {source}/{external_id}"
+    target = f"person {person_of(source, external_id)}"
     audited = "block pairing" if action == "block" else action
+    named = people_of_action(source, external_id, action, form)
     try:
-        detail = await _act(c.apis, action, source, external_id, form, correlation(action))
+        done = await _act(c.apis, action, source, external_id, form, correlation(action))
     except ApiError as exc:
-        await audit(request, session, audited, target, "failed", exc.detail)
+        await audit(request, session, audited, target, "failed", exc.detail, named)
         if exc.status not in (409, 422):
             raise
         # Refused by the service (nothing to undo, the same person twice): said as it is.
@@ -333,9 +352,9 @@ async def act_on_person(request: Request, session: Signed) -> Response:
         )
     if action == "erase":
         # The audit list keeps that someone was erased, never who.
-        await c.accounts.forget_target(target, "an erased person")
-        await audit(request, session, "erase", "an erased person", "ok", detail)
+        await c.accounts.forget_person(person_of(source, external_id))
+        await audit(request, session, "erase", ERASED, "ok", done.detail)
         return redirect("/people?notice=erased")
-    await audit(request, session, audited, target, "ok", detail)
+    await audit(request, session, audited, target, "ok", done.detail, named + done.others)
     notice = NOTICE_AFTER[action]
     return redirect("/person?" + urlencode({"source": source, "id": external_id, "notice": notice}))

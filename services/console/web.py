@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -143,11 +143,20 @@ def correlation(action: str) -> str:
 
 
 async def audit(
-    request: Request, session: Session, action: str, target: str, outcome: str, detail: str = ""
+    request: Request,
+    session: Session,
+    action: str,
+    target: str,
+    outcome: str,
+    detail: str = "",
+    people: Sequence[str] = (),
 ) -> None:
-    """Record an action in the audit list with who did it, and count it."""
+    """Record an action in the audit list with who did it and the people it mentions
+    (`source/external_id`, for the erasure sweep), and count it."""
     ACTIONS.labels(action, outcome).inc()
-    await console(request).accounts.record(session.operator, action, target, outcome, detail)
+    await console(request).accounts.record(
+        session.operator, action, target, outcome, detail, people
+    )
 
 
 def split_list(text: str) -> list[str]:
