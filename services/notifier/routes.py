@@ -203,9 +203,7 @@ async def person_intros(
         ),
     ] = None,
 ) -> dict[str, Any]:
-    intros = await _activity(request).person_intros(
-        source, external_id, limit, before, before_id
-    )
+    intros = await _activity(request).person_intros(source, external_id, limit, before, before_id)
     return {"intros": intros}
 
 
