@@ -23,6 +23,7 @@ from services.matcher.directory import Directory
 from services.matcher.pool_routes import PoolName, Selector
 from shared.authorization import check_sources, grant_of, requires
 from shared.scopes import Scope
+from shared.text_safety import SINGLE_LINE
 
 router = APIRouter()
 
@@ -126,6 +127,8 @@ async def search_contacts(
             description="A part of the name, or a whole email address, id, tag or topic; "
             "empty: everyone",
         ),
+        # PostgreSQL refuses NUL in text: a 422 naming `q`, never a 500.
+        SINGLE_LINE,
     ] = "",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[int | None, Query(ge=0, description="`next_after` of the previous page")] = (

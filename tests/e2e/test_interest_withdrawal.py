@@ -10,7 +10,7 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +24,7 @@ from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.support.amqp import connect
 from tests.support.infra import API_KEY
 from tests.support.processes import run_roac
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +46,6 @@ def live(
 
 def _client(base_url: str, key: str = API_KEY) -> httpx.Client:
     return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=15)
-
-
-def _eventually(check: Callable[[], Any], within: float = 15.0) -> Any:
-    deadline = time.monotonic() + within
-    while not (found := check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
-    return found
 
 
 def _query(stack: Stack, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -110,7 +103,7 @@ def test_a_withdrawn_interest_is_no_longer_matched_while_the_other_still_is(live
             for t in (kites, knots)
         ]
         assert ingest.post("/v1/interests", json={"items": items}).status_code == 202
-        _eventually(lambda: len(_topics(_held(live, "e2e", ada["external_id"]))) == 2)
+        eventually(lambda: len(_topics(_held(live, "e2e", ada["external_id"]))) == 2)
         assert _topic_people(live, kites) == 1
 
         withdrawn = ingest.delete(
@@ -127,13 +120,13 @@ def test_a_withdrawn_interest_is_no_longer_matched_while_the_other_still_is(live
         )
         assert again.headers.get("Idempotent-Replayed") == "true"
         assert again.json()["event_ids"] == withdrawn.json()["event_ids"]
-        _eventually(lambda: _topics(_held(live, "e2e", ada["external_id"])) == {(knots, "likes")})
+        eventually(lambda: _topics(_held(live, "e2e", ada["external_id"])) == {(knots, "likes")})
         assert _topic_people(live, kites) == 0  # nobody holds it any more
 
         # Bo shares only the withdrawn topic: nobody to meet. Cy shares the kept one: Ada.
         bo_kites = {"source": "e2e", "external_id": bo["external_id"], "topic": kites}
         assert ingest.post("/v1/interests", json=bo_kites).status_code == 202
-        _eventually(lambda: _topics(_held(live, "e2e", bo["external_id"])))
+        eventually(lambda: _topics(_held(live, "e2e", bo["external_id"])))
         cy_knots = {"source": "e2e", "external_id": cy["external_id"], "topic": knots}
         assert ingest.post("/v1/interests", json=cy_knots).status_code == 202
     assert live.sink.wait_for(cy["email"], within=20), "Ada and Cy were not introduced"
@@ -151,7 +144,7 @@ def test_withdrawing_an_interest_the_person_does_not_hold_changes_nothing(live: 
     with live.client() as ingest:
         assert ingest.post("/v1/contacts", json=person).status_code == 202
         assert ingest.post("/v1/interests", json={**seeks, "kind": "seeks"}).status_code == 202
-        _eventually(lambda: _topics(_held(live, "e2e", person["external_id"])))
+        eventually(lambda: _topics(_held(live, "e2e", person["external_id"])))
         path = f"/v1/interests/e2e/{person['external_id']}"
         # Another kind of the topic, a topic they never had, someone roac never heard of.
         for params, where in [
@@ -166,7 +159,7 @@ def test_withdrawing_an_interest_the_person_does_not_hold_changes_nothing(live: 
         # A marker after them: once it is applied, so are they (one queue, in order).
         marker = {**seeks, "topic": f"marker {run}"}
         assert ingest.post("/v1/interests", json=marker).status_code == 202
-        _eventually(lambda: len(_topics(_held(live, "e2e", person["external_id"]))) == 2)
+        eventually(lambda: len(_topics(_held(live, "e2e", person["external_id"]))) == 2)
     time.sleep(1.0)  # events of another type may be applied beside the marker, not after it
     assert _topics(_held(live, "e2e", person["external_id"])) == {
         (f"tea {run}", "seeks"),
@@ -197,11 +190,11 @@ def test_read_back_shows_exactly_what_was_sent_minus_the_withdrawn_interest(live
         assert ingest.post("/v1/contacts", json=person).status_code == 202
         body = {"items": [{**ref, **i} for i in interests]}
         assert ingest.post("/v1/interests", json=body).status_code == 202
-        _eventually(lambda: len(_topics(_held(live, "e2e", person["external_id"]))) == 2)
+        eventually(lambda: len(_topics(_held(live, "e2e", person["external_id"]))) == 2)
         quoted = quote(person["external_id"], safe="")
         withdrawn = ingest.delete(f"/v1/interests/e2e/{quoted}", params={"topic": f"hives {run}"})
         assert withdrawn.status_code == 202
-    held = _eventually(
+    held = eventually(
         lambda: (h := _held(live, "e2e", person["external_id"])) and len(h["interests"]) == 1 and h
     )
     assert {k: held[k] for k in ("source", "external_id", "name", "organization")} == {
@@ -239,10 +232,10 @@ def test_a_key_bound_to_another_source_is_refused_both(live: Stack) -> None:
     person = new_person(run, 0)
     with live.client() as ingest:
         assert ingest.post("/v1/contacts", json=person).status_code == 202
-    _eventually(lambda: _held(live, "e2e", person["external_id"]))
+    eventually(lambda: _held(live, "e2e", person["external_id"]))
     with _client(live.ingest_url, key) as ingest:
         # The key reaches the running services at once (NOTIFY) or within seconds.
-        _eventually(
+        eventually(
             lambda: (
                 ingest.delete(f"/v1/interests/crm/{run}", params={"topic": "x"}).status_code == 202
             )
@@ -281,9 +274,9 @@ def test_the_amqp_ingress_withdraws_as_the_delete_route_does(live: Stack) -> Non
         assert ingest.post("/v1/contacts", json=person).status_code == 202
         body = {"items": [{**ref, "topic": f"{t} {run}"} for t in ("moss", "lichen")]}
         assert ingest.post("/v1/interests", json=body).status_code == 202
-    _eventually(lambda: len(_topics(_held(live, "e2e", person["external_id"]))) == 2)
+    eventually(lambda: len(_topics(_held(live, "e2e", person["external_id"]))) == 2)
     withdrawal = {"items": [{**ref, "topic": f"Moss {run}", "kind": "likes"}]}
     asyncio.run(_publish(live.infra.amqp_url, "interests.withdraw", f"w-{run}", withdrawal))
-    _eventually(
+    eventually(
         lambda: _topics(_held(live, "e2e", person["external_id"])) == {(f"lichen {run}", "likes")}
     )

@@ -7,7 +7,7 @@ them, a round plans them, and their page no longer says they are paused."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.e2e.test_preferences import _introduce, _preferences_link
 from tests.support.infra import API_KEY
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +46,6 @@ def stack(
         yield created
 
 
-def _eventually(check: Callable[[], Any], within: float = 20.0) -> Any:
-    deadline = time.monotonic() + within
-    while not (found := check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
-    return found
-
-
 def _matcher(stack: Stack) -> httpx.Client:
     headers = {"Authorization": f"Bearer {API_KEY}"}
     return httpx.Client(base_url=stack.matcher_url, headers=headers, timeout=15)
@@ -68,7 +61,7 @@ def _dry_run(stack: Stack, pool: str) -> dict[str, Any]:
             body: dict[str, Any] = matcher.get(location).json()
             return body if body["status"] in ("done", "failed") else None
 
-        done: dict[str, Any] = _eventually(finished)
+        done: dict[str, Any] = eventually(finished)
     assert done["status"] == "done", done
     return done
 
@@ -100,7 +93,7 @@ def test_a_two_week_pause_holds_in_rounds_and_live_matching_then_ends_by_itself(
             found: dict[str, Any] = matcher.get(f"/v1/contacts/e2e/{paused['external_id']}").json()
         return found
 
-    _eventually(lambda: held()["snoozed_until"])
+    eventually(lambda: held()["snoozed_until"])
     until = datetime.fromisoformat(held()["snoozed_until"])
     assert abs(until - (datetime.now(UTC) + timedelta(weeks=2))) < timedelta(hours=1)
 

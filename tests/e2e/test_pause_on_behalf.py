@@ -7,8 +7,7 @@ another source is refused, a bad body is a 422, and a keyed retry publishes noth
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.e2e.test_preferences import _introduce, _preferences_link
 from tests.support.infra import API_KEY
 from tests.support.processes import run_roac
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +36,6 @@ def stack(
         ROAC_QUIET_HOURS_ENABLED="false",
     ) as created:
         yield created
-
-
-def _eventually(check: Callable[[], Any], within: float = 20.0) -> Any:
-    deadline = time.monotonic() + within
-    while not (found := check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
-    return found
 
 
 def _matcher(stack: Stack) -> httpx.Client:
@@ -74,7 +66,7 @@ def _dry_run(stack: Stack, pool: str) -> dict[str, Any]:
             body: dict[str, Any] = matcher.get(requested.headers["Location"]).json()
             return body if body["status"] in ("done", "failed") else None
 
-        done: dict[str, Any] = _eventually(finished)
+        done: dict[str, Any] = eventually(finished)
     assert done["status"] == "done", done
     return done
 
@@ -107,13 +99,13 @@ def test_a_pause_on_their_behalf_outlasts_the_integrations_upsert_until_resumed(
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert again.json()["event_ids"] == paused.json()["event_ids"]
     assert len(paused.json()["event_ids"]) == 1
-    _eventually(lambda: _snoozed_until(stack, person["external_id"]) == until)
+    eventually(lambda: _snoozed_until(stack, person["external_id"]) == until)
 
     # The CRM's nightly sync: the same person, renamed, without snoozed_until. Still paused.
     synced = {**person, "name": f"{person['name']} (synced)"}
     with stack.client() as client:
         assert client.post("/v1/contacts", json=synced).status_code == 202
-    _eventually(lambda: _held(stack, person["external_id"])["name"] == synced["name"])
+    eventually(lambda: _held(stack, person["external_id"])["name"] == synced["name"])
     assert _snoozed_until(stack, person["external_id"]) == until
 
     # A round leaves them out, as paused.
@@ -124,13 +116,13 @@ def test_a_pause_on_their_behalf_outlasts_the_integrations_upsert_until_resumed(
     assert _left_out(plan, person["external_id"]) == f"paused until {until.date().isoformat()}"
 
     # Their own preferences page says so.
-    _eventually(lambda: "Introductions are paused until" in httpx.get(link).text)
+    eventually(lambda: "Introductions are paused until" in httpx.get(link).text)
 
     # Resuming: null ends the pause, in the matcher and on their page.
     with stack.client() as client:
         assert client.post(path, json={"paused_until": None}).status_code == 202
-    _eventually(lambda: _snoozed_until(stack, person["external_id"]) is None)
-    _eventually(lambda: "Introductions are paused until" not in httpx.get(link).text)
+    eventually(lambda: _snoozed_until(stack, person["external_id"]) is None)
+    eventually(lambda: "Introductions are paused until" not in httpx.get(link).text)
     # (The pool's only other member was introduced to them already: left out, but not paused.)
     reason = _left_out(_dry_run(stack, f"p{run}"), person["external_id"]) or ""
     assert not reason.startswith("paused"), reason

@@ -23,6 +23,7 @@ from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.support.fake_providers import ProviderServer, fake_providers
 from tests.support.infra import API_KEY, WEBHOOK_SIGNING_KEY
 from tests.support.reader_key import READER_ENV, grant_reader
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -78,13 +79,6 @@ def _profile(stack: Stack, external_id: str) -> dict[str, Any]:
     return result
 
 
-def _eventually(check: Any, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
-
-
 def _sql(stack: Stack, statement: str, *args: Any) -> Any:
     async def run() -> Any:
         conn = await asyncpg.connect(stack.infra.database_url)
@@ -121,7 +115,7 @@ def test_a_two_week_pause_is_honoured_by_live_matching_until_it_ends(stack: Stac
         until = _profile(stack, people[0]["external_id"])["snoozed_until"]
         return until is not None and abs(datetime.fromisoformat(until) - two_weeks).days == 0
 
-    _eventually(paused)
+    eventually(paused)
     # A newcomer sharing a rare topic with them: nobody is introduced while they pause.
     newcomer = new_person(run, 2)
     _introduce(stack, [newcomer], f"tin whistles {run}")
@@ -137,7 +131,7 @@ def test_a_two_week_pause_is_honoured_by_live_matching_until_it_ends(stack: Stac
     assert stack.sink.to(newcomer["email"]) == []
     # Ending the pause: the next match introduces them again.
     assert httpx.post(link, data={"pause": "none"}).status_code == 303
-    _eventually(lambda: _profile(stack, people[0]["external_id"])["snoozed_until"] is None)
+    eventually(lambda: _profile(stack, people[0]["external_id"])["snoozed_until"] is None)
     latecomer = new_person(run, 3)
     _introduce(stack, [latecomer, people[0]], f"sea glass {run}")
     stack.sink.wait_for(latecomer["email"], within=15)
@@ -163,7 +157,7 @@ def test_a_lower_weekly_cap_holds(stack: Stack) -> None:
         )
         return bool(row and row["own_cap_per_week"] == 1)
 
-    _eventually(applied)
+    eventually(applied)
     other = new_person(run, 2)
     _introduce(stack, [other, people[0]], f"bonsai {run}")
     time.sleep(3)  # under the operator's cap of 2, over theirs of 1: no second introduction
@@ -178,7 +172,7 @@ def test_opting_back_in_after_unsubscribing_works_and_is_recorded(stack: Stack) 
     unsubscribe = re.search(r"No more introductions, ever:\s+(\S+)", mail.text)
     assert unsubscribe
     assert "Done" in httpx.post(unsubscribe[1]).text
-    _eventually(lambda: _profile(stack, people[0]["external_id"])["opted_out"])
+    eventually(lambda: _profile(stack, people[0]["external_id"])["opted_out"])
     page = httpx.get(link)
     assert "You unsubscribed" in page.text and 'name="opt_in"' in page.text
     assert httpx.post(link, data={"opt_in": "yes"}).status_code == 303
@@ -191,7 +185,7 @@ def test_opting_back_in_after_unsubscribing_works_and_is_recorded(stack: Stack) 
     )
     assert row["opted_in_at"] is not None and not row["out"]
     assert "You chose to receive introductions again on" in httpx.get(link).text
-    _eventually(lambda: not _profile(stack, people[0]["external_id"])["opted_out"])
+    eventually(lambda: not _profile(stack, people[0]["external_id"])["opted_out"])
     recorded = _sql(
         stack,
         "SELECT c.opted_in_at FROM matcher.contacts c JOIN matcher.identities i "
@@ -277,7 +271,7 @@ def test_channel_order_changes_the_channel_of_the_next_message(
         person["external_id"],
     )
     assert stored["channel_order"] == ["webhook", "email"]
-    _eventually(
+    eventually(
         lambda: (
             _matcher_column(stack, "channel_order", person["external_id"]) == ["webhook", "email"]
         )
@@ -286,7 +280,7 @@ def test_channel_order_changes_the_channel_of_the_next_message(
     other = new_person(run, 2)
     _introduce(stack, [other, person], f"sea glass {run}")
     stack.sink.wait_for(other["email"], within=15)
-    _eventually(lambda: len(providers.state.at(path)) == 1, within=15)
+    eventually(lambda: len(providers.state.at(path)) == 1, within=15)
     time.sleep(1)
     assert len(stack.sink.to(person["email"])) == 1
     # The page shows their order back.
@@ -310,14 +304,14 @@ def test_an_interest_added_on_the_page_leads_to_an_introduction(stack: Stack) ->
             "kind": "offers",
         }
         assert client.post("/v1/interests", json=body).status_code == 202
-    _eventually(lambda: (f"bookbinding {run}", "offers") in _topics(stack, expert["external_id"]))
+    eventually(lambda: (f"bookbinding {run}", "offers") in _topics(stack, expert["external_id"]))
     added = httpx.post(
         link, data={"interest_action": "add", "topic": f"Bookbinding {run}", "kind": "seeks"}
     )
     assert added.status_code == 303
     # Shown at once, applied by the matcher as the person's own interest event.
     assert f"bookbinding {run}" in httpx.get(link).text
-    _eventually(lambda: (f"bookbinding {run}", "seeks") in _topics(stack, people[0]["external_id"]))
+    eventually(lambda: (f"bookbinding {run}", "seeks") in _topics(stack, people[0]["external_id"]))
     mail = stack.sink.wait_for(expert["email"], within=15)[0]
     assert people[0]["name"] in mail.text
     assert len(stack.sink.wait_for(people[0]["email"], count=2, within=15)) == 2
@@ -333,12 +327,12 @@ def test_an_interest_removed_on_the_page_no_longer_matches(stack: Stack) -> None
     people, link = _first_intro(stack, run)
     topic = f"moss gardens {run}"
     _declare(stack, people[0]["external_id"], topic)
-    _eventually(lambda: (topic, "likes") in _topics(stack, people[0]["external_id"]))
+    eventually(lambda: (topic, "likes") in _topics(stack, people[0]["external_id"]))
     assert topic in httpx.get(link).text
     removed = httpx.post(link, data={"interest_action": "remove", "topic": topic, "kind": "likes"})
     assert removed.status_code == 303
     assert topic not in httpx.get(link).text
-    _eventually(lambda: (topic, "likes") not in _topics(stack, people[0]["external_id"]))
+    eventually(lambda: (topic, "likes") not in _topics(stack, people[0]["external_id"]))
     # A newcomer on that topic alone meets nobody: they had no one else on it.
     newcomer = new_person(run, 2)
     _introduce(stack, [newcomer], topic)
@@ -352,7 +346,7 @@ def test_an_interest_removed_on_the_page_no_longer_matches(stack: Stack) -> None
         data={"interest_action": "change", "topic": kites, "kind": "likes", "new_kind": "offers"},
     )
     assert changed.status_code == 303
-    _eventually(lambda: _topics(stack, people[0]["external_id"]) == {(kites, "offers")})
+    eventually(lambda: _topics(stack, people[0]["external_id"]) == {(kites, "offers")})
 
 
 def _finished_round(matcher: httpx.Client, location: str) -> dict[str, Any]:
@@ -369,7 +363,7 @@ def test_a_monthly_cap_holds_in_a_round(stack: Stack) -> None:
     run = run_id()
     people, link = _first_intro(stack, run)  # their first introduction this month
     assert httpx.post(link, data={"per_month": "1"}).status_code == 303
-    _eventually(lambda: _matcher_column(stack, "own_cap_per_month", people[0]["external_id"]) == 1)
+    eventually(lambda: _matcher_column(stack, "own_cap_per_month", people[0]["external_id"]) == 1)
     tag = f"t{run}"
     others = [new_person(run, i, tags=[tag]) for i in range(2, 6)]
     tagged = [{**people[0], "tags": [tag]}, *others]
@@ -382,9 +376,7 @@ def test_a_monthly_cap_holds_in_a_round(stack: Stack) -> None:
         ]
         assert client.post("/v1/interests", json={"items": interests}).status_code == 202
     for person in tagged:
-        _eventually(
-            lambda p=person: (f"pottery {run}", "likes") in _topics(stack, p["external_id"])
-        )
+        eventually(lambda p=person: (f"pottery {run}", "likes") in _topics(stack, p["external_id"]))
     assert tag in _profile(stack, people[0]["external_id"])["tags"]
     with httpx.Client(
         base_url=stack.matcher_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30

@@ -5,8 +5,7 @@ answer get a problem document, never a partial answer."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -15,6 +14,7 @@ import pytest
 
 from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.support.processes import run_roac
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -32,14 +32,6 @@ def live(
         ROAC_QUIET_HOURS_ENABLED="false",
     ) as stack:
         yield stack
-
-
-def _eventually(check: Callable[[], Any], within: float = 20.0) -> Any:
-    deadline = time.monotonic() + within
-    while not (found := check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
-    return found
 
 
 def _key(stack: Stack, name: str, *args: str) -> str:
@@ -73,7 +65,7 @@ def test_one_document_holds_the_profile_interests_and_introductions(live: Stack)
     run = run_id()
     first, second = _introduced_pair(live, run)
     with live.client() as ingest:
-        answer = _eventually(
+        answer = eventually(
             lambda: (
                 (a := ingest.get(_path(first))).status_code == 200
                 and a.json()["introductions"]
@@ -113,11 +105,11 @@ def test_each_service_checks_the_callers_own_key(live: Stack) -> None:
     headers = {"Authorization": f"Bearer {no_intros}"}
     with httpx.Client(base_url=live.ingest_url, headers=headers, timeout=15) as ingest:
         # The key reaches the running services at once (NOTIFY) or within seconds.
-        refused = _eventually(lambda: (a := ingest.get(_path(first))).status_code == 403 and a)
+        refused = eventually(lambda: (a := ingest.get(_path(first))).status_code == 403 and a)
         assert "intros:read" in refused.json()["detail"]
     headers = {"Authorization": f"Bearer {other_source}"}
     with httpx.Client(base_url=live.ingest_url, headers=headers, timeout=15) as ingest:
-        refused = _eventually(lambda: (a := ingest.get(_path(first))).status_code == 403 and a)
+        refused = eventually(lambda: (a := ingest.get(_path(first))).status_code == 403 and a)
         assert "e2e" in refused.json()["detail"]
     headers = {"Authorization": "Bearer not-a-key"}
     with httpx.Client(base_url=live.ingest_url, headers=headers, timeout=15) as ingest:

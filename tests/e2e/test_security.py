@@ -26,6 +26,7 @@ from shared.secret_policy import KNOWN_PLACEHOLDERS, new_secret
 from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.support.infra import API_KEY, LINK_KEY, WEBHOOK_SIGNING_KEY
 from tests.support.processes import ServiceProcess, run_roac
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -61,13 +62,6 @@ def _client(base_url: str, key: str) -> httpx.Client:
     return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=15)
 
 
-def _eventually(check: Any, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
-
-
 def _status(client: httpx.Client, method: str, url: str, **kwargs: Any) -> int:
     return client.request(method, url, **kwargs).status_code
 
@@ -85,7 +79,7 @@ def test_an_events_key_bound_to_crm_writes_crm_people_and_nothing_else(secure: S
     forum = {**crm, "source": "forum"}
     with _client(secure.ingest_url, key) as ingest:
         # A new key is seen by the running services at once (NOTIFY) or within seconds.
-        _eventually(lambda: _status(ingest, "POST", "/v1/contacts", json=crm) == 202)
+        eventually(lambda: _status(ingest, "POST", "/v1/contacts", json=crm) == 202)
         refused = ingest.post("/v1/contacts", json=forum)
         assert refused.status_code == 403
         assert refused.headers["content-type"] == "application/problem+json"
@@ -120,7 +114,7 @@ def test_an_erase_key_for_crm_erases_crm_people_only(secure: Stack) -> None:
     run = run_id()
     key = _create_key(secure, f"eraser{run}", "--scope", "contacts:erase", "--source", "crm")
     with _client(secure.ingest_url, key) as ingest:
-        _eventually(lambda: _status(ingest, "DELETE", f"/v1/contacts/crm/{run}") == 202)
+        eventually(lambda: _status(ingest, "DELETE", f"/v1/contacts/crm/{run}") == 202)
         assert _status(ingest, "DELETE", f"/v1/contacts/forum/{run}") == 403
         person = {"source": "crm", "external_id": run, "name": "Bo Lind"}
         assert _status(ingest, "POST", "/v1/contacts", json=person) == 403  # erase only
@@ -136,11 +130,11 @@ def test_two_active_keys_per_name_rotate_without_downtime(secure: Stack) -> None
     assert third.returncode == 1 and "two active keys" in third.stderr
     person = {"source": "crm", "external_id": "rot", "name": "Cy Rot"}
     with _client(secure.ingest_url, first) as old, _client(secure.ingest_url, second_key) as new:
-        _eventually(lambda: _status(new, "POST", "/v1/contacts", json=person) == 202)
+        eventually(lambda: _status(new, "POST", "/v1/contacts", json=person) == 202)
         assert _status(old, "POST", "/v1/contacts", json=person) == 202
         revoked = _roac(secure, "keys", "revoke", name, "--oldest")
         assert revoked.returncode == 0, revoked.stderr
-        _eventually(lambda: _status(old, "POST", "/v1/contacts", json=person) == 401)
+        eventually(lambda: _status(old, "POST", "/v1/contacts", json=person) == 401)
         assert _status(new, "POST", "/v1/contacts", json=person) == 202
     listed = _roac(secure, "keys", "list").stdout
     assert re.search(rf"^{name}\s+events:write\s+crm\s", listed, re.MULTILINE)
@@ -150,7 +144,7 @@ def test_a_keys_admin_key_manages_keys_over_http(secure: Stack) -> None:
     run = run_id()
     admin = _create_key(secure, f"admin{run}", "--scope", "keys:admin")
     with _client(secure.ingest_url, admin) as ingest:
-        _eventually(lambda: _status(ingest, "GET", "/v1/keys") == 200)
+        eventually(lambda: _status(ingest, "GET", "/v1/keys") == 200)
         body = {"name": f"forms{run}", "scopes": ["events:write"], "sources": ["forms"]}
         created = ingest.post("/v1/keys", json=body)
         assert created.status_code == 201, created.text

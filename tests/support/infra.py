@@ -4,6 +4,7 @@ database per test session, so tests never touch a running `roac up` stack or eac
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import subprocess
 import uuid
@@ -26,11 +27,29 @@ ERASURE_KEY = new_secret()
 CONSOLE_SESSION_KEY = new_secret()
 
 
+# Listening ports for the services under test come from below Linux's ephemeral range
+# (32768-60999), which the kernel hands out as the source port of every outgoing connection
+# (to PostgreSQL, RabbitMQ, the services themselves) and to any bind to port 0: a port chosen
+# there can be taken between choosing it and the service binding it. Each port is handed out
+# once per test process.
+_LISTEN_PORTS = range(20_000, 32_000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A port nothing listens on now, not handed out before by this process."""
+    for _ in range(1_000):
+        port = random.choice(_LISTEN_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError("no free port to listen on between 20000 and 32000")
 
 
 def _rabbitmqctl(*args: str) -> None:

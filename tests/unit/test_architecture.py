@@ -22,6 +22,7 @@ ROOTS = (
     "services.database",
     "services.dlq",
     "services.api_docs",
+    "services.asyncapi_amqp",
     "services.devstack",
 )
 
