@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from services.notifier import subscriptions
+from services.notifier import link_pages, subscriptions
 from services.notifier.activity import Activity
 from services.notifier.answers import Answers
 from services.notifier.channel_registry import build_channels, http_session
@@ -24,7 +24,7 @@ from services.notifier.checkin_service import CheckIns
 from services.notifier.clock import Clock, clock_from_setting
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
 from services.notifier.in_flight import UnkeyedPolicy
-from services.notifier.link_pages import PageLanguages
+from services.notifier.link_pages import PageLanguages, PageTemplates
 from services.notifier.links import LinkKeyring, LinkMaker
 from services.notifier.people import PeopleRequests
 from services.notifier.planning import QuietHours
@@ -187,7 +187,14 @@ async def build(settings: Settings, clock: Clock | None = None) -> FastAPI:
         )
     app.state.public_app = public_app(answers, slack_buttons, preferences)
     app.state.public_app.state.checkins = checkins  # its links' pages: checkin_pages.py
-    # Link pages in their person's language (services/notifier/link_pages.py).
+    # Link pages in their person's language (services/notifier/link_pages.py), from the same
+    # templates as the messages: the operator's ROAC_TEMPLATE_DIR first, their default language.
+    link_pages.configure(
+        PageTemplates(
+            Path(settings.template_dir) if settings.template_dir else None,
+            settings.default_language,
+        )
+    )
     app.state.public_app.state.page_languages = PageLanguages(store, keyring)
     return app
 

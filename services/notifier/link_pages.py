@@ -10,18 +10,27 @@ so adding a language is adding a template directory. Which language a page is in
    in, `Participant.language`);
 3. else the first their browser asks for (Accept-Language);
 
-each counting only when roac ships templates for it, else English. The person is read from the
-link's own sealed token (services/notifier/links.py), expired or not: a late click still reads
-"this link has expired" in their language. A bad token names nobody: the browser's language.
+each counting only when roac has templates for it (shipped, or in the operator's
+ROAC_TEMPLATE_DIR), else the deployment's ROAC_DEFAULT_LANGUAGE, else English. The person is
+read from the link's own sealed token (services/notifier/links.py), expired or not: a late click
+still reads "this link has expired" in their language. A bad token names nobody: the browser's
+language.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import ChoiceLoader, Environment, PackageLoader, StrictUndefined
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    PackageLoader,
+    StrictUndefined,
+)
 
 from services.notifier.links import InvalidLink, LinkKeyring
 from services.notifier.rendering import base_language, ships
@@ -32,10 +41,78 @@ if TYPE_CHECKING:
 DEFAULT = "en"
 
 
+class PageTemplates:
+    """The link pages' templates of one deployment: the shipped ones, with the operator's
+    ROAC_TEMPLATE_DIR first (a language added there is a language the pages speak too, as the
+    messages do), and ROAC_DEFAULT_LANGUAGE for a person whose language is unknown."""
+
+    def __init__(self, override_dir: Path | None = None, default_language: str = DEFAULT) -> None:
+        self._override_dir = override_dir
+        self._environments: dict[str, Environment] = {}
+        self.default = self.shipped(default_language) or DEFAULT
+
+    def shipped(self, tag: str | None) -> str | None:
+        """The language roac has page templates for, for a tag (`de` for `de-AT`), or None."""
+        base = base_language(tag)
+        if base is None:
+            return None
+        if base == DEFAULT or ships(base):
+            return base
+        if self._override_dir is not None and (self._override_dir / base).is_dir():
+            return base
+        return None
+
+    def choose(self, person: Iterable[str | None], accept_language: str | None) -> str:
+        """The page's language: the first of the person's own languages, then of the
+        browser's, that roac has; else the deployment's default."""
+        for tag in [*person, *accepted_languages(accept_language)]:
+            found = self.shipped(tag)
+            if found is not None:
+                return found
+        return self.default
+
+    def render(self, name: str, language: str, key: str, **context: Any) -> str:
+        """Page `key` of template `name` in `language` (one it has; anything else: the
+        default)."""
+        language = self.shipped(language) or self.default
+        defaults: dict[str, Any] = {"action": "", "rate_action": None}
+        return (
+            self._environment(language)
+            .get_template(name)
+            .render({**defaults, **context, "key": key, "lang": language})
+        )
+
+    def _environment(self, language: str) -> Environment:
+        found = self._environments.get(language)
+        if found is None:
+            loaders: list[BaseLoader] = []
+            if self._override_dir is not None and (self._override_dir / language).is_dir():
+                loaders.append(FileSystemLoader(str(self._override_dir / language)))
+            if ships(language):
+                loaders.append(PackageLoader("services.notifier", f"templates/{language}"))
+            # English completes a language for the templates it lacks (a layout, a new page).
+            loaders.append(PackageLoader("services.notifier", f"templates/{DEFAULT}"))
+            found = Environment(
+                loader=ChoiceLoader(loaders), autoescape=True, undefined=StrictUndefined
+            )
+            self._environments[language] = found
+        return found
+
+
+# The notifier's one configuration (`configure`, from its app: ROAC_TEMPLATE_DIR and
+# ROAC_DEFAULT_LANGUAGE); the pages are rendered by the link routes' free functions.
+_pages = PageTemplates()
+
+
+def configure(templates: PageTemplates) -> None:
+    """Use `templates` for every link page (the notifier's app, at start)."""
+    global _pages  # one notifier process, one template configuration
+    _pages = templates
+
+
 def shipped(tag: str | None) -> str | None:
-    """The shipped language for a tag (`de` for `de-AT`), or None."""
-    base = base_language(tag)
-    return base if base is not None and (base == DEFAULT or ships(base)) else None
+    """The language the pages have for a tag (`de` for `de-AT`), or None."""
+    return _pages.shipped(tag)
 
 
 def accepted_languages(header: str | None) -> list[str]:
@@ -55,33 +132,13 @@ def accepted_languages(header: str | None) -> list[str]:
 
 
 def choose(person: Iterable[str | None], accept_language: str | None) -> str:
-    """The page's language: the first of the person's own languages, then of the browser's,
-    that roac ships; else English."""
-    for tag in [*person, *accepted_languages(accept_language)]:
-        found = shipped(tag)
-        if found is not None:
-            return found
-    return DEFAULT
-
-
-@cache
-def _environment(language: str) -> Environment:
-    loaders = [PackageLoader("services.notifier", f"templates/{language}")]
-    if language != DEFAULT:
-        # English completes a language for the templates it lacks (a layout, a new page).
-        loaders.append(PackageLoader("services.notifier", f"templates/{DEFAULT}"))
-    return Environment(loader=ChoiceLoader(loaders), autoescape=True, undefined=StrictUndefined)
+    """The page's language (`PageTemplates.choose` of the configured templates)."""
+    return _pages.choose(person, accept_language)
 
 
 def render(name: str, language: str, key: str, **context: Any) -> str:
-    """Page `key` of template `name` in `language` (a shipped one; anything else: English)."""
-    language = shipped(language) or DEFAULT
-    defaults: dict[str, Any] = {"action": "", "rate_action": None}
-    return (
-        _environment(language)
-        .get_template(name)
-        .render({**defaults, **context, "key": key, "lang": language})
-    )
+    """Page `key` of template `name` in `language` (`PageTemplates.render`)."""
+    return _pages.render(name, language, key, **context)
 
 
 class PageLanguages:
