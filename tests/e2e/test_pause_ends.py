@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.e2e.test_preferences import _introduce, _preferences_link
 from tests.support.infra import API_KEY
+from tests.support.rounds import dry_run, left_out
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -51,29 +52,6 @@ def _matcher(stack: Stack) -> httpx.Client:
     return httpx.Client(base_url=stack.matcher_url, headers=headers, timeout=15)
 
 
-def _dry_run(stack: Stack, pool: str) -> dict[str, Any]:
-    with _matcher(stack) as matcher:
-        location = matcher.post("/v1/rounds", json={"pool": pool, "dry_run": True}).headers[
-            "Location"
-        ]
-
-        def finished() -> dict[str, Any] | None:
-            body: dict[str, Any] = matcher.get(location).json()
-            return body if body["status"] in ("done", "failed") else None
-
-        done: dict[str, Any] = eventually(finished)
-    assert done["status"] == "done", done
-    return done
-
-
-def _left_out(plan: dict[str, Any], external_id: str) -> str | None:
-    for person in plan["stats"].get("unplaced_sample", []):
-        if person["external_id"] == external_id:
-            reason: str = person["reason"]
-            return reason
-    return None
-
-
 def test_a_two_week_pause_holds_in_rounds_and_live_matching_then_ends_by_itself(
     stack: Stack, clock_file: Path
 ) -> None:
@@ -101,8 +79,8 @@ def test_a_two_week_pause_holds_in_rounds_and_live_matching_then_ends_by_itself(
     roundmate = new_person(run, 2, tags=[tag])
     # They share a topic (the integration re-sends the paused person: their pause holds).
     _introduce(stack, [roundmate, paused], f"round kites {run}")
-    plan = _dry_run(stack, f"p{run}")
-    assert _left_out(plan, paused["external_id"]) == f"paused until {until.date().isoformat()}"
+    plan = dry_run(stack.matcher_url, f"p{run}")
+    assert left_out(plan, paused["external_id"]) == f"paused until {until.date().isoformat()}"
     newcomer = new_person(run, 3)
     _introduce(stack, [newcomer, paused], f"tin whistles {run}")
     time.sleep(3)
@@ -112,8 +90,8 @@ def test_a_two_week_pause_holds_in_rounds_and_live_matching_then_ends_by_itself(
 
     # Fifteen days later (on the services' clock), nothing else changed: they are back.
     clock_file.write_text(str(15 * 86400))
-    back = _dry_run(stack, f"p{run}")
-    assert _left_out(back, paused["external_id"]) is None
+    back = dry_run(stack.matcher_url, f"p{run}")
+    assert left_out(back, paused["external_id"]) is None
     assert back["stats"]["placed"] == 2  # with the roundmate
     assert "paused until" not in httpx.get(link).text.lower()
     latecomer = new_person(run, 4)

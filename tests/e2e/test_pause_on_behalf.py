@@ -18,6 +18,7 @@ from tests.e2e.conftest import Stack, new_person, run_id, running_stack
 from tests.e2e.test_preferences import _introduce, _preferences_link
 from tests.support.infra import API_KEY
 from tests.support.processes import run_roac
+from tests.support.rounds import dry_run, left_out
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -57,28 +58,6 @@ def _snoozed_until(stack: Stack, external_id: str) -> datetime | None:
     return datetime.fromisoformat(until) if until else None
 
 
-def _dry_run(stack: Stack, pool: str) -> dict[str, Any]:
-    with _matcher(stack) as matcher:
-        requested = matcher.post("/v1/rounds", json={"pool": pool, "dry_run": True})
-        assert requested.status_code == 202, requested.text
-
-        def finished() -> dict[str, Any] | None:
-            body: dict[str, Any] = matcher.get(requested.headers["Location"]).json()
-            return body if body["status"] in ("done", "failed") else None
-
-        done: dict[str, Any] = eventually(finished)
-    assert done["status"] == "done", done
-    return done
-
-
-def _left_out(plan: dict[str, Any], external_id: str) -> str | None:
-    for person in plan["stats"].get("unplaced_sample", []):
-        if person["external_id"] == external_id:
-            reason: str = person["reason"]
-            return reason
-    return None
-
-
 def test_a_pause_on_their_behalf_outlasts_the_integrations_upsert_until_resumed(
     stack: Stack,
 ) -> None:
@@ -112,8 +91,8 @@ def test_a_pause_on_their_behalf_outlasts_the_integrations_upsert_until_resumed(
     with _matcher(stack) as matcher:
         created = matcher.post("/v1/pools", json={"name": f"p{run}", "selector": {"tags": [tag]}})
         assert created.status_code == 201, created.text
-    plan = _dry_run(stack, f"p{run}")
-    assert _left_out(plan, person["external_id"]) == f"paused until {until.date().isoformat()}"
+    plan = dry_run(stack.matcher_url, f"p{run}")
+    assert left_out(plan, person["external_id"]) == f"paused until {until.date().isoformat()}"
 
     # Their own preferences page says so.
     eventually(lambda: "Introductions are paused until" in httpx.get(link).text)
@@ -124,7 +103,7 @@ def test_a_pause_on_their_behalf_outlasts_the_integrations_upsert_until_resumed(
     eventually(lambda: _snoozed_until(stack, person["external_id"]) is None)
     eventually(lambda: "Introductions are paused until" not in httpx.get(link).text)
     # (The pool's only other member was introduced to them already: left out, but not paused.)
-    reason = _left_out(_dry_run(stack, f"p{run}"), person["external_id"]) or ""
+    reason = left_out(dry_run(stack.matcher_url, f"p{run}"), person["external_id"]) or ""
     assert not reason.startswith("paused"), reason
 
 
