@@ -30,11 +30,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 
-from shared.events import ContactData, InterestData
+from shared.events import ContactData, InterestData, InterestWithdrawalData
 
 CSV_COLUMNS = (
     "source",
@@ -47,6 +48,7 @@ CSV_COLUMNS = (
     "topic",
     "kind",
     "weight",
+    "withdraw",
 )
 _CONTACT_FIELDS = ("name", "email", "organization", "timezone", "tags")
 _INTEREST_FIELDS = ("topic", "kind", "weight")
@@ -68,6 +70,8 @@ class ImportAborted(Exception):
 class Parsed:
     contact: ContactData | None
     interest: InterestData | None
+    # An interest the person no longer holds (DELETE /v1/interests/...), never with the others.
+    withdrawal: InterestWithdrawalData | None = None
 
 
 def _reason(exc: ValidationError) -> str:
@@ -82,7 +86,15 @@ def parse_record(record: dict[str, Any], default_source: str | None = None) -> P
     """One person, one interest, or both, from a line's fields (CSV cells or a JSON object).
 
     Empty cells are absent. `tags` is a list, or a string split on `;` or `|`. A JSON line may
-    also be `{"contact": {...}}` or `{"interest": {...}}` (either or both keys)."""
+    also be `{"contact": {...}}` or `{"interest": {...}}` (either or both keys). An interest to
+    withdraw is `{"withdraw": {"source", "external_id", "topic", "kind"}}` (kind optional: every
+    kind of the topic), or a CSV row with `withdraw` set to `true` and only the person, `topic`
+    and `kind`."""
+    if "withdraw" in record and isinstance(record["withdraw"], dict):
+        extra = set(record) - {"withdraw"}
+        if extra:
+            raise LineError(f"unknown keys beside withdraw: {', '.join(sorted(extra))}")
+        return Parsed(None, None, _withdrawal(_with_source(record["withdraw"], default_source)))
     if "contact" in record or "interest" in record:
         extra = set(record) - {"contact", "interest"}
         if extra:
@@ -101,6 +113,13 @@ def parse_record(record: dict[str, Any], default_source: str | None = None) -> P
     if unknown:
         raise LineError(f"unknown columns: {', '.join(sorted(unknown))}")
     fields = _with_source(fields, default_source)
+    if "withdraw" in fields:
+        if str(fields.pop("withdraw")).strip().lower() not in ("true", "yes", "1"):
+            raise LineError("withdraw: true (this row's topic is withdrawn) or empty")
+        beside = set(fields) - {"source", "external_id", "topic", "kind"}
+        if beside:
+            raise LineError(f"a withdrawal has no {', '.join(sorted(beside))}")
+        return Parsed(None, None, _withdrawal(fields))
     if isinstance(fields.get("tags"), str):
         fields["tags"] = [t for t in fields["tags"].replace("|", ";").split(";") if t.strip()]
     ref: dict[str, Any] = {k: fields[k] for k in ("source", "external_id") if k in fields}
@@ -124,6 +143,13 @@ def _with_source(fields: dict[str, Any], default_source: str | None) -> dict[str
     if default_source and not fields.get("source"):
         return {**fields, "source": default_source}
     return fields
+
+
+def _withdrawal(fields: dict[str, Any]) -> InterestWithdrawalData:
+    try:
+        return InterestWithdrawalData.model_validate(fields)
+    except ValidationError as exc:
+        raise LineError(_reason(exc)) from exc
 
 
 def _validate(model: type[ContactData] | type[InterestData], data: dict[str, Any]) -> Any:
@@ -226,6 +252,7 @@ class Totals:
     interests: int = 0
     rejected: int = 0
     replayed_requests: int = 0
+    withdrawals: int = 0
 
 
 @dataclass
@@ -266,6 +293,7 @@ class Batch:
     end_offset: int
     contacts: list[tuple[int, ContactData]] = field(default_factory=list)
     interests: list[tuple[int, InterestData]] = field(default_factory=list)
+    withdrawals: list[tuple[int, InterestWithdrawalData]] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -402,6 +430,8 @@ class Importer:
                 if interest is not None and person is not None:
                     batch.interests.append((record.line, interest))
                     per_person[person] += 1
+                if parsed.withdrawal is not None:
+                    batch.withdrawals.append((record.line, parsed.withdrawal))
             if count >= size:
                 yield batch
                 batch, count = None, 0
@@ -416,7 +446,7 @@ class Importer:
         options = self._options
         slots = asyncio.Semaphore(max(1, options.concurrency))
         # Confirmed batches waiting for an earlier one: their end and counts only, not items.
-        done: dict[int, tuple[int, int, int, int, int, int]] = {}
+        done: dict[int, tuple[int, int, int, int, int, int, int]] = {}
         next_index = 0
         confirmed = 0
         failure: list[BaseException] = []
@@ -425,13 +455,16 @@ class Importer:
         def advance() -> None:
             nonlocal next_index, confirmed
             while next_index in done:
-                end_offset, end_line, contacts, interests, rejected, replayed = done.pop(next_index)
+                end_offset, end_line, contacts, interests, rejected, replayed, withdrawn = done.pop(
+                    next_index
+                )
                 checkpoint.offset, checkpoint.line = end_offset, end_line
                 checkpoint.totals.lines = end_line
                 checkpoint.totals.contacts += contacts
                 checkpoint.totals.interests += interests
                 checkpoint.totals.rejected += rejected
                 checkpoint.totals.replayed_requests += replayed
+                checkpoint.totals.withdrawals += withdrawn
                 checkpoint.save(self.checkpoint_path)
                 next_index += 1
                 confirmed += 1
@@ -475,9 +508,10 @@ class Importer:
             raise failure[0]
         return options.stop_after_batches is not None and confirmed >= options.stop_after_batches
 
-    async def _send(self, batch: Batch, file_id: str) -> tuple[int, int, int, int]:
-        """Post the batch's contacts, then its interests; (contacts, interests, rejected,
-        replayed requests)."""
+    async def _send(self, batch: Batch, file_id: str) -> tuple[int, int, int, int, int]:
+        """Post the batch's contacts, then its interests, then withdraw its withdrawals (one
+        DELETE each: ingest has no batch of them over HTTP); (contacts, interests, rejected,
+        replayed requests, withdrawals)."""
         contacts = interests = replayed = 0
         rejected = len(batch.rejected)
         for path, kind, items in (
@@ -499,9 +533,34 @@ class Importer:
                 contacts += len(items)
             else:
                 interests += len(items)
-        return contacts, interests, rejected, replayed
+        withdrawn = 0
+        for line, withdrawal in batch.withdrawals:
+            path = (
+                f"/v1/interests/{quote(withdrawal.source, safe='')}/"
+                f"{quote(withdrawal.external_id, safe='')}"
+            )
+            query = {"topic": withdrawal.topic}
+            if withdrawal.kind is not None:
+                query["kind"] = withdrawal.kind.value
+            key = f"roac-import-{file_id}-{line}-w"
+            outcome = await self._post(path, key, b"", method="DELETE", params=query)
+            if isinstance(outcome, str):
+                rejected += 1
+                self._refused.append((line, f"refused by ingest: {outcome}"))
+                continue
+            replayed += outcome
+            withdrawn += 1
+        return contacts, interests, rejected, replayed, withdrawn
 
-    async def _post(self, path: str, key: str, body: bytes) -> int | str:
+    async def _post(
+        self,
+        path: str,
+        key: str,
+        body: bytes,
+        *,
+        method: str = "POST",
+        params: dict[str, str] | None = None,
+    ) -> int | str:
         """1 when answered from the idempotency store, 0 when published now, or the reason
         ingest refused the request (422). Retries what is worth retrying."""
         headers = {
@@ -514,7 +573,9 @@ class Importer:
         last = ""
         for _ in range(_RETRIES):
             try:
-                response = await self._client.post(path, content=body, headers=headers)
+                response = await self._client.request(
+                    method, path, content=body or None, headers=headers, params=params
+                )
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             else:

@@ -115,6 +115,8 @@ def _summary(outcome: Outcome, out: Console) -> None:
     out.print(f"lines read: {t.lines}")
     out.print(f"contacts imported: {t.contacts}")
     out.print(f"interests imported: {t.interests}")
+    if t.withdrawals:
+        out.print(f"interests withdrawn: {t.withdrawals}")
     # Merging happens in the matcher as it applies the events, after ingest confirmed them.
     out.print("merged: by the matcher as it applies them (roac_matcher_merges_total)")
     out.print(f"rejected: {t.rejected}")

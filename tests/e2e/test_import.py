@@ -180,3 +180,36 @@ def test_import_of_json_lines(stack: Stack, tmp_path: Path) -> None:
     assert "line 3: not JSON" in result.stdout, result.stdout
     assert "contacts imported: 2" in result.stdout and "interests imported: 2" in result.stdout
     assert _wait_for(stack, run, 2, 2)[:2] == (2, 2)
+
+
+def test_import_withdraws_interests_named_in_the_file(stack: Stack, tmp_path: Path) -> None:
+    """A CSV row with `withdraw` set, and a JSON line `{"withdraw": ...}`: the matcher no
+    longer holds those interests, the others stay (one DELETE each, like an integration's)."""
+    run = run_id()
+    csv_path = tmp_path / "declare.csv"
+    csv_path.write_text(
+        HEADER
+        + _person(run, 0)
+        + f"e2e,{run}-0,,,,,,kites {run},,\n"
+        + f"e2e,{run}-0,,,,,,bees {run},seeks,\n"
+        + f"e2e,{run}-0,,,,,,owls {run},,\n"
+    )
+    assert _import(stack, csv_path).returncode == 0
+    assert _wait_for(stack, run, 1, 3)[:2] == (1, 3)
+    withdraw_csv = tmp_path / "withdraw.csv"
+    withdraw_csv.write_text(
+        "source,external_id,topic,kind,withdraw\n" + f"e2e,{run}-0,kites {run},,true\n"
+    )
+    result = _import(stack, withdraw_csv)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "interests withdrawn: 1" in result.stdout, result.stdout
+    withdraw_jsonl = tmp_path / "withdraw.jsonl"
+    withdraw_jsonl.write_text(
+        json.dumps({"withdraw": {"external_id": f"{run}-0", "topic": f"bees {run}"}}) + "\n"
+    )
+    result = _import(stack, withdraw_jsonl, "--source", "e2e")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _wait_for(stack, run, 1, 1)[:2] == (1, 1)  # owls stay
+    # Again: answered from ingest's idempotency store, nothing withdrawn twice, nothing new.
+    again = _import(stack, withdraw_jsonl, "--source", "e2e", "--restart")
+    assert again.returncode == 0 and "idempotency store: 1" in again.stdout, again.stdout

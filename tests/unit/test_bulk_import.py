@@ -98,3 +98,43 @@ def test_a_person_with_more_interests_than_a_request_takes_starts_a_new_batch() 
     batches = list(importer._batches(read_jsonl(io.BytesIO(data), 0, 1)))
     assert [[line for line, _ in b.interests] for b in batches] == [[1, 2], [3, 4], [5]]
     assert all(not b.rejected for b in batches)
+
+
+def test_a_line_may_withdraw_an_interest_in_csv_or_json() -> None:
+    row = parse_record(
+        {
+            "source": "crm",
+            "external_id": "1",
+            "topic": " Kites ",
+            "kind": "seeks",
+            "withdraw": "true",
+        }
+    )
+    assert row.contact is None and row.interest is None and row.withdrawal is not None
+    assert (row.withdrawal.topic, row.withdrawal.kind) == ("kites", InterestKind.SEEKS)
+    every_kind = parse_record({"withdraw": {"external_id": "1", "topic": "kites"}}, "crm")
+    assert every_kind.withdrawal is not None and every_kind.withdrawal.kind is None
+    assert every_kind.withdrawal.source == "crm"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        (
+            {"source": "crm", "external_id": "1", "topic": "t", "withdraw": "maybe"},
+            "withdraw: true",
+        ),
+        (
+            {"source": "crm", "external_id": "1", "name": "A", "topic": "t", "withdraw": "1"},
+            "no name",
+        ),
+        ({"source": "crm", "external_id": "1", "withdraw": "yes"}, "topic"),
+        (
+            {"withdraw": {"source": "crm", "external_id": "1", "topic": "t"}, "contact": {}},
+            "beside",
+        ),
+    ],
+)
+def test_a_bad_withdrawal_says_why(fields: dict[str, object], reason: str) -> None:
+    with pytest.raises(LineError, match=reason):
+        parse_record(fields)
