@@ -107,15 +107,17 @@ def test_a_merge_is_undone_after_a_confirmation(
     _load(console_stack, [second])
     undo = page.get_by_role("link", name="Undo this merge")
 
+    # The merged person's name is their newest identity's: wait for the merge and that name
+    # (the two events are applied one after the other, and the page may come in between).
+    name = second["name"]
+
     def merged() -> bool:
         page.goto(_person_url(first))
-        return undo.count() == 1
+        return undo.count() == 1 and page.get_by_role("heading", level=1).inner_text() == name
 
     eventually(merged, within=30)
     expect(page.locator("body")).to_contain_text(f"e2e/{second['external_id']}")
     accessible(page)
-    # The merged person's name is their newest identity's.
-    name = page.get_by_role("heading", level=1).inner_text()
     undo.click()
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Undo a merge of {name}?")
     effect = page.locator("p.effect")
