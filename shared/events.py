@@ -34,7 +34,7 @@ from pydantic import (
 )
 
 from shared.email_address import EmailAddress, check_email
-from shared.text_safety import SINGLE_LINE
+from shared.text_safety import CORRELATION_ID_PATTERN, SINGLE_LINE
 from shared.topics import MAX_TOPIC_LENGTH, normalize_topic
 
 
@@ -433,7 +433,9 @@ class Envelope(_Model):
     message_id: UUID = Field(default_factory=uuid4)
     occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
     source: Literal["ingest", "matcher", "notifier"]
-    correlation_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    # One token (letters, digits, `._:-`): it is logged, and a publisher other than ingest (any
+    # holder of write access to the exchange) could otherwise put a line break or a NUL there.
+    correlation_id: Annotated[str, StringConstraints(pattern=CORRELATION_ID_PATTERN)]
     causation_id: UUID | None = None
     # Which integration (API key name) sent it; set by ingest, carried along by the others.
     integration: str | None = None

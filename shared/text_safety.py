@@ -53,7 +53,12 @@ _SINGLE_LINE_REFUSED = re.compile(f"[\t\n\r\u2028\u2029{_ALWAYS_REFUSED}]")
 ERROR_TYPE = "unsafe_character"
 
 # The correlation id kept from a caller (X-Correlation-ID, the AMQP correlation_id property):
-# one token, matched whole; anything else is replaced, never trimmed or kept in part.
+# one token, matched whole; anything else is replaced, never trimmed or kept in part. Every
+# event's envelope holds its correlation id to the same pattern (shared/events.py), so a consumer
+# re-checks what a publisher other than ingest put there before it reaches a log line.
+# (pydantic's Rust regex: `$` is the end of the text; Python's `re` would let a final "\n" past
+# a `$`, hence fullmatch below.)
+CORRELATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 

@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -172,26 +173,30 @@ async def test_a_coalesced_matcher_message_parks_only_its_poisoned_items(
     # Three integrations' requests in one message, as the coalescing publisher packs them.
     items = [_document(_interest(run, i, ("crm", "forum", "signup")[i % 3])) for i in range(12)]
     # PostgreSQL refuses this one: the second person's interest in the rare topic proposes an
-    # introduction that carries its correlation id, which the schema lets through with a NUL
-    # but a `text` column refuses.
+    # introduction, and a check this test adds refuses that proposal (every string the schema
+    # lets through is one PostgreSQL stores, so the refusal has to come from the database).
     items[4] = _document(_interest(run, 4, "forum", f"shared {run}"))
-    items[4]["correlation_id"] = f"c-{run}\x00"
-    # The schema refuses this one (a NUL in the topic): the consumer validates events too.
+    items[4]["correlation_id"] = f"c-{run}-refused"
+    # The schema refuses these: a NUL in the topic, a line break in the correlation id (the
+    # consumer validates every event's envelope too, whoever published it).
     items[9]["data"]["topic"] = f"poison {run} \x00 9"
-    await _publish(
-        settings,
-        MATCHER_QUEUE.name,
-        json.dumps({"events": items}).encode(),
-        "interest.declared.v1",
-    )
-
-    parked = await _parked(settings, MATCHER_QUEUE.name, 2)
-    assert len(parked) == 2, [m.headers for m in parked]
+    items[7]["correlation_id"] = f"c-{run}\nforged log line"
+    async with _refused_proposals(pool, run):
+        await _publish(
+            settings,
+            MATCHER_QUEUE.name,
+            json.dumps({"events": items}).encode(),
+            "interest.declared.v1",
+        )
+        parked = await _parked(settings, MATCHER_QUEUE.name, 3)
+    assert len(parked) == 3, [m.headers for m in parked]
     by_id = {m.message_id: m for m in parked}
     check = by_id[items[4]["message_id"]]
-    assert "CharacterNotInRepertoireError (SQLSTATE 22021)" in str(check.headers[REASON_HEADER])
+    assert "CheckViolationError (SQLSTATE 23514)" in str(check.headers[REASON_HEADER])
     nul = by_id[items[9]["message_id"]]
     assert "data.topic" in str(nul.headers[REASON_HEADER])
+    forged = by_id[items[7]["message_id"]]
+    assert "correlation_id" in str(forged.headers[REASON_HEADER])
     for message in parked:
         assert message.headers[QUEUE_HEADER] == MATCHER_QUEUE.name
         assert message.type == "interest.declared.v1"
@@ -199,7 +204,7 @@ async def test_a_coalesced_matcher_message_parks_only_its_poisoned_items(
         assert event["message_id"] == message.message_id
         assert "\x00" not in str(message.headers[REASON_HEADER])
 
-    expected = {f"poison {run} {i}" for i in range(12) if i not in (4, 9)}
+    expected = {f"poison {run} {i}" for i in range(12) if i not in (4, 7, 9)}
     applied = await _until(lambda: _applied_all(pool, run, expected))
     assert applied == expected
     # The original message was acked: nothing waits in the queue.
@@ -208,6 +213,32 @@ async def test_a_coalesced_matcher_message_parks_only_its_poisoned_items(
         channel = await connection.channel()
         queue = await channel.declare_queue(MATCHER_QUEUE.name, passive=True)
         assert await queue.get(no_ack=True, fail=False) is None
+
+
+@asynccontextmanager
+async def _refused_proposals(pool: asyncpg.Pool, run: str) -> AsyncIterator[None]:
+    """While open, PostgreSQL refuses (check_violation, not transient) a proposal caused by this
+    run's `c-{run}-refused` event: a database refusal of one event that passed the schema."""
+    name = f"poison_test_{run}"
+    await pool.execute(
+        f"""
+        CREATE FUNCTION matcher.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.correlation_id = 'c-{run}-refused' THEN
+                RAISE EXCEPTION 'refused by the poison test' USING ERRCODE = 'check_violation';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER {name} BEFORE INSERT ON matcher.proposals
+            FOR EACH ROW EXECUTE FUNCTION matcher.{name}();
+        """
+    )
+    try:
+        yield
+    finally:
+        await pool.execute(
+            f"DROP TRIGGER {name} ON matcher.proposals; DROP FUNCTION matcher.{name}();"
+        )
 
 
 async def _applied_all(pool: asyncpg.Pool, run: str, expected: set[str]) -> set[str] | None:

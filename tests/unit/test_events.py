@@ -73,6 +73,22 @@ def test_names_cannot_smuggle_header_lines(name: str) -> None:
         ContactData(source="crm", external_id="1", name=name)
 
 
+@pytest.mark.parametrize(
+    "correlation_id", ["", "c\nforged: line", "c\x00", "c 1", "c\u202e", "x" * 129, "ré"]
+)
+def test_an_envelope_holds_its_correlation_id_to_one_token(correlation_id: str) -> None:
+    # Whoever published it (not only ingest, which mints or keeps a sane one): it is logged.
+    document = {
+        "source": "ingest",
+        "correlation_id": correlation_id,
+        "data": {"source": "crm", "external_id": "1", "topic": "kites"},
+    }
+    with pytest.raises(ValidationError, match="correlation_id"):
+        InterestDeclared.model_validate(document)
+    document["correlation_id"] = "round:1.2-3_4"
+    assert InterestDeclared.model_validate(document).correlation_id == "round:1.2-3_4"
+
+
 def test_time_zones_and_sources_are_checked() -> None:
     assert ContactData(source="crm", external_id="1", name="A", timezone="Europe/Berlin").timezone
     with pytest.raises(ValidationError):
