@@ -215,10 +215,15 @@ class InterestWithdrawalData(ContactRef):
     kind: InterestKind | None = None
 
 
+# Text the matcher writes into an introduction from what ingest already checked: held to the
+# same character rule again, since anyone who may publish to the exchange could write it.
+InternalText = Annotated[str, SINGLE_LINE]
+
+
 class Participant(ContactRef):
-    name: str
-    organization: str | None = None
-    timezone: str | None = None
+    name: InternalText
+    organization: InternalText | None = None
+    timezone: InternalText | None = None
     channels: list[ChannelAddress]
     # The language their messages are written in (when roac has templates for it).
     language: LanguageTag | None = None
@@ -230,7 +235,7 @@ class TopicRelation(StrEnum):
 
 
 class IntroTopic(_Model):
-    topic: str
+    topic: InternalText
     relation: TopicRelation
     seeker: ContactRef | None = None
     offerer: ContactRef | None = None
@@ -243,7 +248,7 @@ class IntroData(_Model):
     participants: list[Participant] = Field(min_length=2, max_length=6)
     topics: list[IntroTopic] = Field(min_length=1)
     score: float
-    reason: str
+    reason: InternalText
     # When the event that led to this proposal entered roac (an interest's occurred_at): the
     # notifier measures ingest-to-first-message latency from it.
     triggered_at: AwareDatetime | None = None
@@ -281,8 +286,8 @@ class ResourceData(_Model):
     url: WebUrl
     title: ResourceTitle
     recipient: Participant
-    topics: list[str] = Field(min_length=1, max_length=20)  # the recipient's matching topics
-    reason: str
+    topics: list[InternalText] = Field(min_length=1, max_length=20)  # the recipient's topics
+    reason: InternalText
     triggered_at: AwareDatetime | None = None
 
 

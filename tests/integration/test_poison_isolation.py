@@ -173,15 +173,14 @@ async def test_a_coalesced_matcher_message_parks_only_its_poisoned_items(
     # Three integrations' requests in one message, as the coalescing publisher packs them.
     items = [_document(_interest(run, i, ("crm", "forum", "signup")[i % 3])) for i in range(12)]
     # PostgreSQL refuses this one: the second person's interest in the rare topic proposes an
-    # introduction, and a check this test adds refuses that proposal (every string the schema
-    # lets through is one PostgreSQL stores, so the refusal has to come from the database).
+    # introduction, and a check this test adds refuses that proposal.
     items[4] = _document(_interest(run, 4, "forum", f"shared {run}"))
     items[4]["correlation_id"] = f"c-{run}-refused"
     # The schema refuses these: a NUL in the topic, a line break in the correlation id (the
     # consumer validates every event's envelope too, whoever published it).
     items[9]["data"]["topic"] = f"poison {run} \x00 9"
     items[7]["correlation_id"] = f"c-{run}\nforged log line"
-    async with _refused_proposals(pool, run):
+    async with _refused_rows(pool, "matcher.proposals", f"c-{run}-refused"):
         await _publish(
             settings,
             MATCHER_QUEUE.name,
@@ -216,29 +215,30 @@ async def test_a_coalesced_matcher_message_parks_only_its_poisoned_items(
 
 
 @asynccontextmanager
-async def _refused_proposals(pool: asyncpg.Pool, run: str) -> AsyncIterator[None]:
-    """While open, PostgreSQL refuses (check_violation, not transient) a proposal caused by this
-    run's `c-{run}-refused` event: a database refusal of one event that passed the schema."""
-    name = f"poison_test_{run}"
+async def _refused_rows(pool: asyncpg.Pool, table: str, correlation_id: str) -> AsyncIterator[None]:
+    """While open, PostgreSQL refuses (check_violation, not transient) a row of `table` (a
+    schema-qualified name) caused by the event of `correlation_id`: a database refusal of one
+    event that passed the schema. Every string the schemas let through is one PostgreSQL
+    stores, so the refusal has to be made."""
+    name = f"poison_test_{uuid.uuid4().hex[:12]}"
+    schema = table.split(".")[0]
     await pool.execute(
         f"""
-        CREATE FUNCTION matcher.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE FUNCTION {schema}.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF NEW.correlation_id = 'c-{run}-refused' THEN
+            IF NEW.correlation_id = '{correlation_id}' THEN
                 RAISE EXCEPTION 'refused by the poison test' USING ERRCODE = 'check_violation';
             END IF;
             RETURN NEW;
         END $$;
-        CREATE TRIGGER {name} BEFORE INSERT ON matcher.proposals
-            FOR EACH ROW EXECUTE FUNCTION matcher.{name}();
+        CREATE TRIGGER {name} BEFORE INSERT ON {table}
+            FOR EACH ROW EXECUTE FUNCTION {schema}.{name}();
         """
     )
     try:
         yield
     finally:
-        await pool.execute(
-            f"DROP TRIGGER {name} ON matcher.proposals; DROP FUNCTION matcher.{name}();"
-        )
+        await pool.execute(f"DROP TRIGGER {name} ON {table}; DROP FUNCTION {schema}.{name}();")
 
 
 async def _applied_all(pool: asyncpg.Pool, run: str, expected: set[str]) -> set[str] | None:
@@ -246,22 +246,22 @@ async def _applied_all(pool: asyncpg.Pool, run: str, expected: set[str]) -> set[
     return applied if applied >= expected else None
 
 
-def _participant(run: str, i: int, name: str = "") -> Participant:
+def _participant(run: str, i: int) -> Participant:
     return Participant(
         source="t",
         external_id=f"{run}-{i}",
-        name=name or f"Person {i}",
+        name=f"Person {i}",
         channels=[ChannelAddress(type=ChannelType.EMAIL, address=f"p{i}.{run}@example.org")],
     )
 
 
-def _introduction(run: str, n: int, people: int = 2, name: str = "") -> dict[str, Any]:
+def _introduction(run: str, n: int, people: int = 2) -> dict[str, Any]:
     event = IntroProposed(
         source="matcher",
         correlation_id=f"c-{run}",
         data=IntroData(
             proposal_id=uuid.uuid4(),
-            participants=[_participant(run, n * 10 + k, name) for k in range(2)],
+            participants=[_participant(run, n * 10 + k) for k in range(2)],
             topics=[IntroTopic(topic="kites", relation=TopicRelation.SHARED)],
             score=1.0,
             reason="r",
@@ -306,22 +306,27 @@ async def test_a_relayed_notifier_message_parks_only_the_introduction_that_fails
     try:
         run = uuid.uuid4().hex[:8]
         # A relayed message of 100 introductions: one plans a group of 7 (the schema's maximum
-        # is 6), one names a person PostgreSQL cannot store (a NUL, refused by jsonb).
+        # is 6), one names a person with a NUL (the schema refuses it: the notifier checks what
+        # the matcher wrote again), one PostgreSQL refuses (a check this test adds).
         intros = [_introduction(run, n) for n in range(100)]
         intros[17] = _introduction(run, 17, people=7)
-        intros[60] = _introduction(run, 60, name="Nul \x00 Name")
-        await _publish(settings, NOTIFIER_QUEUE.name, json.dumps({"events": intros}).encode(), "x")
-        parked = await _parked(settings, NOTIFIER_QUEUE.name, 2)
+        intros[30]["data"]["participants"][0]["name"] = "Nul \x00 Name"
+        intros[60]["correlation_id"] = f"c-{run}-refused"
+        poisoned = (17, 30, 60)
+        async with _refused_rows(pool, "notifier.intros", f"c-{run}-refused"):
+            body = json.dumps({"events": intros}).encode()
+            await _publish(settings, NOTIFIER_QUEUE.name, body, "x")
+            parked = await _parked(settings, NOTIFIER_QUEUE.name, len(poisoned))
         assert sorted(m.message_id or "" for m in parked) == sorted(
-            [intros[17]["message_id"], intros[60]["message_id"]]
+            intros[n]["message_id"] for n in poisoned
         )
         reasons = {m.message_id: str(m.headers[REASON_HEADER]) for m in parked}
         assert "data.participants: too_long" in reasons[intros[17]["message_id"]]
-        assert "SQLSTATE" in reasons[intros[60]["message_id"]]
-        assert "Nul" not in reasons[intros[60]["message_id"]]
+        assert "data.participants.0.name" in reasons[intros[30]["message_id"]]
+        assert "Nul" not in reasons[intros[30]["message_id"]]
+        assert "SQLSTATE 23514" in reasons[intros[60]["message_id"]]
         expected = {uuid.UUID(i["data"]["proposal_id"]) for i in intros} - {
-            uuid.UUID(intros[17]["data"]["proposal_id"]),
-            uuid.UUID(intros[60]["data"]["proposal_id"]),
+            uuid.UUID(intros[n]["data"]["proposal_id"]) for n in poisoned
         }
 
         async def recorded() -> set[uuid.UUID] | None:
