@@ -302,15 +302,8 @@ def up(
     if not settings.console_session_key.get_secret_value():
         # Console sessions of this run end when the stack restarts.
         env["ROAC_CONSOLE_SESSION_KEY"] = new_secret()
-    operator_key = (
-        dev_key.split(":", 1)[1] if dev_key else next(iter(settings.api_key_secrets.values()))
-    )
-    if not settings.console_api_key.get_secret_value():
-        # The console acts with the operator key (every scope) in development.
-        env["ROAC_CONSOLE_API_KEY"] = operator_key
-    if not settings.notifier_matcher_api_key.get_secret_value():
-        # The preferences pages read channels and interests back with it too.
-        env["ROAC_NOTIFIER_MATCHER_API_KEY"] = operator_key
+    # The console's and the notifier's own keys, when not set, are made after migrating
+    # (services/devstack/service_keys.py): each with its own scopes, not the operator key.
     sys.exit(
         asyncio.run(
             run_stack(settings, env, dev_key=dev_key, sample=sample, mailcatcher=mail_catcher)

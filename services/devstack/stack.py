@@ -14,6 +14,7 @@ import httpx
 
 from services.database import migrate
 from services.devstack.sample import load_sample
+from services.devstack.service_keys import create_service_keys
 from services.devstack.supervisor import Supervisor
 from shared.parking import apply_policy as apply_parking_policy
 from shared.settings import Settings
@@ -94,6 +95,7 @@ async def run_stack(
         return 1
     applied = await migrate(settings)
     print(f"roac up: database ready ({len(applied)} migration(s) applied)")
+    env = {**env, **await create_service_keys(settings.database_url, env)}
     try:
         print(f"roac up: {await apply_parking_policy(settings)}")
     except Exception as exc:  # noqa: BLE001 - a development stack runs without the bound

@@ -3,18 +3,32 @@ community's first introductions land in the mail catcher, and Ctrl-C stops it al
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import asyncpg
 import httpx
 import pytest
 
+from shared.scopes import ALL_SCOPES, Scope
 from tests.support.infra import free_port, isolated_infra
 
 pytestmark = pytest.mark.e2e
+
+
+async def _active_keys(database_url: str) -> dict[str, list[str]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT name, scopes FROM access.api_keys WHERE revoked_at IS NULL ORDER BY name"
+        )
+    finally:
+        await conn.close()
+    return {row["name"]: sorted(row["scopes"]) for row in rows}
 
 
 def test_roac_up_introduces_the_sample_community_and_stops_on_ctrl_c(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -59,6 +73,12 @@ def test_roac_up_introduces_the_sample_community_and_stops_on_ctrl_c(tmp_path) -
             assert f"console         http://127.0.0.1:{console}" in output
             assert "first operator: set a password at" in output
             assert httpx.get(f"http://127.0.0.1:{console}/readyz").status_code == 200
+            # The console and the notifier call the APIs with keys of their own, scoped to what
+            # each does; the development (operator) key stays with the person at the terminal.
+            assert asyncio.run(_active_keys(infra.database_url)) == {
+                "dev-console": sorted(s.value for s in ALL_SCOPES - {Scope.KEYS_ADMIN}),
+                "dev-notifier-preferences": ["contacts:read"],
+            }
         finally:
             up.send_signal(signal.SIGINT)
             code = up.wait(60)
