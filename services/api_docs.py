@@ -252,8 +252,14 @@ class _NeverCalled:
 
 def _subscribe(register: Callable[..., None], broker: RabbitBroker) -> None:
     """Call a service's `register(broker, use case, ...)` with stand-ins for its use cases."""
-    use_cases = list(inspect.signature(register).parameters)[1:]
-    register(broker, *(_NeverCalled(name) for name in use_cases))
+    parameters = list(inspect.signature(register).parameters.values())[1:]
+    positional = [p.name for p in parameters if p.kind is not p.KEYWORD_ONLY]
+    keywords = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY]
+    register(
+        broker,
+        *(_NeverCalled(name) for name in positional),
+        **{name: _NeverCalled(name) for name in keywords},
+    )
 
 
 def _documented_broker() -> RabbitBroker:

@@ -12,7 +12,8 @@ roac parks what a consumer cannot handle in four dead-letter queues:
   since drops the copy.
 - `roac.ingest.ingress.dlq`: an invalid ingress message (ingest, `x-roac-reason`, the original
   routing key in `x-roac-routing-key`) or one RabbitMQ dead-lettered; replayed to the exchange
-  `roac.ingress` with its original routing key.
+  `roac.ingress` with its original routing key, published as roac's own RabbitMQ user with the
+  original sender in `x-roac-sender`, so ingest judges it as that sender again (its sources).
 
 Events go back to their queue through the default exchange, not to `roac.events`: the topic
 exchange would hand an event bound to two consumers (an erasure, an opt-out) to the one that
@@ -65,6 +66,7 @@ REASON_HEADER = "x-roac-reason"
 QUEUE_HEADER = "x-roac-queue"
 ROUTING_KEY_HEADER = "x-roac-routing-key"
 REPLAYED_HEADER = "x-roac-replayed"
+SENDER_HEADER = "x-roac-sender"  # services/ingest/amqp_ingress.py: who sent a parked message
 # Set by RabbitMQ or by roac's parking, not by the producer: not copied to a replayed message.
 _PARKING_HEADERS = (
     "x-death",
@@ -289,7 +291,14 @@ async def replay(
                     await message.nack(requeue=True)
                     report.left += 1
                     continue
-                await _republish(channel, message, headers, target, run)
+                user_id = None
+                if queue.origin == INGRESS_QUEUE.name:
+                    # Judged again as its original sender: ingest recorded who it was when it
+                    # parked it (RabbitMQ keeps user_id on what it dead-lettered itself), and
+                    # reads that back from a message published as roac's own user.
+                    user_id = settings.amqp_user
+                    headers.setdefault(SENDER_HEADER, message.user_id or "")
+                await _republish(channel, message, headers, target, run, user_id=user_id)
                 await message.ack()
                 report.replayed += 1
         finally:
@@ -306,6 +315,8 @@ async def _republish(
     headers: Mapping[str, Any],
     target: tuple[str, str],
     run: str,
+    *,
+    user_id: str | None,
 ) -> None:
     kept = {k: v for k, v in headers.items() if not k.startswith(_PARKING_HEADERS)}
     kept[REPLAYED_HEADER] = run
@@ -327,6 +338,7 @@ async def _republish(
             type=message.type,
             timestamp=message.timestamp,
             app_id=message.app_id,
+            user_id=user_id,
         ),
         routing_key=routing_key,
         mandatory=True,

@@ -6,6 +6,7 @@ import re
 from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -276,6 +277,12 @@ class Settings(BaseSettings):
         if not ring and self.secret_key.get_secret_value():
             ring = [("0", self.secret_key.get_secret_value())]
         return ring
+
+    @property
+    def amqp_user(self) -> str:
+        """roac's own RabbitMQ user (ROAC_AMQP_URL's; aio-pika's default is guest): what
+        RabbitMQ checks a `user_id` roac sets against (a replayed ingress message)."""
+        return unquote(urlsplit(self.amqp_url).username or "") or "guest"
 
     @property
     def matcher_metrics_port(self) -> int:

@@ -74,6 +74,9 @@ log = logging.getLogger("roac.ingest.ingress")
 DEFAULT_INTEGRATION = "amqp"
 REASON_HEADER = "x-roac-reason"
 ROUTING_KEY_HEADER = "x-roac-routing-key"
+# Who sent a parked message (its user_id, empty without one): written by ingest when it parks,
+# read back when roac replays it (`sender_of`).
+SENDER_HEADER = "x-roac-sender"
 BULK_HEADER = "x-roac-bulk"
 # A reason names at most this many fields and stays this short: it travels in an AMQP header.
 MAX_REASON_FIELDS = 20
@@ -118,6 +121,23 @@ class Valid(Origin):
 @dataclass(frozen=True)
 class Invalid:
     reason: str
+
+
+def sender_of(user_id: str | None, headers: Mapping[str, Any], *, roac_user: str) -> str | None:
+    """Who sent an ingress message, as its sources are judged and its events named.
+
+    Normally the `user_id` property, which RabbitMQ checks against the connection's user. A
+    message roac itself published as its own RabbitMQ user (`roac dlq replay`: integrations never
+    hold that user, docs/ingress.md) is judged as the sender ingest recorded in `SENDER_HEADER`
+    when it parked it. So a replay is neither refused for the user_id it cannot keep nor let
+    past the original sender's binding; nobody else can claim a sender with that header, since
+    only roac's own user may publish with roac's user_id."""
+    if user_id != roac_user or SENDER_HEADER not in headers:
+        return user_id
+    recorded = headers[SENDER_HEADER]
+    if isinstance(recorded, bytes):
+        recorded = recorded.decode(errors="replace")
+    return recorded if isinstance(recorded, str) and recorded else None
 
 
 def integration_of(message: IngressMessage) -> str:

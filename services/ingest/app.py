@@ -82,6 +82,7 @@ def connected_lifespan(settings: Settings) -> Lifespan:
                 keys_loaded=lambda: app.state.keyring.loaded,
                 bound_only=settings.ingress_require_key,
             ),
+            roac_user=settings.amqp_user,
         )
         await retry_until_ready("RabbitMQ", broker.connect)
         await declare_topology(broker)

@@ -13,10 +13,12 @@ from faststream.rabbit.annotations import RabbitMessage
 from services.ingest.amqp_ingress import (
     REASON_HEADER,
     ROUTING_KEY_HEADER,
+    SENDER_HEADER,
     Ingress,
     IngressMessage,
     Outcome,
     ParkFailed,
+    sender_of,
 )
 from shared.broker import PUBLISH_TIMEOUT_SECONDS
 from shared.consumer import skip_decoding
@@ -26,7 +28,7 @@ from shared.topology import INGRESS_EXCHANGE, INGRESS_QUEUE
 _BROKER_HEADERS = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-", "x-roac-")
 
 
-def register(broker: RabbitBroker, ingress: Ingress) -> None:
+def register(broker: RabbitBroker, ingress: Ingress, *, roac_user: str) -> None:
     @broker.subscriber(
         INGRESS_QUEUE.rabbit_queue(declare=False),
         decoder=skip_decoding,
@@ -39,14 +41,14 @@ def register(broker: RabbitBroker, ingress: Ingress) -> None:
         ),
     )
     async def on_ingress_message(message: RabbitMessage) -> None:
-        outcome = await ingress.handle(ingress_message(message))
+        outcome = await ingress.handle(ingress_message(message, roac_user=roac_user))
         if outcome is Outcome.REQUEUED:
             raise NackMessage(requeue=True)
         if outcome is Outcome.REJECTED:
             raise RejectMessage()
 
 
-def ingress_message(message: RabbitMessage) -> IngressMessage:
+def ingress_message(message: RabbitMessage, *, roac_user: str) -> IngressMessage:
     raw = message.raw_message
     headers = dict(raw.headers or {})
     count = headers.get("x-delivery-count", 0)
@@ -54,7 +56,8 @@ def ingress_message(message: RabbitMessage) -> IngressMessage:
         body=message.body,
         routing_key=raw.routing_key or "",
         message_id=raw.message_id,
-        user_id=raw.user_id,
+        # The sender, also of a message roac replays (`sender_of`).
+        user_id=sender_of(raw.user_id, headers, roac_user=roac_user),
         correlation_id=raw.correlation_id,
         content_type=raw.content_type,
         headers=headers,
@@ -77,6 +80,9 @@ class QueueParker:
         }
         headers[REASON_HEADER] = reason
         headers[ROUTING_KEY_HEADER] = message.routing_key
+        # RabbitMQ lets only the connection's own user set user_id: the parked copy cannot
+        # keep it, so who sent it travels here, for a replay to be judged as them.
+        headers[SENDER_HEADER] = message.user_id or ""
         try:
             await self._broker.publish(
                 message.body,

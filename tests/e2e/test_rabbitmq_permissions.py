@@ -175,3 +175,36 @@ def test_a_user_named_like_an_api_key_writes_only_that_keys_sources(
         if f"parked ingress message {refused.message_id}" in line
     ]
     assert parked and "may write the source(s) crm only, not forum" in parked[0]
+
+    # Replayed (`roac dlq replay ingress`), it is judged as its sender again, although a parked
+    # copy cannot keep its user_id: still refused while the key is bound to crm ...
+    assert f"{refused.message_id}  contacts" in _roac(stack, "dlq", "replay", "ingress")
+    time.sleep(2)
+    assert not _known(stack, "forum", f"bound-{run}")
+    reparked = [
+        line
+        for line in stack.ingest.log_path.read_text().splitlines()
+        if f"parked ingress message {refused.message_id} from {USER}:" in line
+    ]
+    assert len(reparked) == 2, reparked
+    # ... and accepted, in the integration's name, once the operator lets the key write forum.
+    _roac(stack, "keys", "revoke", USER)
+    _roac(stack, "keys", "create", USER, "--source", "crm", "--source", "forum")
+    time.sleep(1)
+    assert f"{refused.message_id}  contacts" in _roac(stack, "dlq", "replay", "ingress")
+    deadline = time.monotonic() + 20
+    while not _known(stack, "forum", f"bound-{run}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _known(stack, "forum", f"bound-{run}")
+
+
+def _roac(stack: Stack, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr

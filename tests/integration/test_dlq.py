@@ -365,6 +365,7 @@ async def test_a_parked_ingress_message_is_replayed_once_to_its_routing_key(
             ingest_subscriptions.QueueParker(broker),
             max_body_bytes=64 * 1024,
         ),
+        roac_user=dlq_settings.amqp_user,
     )
     await _start(broker)
     connection = await connect(dlq_settings.amqp_url)

@@ -22,6 +22,7 @@ from services.ingest.amqp_ingress import (
     Valid,
     examine,
     ingress_key,
+    sender_of,
     source_refusal,
 )
 from services.ingest.idempotency import event_id
@@ -383,3 +384,24 @@ def test_a_withdrawal_is_judged_as_the_delete_route_judges_it() -> None:
         grant_named=grants.get,
     )
     assert "not forum" in reason(verdict)
+
+
+@pytest.mark.parametrize(
+    ("user_id", "headers", "sender"),
+    [
+        ("crm-bus", {}, "crm-bus"),  # RabbitMQ checked it against the connection's user
+        (None, {}, None),
+        # Only roac's own user republishes with the recorded sender (roac dlq replay) ...
+        ("roac", {"x-roac-sender": "crm-bus"}, "crm-bus"),
+        ("roac", {"x-roac-sender": b"crm-bus"}, "crm-bus"),
+        ("roac", {"x-roac-sender": ""}, None),  # parked without a user_id
+        ("roac", {}, "roac"),
+        # ... an integration's own header claims nothing.
+        ("crm-bus", {"x-roac-sender": "forum-bus"}, "crm-bus"),
+        (None, {"x-roac-sender": "forum-bus"}, None),
+    ],
+)
+def test_a_replayed_message_is_judged_as_its_original_sender(
+    user_id: str | None, headers: dict[str, object], sender: str | None
+) -> None:
+    assert sender_of(user_id, headers, roac_user="roac") == sender
