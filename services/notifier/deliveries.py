@@ -138,6 +138,8 @@ class DeliveryWorker:
         # Outcomes of attempts whose result write failed: delivery id -> (attempt, outcome),
         # recorded when the delivery is next found in flight with the same claim.
         self._unrecorded: dict[UUID, tuple[_Ready, Sent | BaseException]] = {}
+        # Claimed in flight (committed) by this process, result not recorded yet: the gauge.
+        self._unfinished: set[UUID] = set()
 
     async def apply(self, batch: EventBatch) -> None:
         """Attempt every job of the message."""
@@ -234,6 +236,8 @@ class DeliveryWorker:
             if claims:
                 await uow.deliveries.mark_in_flight(claims, self._clock.now())
         # Committed: from here on a crash leaves each of these in flight, to be reconciled.
+        self._unfinished.update(delivery_id for delivery_id, _, _ in claims)
+        metrics.SENDS_IN_FLIGHT.set(len(self._unfinished))
         return ready
 
     async def _prepare(
@@ -415,6 +419,8 @@ class DeliveryWorker:
                     await self._record_failure(uow, r, outcome)
         for r, _ in results:
             self._unrecorded.pop(r.delivery.id, None)
+            self._unfinished.discard(r.delivery.id)
+        metrics.SENDS_IN_FLIGHT.set(len(self._unfinished))
         return recorded
 
     async def _record_sent(

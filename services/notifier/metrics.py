@@ -1,6 +1,6 @@
 """The notifier's own metrics (shared consumer and outbox metrics are in shared/metrics.py)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from shared.metrics import LATENCY_BUCKETS
 
@@ -59,4 +59,10 @@ POSSIBLE_DUPLICATES = Counter(
     "(email, Slack, Mattermost, Discord, Teams): each is at most one extra copy of a message. "
     "Generic webhooks and Matrix deduplicate by key and are not counted.",
     ["channel"],
+)
+SENDS_IN_FLIGHT = Gauge(
+    "roac_notifier_sends_in_flight",
+    "Deliveries this process recorded in flight (committed before calling the provider) whose "
+    "result it has not recorded yet: what a crash or a database failure right now could send "
+    "twice, at most once each. Results held through a database outage stay counted.",
 )
