@@ -194,16 +194,20 @@ async def test_groups_of_four(matcher: MatcherService, rounds: Rounds) -> None:
     assert "all care about" in intro["reason"]
 
 
-async def test_groups_of_six_with_thirteen_people_never_make_a_seven(
-    matcher: MatcherService, rounds: Rounds
+@pytest.mark.parametrize("people", [13, 19, 25])
+async def test_groups_of_six_never_make_a_seven(
+    matcher: MatcherService, rounds: Rounds, people: int
 ) -> None:
+    # One over a multiple of six: the leftover once joined a full group.
     run = _run()
-    await load(matcher, run, {i: ["common", f"t{i % 3}"] for i in range(13)})
+    await load(matcher, run, {i: ["common", f"t{i % 3}"] for i in range(people)})
     done = await run_round(rounds, run, seed=3, group_size=6)
-    groups = await groups_of(rounds, done.id)
-    assert sorted(len(g) for g in groups) == [2, 5, 6]  # everyone placed, none above 6
+    sizes = sorted(len(g) for g in await groups_of(rounds, done.id))
+    assert sum(sizes) == people, sizes  # everyone placed ...
+    assert max(sizes) <= 6 and min(sizes) >= 2, sizes  # ... and no group above six
     assert done.stats is not None
     assert max(int(size) for size in done.stats["group_sizes"]) <= 6
+    assert done.stats["unplaced"] == 0
 
 
 async def test_snoozed_and_capped_people_sit_a_round_out(
