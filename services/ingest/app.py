@@ -184,6 +184,8 @@ def create_app(
     # Read by the interests route (services/ingest/batch_triage.py applies it).
     app.state.max_interests_per_person = settings.ingest_max_interests_per_person
     app.state.database_url = settings.database_url  # the keys:admin routes open their own
+    # Idempotency fingerprints are HMACs under the server's erasure key (they hash people's ids).
+    app.state.fingerprint_key = settings.erasure_key_bytes
     app.include_router(api)
     app.include_router(access_api)
     app.include_router(keys_api)

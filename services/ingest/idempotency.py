@@ -11,6 +11,7 @@ deduplicate, so even that case changes nothing twice.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,8 +36,21 @@ def check_key(key: str) -> str:
     return key
 
 
-def fingerprint(method: str, path: str, body: bytes) -> bytes:
-    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).digest()
+def fingerprint(method: str, path: str, body: bytes, key: bytes | None) -> bytes:
+    """What a keyed request asks for, as kept for `KEPT_FOR`: an HMAC under `key` (the server's
+    ROAC_ERASURE_KEY) when there is one. The path and body name people (a keyed
+    `DELETE /v1/contacts/crm/42` is about person 42), and a plain digest of so guessable a text
+    would name them too, erasure or not; without a key (development), a plain SHA-256."""
+    request = method.encode() + b" " + path.encode() + b"\n" + body
+    if key is None:
+        return hashlib.sha256(request).digest()
+    return hmac.new(key, b"roac idempotency\n" + request, hashlib.sha256).digest()
+
+
+def legacy_fingerprint(method: str, path: str, body: bytes) -> bytes:
+    """The plain SHA-256 roac kept before the keyed form: a retry of a request first seen by
+    the older version is still recognised as the same request, for the last `KEPT_FOR`."""
+    return fingerprint(method, path, body, None)
 
 
 def event_id(integration: str, key: str, index: int) -> UUID:
@@ -73,8 +87,12 @@ class Stored:
     updated_at: datetime
 
 
-def judge(stored: Stored, presented: bytes, now: datetime) -> Verdict:
-    if stored.fingerprint != presented:
+def judge(
+    stored: Stored, presented: bytes, now: datetime, *, legacy: bytes | None = None
+) -> Verdict:
+    """What a request presenting this fingerprint (and, for rows kept before the keyed form,
+    `legacy`) gets, given what the key's first request left."""
+    if not hmac.compare_digest(stored.fingerprint, presented) and stored.fingerprint != legacy:
         return Verdict.CONFLICT
     if stored.state == "done" and stored.response is not None:
         return Verdict.REPLAY

@@ -53,7 +53,7 @@ def correlation_id_from(header: str | None) -> str:
 
 class IdempotencyKeys(Protocol):
     async def claim(
-        self, integration: str, key: str, fingerprint: bytes
+        self, integration: str, key: str, fingerprint: bytes, legacy: bytes | None = None
     ) -> tuple[Verdict, dict[str, Any] | None]: ...
 
     async def complete(self, integration: str, key: str, response: dict[str, Any]) -> None: ...
@@ -73,6 +73,8 @@ class IdempotencyInProgress(Exception):
 class Keyed:
     key: str
     fingerprint: bytes
+    # The same request's fingerprint in the form kept before (services/ingest/idempotency.py).
+    legacy_fingerprint: bytes | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,7 +166,9 @@ class Intake:
         a key, the whole answer is recorded, so a retry gets it back as it was."""
         integration, keyed = origin.integration, origin.keyed
         if keyed is not None and self._keys is not None:
-            verdict, response = await self._keys.claim(integration, keyed.key, keyed.fingerprint)
+            verdict, response = await self._keys.claim(
+                integration, keyed.key, keyed.fingerprint, keyed.legacy_fingerprint
+            )
             if verdict is Verdict.REPLAY and response is not None:
                 return Answer(answer.model_validate(response), replayed=True)
             if verdict is Verdict.CONFLICT:

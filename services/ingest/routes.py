@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from services.ingest.batch_triage import Item, Triage, triage
-from services.ingest.idempotency import check_key, fingerprint
+from services.ingest.idempotency import check_key, fingerprint, legacy_fingerprint
 from services.ingest.publishing import Answer, Intake, Keyed, Origin, correlation_id_from
 from services.ingest.schemas import (
     Accepted,
@@ -121,7 +121,12 @@ async def _keyed(request: Request, response: Response) -> Keyed | None:
     body = await request.body()  # already read and cached by the validation
     # The query is part of the request: the same body with and without ?partial=true differ.
     target = f"{request.url.path}?{request.url.query}" if request.url.query else request.url.path
-    return Keyed(key, fingerprint(request.method, target, body))
+    key_bytes: bytes | None = request.app.state.fingerprint_key
+    return Keyed(
+        key,
+        fingerprint(request.method, target, body, key_bytes),
+        legacy_fingerprint(request.method, target, body) if key_bytes else None,
+    )
 
 
 A = TypeVar("A", bound=Accepted)

@@ -15,7 +15,7 @@ class IngestStore:
         self._pool = pool
 
     async def claim(
-        self, integration: str, key: str, fingerprint: bytes
+        self, integration: str, key: str, fingerprint: bytes, legacy: bytes | None = None
     ) -> tuple[Verdict, dict[str, Any] | None]:
         """Claim the key for this request, or say what the earlier one with it decided."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -41,7 +41,7 @@ class IngestStore:
             stored = Stored(
                 bytes(row["fingerprint"]), row["state"], row["response"], row["updated_at"]
             )
-            verdict = judge(stored, fingerprint, row["now"])
+            verdict = judge(stored, fingerprint, row["now"], legacy=legacy)
             if verdict is Verdict.PROCEED:  # an abandoned claim: take it over
                 await conn.execute(
                     "UPDATE ingest.idempotency_keys SET updated_at = now() "

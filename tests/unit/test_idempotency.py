@@ -1,3 +1,4 @@
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,10 +13,12 @@ from services.ingest.idempotency import (
     event_ids,
     fingerprint,
     judge,
+    legacy_fingerprint,
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-PRINT = fingerprint("POST", "/v1/contacts", b'{"a": 1}')
+SERVER_KEY = b"k" * 32
+PRINT = fingerprint("POST", "/v1/contacts", b'{"a": 1}', SERVER_KEY)
 
 
 def test_keys_are_printable_tokens() -> None:
@@ -26,9 +29,26 @@ def test_keys_are_printable_tokens() -> None:
 
 
 def test_fingerprints_tell_requests_apart() -> None:
-    assert fingerprint("POST", "/v1/contacts", b'{"a": 1}') == PRINT
-    assert fingerprint("POST", "/v1/interests", b'{"a": 1}') != PRINT
-    assert fingerprint("POST", "/v1/contacts", b'{"a": 2}') != PRINT
+    assert fingerprint("POST", "/v1/contacts", b'{"a": 1}', SERVER_KEY) == PRINT
+    assert fingerprint("POST", "/v1/interests", b'{"a": 1}', SERVER_KEY) != PRINT
+    assert fingerprint("POST", "/v1/contacts", b'{"a": 2}', SERVER_KEY) != PRINT
+
+
+def test_a_fingerprint_cannot_be_computed_from_a_guessed_request() -> None:
+    # A keyed erasure's path names the person: without the server key, guessing it is useless.
+    guessed = hashlib.sha256(b"DELETE /v1/contacts/crm/42\n").digest()
+    assert fingerprint("DELETE", "/v1/contacts/crm/42", b"", SERVER_KEY) != guessed
+    assert fingerprint("DELETE", "/v1/contacts/crm/42", b"", b"j" * 32) != fingerprint(
+        "DELETE", "/v1/contacts/crm/42", b"", SERVER_KEY
+    )
+    assert legacy_fingerprint("DELETE", "/v1/contacts/crm/42", b"") == guessed
+
+
+def test_a_request_first_seen_before_keyed_fingerprints_is_still_the_same_request() -> None:
+    legacy = legacy_fingerprint("POST", "/v1/contacts", b'{"a": 1}')
+    done = Stored(legacy, "done", {"accepted": 1}, NOW)
+    assert judge(done, PRINT, NOW, legacy=legacy) is Verdict.REPLAY
+    assert judge(done, PRINT, NOW) is Verdict.CONFLICT
 
 
 def test_event_ids_are_stable_per_key_and_item() -> None:

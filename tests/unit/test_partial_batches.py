@@ -37,7 +37,7 @@ class MemoryKeys:
         self.rows: dict[tuple[str, str], tuple[bytes, dict[str, Any] | None]] = {}
 
     async def claim(
-        self, integration: str, key: str, fingerprint: bytes
+        self, integration: str, key: str, fingerprint: bytes, legacy: bytes | None = None
     ) -> tuple[Verdict, dict[str, Any] | None]:
         row = self.rows.get((integration, key))
         if row is None:
