@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
@@ -33,6 +33,7 @@ from shared.events import (
     InterestWithdrawalData,
 )
 from shared.logs import correlation_id as current_correlation
+from shared.person_path import ExternalIdPath, SourcePath
 from shared.problems import Problem
 from shared.scopes import Scope
 
@@ -228,16 +229,6 @@ async def post_interests(
     return await _accept_batch(
         request, response, items, max_per_person=limit, bulk=bulk, partial=partial
     )
-
-
-# A person as an integration knows them, in the path (the same rules as ContactRef's fields).
-SourcePath = Annotated[
-    str,
-    Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Source"),
-]
-ExternalIdPath = Annotated[
-    str, Path(min_length=1, max_length=256, description="The person's id in that source")
-]
 
 
 async def _person(source: SourcePath, external_id: ExternalIdPath) -> ContactRef:

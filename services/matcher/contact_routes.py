@@ -7,26 +7,18 @@ directory_routes.py and the operators' unmerge (operator_routes.py)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from services.matcher.contacts_admin import ContactIdentities, ContactView
 from shared.authorization import check_sources, requires
+from shared.person_path import ExternalIdPath, SourcePath
 from shared.scopes import Scope
 
 router = APIRouter()
-
-# A person as an integration knows them, in the path (the same rules as ContactRef's fields).
-SourcePath = Annotated[
-    str,
-    Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Source"),
-]
-ExternalIdPath = Annotated[
-    str, Path(min_length=1, max_length=256, description="The person's id in that source")
-]
 
 
 class IdentityOut(BaseModel):

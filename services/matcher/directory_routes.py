@@ -12,16 +12,12 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from services.matcher.contact_routes import (
-    ExternalIdPath,
-    IdentityOut,
-    SourcePath,
-    identities_out,
-)
+from services.matcher.contact_routes import IdentityOut, identities_out
 from services.matcher.contacts_admin import ContactIdentities
 from services.matcher.directory import Directory
 from services.matcher.pool_routes import PoolName, Selector
 from shared.authorization import check_sources, grant_of, requires
+from shared.person_path import ExternalIdPath, SourcePath
 from shared.scopes import Scope
 from shared.text_safety import SINGLE_LINE
 

@@ -15,12 +15,12 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.matcher.contact_routes import ExternalIdPath, SourcePath
 from services.matcher.contacts_admin import ContactIdentities
 from services.matcher.identity_resolution import UnmergeRefused
 from services.matcher.pair_blocks import BlockRefused, PairBlocks
 from shared.authorization import check_sources, requires
 from shared.events import ContactRef
+from shared.person_path import ExternalIdPath, SourcePath
 from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
 from shared.scopes import Scope
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +24,7 @@ from services.notifier.links import LinkAction
 from services.notifier.optin import IntroState
 from services.notifier.store.uow import NotifierStore
 from shared.authorization import requires
+from shared.person_path import ExternalIdPath, SourcePath
 from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
 from shared.scopes import Scope
 from shared.text_safety import kept_correlation_id
@@ -189,8 +190,8 @@ async def intros_weekly(
     dependencies=[requires(Scope.INTROS_READ)],
 )
 async def person_intros(
-    source: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")],
-    external_id: Annotated[str, Path(min_length=1, max_length=256)],
+    source: SourcePath,
+    external_id: ExternalIdPath,
     request: Request,
     _: Credentials,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,

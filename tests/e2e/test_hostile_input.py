@@ -144,6 +144,39 @@ def test_a_person_in_the_path_refuses_them_too(stack: Stack, method: str, char: 
     assert list(problems(response)) == ["path.external_id"]
 
 
+# Every route of the matcher and the notifier naming a person in its path.
+PERSON_ROUTES = [
+    ("matcher", "GET", ""),
+    ("matcher", "GET", "/identity"),
+    ("matcher", "GET", "/profile"),
+    ("matcher", "POST", "/unmerge"),
+    ("matcher", "POST", "/blocks"),
+    ("notifier", "GET", "/intros"),
+]
+
+
+@pytest.mark.parametrize("char", CHARS)
+@pytest.mark.parametrize(("service", "method", "suffix"), PERSON_ROUTES)
+def test_the_matcher_s_and_notifier_s_person_paths_refuse_them_too(
+    stack: Stack, service: str, method: str, suffix: str, char: str
+) -> None:
+    # Once a 500: the NUL reached PostgreSQL, and an override was looked up, not refused.
+    encoded = CHARS[char].encode().hex("%").upper()
+    base = stack.matcher_url if service == "matcher" else stack.notifier_url
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    body = {"confirm": True, "source": "e2e", "external_id": "x"} if method == "POST" else None
+    response = httpx.request(
+        method,
+        f"{base}/v1/contacts/e2e/ab%{encoded}cd{suffix}",
+        json=body,
+        headers=headers,
+        timeout=30,
+    )
+    assert response.status_code == 422, response.text
+    assert "path.external_id" in problems(response), response.text
+    assert CHARS[char] not in response.text
+
+
 RESOURCE = {"url": "https://example.org/", "title": "t", "topics": ["k"]}
 
 

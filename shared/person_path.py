@@ -1,0 +1,26 @@
+"""A person as an integration knows them, in a URL path: `/v1/contacts/{source}/{external_id}`.
+
+One definition for the three services' routes, with the same rules as `ContactRef`'s fields,
+the character rule included (shared/text_safety.py). Why here: the matcher's and the notifier's
+copies had lost that rule, so a NUL in the path reached PostgreSQL and came back as a 500, and a
+right-to-left override was looked up instead of refused.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path
+
+from shared.text_safety import SINGLE_LINE
+
+SourcePath = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Source"),
+    SINGLE_LINE,
+]
+ExternalIdPath = Annotated[
+    str,
+    Path(min_length=1, max_length=256, description="The person's id in that source"),
+    SINGLE_LINE,
+]
