@@ -3,7 +3,10 @@ person with a non-ASCII external id, a name, an email address and a Slack id, wh
 and then left unplaced by a round, and whose old unsubscribe link is clicked afterwards, none of
 their identifiers is in any text, json(b), array or bytea column of any schema (found through
 information_schema, not a list), in the parking queues' bodies and headers, or in the services'
-logs; the link answers a neutral page and stores and publishes nothing."""
+logs; the link answers a neutral page and stores and publishes nothing. Nor is any unkeyed
+SHA-256 digest of their identifiers left (a digest of so guessable a text names them too): the
+legacy tombstone, the matcher's match keys of their email and Slack id, or the plain fingerprint
+of their keyed erasure request; only HMACs under ROAC_ERASURE_KEY may be."""
 
 from __future__ import annotations
 
@@ -65,7 +68,8 @@ async def _database_hits(database_url: str, needles: list[str], digests: list[by
                     for n in needles
                     for f in _forms(n)
                 ]
-                probes += [(f"{column} = $1::bytea", d) for d in digests]
+                # Anywhere in the value: a digest may be kept inside a longer one.
+                probes += [(f"position($1::bytea in {column}) > 0", d) for d in digests]
             else:
                 probes = [
                     (f"strpos(lower({column}::text), lower($1)) > 0", f)
@@ -134,6 +138,27 @@ def _erased_person_counter(stack: Stack) -> float:
     return 0.0
 
 
+def _sha256(text: bytes) -> bytes:
+    return hashlib.sha256(text).digest()
+
+
+def _unkeyed_digests(
+    external_id: str, email: str, slack_id: str, erasure_paths: list[str]
+) -> list[bytes]:
+    """Plain SHA-256 digests of a person's identifiers that roac computes or once stored: the
+    legacy tombstone, the matcher's match keys (services/matcher/identity_keys.py, exactly as
+    it hashes them), and the fingerprint a keyed request of theirs had before it was an HMAC
+    (services/ingest/idempotency.py: method, path, body; the path in each form it may be
+    taken in). Written out here, not imported: the probe must not move with the code."""
+    digests = [
+        legacy_digest("e2e", external_id),
+        _sha256(f"email:{email.strip().lower()}".encode()),
+        _sha256(f"slack:{slack_id.strip().upper()}".encode()),
+    ]
+    digests += [_sha256(b"DELETE " + path.encode() + b"\n" + b"") for path in erasure_paths]
+    return digests
+
+
 def test_nothing_of_an_erased_person_is_left_anywhere(stack: Stack) -> None:
     run = run_id()
     tag = f"solo{run}"
@@ -191,8 +216,12 @@ def test_nothing_of_an_erased_person_is_left_anywhere(stack: Stack) -> None:
     links = LinkMaker(public, LinkKeyring([("t1", LINK_KEY.encode())]))
     unsubscribe = links.unsubscribe("e2e", external_id, time.time())
 
+    # Erased with an Idempotency-Key, as a careful integration retries: the key's row is kept
+    # for a day and must not name them, neither its path nor a plain digest of it.
+    erasure_path = f"/v1/contacts/e2e/{quote(external_id, safe='')}"
+    erasure_key = f"erase-{run}"
     with stack.client() as client:
-        _accepted(client.delete(f"/v1/contacts/e2e/{quote(external_id, safe='')}"))
+        _accepted(client.delete(erasure_path, headers={"Idempotency-Key": erasure_key}))
     digest = erasure_digest("e2e", external_id, ERASURE_KEY.encode())
     assert _wait(
         lambda: bool(
@@ -211,12 +240,30 @@ def test_nothing_of_an_erased_person_is_left_anywhere(stack: Stack) -> None:
     time.sleep(2)  # anything the click had enqueued would be relayed and applied by now
 
     needles = [external_id, person["name"], person["email"], slack_id, person["organization"]]
-    tombstones = [legacy_digest("e2e", external_id)]  # only the keyed digest may be stored
-    leftovers = asyncio.run(_database_hits(stack.infra.database_url, needles, tombstones))
+    # Only keyed digests may be stored; the path as sent and as decoded.
+    plain = _unkeyed_digests(
+        external_id, person["email"], slack_id, [erasure_path, f"/v1/contacts/e2e/{external_id}"]
+    )
+    kept_request = _query(
+        stack,
+        "SELECT fingerprint FROM ingest.idempotency_keys WHERE key = $1 AND state = 'done'",
+        erasure_key,
+    )
+    assert kept_request, "the keyed erasure left no idempotency row to look at"
+    hex_forms = [d.hex() for d in plain]  # as text, in a log line or a json column
+    leftovers = asyncio.run(_database_hits(stack.infra.database_url, needles + hex_forms, plain))
     assert leftovers == []
-    # The scan sees personal data where there is some: the partner is still there.
-    kept = asyncio.run(_database_hits(stack.infra.database_url, [partner["email"]], []))
-    assert kept, "the scan found nothing at all: it cannot be trusted"
+    # The scan sees personal data where there is some: the partner is still there, and so is
+    # the match key of their email (a plain digest: the probe for digests finds them).
+    kept = asyncio.run(
+        _database_hits(
+            stack.infra.database_url,
+            [partner["email"]],
+            [_sha256(f"email:{partner['email'].lower()}".encode())],
+        )
+    )
+    assert any(partner["email"] in hit for hit in kept), "the scan found no text: untrusted"
+    assert any("match_keys" in hit for hit in kept), "the scan found no digest: untrusted"
 
     parked = asyncio.run(_parked(stack.infra.amqp_url))
     for needle in needles:
@@ -232,3 +279,5 @@ def test_nothing_of_an_erased_person_is_left_anywhere(stack: Stack) -> None:
     for proc in stack.processes:
         log = proc.log_path.read_text(errors="replace") if proc.log_path.exists() else ""
         assert hashlib.sha256(f"e2e\x00{external_id}".encode()).hexdigest() not in log
+        for hex_digest in hex_forms:
+            assert hex_digest not in log.lower(), (proc.name, "an unkeyed digest")
