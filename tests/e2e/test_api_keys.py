@@ -79,3 +79,25 @@ def test_a_key_created_with_the_cli_works_until_it_is_revoked(stack: Stack) -> N
     _, _scopes, _sources, _, _, last_used_day, _, revoked_day, _ = line.split()
     assert last_used_day != "-"  # flushed by the reload the revocation caused
     assert revoked_day != "-"
+
+
+def test_every_service_counts_each_keys_use_and_refusals_by_name(stack: Stack) -> None:
+    # The matcher and the notifier check keys too: their use shows under the key's name there.
+    name = f"reader-{run_id()}"
+    created = roac(stack, "keys", "create", name, "--scope", "intros:read", "--source", "e2e")
+    assert created.returncode == 0, created.stderr
+    headers = {"Authorization": f"Bearer {created.stdout.strip()}"}
+    for base, path, expected in (
+        (stack.notifier_url, "/v1/intros", 200),
+        (stack.notifier_url, "/v1/resources/deliveries", 403),  # resources:read
+        (stack.matcher_url, "/v1/rounds", 403),  # rounds:read
+    ):
+        deadline = time.monotonic() + REVOCATION_BOUND_SECONDS
+        while (status := httpx.get(f"{base}{path}", headers=headers).status_code) == 401:
+            assert time.monotonic() < deadline, f"{base} never saw the key"
+            time.sleep(0.1)
+        assert status == expected, (base, path, status)
+    for base in (stack.matcher_url, stack.notifier_url):
+        metrics = httpx.get(f"{base}/metrics").text
+        assert f'roac_api_key_requests_total{{key="{name}"}}' in metrics, base
+        assert f'roac_api_key_refusals_total{{key="{name}",' in metrics, base
