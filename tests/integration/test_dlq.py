@@ -1,6 +1,9 @@
 """`roac dlq list` and `roac dlq replay` (services/dlq.py) on the real RabbitMQ and PostgreSQL:
 a parked matcher, notifier, deliveries and ingress message is listed with its reason, and
-replayed exactly once (applied after the replay; the parking queue is then empty).
+replayed exactly once (applied after the replay; the parking queue is then empty; a replayed
+delivery is sent once to a real SMTP server, whatever copies of its jobs the worker gets).
+The same through the `roac dlq` command itself, on messages the services parked:
+tests/integration/test_dlq_cli.py.
 
 A vhost and a database of their own: the replayed events must not reach queues that other
 integration tests of the session consume."""
@@ -28,8 +31,14 @@ from services.ingest.amqp_ingress import Ingress
 from services.matcher import subscriptions as matcher_subscriptions
 from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import MatcherStore
+from services.notifier.channel_registry import build_channels, http_session
+from services.notifier.deliveries import DeliveryWorker, RetryPolicy
+from services.notifier.links import LinkKeyring, LinkMaker
 from services.notifier.planning import QuietHours
 from services.notifier.proposals import ProposalIntake
+from services.notifier.rate_limit import RateLimiter
+from services.notifier.rendering import MessageRenderer
+from services.notifier.smtp import SmtpSender
 from services.notifier.store.uow import NotifierStore
 from services.notifier.subscriptions import by_type
 from shared.broker import EventPublisher, make_broker
@@ -61,6 +70,7 @@ from shared.topology import (
 from tests.support.amqp import connect, drain, tap
 from tests.support.clock import FakeClock
 from tests.support.infra import isolated_infra
+from tests.support.smtp_sink import SmtpSink, smtp_sink
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +86,12 @@ async def db(dlq_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(dlq_settings, max_size=5)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[SmtpSink]:
+    with smtp_sink() as created:
+        yield created
 
 
 @pytest.fixture
@@ -240,6 +256,21 @@ def _introduction(run: str) -> IntroProposed:
     )
 
 
+def _worker(db: asyncpg.Pool, settings: Settings, sink: SmtpSink) -> DeliveryWorker:
+    """The notifier's delivery worker, sending email to the SMTP sink."""
+    configured = settings.model_copy(update={"smtp_port": sink.port})
+    return DeliveryWorker(
+        NotifierStore(db),
+        build_channels(configured, http_session(configured), SmtpSender(configured)),
+        MessageRenderer(),
+        LinkMaker("http://roac.test", LinkKeyring.single(b"dlq-test-secret-0123456789abcdef")),
+        retry=RetryPolicy(max_attempts=3, base_seconds=5, max_delay_seconds=600),
+        quiet=QuietHours(enabled=False, start=21, end=8, fallback_timezone="UTC"),
+        limiter=RateLimiter(100.0),
+        clock=FakeClock(datetime.now(UTC)),
+    )
+
+
 def _intake(db: asyncpg.Pool) -> ProposalIntake:
     async def deliver_nothing(_: object) -> None:
         return None
@@ -290,8 +321,8 @@ async def test_a_parked_notifier_message_is_replayed_once_and_recorded(
         await broker.stop()
 
 
-async def test_a_parked_delivery_is_replayed_once_with_a_fresh_budget(
-    dlq_settings: Settings, db: asyncpg.Pool, topology: None
+async def test_a_parked_delivery_is_replayed_once_with_a_fresh_budget_and_sent_once(
+    dlq_settings: Settings, db: asyncpg.Pool, sink: SmtpSink, topology: None
 ) -> None:
     run = uuid.uuid4().hex[:8]
     intro = _introduction(run)
@@ -330,6 +361,25 @@ async def test_a_parked_delivery_is_replayed_once_with_a_fresh_budget(
     )
     queued = [json.loads(r["body"])["data"] for r in jobs]
     assert {"delivery_id": str(delivery["id"]), "generation": row["generation"]} in queued
+
+    # The notifier's worker takes the new job (twice: RabbitMQ may redeliver it) and the
+    # parked copy's stale one: the person receives exactly one copy, the other person none.
+    def job_of(generation: int) -> DeliveryRequested:
+        data = DeliveryJobData(delivery_id=delivery["id"], generation=generation)
+        return DeliveryRequested(source="notifier", correlation_id=f"c-{run}", data=data)
+
+    worker = _worker(db, dlq_settings, sink)
+    fresh = job_of(row["generation"])
+    for batch in ([fresh], [fresh], [job_of(delivery["generation"])]):
+        await worker.apply(EventBatch(events=batch))
+    sent = await db.fetchrow(
+        "SELECT status, attempts, recipient_external_id FROM notifier.deliveries WHERE id = $1",
+        delivery["id"],
+    )
+    assert (sent["status"], sent["attempts"]) == ("sent", 1)
+    recipient = int(sent["recipient_external_id"].removeprefix(f"{run}-"))
+    copies = [len(sink.to(f"p{i}.{run}@example.org")) for i in range(2)]
+    assert copies == [1 if i == recipient else 0 for i in range(2)]
 
 
 async def test_a_parked_ingress_message_is_replayed_once_to_its_routing_key(
