@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
 from services.notifier.channel_registry import build_channels, http_session
 from services.notifier.deliveries import DeliveryWorker, RetryPolicy
@@ -41,7 +42,7 @@ from shared.events import (
 )
 from shared.settings import Settings
 from tests.support.clock import FakeClock
-from tests.support.fake_providers import ProviderServer, fake_providers
+from tests.support.fake_providers import MATRIX_TOKEN, ProviderServer, Received, fake_providers
 from tests.support.infra import WEBHOOK_SIGNING_KEY
 from tests.support.smtp_sink import SmtpSink, smtp_sink
 
@@ -290,6 +291,82 @@ async def test_an_orphaned_webhook_is_resent_with_the_same_webhook_id_after_a_re
     # Nothing left in flight: the next pass finds nothing of this run, nothing is sent again.
     await restarted.worker.reconcile_in_flight()
     assert len(providers.state.at(hook)) == 2 and len(sink.to(mail)) == 2
+
+
+async def test_an_orphaned_matrix_message_is_resent_with_the_same_transaction_id(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    sink: SmtpSink,
+    providers: ProviderServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    clock = FakeClock(START)
+    matrix = settings.model_copy(
+        update={
+            "matrix_homeserver_url": f"{providers.url}/matrix",
+            "matrix_access_token": SecretStr(MATRIX_TOKEN),
+        }
+    )
+    rooms = [f"!{run}{i}:example.org" for i in range(2)]
+    proposal = _proposal(*(_person(run, i, ChannelType.MATRIX, r) for i, r in enumerate(rooms)))
+
+    def events() -> list[list[Received]]:
+        """The events the homeserver holds, per room (a repeated transaction id adds none)."""
+        return [
+            [r for r in providers.state.received if r.provider == "matrix" and room in r.path]
+            for room in rooms
+        ]
+
+    _failing_result_writes(monkeypatch, Crash())
+    with pytest.raises(Crash):
+        await Process(pool, matrix, sink, clock).receive(proposal)
+    monkeypatch.undo()
+    orphans = [await _delivery(pool, f"{run}-{i}") for i in range(2)]
+    keys = [o["in_flight_key"] for o in orphans]
+    for orphan, [event] in zip(orphans, events(), strict=True):
+        assert orphan["status"] == "pending" and orphan["in_flight_since"] == START
+        # The transaction id the homeserver saw is the key recorded in flight.
+        assert event.path.endswith(f"/send/m.room.message/{orphan['in_flight_key']}")
+
+    restarted = Process(pool, matrix, sink, clock)
+    # Young: its sender may still be alive; nothing is resent yet.
+    await restarted.receive(proposal)
+    assert await restarted.worker.reconcile_in_flight() == 0
+    assert [len(e) for e in events()] == [1, 1]
+
+    resent = _metric("roac_notifier_in_flight_reconciled_total", channel="matrix", action="resent")
+    possible = _metric("roac_notifier_possible_duplicates_total", channel="matrix")
+    clock.advance(BOUND + 1)
+    assert await restarted.worker.reconcile_in_flight() >= 2
+    assert (
+        _metric("roac_notifier_in_flight_reconciled_total", channel="matrix", action="resent")
+        == resent + 2
+    )
+    # Resent under the same transaction id: the homeserver answered with the first event, so
+    # each room holds one event; a new id would have made a second one.
+    assert [len(e) for e in events()] == [1, 1]
+    with providers.state.lock:
+        transactions = {
+            txn
+            for txn in providers.state.matrix_events
+            if txn.split(".")[0] in {str(o["id"]) for o in orphans}
+        }
+    assert transactions == set(keys)
+    # Deduplicated by the receiver: not counted as a possible duplicate.
+    assert _metric("roac_notifier_possible_duplicates_total", channel="matrix") == possible
+    for i in range(2):
+        row = await _delivery(pool, f"{run}-{i}")
+        assert (row["status"], row["attempts"], row["resends"]) == ("sent", 2, 1)
+        assert row["in_flight_token"] is None
+        assert await _outcomes(pool, f"{run}-{i}") == ["unknown", "sent"]
+    # Nothing left in flight: the next pass sends nothing of this run again.
+    await restarted.worker.reconcile_in_flight()
+    assert [len(e) for e in events()] == [1, 1]
+    assert (
+        _metric("roac_notifier_in_flight_reconciled_total", channel="matrix", action="resent")
+        == resent + 2
+    )
 
 
 @pytest.mark.parametrize("policy", list(UnkeyedPolicy))
