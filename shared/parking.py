@@ -15,9 +15,14 @@ later), `max-length`, `max-length-bytes` and `overflow` from a policy.
 
 `roac migrate` applies it (`apply_policy`): through RabbitMQ's management API when
 ROAC_RABBITMQ_MANAGEMENT_URL is set, else with `rabbitmqctl` when it is on PATH (the broker's
-own machine), else it prints the command for the operator. RabbitMQ applies one policy per
-queue (the highest priority): a deployment with its own policy matching these queues merges
-these keys into it instead (docs/operations.md).
+own machine), else it prints the command for the operator. The shipped deployments
+(docker-compose.yml, deploy/k8s) set the URL, and there a policy that cannot be set fails the
+command (`policy_for_migrate`, exit 1) rather than look done while the parking queues stay
+unbounded: compose starts the services only after a successful migrate, the Kubernetes Job is
+retried. A development stack, or an operator who applies the policy by other means, leaves the
+URL unset and is told what is left to do. RabbitMQ applies one policy per queue (the highest
+priority): a deployment with its own policy matching these queues merges these keys into it
+instead (docs/operations.md, Parked messages).
 """
 
 from __future__ import annotations
@@ -129,11 +134,9 @@ def _put_policy(settings: Settings, bounds: ParkingBounds, vhost: str) -> None:
             raise RuntimeError(f"management API answered {answer.status}")
 
 
-async def apply_policy(settings: Settings) -> str:
-    """Apply the parking policy to the settings' vhost; return what was done, for the operator.
-    Raises when an attempt fails (a wrong management URL or credentials)."""
-    bounds = ParkingBounds.from_settings(settings)
-    vhost = vhost_of(settings.amqp_url)
+async def _set_policy(settings: Settings, bounds: ParkingBounds, vhost: str) -> str | None:
+    """Set the policy by the first means there is; what was done, or None when there is none.
+    Raises when an attempt fails (a wrong management URL or credentials, RabbitMQ not up)."""
     if settings.rabbitmq_management_url:
         await asyncio.to_thread(_put_policy, settings, bounds, vhost)
         return f"parking policy {POLICY_NAME} set through the management API (vhost {vhost})"
@@ -146,8 +149,52 @@ async def apply_policy(settings: Settings) -> str:
             timeout=120,
         )
         return f"parking policy {POLICY_NAME} set with rabbitmqctl (vhost {vhost})"
+    return None
+
+
+def _left_to_do(bounds: ParkingBounds, vhost: str) -> str:
     command = shlex.join(bounds.rabbitmqctl_args(vhost))
     return (
         "parking policy NOT applied (no ROAC_RABBITMQ_MANAGEMENT_URL, no rabbitmqctl): "
         f"parking queues keep messages forever until you run on the broker: {command}"
     )
+
+
+async def apply_policy(settings: Settings) -> str:
+    """Apply the parking policy to the settings' vhost; return what was done, for the operator.
+    Raises when an attempt fails (a wrong management URL or credentials)."""
+    bounds = ParkingBounds.from_settings(settings)
+    vhost = vhost_of(settings.amqp_url)
+    done = await _set_policy(settings, bounds, vhost)
+    return done if done is not None else _left_to_do(bounds, vhost)
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    """What `roac migrate` says about the policy, and whether the command fails on it."""
+
+    report: str
+    applied: bool
+    # Asked for explicitly (ROAC_RABBITMQ_MANAGEMENT_URL): not applying it is a failure.
+    required: bool
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.required and not self.applied else 0
+
+
+async def policy_for_migrate(settings: Settings) -> PolicyOutcome:
+    """Apply the policy for `roac migrate`. Never raises: a failed attempt is in the outcome,
+    which fails the command only where the policy was asked for (the management URL set)."""
+    bounds = ParkingBounds.from_settings(settings)
+    vhost = vhost_of(settings.amqp_url)
+    required = bool(settings.rabbitmq_management_url)
+    try:
+        done = await _set_policy(settings, bounds, vhost)
+    except Exception as exc:  # noqa: BLE001 - the database is migrated: say what is left to do
+        means = "the management API" if required else "rabbitmqctl"
+        report = f"parking policy {POLICY_NAME} NOT applied through {means}: {exc!r}"
+        return PolicyOutcome(f"{report} (docs/operations.md)", applied=False, required=required)
+    if done is None:
+        return PolicyOutcome(_left_to_do(bounds, vhost), applied=False, required=required)
+    return PolicyOutcome(done, applied=True, required=required)

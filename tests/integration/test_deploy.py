@@ -174,3 +174,31 @@ def test_kubernetes_deployments_scale_and_probe() -> None:
     assert rabbitmq["spec"]["replicas"] == 3
     [postgres] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "postgres"]
     assert postgres["spec"]["type"] == "ExternalName"
+
+
+def test_the_shipped_migrate_steps_set_the_parking_policy_through_the_management_api() -> None:
+    """docker-compose.yml and deploy/k8s name RabbitMQ's management API for `roac migrate`
+    (the roac image has no rabbitmqctl): without it the parking queues would stay unbounded,
+    and with it a policy that cannot be set fails the step (shared/parking.py)."""
+    from urllib.parse import urlsplit
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    migrate = compose["migrate"]
+    url = urlsplit(migrate["environment"]["ROAC_RABBITMQ_MANAGEMENT_URL"])
+    assert (url.hostname, url.port) == ("rabbitmq", 15672)
+    assert compose["rabbitmq"]["image"].endswith("-management")
+    assert "15672:15672" in compose["rabbitmq"]["ports"]
+    assert migrate["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+
+    docs = _k8s_documents()
+    [job] = [d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "roac-migrate"]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    url = urlsplit(env["ROAC_RABBITMQ_MANAGEMENT_URL"])
+    [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "rabbitmq"]
+    assert url.hostname == f"rabbitmq.{service['metadata']['namespace']}.svc.cluster.local"
+    assert url.port in {p["port"] for p in service["spec"]["ports"]}
+    [config] = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rabbitmq-config"
+    ]
+    assert "rabbitmq_management" in config["data"]["enabled_plugins"]
