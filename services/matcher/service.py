@@ -52,6 +52,7 @@ from shared.events import (
     DeliveryFailed,
     DeliverySucceeded,
     Envelope,
+    ErasureData,
     EventBatch,
     InterestDeclared,
     InterestWithdrawn,
@@ -138,8 +139,22 @@ class MatcherService:
                     (e for e in fresh if isinstance(e, ContactErased)),
                     key=lambda e: (e.data.source, e.data.external_id),
                 ):
-                    await uow.erasure.erase(
-                        (erased.data.source, erased.data.external_id), erased.occurred_at
+                    ref = (erased.data.source, erased.data.external_id)
+                    others = await uow.erasure.erase(ref, erased.occurred_at) - {ref}
+                    # The person's other identities (a merge): the notifier holds what it
+                    # holds of them by the identity each introduction named, which need not
+                    # be the one the erasure named. Each is erased there too, as of the same
+                    # moment. (Back here, each finds nobody left and changes nothing more.)
+                    await uow.enqueue(
+                        [
+                            ContactErased(
+                                source="matcher",
+                                occurred_at=erased.occurred_at,
+                                data=ErasureData(source=source, external_id=external_id),
+                                **erased.consequence(),
+                            )
+                            for source, external_id in sorted(others)
+                        ]
                     )
             else:
                 raise ValueError(f"the matcher does not handle {batch.type}")

@@ -198,3 +198,55 @@ def test_opt_out_stops_an_introduction_held_for_quiet_hours(stack: Stack) -> Non
         )
     ), "the matcher did not record the opt-out"
     assert stack.sink.to(sleeping["email"]) == []
+
+
+def test_erasing_a_merged_person_by_a_later_identity_leaves_nothing(stack: Stack) -> None:
+    # Their introduction names their first identity; the erasure names the second one (merged
+    # by the same email). The notifier held the introduction under the first.
+    run = run_id()
+    first, partner = new_person(run, 0), new_person(run, 1)
+    second = new_person(run, 2, email=first["email"], name=f"Second Name {run}")
+    rare = f"merged erasure topic {run}"
+    with stack.client() as client:
+        _others(client, run)
+        _post(client, "/v1/contacts", {"items": [first, partner]})
+        for person in (first, partner):
+            _post(
+                client,
+                "/v1/interests",
+                {"source": "e2e", "external_id": person["external_id"], "topic": rare},
+            )
+        assert stack.sink.wait_for(first["email"], within=10), "no introduction to erase"
+        _post(client, "/v1/contacts", second)
+        matcher = httpx.Client(base_url=stack.matcher_url, headers=client.headers, timeout=10)
+        with matcher:
+
+            def merged() -> bool:
+                answer = matcher.get(f"/v1/contacts/e2e/{second['external_id']}/identity")
+                refs = {i["external_id"] for i in answer.json().get("identities", [])}
+                return answer.status_code == 200 and first["external_id"] in refs
+
+            assert wait_until(merged), "the two identities were not merged"
+        response = client.delete(f"/v1/contacts/e2e/{second['external_id']}")
+        assert response.status_code == 202, response.text
+
+    digests = [
+        erasure_digest("e2e", person["external_id"], ERASURE_KEY.encode())
+        for person in (first, second)
+    ]
+    assert wait_until(
+        lambda: (
+            len(query(stack, "SELECT 1 FROM notifier.erasures WHERE digest = ANY($1)", digests))
+            == 2
+        )
+    ), "the notifier did not erase both identities"
+    needles = [
+        first["name"],
+        second["name"],
+        first["email"],
+        first["external_id"],
+        second["external_id"],
+    ]
+    assert wait_until(
+        lambda: asyncio.run(_columns_containing(stack.infra.database_url, needles)) == []
+    ), asyncio.run(_columns_containing(stack.infra.database_url, needles))

@@ -46,11 +46,12 @@ class ErasureRecords:
             erased_at[ref] = max(r["erased_at"], erased_at.get(ref, r["erased_at"]))
         return {ref for ref, at in pairs if ref in erased_at and at <= erased_at[ref]}
 
-    async def erase(self, ref: Ref, erased_at: datetime) -> int | None:
+    async def erase(self, ref: Ref, erased_at: datetime) -> set[Ref]:
         """Erase one person: a tombstone for each of their identities (a digest, never the id),
         the identities, interests (topic counts follow) and blocks deleted, the contact row
         scrubbed and opted out, their refs in stored proposals and in not yet relayed events
-        replaced or dropped. Returns the contact id, None for an identity never seen."""
+        replaced or dropped. Returns every identity of the person erased (`ref` itself for
+        one never seen)."""
         contact_id: int | None = await self._conn.fetchval(
             "SELECT contact_id FROM matcher.identities WHERE source = $1 AND external_id = $2",
             *ref,
@@ -91,7 +92,7 @@ class ErasureRecords:
         )
         await self._forget_unrelayed(ordered)
         if contact_id is None:
-            return None
+            return refs
         await self._conn.execute(
             """
             UPDATE matcher.topics SET people = greatest(people - 1, 0)
@@ -118,7 +119,7 @@ class ErasureRecords:
         )
         await self._scrub_proposal_topics(contact_id, refs)
         await self._scrub_round_plans(refs)
-        return contact_id
+        return refs
 
     async def _scrub_round_plans(self, refs: set[Ref]) -> None:
         """Rounds keep who they could not place (`stats.unplaced_sample`) and dry runs their
