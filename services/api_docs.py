@@ -120,9 +120,10 @@ EVENT_DOCS: dict[str, EventDoc] = {
         "'not for me' means never this group again).",
     ),
     "contact.erased.v1": EventDoc(
-        "ingest",
+        "ingest, matcher",
         "Erase a person everywhere (DELETE /v1/contacts/{source}/{external_id}): personal data "
-        "scrubbed, nothing more sent to or about them.",
+        "scrubbed, nothing more sent to or about them. The matcher publishes it again for each "
+        "other identity of a merged person it erased, so that the notifier erases those too.",
     ),
     "contact.merged.v1": EventDoc(
         "matcher",
