@@ -18,6 +18,7 @@ from shared.erasure import ERASED
 from shared.events import (
     ContactErased,
     ContactOptedOut,
+    ContactRef,
     ErasureData,
     EventBatch,
     InterestData,
@@ -192,3 +193,29 @@ async def test_notifier_erasure_scrubs_an_open_introduction_and_a_late_proposal(
             [proposal.data.proposal_id, late.data.proposal_id],
         )
         assert {r["state"] for r in states} == {"declined"}
+
+
+async def test_matcher_erasure_takes_the_person_out_of_block_lists_others_declared(
+    pool: asyncpg.Pool,
+) -> None:
+    matcher = MatcherService(
+        MatcherStore(pool), MatchingPolicy(min_score=0.1, candidates_per_topic=50)
+    )
+    run = uuid.uuid4().hex[:8]
+    await matcher.apply(EventBatch(events=[contact(run, i) for i in range(3)]))
+    # Person 0's own contact event lists persons 1 and 2 among those they block.
+    declared = contact(run, 0)
+    blocks = [ContactRef(source="t", external_id=f"{run}-{i}") for i in (1, 2)]
+    blocking = declared.model_copy(
+        update={"data": declared.data.model_copy(update={"blocks": blocks})}
+    )
+    await matcher.apply(EventBatch(events=[blocking]))
+    await matcher.apply(EventBatch(events=[_erasure(run, 1)]))
+
+    profile = await pool.fetchval(
+        "SELECT profile FROM matcher.identities WHERE source = 't' AND external_id = $1",
+        f"{run}-0",
+    )
+    listed = json.loads(profile)["blocks"] if isinstance(profile, str) else profile["blocks"]
+    assert listed == [{"source": "t", "external_id": f"{run}-2"}]
+    assert f"{run}-1" not in str(profile)

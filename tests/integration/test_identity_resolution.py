@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.matcher import contacts_admin
+from services.matcher.identity_keys import key_digest
 from services.matcher.identity_resolution import UnmergeRefused, unmerge
 from services.matcher.service import MatcherService, MatchingPolicy
 from services.matcher.store import MatcherStore
@@ -456,3 +457,24 @@ async def test_a_verified_merge_keeps_each_identity_s_channels_in_their_place(
         )
     )
     assert await channels_of(pool, person) == [member, email, other_hook]
+
+
+async def test_an_address_a_person_no_longer_has_leaves_no_match_key(
+    matcher: MatcherService, pool: asyncpg.Pool
+) -> None:
+    # A plain SHA-256 of a guessable address, kept for nobody once it was replaced (erasure
+    # forgets only the keys a person holds at the time).
+    run = _run()
+    old, new = f"old.{run}@x.org", f"new.{run}@x.org"
+    shared = f"shared.{run}@x.org"
+    await matcher.apply(EventBatch(events=[contact(run, "crm", "1", email=old)]))
+    await matcher.apply(EventBatch(events=[contact(run, "crm", "2", email=shared)]))
+    await matcher.apply(EventBatch(events=[contact(run, "forum", "3", email=shared)]))
+    held = "SELECT count(*) FROM matcher.match_keys WHERE digest = $1"
+    assert await pool.fetchval(held, key_digest("email", old)) == 1
+    await matcher.apply(EventBatch(events=[contact(run, "crm", "1", email=new)]))
+    assert await pool.fetchval(held, key_digest("email", old)) == 0
+    assert await pool.fetchval(held, key_digest("email", new)) == 1
+    # A key another identity still holds stays.
+    await matcher.apply(EventBatch(events=[contact(run, "crm", "2", email=new.upper())]))
+    assert await pool.fetchval(held, key_digest("email", shared)) == 1

@@ -119,7 +119,29 @@ class ErasureRecords:
         )
         await self._scrub_proposal_topics(contact_id, refs)
         await self._scrub_round_plans(refs)
+        await self._scrub_blocks_declared_by_others(refs)
         return refs
+
+    async def _scrub_blocks_declared_by_others(self, refs: set[Ref]) -> None:
+        """Other people's contact events may list the erased person among those they block
+        (`profile -> 'blocks'`, as {source, external_id}): those entries go (the block itself,
+        a matcher.blocks row, went with the person). One statement per identity, so that the
+        containment test uses the partial index of the profiles that list blocks (0020)."""
+        for source, external_id in sorted(refs):
+            await self._conn.execute(
+                """
+                UPDATE matcher.identities i
+                SET profile = jsonb_set(i.profile, '{blocks}', coalesce((
+                    SELECT jsonb_agg(b) FROM jsonb_array_elements(i.profile -> 'blocks') AS b
+                    WHERE NOT (b ->> 'source' = $1 AND b ->> 'external_id' = $2)
+                ), '[]'::jsonb))
+                WHERE i.profile -> 'blocks' <> '[]'::jsonb
+                  AND i.profile -> 'blocks' @> jsonb_build_array(
+                      jsonb_build_object('source', $1::text, 'external_id', $2::text))
+                """,
+                source,
+                external_id,
+            )
 
     async def _scrub_round_plans(self, refs: set[Ref]) -> None:
         """Rounds keep who they could not place (`stats.unplaced_sample`) and dry runs their

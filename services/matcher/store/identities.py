@@ -165,10 +165,15 @@ class IdentityRecords:
         return {r["id"] for r in rows}
 
     async def replace_keys(self, keys: dict[int, set[bytes]]) -> None:
-        """Set each identity's match keys to exactly these digests."""
+        """Set each identity's match keys to exactly these digests. A key an identity no longer
+        has (a changed email address) is forgotten when nobody else holds it: a plain digest of
+        a guessable address is not kept for a person who moved on, and erasure, which forgets
+        the person's current keys, then leaves none of their earlier ones behind."""
         owners = sorted(keys)
-        await self._conn.execute(
-            "DELETE FROM matcher.identity_keys WHERE identity_id = ANY($1::bigint[])", owners
+        dropped = await self._conn.fetch(
+            "DELETE FROM matcher.identity_keys WHERE identity_id = ANY($1::bigint[]) "
+            "RETURNING digest",
+            owners,
         )
         pairs = sorted((digest, owner) for owner in owners for digest in keys[owner])
         await self._conn.execute(
@@ -179,6 +184,9 @@ class IdentityRecords:
             [p[0] for p in pairs],
             [p[1] for p in pairs],
         )
+        gone = {bytes(r["digest"]) for r in dropped} - {p[0] for p in pairs}
+        if gone:
+            await self.forget_unused_keys(gone)
 
     async def key_owners(self, digests: Iterable[bytes]) -> dict[bytes, set[tuple[int, str]]]:
         """For each digest, the (live, not erased) contacts whose identities have it, each with
