@@ -3,6 +3,7 @@ plain Python: the classification the connect-time guard applies to every resolve
 
 from __future__ import annotations
 
+import re
 from ipaddress import ip_address, ip_network
 
 import pytest
@@ -95,6 +96,53 @@ def test_urls_https_only_and_ip_literals_checked_before_connecting() -> None:
     local.check_url("http://127.0.0.1:8080/hook")
     with pytest.raises(RefusedDestination, match="link-local"):
         local.check_url("http://169.254.169.254/")
+
+
+# Hosts that are numbers but not dotted quads, and what check_url says of them: the address the
+# C resolver reads in them (inet_aton), and why that address is refused.
+NUMERIC_HOSTS = {
+    "2130706433": "127.0.0.1, loopback",
+    "0x7f000001": "127.0.0.1, loopback",
+    "0X7F.1": "127.0.0.1, loopback",
+    "0177.0.0.1": "127.0.0.1, loopback",
+    "127.1": "127.0.0.1, loopback",
+    "127.0.0.1.": "127.0.0.1, loopback",
+    "2852039166": "169.254.169.254, link-local (cloud metadata)",
+    "0xa9fea9fe": "169.254.169.254, link-local (cloud metadata)",
+    "169.254.43518": "169.254.169.254, link-local (cloud metadata)",
+    "0": "0.0.0.0, unspecified",
+    "10.1": "10.0.0.1, private",
+    "134744072": "8.8.8.8: write an IPv4 address as four decimal numbers",
+}
+
+
+@pytest.mark.parametrize(("host", "meaning"), sorted(NUMERIC_HOSTS.items()))
+def test_numeric_hosts_are_refused_as_the_address_they_stand_for(host: str, meaning: str) -> None:
+    """aiohttp refuses the decimal forms as invalid URLs (a failure roac would retry) and
+    resolves the hex ones: check_url refuses them all before connecting, naming the address."""
+    with pytest.raises(RefusedDestination) as refused:
+        OutboundPolicy().check_url(f"https://{host}:8443/hook")
+    assert str(refused.value) == f"{host.lower()} stands for {meaning}"
+
+
+def test_numeric_hosts_are_refused_even_where_the_address_is_opted_in() -> None:
+    """aiohttp would not connect to 127.1 anyway: the operator is told how to write it."""
+    local = OutboundPolicy(allowed_networks=(ip_network("127.0.0.0/8"),), allow_http=True)
+    refusal = re.escape("127.1 stands for 127.0.0.1: write an IPv4")
+    with pytest.raises(RefusedDestination, match=refusal):
+        local.check_url("http://127.1:8080/hook")
+    local.check_url("http://127.0.0.1:8080/hook")
+
+
+@pytest.mark.parametrize("host", ["09.1", "1.2.3.4.5", "256.1", "4294967296", "0x", "1.2.65536"])
+def test_numbers_that_are_no_address_are_refused_too(host: str) -> None:
+    with pytest.raises(RefusedDestination, match="neither a name nor an IPv4 address"):
+        OutboundPolicy().check_url(f"https://{host}/hook")
+
+
+@pytest.mark.parametrize("host", ["hooks.slack.com", "1.example.org", "0x7f.example", "1.0x1g"])
+def test_names_with_numbers_in_them_are_left_to_the_resolver(host: str) -> None:
+    OutboundPolicy().check_url(f"https://{host}/hook")
 
 
 def test_settings_parse_the_opt_ins() -> None:

@@ -12,7 +12,11 @@ or an IPv4 address wrapped in IPv6 (mapped, NAT64, 6to4) that is one of those, a
 exactly the answers it checked: the check and the connect use the same addresses, so a DNS
 answer that changes between two lookups (rebinding) cannot slip through. IP literals, which
 aiohttp connects to without a resolver, are checked before the request by `check_url`, with the
-scheme: HTTPS only unless ROAC_OUTBOUND_ALLOW_HTTP. Proxies from the environment are ignored
+scheme: HTTPS only unless ROAC_OUTBOUND_ALLOW_HTTP. So are the other ways of writing an IPv4
+address that the C resolver reads as one (2130706433, 0x7f000001, 0177.0.0.1, 127.1 are all
+127.0.0.1): aiohttp refuses the all-decimal ones as invalid URLs (which would otherwise be retried
+as a network error) and resolves the hex ones, so `check_url` refuses them all, permanently,
+naming the address they stand for. Proxies from the environment are ignored
 (they would resolve names themselves). Response bodies are read up to `MAX_RESPONSE_BYTES`;
 the rest is never read (the connection is closed instead).
 
@@ -23,6 +27,7 @@ ROAC_OUTBOUND_ALLOW_PRIVATE_NETWORKS lists the CIDRs that may be called anyway.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -163,9 +168,58 @@ class OutboundPolicy:
         try:
             ipaddress.ip_address(host)
         except ValueError:
+            if _numeric_host(host):
+                raise RefusedDestination(self._numeric_host_refusal(host)) from None
             return  # a name: checked by GuardedResolver when connecting
         if reason := self.address_refusal(host):
             raise RefusedDestination(f"{host} is {reason}")
+
+    def _numeric_host_refusal(self, host: str) -> str:
+        """Why a host written as a number, but not as a dotted quad, is refused: always, and
+        with what it stands for when that is an inward address."""
+        address = _inet_aton(host)
+        if address is None:
+            return f"{host} is neither a name nor an IPv4 address"
+        if reason := self.address_refusal(str(address)):
+            return f"{host} stands for {address}, {reason}"
+        return f"{host} stands for {address}: write an IPv4 address as four decimal numbers"
+
+
+# A label inet_aton reads as a number: hexadecimal (0x), octal (leading 0) or decimal.
+_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+", re.IGNORECASE)
+
+
+def _numeric_host(host: str) -> bool:
+    """Whether every label of the host is a number: the C resolver then reads the host as an
+    IPv4 address (or as nothing), never as a name to look up."""
+    return all(_NUMERIC_LABEL.fullmatch(label) for label in host.removesuffix(".").split("."))
+
+
+def _inet_aton(host: str) -> IPv4Address | None:
+    """The IPv4 address a numeric host stands for, read as inet_aton(3) reads it (one to four
+    numbers, the last filling the remaining bytes: 127.1 is 127.0.0.1), or None if none. A final
+    dot, which inet_aton refuses, is read past: refusing more is safe here."""
+    labels = host.removesuffix(".").split(".")
+    if not 1 <= len(labels) <= 4:
+        return None
+    values: list[int] = []
+    for label in labels:
+        try:
+            if label[:2].lower() == "0x":
+                values.append(int(label[2:], 16))
+            elif len(label) > 1 and label.startswith("0"):
+                values.append(int(label, 8))
+            else:
+                values.append(int(label))
+        except ValueError:  # a bare 0x, or an 8 or a 9 in an octal number
+            return None
+    *leading, last = values
+    if any(value > 0xFF for value in leading) or last >= 1 << (8 * (4 - len(leading))):
+        return None
+    number = last
+    for position, value in enumerate(leading):
+        number |= value << (8 * (3 - position))
+    return IPv4Address(number)
 
 
 class GuardedResolver(AbstractResolver):
