@@ -121,7 +121,9 @@ def field_problems(errors: Sequence[Any]) -> list[FieldProblem]:
     found = []
     for error in errors:
         field, pointer = _location(error.get("loc", ()))
-        message = str(error.get("msg", "is invalid"))
+        # A message may quote the sender's text (a UUID's "found `\u202e` at 18"): shown as
+        # \uXXXX, like a field name, so a refused character never comes back raw.
+        message = escaped(str(error.get("msg", "is invalid")))
         if error.get("type") == "missing":
             message = "is required"
         found.append(FieldProblem(field=field, pointer=pointer, message=message))
