@@ -6,7 +6,8 @@ nginx's lingering close does: ordinary clients (Python's urllib, requests, httpx
 whole body before they read the answer, and a server that answers early and closes makes them
 see a connection reset instead of the 413. A body announced (Content-Length) or found larger
 than the drain bound, or a client too slow, still gets the answer early and the connection
-closed.
+closed: that 413 says `Connection: close`, without which the server (uvicorn) would keep the
+connection alive and go on reading, and throwing away, whatever more the client sends.
 """
 
 from __future__ import annotations
@@ -24,9 +25,15 @@ DRAIN_MAX_BYTES = 64 * 1024 * 1024
 DRAIN_SECONDS = 10.0
 
 
+# The answer to a body not read to its end: the connection cannot serve another request.
+_CLOSE = {"Connection": "close"}
+
+
 class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"The request body exceeds {limit} bytes.")
+    def __init__(self, limit: int, *, close: bool = False) -> None:
+        super().__init__(
+            413, f"The request body exceeds {limit} bytes.", headers=_CLOSE if close else None
+        )
 
 
 async def drain(
@@ -64,10 +71,12 @@ class BodySizeLimitMiddleware:
             return
         for key, value in scope.get("headers", ()):
             if key == b"content-length" and value.isdigit() and int(value) > self._max:
-                if int(value) <= DRAIN_MAX_BYTES:
-                    await drain(receive)
+                drained = int(value) <= DRAIN_MAX_BYTES and await drain(receive)
                 response = problem_response(
-                    413, "Request too large", f"The request body exceeds {self._max} bytes."
+                    413,
+                    "Request too large",
+                    f"The request body exceeds {self._max} bytes.",
+                    headers=None if drained else _CLOSE,
                 )
                 await response(scope, receive, send)
                 return
@@ -79,10 +88,9 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self._max:
-                    if message.get("more_body", False):
-                        await drain(receive)
+                    drained = not message.get("more_body", False) or await drain(receive)
                     # An HTTPException: FastAPI passes it through its body parsing unchanged.
-                    raise BodyTooLarge(self._max)
+                    raise BodyTooLarge(self._max, close=not drained)
             return message
 
         await self._app(scope, limited_receive, send)

@@ -204,17 +204,6 @@ def _still_answers(ingest: Ingest) -> None:
     assert httpx.get(f"{ingest.url}/healthz", timeout=5).status_code == 200
 
 
-# shared/body_limit.py promises the connection closed after the 413 of a body it did not read
-# to its end, but its 413 does not say `Connection: close`: uvicorn keeps the connection, reads
-# and discards whatever more comes (for ever, while it comes), and closes an idle one only after
-# its keep-alive timeout (5 s). Strict: once the 413 closes, these pass and the mark must go.
-NOT_CLOSED = pytest.mark.xfail(
-    strict=True,
-    reason="issue 18: the 413 of an undrained body keeps the connection open and reading",
-)
-
-
-@NOT_CLOSED
 def test_a_body_announced_over_the_drain_bound_is_answered_at_once(ingest: Ingest) -> None:
     with _connect(ingest.url) as sock:
         sock.sendall(_head(16 * DRAIN_MAX_BYTES) + b'{"items": [' + b" " * MIB)
@@ -224,7 +213,6 @@ def test_a_body_announced_over_the_drain_bound_is_answered_at_once(ingest: Inges
     _still_answers(ingest)
 
 
-@NOT_CLOSED
 def test_a_body_sent_far_over_the_drain_bound_is_not_read_for_ever(ingest: Ingest) -> None:
     """Chunked (nothing announced) and as fast as the socket takes it: the server reads the
     limit and the drain's 64 MiB at most, then answers or closes; the sender is stopped by a
@@ -264,7 +252,6 @@ def test_a_body_sent_far_over_the_drain_bound_is_not_read_for_ever(ingest: Inges
     _still_answers(ingest)
 
 
-@NOT_CLOSED
 def test_a_client_that_stalls_mid_body_is_answered_when_the_drain_gives_up(
     ingest: Ingest,
 ) -> None:
