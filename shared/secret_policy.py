@@ -1,9 +1,17 @@
 """Which secrets roac accepts: plain Python, no I/O.
 
 A deployment left at a documented placeholder signs its links with a key the whole internet can
-read, so every secret a process is given (link keys, the webhook signing key, static API keys)
-is checked before the process serves anything, and a weak one stops it with the setting's name
-and the reason. `roac secrets generate` makes secrets that pass (`new_secret`).
+read, so every secret a process is given is checked before the process serves anything, and a
+refused one stops it with the setting's name and the reason, never the value. Two rules:
+
+- Secrets roac makes (link keys, the webhook signing key, the erasure key, the console's
+  session key, API keys): `weakness`, which refuses placeholders and low-entropy values.
+  `roac secrets generate` and `roac keys create` make secrets that pass (`new_secret`).
+- Secrets someone else makes (the passwords in ROAC_AMQP_URL and ROAC_DATABASE_URL, the SMTP
+  password, Slack's and Matrix's tokens): `placeholder_reason`, which refuses only what an
+  example told the deployer to replace (`change-me`, `replace-me`, `xoxb-your-token`, ...).
+  Their strength is their issuer's business, and the development defaults (RabbitMQ's
+  guest:guest, a password-less local PostgreSQL) are not placeholders.
 
 The check is deliberately conservative rather than clever: a secret from `new_secret`
 (256 random bits, 43 base64url characters) passes with a wide margin, and what fails is what a
@@ -18,6 +26,7 @@ import math
 import re
 import secrets
 from collections import Counter
+from urllib.parse import parse_qs, unquote, urlsplit
 
 MIN_LENGTH = 32
 # Estimated bits: length times the per-character Shannon entropy of the string itself. A random
@@ -53,6 +62,71 @@ PLACEHOLDER_WORDS = (
     "letmein",
     "qwerty",
 )
+
+
+# Wherever a value is not roac's to choose: its text, lower-cased with everything but letters and
+# digits dropped, containing one of these is a placeholder. Eight letters or more, so a random
+# token (base62: one chance in about 10^12 a position) practically never contains one.
+PLACEHOLDER_MARKERS = (
+    "changeme",
+    "changeit",
+    "changethis",
+    "replaceme",
+    "replacewith",
+    "replacethis",
+    "placeholder",
+    "insertyour",
+)
+# `your-token`, `xoxb-your-bot-token`, `<your SMTP password>`: an example's words for a value.
+_YOUR_VALUE = re.compile(
+    r"your(bot|app|user|access|api|matrix|slack|smtp|mail)*(token|password|secret|key)"
+)
+# ... or equal to one of these (whole values typed into examples).
+PLACEHOLDER_VALUES = frozenset({"password", "passwd", "secret", "example", "todo", "tbd"})
+# A provider's prefix (Slack's xoxb-, Matrix's syt_) followed by nothing or one character over
+# and over (`xoxb-xxxx-xxxx`, `syt_...`) is an example's elided token.
+_PROVIDER_PREFIX = re.compile(r"^(xox[a-z]-|xapp-|syt_|syt-)", re.IGNORECASE)
+
+
+def placeholder_reason(value: str) -> str | None:
+    """Why `value` is a placeholder someone was told to replace, or None when it is not."""
+    if value in KNOWN_PLACEHOLDERS:
+        return "it is a placeholder published in roac's examples"
+    letters = re.sub(r"[^0-9a-z]", "", value.lower())
+    for marker in PLACEHOLDER_MARKERS:
+        if marker in letters:
+            return "it is a placeholder an example says to replace"
+    if _YOUR_VALUE.search(letters):
+        return "it is a placeholder (it says whose value goes there)"
+    if letters in PLACEHOLDER_VALUES:
+        return "it is a placeholder (a word examples use)"
+    elided = re.sub(r"[^0-9a-z]", "", _PROVIDER_PREFIX.sub("", value.lower()))
+    if len(set(elided)) <= 1:
+        return "it is a placeholder (no token, or one character repeated)"
+    return None
+
+
+def require_not_placeholder(setting: str, value: str, remedy: str) -> str:
+    """`value`, or a ValueError naming the setting, the reason and `remedy` (how to get a real
+    one); never the value."""
+    reason = placeholder_reason(value)
+    if reason is not None:
+        raise ValueError(f"{setting} is refused: {reason}. {remedy}")
+    return value
+
+
+def url_password_placeholder(url: str) -> str | None:
+    """Why the password in `url` (its user info, or a `password=` query parameter) is a
+    placeholder, or None: no password (a local PostgreSQL) or a real one (`guest` included)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL at all: connecting reports that, not this check
+        return None
+    passwords = [unquote(parts.password or ""), *parse_qs(parts.query).get("password", [])]
+    for password in passwords:
+        if password and (reason := placeholder_reason(password)):
+            return f"its password {reason.removeprefix('it ')}"
+    return None
 
 
 def new_secret() -> str:
@@ -109,13 +183,15 @@ def weakness(value: str) -> str | None:
     return None
 
 
-def require_strong(setting: str, value: str) -> str:
-    """`value`, or a ValueError naming the setting, the reason and how to make a good one."""
+GENERATE = "Generate one with `roac secrets generate`."
+
+
+def require_strong(setting: str, value: str, remedy: str = GENERATE) -> str:
+    """`value`, or a ValueError naming the setting, the reason and how to make a good one
+    (`remedy`); never the value."""
     reason = weakness(value)
     if reason is not None:
-        raise ValueError(
-            f"{setting} is refused: {reason}. Generate one with `roac secrets generate`."
-        )
+        raise ValueError(f"{setting} is refused: {reason}. {remedy}")
     return value
 
 

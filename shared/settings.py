@@ -11,10 +11,31 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.secret_policy import require_strong, slack_signing_secret_weakness
+from shared.secret_policy import (
+    require_not_placeholder,
+    require_strong,
+    slack_signing_secret_weakness,
+    url_password_placeholder,
+)
 
 # An API key's name (the integration): in events, metric labels and the api_keys table's CHECK.
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+# How to get a good value, in each refusal of a setting roac does not generate with
+# `roac secrets generate` (shared/secret_policy.py).
+_API_KEY_REMEDY = {
+    "ROAC_CONSOLE_API_KEY": "Create one with `roac keys create console --scope ...` (the "
+    "scopes: docs/console.md).",
+    "ROAC_NOTIFIER_MATCHER_API_KEY": "Create one with `roac keys create notifier-preferences "
+    "--scope contacts:read --source '*'`.",
+}
+_PROVIDER_REMEDY = {
+    "ROAC_SMTP_PASSWORD": "Set the SMTP login's own password, as the mail provider gave it.",
+    "ROAC_SLACK_BOT_TOKEN": "Copy the Bot User OAuth Token (xoxb-...) from the Slack app's "
+    "OAuth & Permissions page.",
+    "ROAC_MATRIX_ACCESS_TOKEN": "Use the access token the homeserver gave the bot account's login.",
+}
 
 
 class Settings(BaseSettings):
@@ -250,12 +271,44 @@ class Settings(BaseSettings):
         "webhook_signing_key",
         "erasure_key",
         "console_session_key",
-        "console_api_key",
     )
     @classmethod
     def _secret_strong(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         if value.get_secret_value():
             require_strong(f"ROAC_{(info.field_name or '').upper()}", value.get_secret_value())
+        return value
+
+    @field_validator("console_api_key", "notifier_matcher_api_key")
+    @classmethod
+    def _api_key_strong(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        # API keys roac made (`roac keys create`) pass; what a human typed does not.
+        if value.get_secret_value():
+            setting = f"ROAC_{(info.field_name or '').upper()}"
+            require_strong(setting, value.get_secret_value(), _API_KEY_REMEDY[setting])
+        return value
+
+    @field_validator("amqp_url", "database_url", "rabbitmq_management_url")
+    @classmethod
+    def _url_password_not_placeholder(cls, value: str, info: ValidationInfo) -> str:
+        # Only a placeholder is refused: guest:guest and a password-less local PostgreSQL are
+        # the development defaults (`roac up`, `make run`, the tests).
+        if reason := url_password_placeholder(value):
+            setting = f"ROAC_{(info.field_name or '').upper()}"
+            raise ValueError(
+                f"{setting} is refused: {reason}. Give that user a random password of its own "
+                "(any value `roac secrets generate` prints will do) and put it in the URL."
+            )
+        return value
+
+    @field_validator("smtp_password", "slack_bot_token", "matrix_access_token")
+    @classmethod
+    def _provider_secret_not_placeholder(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        # Their issuer chooses these, so only an example's placeholder is refused.
+        if value is not None and value.get_secret_value():
+            setting = f"ROAC_{(info.field_name or '').upper()}"
+            require_not_placeholder(setting, value.get_secret_value(), _PROVIDER_REMEDY[setting])
         return value
 
     @field_validator("slack_signing_secret")

@@ -3,7 +3,14 @@
 import pytest
 from pydantic import ValidationError
 
-from shared.secret_policy import KNOWN_PLACEHOLDERS, new_secret, require_strong, weakness
+from shared.secret_policy import (
+    KNOWN_PLACEHOLDERS,
+    new_secret,
+    placeholder_reason,
+    require_strong,
+    url_password_placeholder,
+    weakness,
+)
 from shared.settings import Settings, parse_link_keys
 
 
@@ -58,3 +65,55 @@ def test_link_keys_parse_newest_first_and_fall_back_to_the_old_single_key() -> N
         parse_link_keys(f"k1:{new},k1:{old}")
     with pytest.raises(ValueError, match="id:secret"):
         parse_link_keys(new)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "replace-me",
+        "change-me",
+        "CHANGEME",
+        "xoxb-your-bot-token",
+        "xoxb-xxxxxxxxxx-xxxxxxxxxx",
+        "syt_...",
+        "<your SMTP password>",
+        "password",
+        *sorted(KNOWN_PLACEHOLDERS),
+    ],
+)
+def test_placeholders_of_values_roac_does_not_choose_are_recognised(value: str) -> None:
+    assert placeholder_reason(value) is not None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["guest", "hunter2", "xoxb-test-token", "syt_test_token", "xoxb-1234-5678-AbCdEfGhIjKlMnOp"],
+)
+def test_real_looking_provider_values_and_the_dev_password_are_not_placeholders(
+    value: str,
+) -> None:
+    assert placeholder_reason(value) is None
+
+
+def test_only_a_placeholder_password_in_a_url_is_refused() -> None:
+    assert url_password_placeholder("amqp://guest:guest@127.0.0.1:5672/") is None
+    assert url_password_placeholder("postgresql://postgres@127.0.0.1:5432/roac") is None
+    assert url_password_placeholder("amqp://roac:change-me@rabbitmq:5672/") is not None
+    assert url_password_placeholder("postgresql://roac@pg/roac?password=replace-me") is not None
+    assert url_password_placeholder("amqp://roac:%63hange-me@rabbitmq/") is not None
+
+
+def test_settings_refuse_placeholder_urls_provider_tokens_and_weak_service_keys() -> None:
+    for field, value in [
+        ("amqp_url", "amqp://roac:change-me@rabbitmq:5672/"),
+        ("database_url", "postgresql://roac:replace-me@postgres:5432/roac"),
+        ("smtp_password", "replace-me"),
+        ("slack_bot_token", "xoxb-your-bot-token"),
+        ("matrix_access_token", "change-me"),
+        ("notifier_matcher_api_key", "notifier-preferences-key"),
+        ("console_api_key", "Tr0ub4dor&3Tr0ub4dor&3Tr0ub4dor&3xx"),
+    ]:
+        with pytest.raises(ValidationError, match=f"ROAC_{field.upper()} is refused") as refused:
+            Settings.model_validate({field: value})
+        assert value not in str(refused.value.errors(include_input=False))
+    Settings(smtp_password="guest", slack_bot_token="xoxb-test-token")
