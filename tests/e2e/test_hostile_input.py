@@ -1,10 +1,13 @@
-"""Hostile input against the live services (issue 17, "hostile input contained"): a NUL or a
-right-to-left override (U+202E) in each string field of a contact and an interest is a 422
-naming the field over HTTP, and is parked in roac.ingest.ingress.dlq with a reason naming it
-over the AMQP ingress; bodies Python's JSON parser cannot read (100,000 nested `[`, a
+"""Hostile input against the live services (issue 17, "hostile input contained"): a NUL, ESC,
+DEL, a C1 control (U+0085), a right-to-left override (U+202E), a left-to-right isolate
+(U+2066), a left-to-right mark (U+200E) or a line feed in each string field of a contact and an
+interest is a 422 naming the field over HTTP, and is parked in roac.ingest.ingress.dlq with a
+reason naming it over the AMQP ingress (routing keys `contacts`, `interests` and
+`interests.withdraw`); bodies Python's JSON parser cannot read (100,000 nested `[`, a
 5,000-digit number, invalid UTF-8) are a 400 over HTTP and parked over AMQP; a correlation id is
 kept only when it is one whole token; and a valid message published after all of them is still
-applied: the ingress consumer survives them. (The rule itself: tests/unit/test_text_safety.py.)"""
+applied: the ingress consumer survives them. (Path, query and the operator routes' body fields:
+test_hostile_input_more.py; the rule itself: tests/unit/test_text_safety.py.)"""
 
 from __future__ import annotations
 
@@ -28,7 +31,18 @@ from tests.support.infra import API_KEY
 
 pytestmark = pytest.mark.e2e
 
-CHARS = {"nul": "\x00", "rlo": "\u202e"}
+# One of each family shared/text_safety.py refuses: C0, ESC, DEL, C1 (NEXT LINE), a
+# bidirectional override, an isolate and a mark, and a line feed (every field is single-line).
+CHARS = {
+    "nul": "\x00",
+    "esc": "\x1b",
+    "del": "\x7f",
+    "nel": "\x85",
+    "rlo": "\u202e",
+    "lri": "\u2066",
+    "lrm": "\u200e",
+    "lf": "\n",
+}
 Loc = tuple[str | int, ...]
 # Every string field of a contact and of an interest, by its place in the body. The last ones
 # of each are an enum or a date: refused by their own type, but named all the same.
@@ -53,6 +67,26 @@ CASES = [
     for kind, fields in (("contacts", CONTACT_FIELDS), ("interests", INTEREST_FIELDS))
     for loc in fields
     for char in CHARS
+]
+# A withdrawal has no HTTP body (DELETE /v1/interests/..., its path and query: the other file),
+# but over AMQP it is a body like an interest's.
+AMQP_CASES = CASES + [
+    ("interests.withdraw", loc, char) for loc in INTEREST_FIELDS for char in CHARS
+]
+# A person's id in a path: every route declares it `{external_id:path}` (an id may hold a
+# slash), and Starlette's `path` convertor, `.*`, stops at a line feed, so such a path matches no
+# route: a 404, refused but not named (test_hostile_input_more.py marks the same gap). Strict:
+# once fixed, these fail until the mark is removed.
+PATH_CHARS = [
+    pytest.param(
+        name,
+        marks=pytest.mark.xfail(
+            reason="`{external_id:path}` does not match a line feed: 404", strict=True
+        ),
+    )
+    if name == "lf"
+    else name
+    for name in CHARS
 ]
 # A body Python cannot read, and what the parked copy's reason says about it.
 UNREADABLE = {
@@ -92,7 +126,7 @@ def interest(run: str) -> dict[str, Any]:
 
 def hostile(kind: str, loc: Loc, char: str, run: str) -> dict[str, Any]:
     """A valid item whose field at `loc` holds `char` in its middle (before an email's @)."""
-    item = deepcopy(contact(run) if kind == "contacts" else interest(run))
+    item = deepcopy(contact(run) if kind == "contacts" else interest(run))  # or a withdrawal
     target: Any = item
     for part in loc[:-1]:
         target = target[part]
@@ -133,7 +167,7 @@ def test_http_refuses_the_character_in_each_field_naming_it(
         assert list(problems(batch)) == [f"items[0].{dotted(loc)}"]
 
 
-@pytest.mark.parametrize("char", CHARS)
+@pytest.mark.parametrize("char", PATH_CHARS)
 @pytest.mark.parametrize("method", ["DELETE", "POST"])
 def test_a_person_in_the_path_refuses_them_too(stack: Stack, method: str, char: str) -> None:
     encoded = CHARS[char].encode().hex("%").upper()  # %00, %E2%80%AE
@@ -155,7 +189,7 @@ PERSON_ROUTES = [
 ]
 
 
-@pytest.mark.parametrize("char", CHARS)
+@pytest.mark.parametrize("char", PATH_CHARS)
 @pytest.mark.parametrize(("service", "method", "suffix"), PERSON_ROUTES)
 def test_the_matcher_s_and_notifier_s_person_paths_refuse_them_too(
     stack: Stack, service: str, method: str, suffix: str, char: str
@@ -256,7 +290,7 @@ def _metric(url: str, name: str, **labels: str) -> float:
 
 async def _burst(stack: Stack, run: str) -> IngressRun:
     hostile_messages: list[tuple[str, str, bytes, str | None]] = []
-    for kind, loc, char in CASES:
+    for kind, loc, char in AMQP_CASES:
         body = json.dumps(hostile(kind, loc, char, run)).encode()
         hostile_messages.append((kind, message_id(run, kind, loc, char), body, None))
     for name, (body, _) in UNREADABLE.items():
@@ -314,7 +348,7 @@ def ingress_run(stack: Stack) -> IngressRun:
     return asyncio.run(_burst(stack, run_id()))
 
 
-@pytest.mark.parametrize(("kind", "loc", "char"), CASES, ids=case_id)
+@pytest.mark.parametrize(("kind", "loc", "char"), AMQP_CASES, ids=case_id)
 def test_amqp_parks_the_character_in_each_field_with_a_reason_naming_it(
     ingress_run: IngressRun, kind: str, loc: Loc, char: str
 ) -> None:
@@ -336,7 +370,7 @@ def test_amqp_parks_a_body_python_cannot_read_with_a_reason(
 
 
 def test_every_parked_message_is_counted(ingress_run: IngressRun) -> None:
-    assert ingress_run.parked_delta >= len(CASES) + len(UNREADABLE)
+    assert ingress_run.parked_delta >= len(AMQP_CASES) + len(UNREADABLE)
 
 
 def test_valid_messages_after_them_are_still_applied(ingress_run: IngressRun, stack: Stack) -> None:
