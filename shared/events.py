@@ -158,9 +158,10 @@ class ChannelAddress(_Model):
                     "version 12, !a7G9ApKyRNROXlR-CORDHmUsA39SUdFv5iFQGG3UMbs"
                 )
         else:
-            url = urlsplit(self.address)
-            if url.scheme not in ("https", "http") or not url.hostname:
-                raise ValueError(f"a {self.type.value} address is an http(s) URL")
+            try:
+                _web_url(self.address)
+            except ValueError as exc:
+                raise ValueError(f"a {self.type.value} address {exc}") from None
         return self
 
 
@@ -259,10 +260,31 @@ class IntroData(_Model):
     checkin_after_seconds: int | None = Field(default=None, ge=1)
 
 
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+
 def _web_url(value: str) -> str:
+    """An http(s) URL a client could actually request: a host name of valid labels (IDNA for
+    non-ASCII ones) or an IP literal, and a port in range. What fails here failed at send time
+    before, where it was retried as if the network were down."""
     url = urlsplit(value)
     if url.scheme not in ("https", "http") or not url.hostname:
         raise ValueError("must be an http(s) URL")
+    try:
+        port = url.port  # raises for a port that is no number or out of range
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("must be an http(s) URL with a port from 1 to 65535")
+    host = url.hostname
+    if url.netloc.rsplit("@", 1)[-1].startswith("["):
+        return value  # an IPv6 literal: urlsplit checked it
+    try:
+        labels = host.rstrip(".").encode("idna").decode("ascii").split(".")
+    except UnicodeError:
+        raise ValueError("must be an http(s) URL with a valid host name") from None
+    if not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError("must be an http(s) URL with a valid host name")
     return value
 
 

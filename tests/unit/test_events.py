@@ -1,3 +1,4 @@
+import re
 from uuid import uuid4
 
 import pytest
@@ -127,3 +128,34 @@ def test_matrix_room_ids_of_every_room_version_are_addresses(room: str) -> None:
 def test_what_is_not_a_matrix_room_id_is_refused(room: str) -> None:
     with pytest.raises(ValueError, match="room id"):
         ChannelAddress(type=ChannelType.MATRIX, address=room)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.slack.com/services/T0/B0/x",
+        "https://prod-12.westus.logic.azure.com:443/workflows/x?a=1",
+        "https://bücher.example/x",
+        "https://[2001:db8::1]:8443/hook",
+        "https://a_b.example/",
+    ],
+)
+def test_webhook_addresses_are_urls_a_client_can_request(url: str) -> None:
+    assert ChannelAddress(type=ChannelType.WEBHOOK, address=url).address == url
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://a..b/", "valid host name"),
+        ("https://exa mple.org/", "valid host name"),
+        ("https://-a.org/", "valid host name"),
+        ("https://example.org:99999/", "port from 1 to 65535"),
+        ("https://example.org:0/", "port from 1 to 65535"),
+        ("ftp://example.org/", "http(s) URL"),
+    ],
+)
+def test_what_no_client_could_request_is_refused_at_the_door(url: str, problem: str) -> None:
+    # Once accepted, and then retried at every send as if the network were down.
+    with pytest.raises(ValidationError, match=re.escape(problem)):
+        ChannelAddress(type=ChannelType.DISCORD, address=url)

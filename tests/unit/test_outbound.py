@@ -1,18 +1,22 @@
 """Which addresses and URLs outbound HTTP refuses (services/notifier/channels/outbound.py), as
-plain Python: the classification the connect-time guard applies to every resolved address."""
+plain Python: the classification the connect-time guard applies to every resolved address; and
+that a URL no client can request fails a delivery for good (nothing is connected to)."""
 
 from __future__ import annotations
 
 import re
 from ipaddress import ip_address, ip_network
 
+import aiohttp
 import pytest
 
+from services.notifier.channels.http import _request
 from services.notifier.channels.outbound import (
     OutboundPolicy,
     RefusedDestination,
     refusal_reason,
 )
+from services.notifier.delivery_policy import PermanentDeliveryError
 from shared.settings import Settings, parse_networks
 
 REFUSED = {
@@ -157,3 +161,13 @@ def test_settings_parse_the_opt_ins() -> None:
     assert policy.allowed_networks == (ip_network("10.0.0.0/8"),) and policy.allow_http
     default = OutboundPolicy.from_settings(Settings())
     assert default.allowed_networks == () and not default.allow_http
+
+
+@pytest.mark.parametrize("url", ["https://example.org:99999/", "https://[::1/", "https://a..b/"])
+async def test_a_url_no_client_can_request_fails_for_good_not_as_a_network_fault(
+    url: str,
+) -> None:
+    # Stored before ingest checked URLs this strictly: a resend cannot help, so no retries.
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(PermanentDeliveryError, match="invalid URL"):
+            await _request(session, OutboundPolicy(), "POST", url, body=b"", headers={})

@@ -113,8 +113,15 @@ async def _request(
         if isinstance(exc.os_error, RefusedDestination):
             raise PermanentDeliveryError(f"destination refused: {exc.os_error}") from exc
         raise TransientDeliveryError(f"HTTP unreachable: {type(exc).__name__}") from exc
+    except aiohttp.InvalidURL as exc:
+        # A URL no client can request (stored before ingest checked URLs as strictly): sending
+        # again cannot help. Its text is the person's address: only the error's type is kept.
+        raise PermanentDeliveryError(f"invalid URL: {type(exc).__name__}") from exc
     except aiohttp.ClientError as exc:
         raise TransientDeliveryError(f"HTTP unreachable: {type(exc).__name__}") from exc
+    except ValueError as exc:
+        # yarl or the IDNA codec refusing the URL before any connection (UnicodeError too).
+        raise PermanentDeliveryError(f"invalid URL: {type(exc).__name__}") from exc
 
 
 def _json_body(payload: Any) -> bytes:
