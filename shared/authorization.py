@@ -5,15 +5,21 @@ decided in shared/scopes.py.
 
 A refusal is a 403 problem document naming the missing scope (or the sources the key may not
 touch) and is counted per key name, so an operator sees an integration trying what it may not.
+
+`requires` is also what the OpenAPI documents say about security: it is a FastAPI `Security`
+dependency on the one bearer scheme below, with its scopes, so every operation it guards states
+`security: [{"HTTPBearer": [scope, ...]}]` (OpenAPI 3.1 allows scopes for any scheme type) and no
+route declares the scheme or its scope a second time by hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.metrics import API_KEY_REFUSALS
 from shared.problems import problem_response
@@ -37,21 +43,35 @@ def grant_of(request: Request) -> Grant:
     return grant
 
 
-def requires(scope: Scope) -> Any:
-    """A route dependency: 403 unless the request's key has `scope`."""
+# The scheme the documents name; it checks nothing (auto_error=False): ApiKeyMiddleware has
+# already answered 401 to a request without a valid key.
+API_KEY_SCHEME = HTTPBearer(
+    auto_error=False,
+    description="An API key: `roac keys create NAME --scope S`, or one of ROAC_API_KEYS (every "
+    "scope). An operation's `security` names the scopes it needs; without them: 403.",
+)
+_Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(API_KEY_SCHEME)]
 
-    def check(request: Request) -> Grant:
+
+def requires(*scopes: Scope) -> Any:
+    """A route dependency: 403 unless the request's key has every one of `scopes`; documented
+    as the operation's security requirement."""
+    if not scopes:
+        raise ValueError("requires() names at least one scope")
+
+    def check(request: Request, _credentials: _Credentials) -> Grant:
         grant = grant_of(request)
-        if not grant.allows(scope):
-            raise Forbidden(
-                grant,
-                scope,
-                f"The API key {grant.name!r} lacks the scope {scope.value!r}; "
-                f"create a key with `roac keys create NAME --scope {scope.value}`.",
-            )
+        for scope in scopes:
+            if not grant.allows(scope):
+                raise Forbidden(
+                    grant,
+                    scope,
+                    f"The API key {grant.name!r} lacks the scope {scope.value!r}; "
+                    f"create a key with `roac keys create NAME --scope {scope.value}`.",
+                )
         return grant
 
-    return Depends(check)
+    return Security(check, scopes=[scope.value for scope in scopes])
 
 
 def check_sources(request: Request, scope: Scope, sources: Iterable[str]) -> None:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.ingest.person_access import AccessUnavailable, PersonAccess, Refused
-from services.ingest.routes import Credentials, Person
+from services.ingest.routes import Person
 from shared.authorization import check_sources, requires
 from shared.problems import problem_response, problem_responses
 from shared.scopes import Scope
@@ -75,7 +75,7 @@ access_api = APIRouter(prefix="/v1", tags=["ingest"])
     "/contacts/{source}/{external_id:path}",
     summary="What roac holds about a person, across services (right of access)",
     response_model=PersonHeld,
-    dependencies=[requires(Scope.CONTACTS_READ)],
+    dependencies=[requires(Scope.CONTACTS_READ, Scope.INTROS_READ)],
     responses=problem_responses(
         {
             401: "Missing or invalid API key",
@@ -87,7 +87,7 @@ access_api = APIRouter(prefix="/v1", tags=["ingest"])
         }
     ),
 )
-async def person_held(person: Person, request: Request, _: Credentials) -> Any:
+async def person_held(person: Person, request: Request) -> Any:
     """The matcher's record of the person (profile, preferences, identities, interests and
     block list) and every introduction the notifier holds for any of their identities, with
     their answer. Read with the caller's own key in each service: it needs `contacts:read` for

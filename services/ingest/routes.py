@@ -8,7 +8,6 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from services.ingest.batch_triage import Item, Triage, triage
@@ -37,11 +36,6 @@ from shared.person_path import ExternalIdPath, SourcePath
 from shared.problems import Problem
 from shared.scopes import Scope
 
-# Declares the scheme in the OpenAPI document; the check itself is ApiKeyMiddleware.
-_bearer = HTTPBearer(
-    auto_error=False, description="An API key: `roac keys create NAME`, or one of ROAC_API_KEYS"
-)
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 # Declared for the OpenAPI document; read from the request by `_keyed`.
 IdempotencyKey = Annotated[
     str | None,
@@ -189,7 +183,6 @@ async def post_contacts(
     body: ContactsRequest,
     request: Request,
     response: Response,
-    _: Credentials,
     __: IdempotencyKey = None,
     bulk: BulkFlag = False,
     partial: PartialFlag = False,
@@ -215,7 +208,6 @@ async def post_interests(
     body: InterestsRequest,
     request: Request,
     response: Response,
-    _: Credentials,
     __: IdempotencyKey = None,
     bulk: BulkFlag = False,
     partial: PartialFlag = False,
@@ -288,7 +280,6 @@ async def erase_contact(
     person: Person,
     request: Request,
     response: Response,
-    _: Credentials,
     __: IdempotencyKey = None,
 ) -> Accepted:
     """Erase a person everywhere (`contact.erased.v1`): the matcher and the notifier delete or
@@ -310,7 +301,6 @@ async def opt_out_contact(
     person: Person,
     request: Request,
     response: Response,
-    _: Credentials,
     __: IdempotencyKey = None,
 ) -> Accepted:
     """No more introductions for this person (`contact.opted_out.v1`, as their unsubscribe
@@ -333,7 +323,6 @@ async def change_preferences(
     body: PreferencesRequest,
     request: Request,
     response: Response,
-    _: Credentials,
     __: IdempotencyKey = None,
 ) -> Accepted:
     """What the person could choose on their preferences page, set for them (they asked by
@@ -360,7 +349,6 @@ async def withdraw_interest(
     withdrawal: Annotated[InterestWithdrawalData, Depends(_withdrawal)],
     request: Request,
     response: Response,
-    _: Credentials,
     __: IdempotencyKey = None,
 ) -> Accepted:
     """The person no longer likes, seeks or offers `topic` (`interest.withdrawn.v1`): the

@@ -38,6 +38,16 @@ from services.notifier.rendering import base_language, ships
 if TYPE_CHECKING:
     from services.notifier.store.uow import NotifierStore
 
+
+def page_responses(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the public pages, `{status: description}`: each answer is an HTML
+    page in the person's language, so the links' document says every answer a click can get."""
+    return {
+        status: {"description": text, "content": {"text/html": {"schema": {"type": "string"}}}}
+        for status, text in described.items()
+    }
+
+
 DEFAULT = "en"
 
 

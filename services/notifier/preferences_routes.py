@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import ChoiceLoader, Environment, PackageLoader
 
+from services.notifier.link_pages import page_responses
 from services.notifier.preference_changes import Person, PreferenceChanges, Refusal
 from services.notifier.preferences import (
     LANGUAGES,
@@ -32,7 +33,15 @@ from shared.events import InterestKind, in_preferred_order
 
 MAX_FORM_BYTES = 4096
 
-router = APIRouter(tags=["preferences"])
+router = APIRouter(
+    tags=["preferences"],
+    responses=page_responses(
+        {
+            400: "Not a preferences link roac made, or a form that is not one of the page's",
+            410: "The link expired (the page says how to get a fresh one)",
+        }
+    ),
+)
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -148,7 +157,15 @@ async def show(token: str, request: Request) -> HTMLResponse:
 
 
 @router.post(
-    "/preferences/{token}", response_class=HTMLResponse, summary="Change a person's preferences"
+    "/preferences/{token}",
+    response_class=HTMLResponse,
+    summary="Change a person's preferences",
+    responses=page_responses(
+        {
+            303: "Saved: back to the page",
+            422: "A choice refused: the page again, each refused field saying why",
+        }
+    ),
 )
 async def change(token: str, request: Request) -> Response:
     form = await _form(request)

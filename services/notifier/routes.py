@@ -11,9 +11,8 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.notifier import checkin_pages, link_pages
@@ -29,12 +28,16 @@ from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
 from shared.scopes import Scope
 from shared.text_safety import kept_correlation_id
 
-_bearer = HTTPBearer(
-    auto_error=False, description="An API key (roac keys create, or ROAC_API_KEYS)"
+# What a click can end in besides its page (checkin_pages.py answers the same statuses).
+links = APIRouter(
+    tags=["links"],
+    responses=link_pages.page_responses(
+        {
+            400: "Not a link roac made (a token cut short, or for another page)",
+            410: "The link expired",
+        }
+    ),
 )
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-links = APIRouter(tags=["links"])
 api = APIRouter(
     prefix="/v1",
     tags=["introductions"],
@@ -118,7 +121,6 @@ async def answer(token: str, request: Request) -> HTMLResponse:
 )
 async def list_intros(
     request: Request,
-    _: Credentials,
     state: Annotated[
         str | None, Query(pattern="^(asked|accepted|introduced|declined|expired|failed)$")
     ] = None,
@@ -144,7 +146,6 @@ async def list_intros(
 )
 async def resource_deliveries(
     request: Request,
-    _: Credentials,
     resource: Annotated[UUID, Query(description="The resource's id (POST /v1/resources)")],
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> dict[str, Any]:
@@ -171,7 +172,6 @@ def _activity(request: Request) -> Activity:
 )
 async def intros_weekly(
     request: Request,
-    _: Credentials,
     weeks: Annotated[int, Query(ge=1, le=104, description="This week and the ones before")] = 12,
     by_round: Annotated[
         bool, Query(description="Also the counts per round (`rounds`; null: live matches)")
@@ -193,7 +193,6 @@ async def person_intros(
     source: SourcePath,
     external_id: ExternalIdPath,
     request: Request,
-    _: Credentials,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[datetime | None, Query(description="created_at of the last one seen")] = None,
     before_id: Annotated[
@@ -216,7 +215,6 @@ async def person_intros(
 )
 async def list_deliveries(
     request: Request,
-    _: Credentials,
     status: Annotated[str, Query(pattern="^(parked|failed)$")] = "parked",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[datetime | None, Query(description="updated_at of the last one seen")] = None,
@@ -241,7 +239,7 @@ class RetryIn(BaseModel):
     tags=["deliveries"],
     dependencies=[requires(Scope.INTROS_WRITE)],
 )
-async def retry_deliveries(body: RetryIn, request: Request, _: Credentials) -> dict[str, Any]:
+async def retry_deliveries(body: RetryIn, request: Request) -> dict[str, Any]:
     correlation = kept_correlation_id(request.headers.get("x-correlation-id"))
     retried = await _activity(request).retry(
         body.deliveries, correlation or f"deliveries-retry-{uuid4()}"
