@@ -380,10 +380,16 @@ async def test_a_notifier_introduction_the_database_refused_is_listed_and_replay
             "SELECT count(*) FROM notifier.intros WHERE id = $1", bad.data.proposal_id
         )
         assert recorded == 1
-        asks = await db.fetch(
-            "SELECT status FROM notifier.deliveries WHERE proposal_id = $1", bad.data.proposal_id
-        )
-        assert sorted(r["status"] for r in asks) == ["sent", "sent"]
+
+        async def asked() -> list[str]:
+            rows = await db.fetch(
+                "SELECT status FROM notifier.deliveries WHERE proposal_id = $1",
+                bad.data.proposal_id,
+            )
+            statuses = sorted(r["status"] for r in rows)
+            return statuses if statuses == ["sent", "sent"] else []
+
+        assert await settled(asked) == ["sent", "sent"]  # written right after the sends
 
 
 # Deliveries
@@ -431,11 +437,17 @@ async def test_deliveries_out_of_attempts_are_listed_and_sent_exactly_once_after
     with running(site, "notifier"):
         await replay_once(site, "deliveries", *job_ids)
         assert await _copies(site.sink, intro) == [1, 1]
-        rows = await db.fetch(
-            "SELECT status, attempts FROM notifier.deliveries WHERE proposal_id = $1",
-            intro.data.proposal_id,
-        )
-        assert [(r["status"], r["attempts"]) for r in rows] == [("sent", 1), ("sent", 1)]
+
+        async def recorded() -> list[tuple[str, int]]:
+            rows = await db.fetch(
+                "SELECT status, attempts FROM notifier.deliveries WHERE proposal_id = $1",
+                intro.data.proposal_id,
+            )
+            found = [(r["status"], r["attempts"]) for r in rows]
+            return found if all(status == "sent" for status, _ in found) else []
+
+        # The result is written right after the send.
+        assert await settled(recorded) == [("sent", 1), ("sent", 1)]
         # Nothing in the replay's wake sends it again.
         await asyncio.sleep(2.0)
         assert await _copies(site.sink, intro, within=0.1) == [1, 1]
