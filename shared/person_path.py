@@ -11,8 +11,28 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path
+from starlette.convertors import Convertor, register_url_convertor
 
 from shared.text_safety import SINGLE_LINE
+
+
+class PersonIdConvertor(Convertor[str]):
+    """`{external_id:person_id}`: Starlette's `path` (an id may hold a slash, sent as %2F and
+    decoded before routing), but matching a line break too. With `path` (`.*`), an id holding a
+    decoded %0A matched no route, a 404 for a path that exists; here it reaches `ExternalIdPath`,
+    whose character rule answers a 422 naming the field."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# Routes compile their path when declared: every module declaring one imports this module.
+register_url_convertor("person_id", PersonIdConvertor())
 
 SourcePath = Annotated[
     str,

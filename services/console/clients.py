@@ -27,7 +27,8 @@ class ApiError(Exception):
 
 
 def person_path(source: str, external_id: str) -> str:
-    # An id may hold a slash: it travels encoded (the services' routes take it as `:path`).
+    # An id may hold a slash: it travels encoded (the services' routes take it as
+    # `:person_id`, shared/person_path.py).
     return f"/v1/contacts/{quote(source, safe='')}/{quote(external_id, safe='')}"
 
 

@@ -71,8 +71,8 @@ access_api = APIRouter(prefix="/v1", tags=["ingest"])
 
 
 @access_api.get(
-    # `:path`: an id may hold a slash (sent as %2F, which the server decodes before routing).
-    "/contacts/{source}/{external_id:path}",
+    # `:person_id` (shared/person_path.py): an id may hold a slash, even a line break (refused).
+    "/contacts/{source}/{external_id:person_id}",
     summary="What roac holds about a person, across services (right of access)",
     response_model=PersonHeld,
     dependencies=[requires(Scope.CONTACTS_READ, Scope.INTROS_READ)],

@@ -269,8 +269,8 @@ async def _withdrawal(
 
 
 @api.delete(
-    # `:path`: an id may hold a slash (sent as %2F, which the server decodes before routing).
-    "/contacts/{source}/{external_id:path}",
+    # `:person_id` (shared/person_path.py): an id may hold a slash, even a line break (refused).
+    "/contacts/{source}/{external_id:person_id}",
     status_code=202,
     response_model=Accepted,
     summary="Erase a person",
@@ -291,7 +291,7 @@ async def erase_contact(
 
 
 @api.post(
-    "/contacts/{source}/{external_id:path}/opt-out",
+    "/contacts/{source}/{external_id:person_id}/opt-out",
     status_code=202,
     response_model=Accepted,
     summary="Opt a person out",
@@ -312,7 +312,7 @@ async def opt_out_contact(
 
 
 @api.post(
-    "/contacts/{source}/{external_id:path}/preferences",
+    "/contacts/{source}/{external_id:person_id}/preferences",
     status_code=202,
     response_model=Accepted,
     summary="Change a person's preferences on their behalf",
@@ -338,8 +338,8 @@ async def change_preferences(
 
 
 @api.delete(
-    # `:path`: an id may hold a slash (sent as %2F, which the server decodes before routing).
-    "/interests/{source}/{external_id:path}",
+    # `:person_id` (shared/person_path.py): an id may hold a slash, even a line break (refused).
+    "/interests/{source}/{external_id:person_id}",
     status_code=202,
     response_model=Accepted,
     summary="Withdraw an interest",

@@ -91,8 +91,8 @@ def _identity_out(view: ContactView) -> ContactIdentityOut:
 
 
 @router.get(
-    # `:path`: an id may hold a slash (sent as %2F, which the server decodes before routing).
-    "/contacts/{source}/{external_id:path}/identity",
+    # `:person_id` (shared/person_path.py): an id may hold a slash, even a line break (refused).
+    "/contacts/{source}/{external_id:person_id}/identity",
     summary="A person's identities and every merge that joined them, with its reason",
     response_model=ContactIdentityOut,
     dependencies=[requires(Scope.CONTACTS_READ)],

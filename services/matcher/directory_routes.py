@@ -166,7 +166,7 @@ class ContactProfileOut(BaseModel):
 
 
 @router.get(
-    "/contacts/{source}/{external_id:path}/profile",
+    "/contacts/{source}/{external_id:person_id}/profile",
     summary="A person's details, interests and block list",
     response_model=ContactProfileOut,
     dependencies=[requires(Scope.CONTACTS_READ)],
@@ -236,8 +236,8 @@ class ContactHeldOut(BaseModel):
 
 
 @router.get(
-    # After the routes under it (`/identity`, `/profile`): `:path` would take their suffixes.
-    "/contacts/{source}/{external_id:path}",
+    # After the routes under it (`/identity`, `/profile`): `:person_id` would take their suffixes.
+    "/contacts/{source}/{external_id:person_id}",
     summary="What roac holds about a person: profile, preferences, identities and interests",
     response_model=ContactHeldOut,
     dependencies=[requires(Scope.CONTACTS_READ)],

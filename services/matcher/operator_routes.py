@@ -53,8 +53,8 @@ class UnmergeOut(BaseModel):
 
 
 @operator_api.post(
-    # `:path`: an id may hold a slash (sent as %2F, which the server decodes before routing).
-    "/contacts/{source}/{external_id:path}/unmerge",
+    # `:person_id` (shared/person_path.py): an id may hold a slash, even a line break (refused).
+    "/contacts/{source}/{external_id:person_id}/unmerge",
     summary="Undo the merge that joined this person with another (both come back, never merged "
     "automatically again)",
     response_model=UnmergeOut,
@@ -89,7 +89,7 @@ class BlockOut(BaseModel):
 
 
 @operator_api.post(
-    "/contacts/{source}/{external_id:path}/blocks",
+    "/contacts/{source}/{external_id:person_id}/blocks",
     summary="Block a pairing: this person and the one in the body are never introduced to each "
     "other again",
     response_model=BlockOut,

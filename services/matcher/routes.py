@@ -8,8 +8,8 @@ the OpenAPI generator mount, made of the routes cut by what they serve:
 
 Here only what they share: the /v1 prefix, the tag and the problem answers. They are included
 in this order, which is the order of the paths in docs/openapi/matcher.json; and a route with
-`{external_id:path}` must come after those under it (directory_routes.py's last route takes any
-suffix). The operators' unmerge is a router of its own (operator_routes.py).
+`{external_id:person_id}` must come after those under it (directory_routes.py's last route takes
+any suffix). The operators' unmerge is a router of its own (operator_routes.py).
 """
 
 from __future__ import annotations

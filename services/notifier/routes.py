@@ -184,8 +184,8 @@ async def intros_weekly(
 
 
 @api.get(
-    # `:path`: an id may hold a slash (sent as %2F, which the server decodes before routing).
-    "/contacts/{source}/{external_id:path}/intros",
+    # `:person_id` (shared/person_path.py): an id may hold a slash, even a line break (refused).
+    "/contacts/{source}/{external_id:person_id}/intros",
     summary="A person's introductions, newest first, with every participant's answer",
     dependencies=[requires(Scope.INTROS_READ)],
 )

@@ -73,21 +73,9 @@ CASES = [
 AMQP_CASES = CASES + [
     ("interests.withdraw", loc, char) for loc in INTEREST_FIELDS for char in CHARS
 ]
-# A person's id in a path: every route declares it `{external_id:path}` (an id may hold a
-# slash), and Starlette's `path` convertor, `.*`, stops at a line feed, so such a path matches no
-# route: a 404, refused but not named (test_hostile_input_more.py marks the same gap). Strict:
-# once fixed, these fail until the mark is removed.
-PATH_CHARS = [
-    pytest.param(
-        name,
-        marks=pytest.mark.xfail(
-            reason="`{external_id:path}` does not match a line feed: 404", strict=True
-        ),
-    )
-    if name == "lf"
-    else name
-    for name in CHARS
-]
+# A person's id in a path, a line feed included: `{external_id:person_id}` matches any
+# character (shared/person_path.py), so the field's rule answers, never a 404.
+PATH_CHARS = list(CHARS)
 # A body Python cannot read, and what the parked copy's reason says about it.
 UNREADABLE = {
     "deep": (b"[" * 100_000, "nested too deep"),

@@ -108,23 +108,9 @@ def _string_parameters() -> list[tuple[str, str, str, dict[str, Any], str]]:
 
 
 PARAMETERS = _string_parameters()
-# Known gap: every route declares the person's id as `{external_id:path}` (an id may hold a
-# slash), and Starlette's `path` convertor is `.*`, which stops at a line feed: such a path
-# matches no route and is a 404 "Not Found", never a 422 naming path.external_id. Refused, not
-# stored, but not named either; strict, so the fix (a convertor that takes any character, in
-# shared/person_path.py and the route strings) turns these into failures to remove this mark.
-PATH_ID_LINE_FEED = pytest.mark.xfail(
-    reason="`{external_id:path}` does not match a line feed: 404, not a 422", strict=True
-)
-PARAMETER_CASES = [
-    pytest.param(
-        *p,
-        char,
-        marks=[PATH_ID_LINE_FEED] if p[4] == "path.external_id" and char == "lf" else [],
-    )
-    for p in PARAMETERS
-    for char in CHARS
-]
+# A line feed in a person's id too: `{external_id:person_id}` matches it, so the answer is the
+# field's 422, not a 404 from no route matching (shared/person_path.py).
+PARAMETER_CASES = [pytest.param(*p, char) for p in PARAMETERS for char in CHARS]
 
 
 def _parameter_id(value: object) -> str:
