@@ -23,22 +23,11 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Stack
+from tests.e2e.test_hostile_input import CHARS
 from tests.support.infra import API_KEY
 
 pytestmark = pytest.mark.e2e
 
-# NUL, ESC, DEL, NEXT LINE (C1), RIGHT-TO-LEFT OVERRIDE, LEFT-TO-RIGHT ISOLATE,
-# LEFT-TO-RIGHT MARK, LINE FEED: one of each family shared/text_safety.py refuses.
-CHARS = {
-    "nul": "\x00",
-    "esc": "\x1b",
-    "del": "\x7f",
-    "nel": "\x85",
-    "rlo": "\u202e",
-    "lri": "\u2066",
-    "lrm": "\u200e",
-    "lf": "\n",
-}
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi"
 # Which running service answers each document's paths.
 DOCUMENTS = ("ingest", "matcher", "notifier", "notifier-links")

@@ -25,7 +25,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -60,6 +60,7 @@ from shared.topology import (
 from tests.support.amqp import connect, drain, tap
 from tests.support.infra import Infra, free_port, isolated_infra
 from tests.support.processes import ServiceProcess, run_roac
+from tests.support.refusals import refused_rows
 from tests.support.smtp_sink import SmtpSink, smtp_sink
 
 T = TypeVar("T")
@@ -203,32 +204,6 @@ async def publish(
         )
 
 
-@asynccontextmanager
-async def refused(pool: asyncpg.Pool, table: str, column: str, value: str) -> AsyncIterator[None]:
-    """While open, PostgreSQL refuses (check_violation: not transient) a row of `table` whose
-    `column` is `value`: an event that passed every schema and that the database refuses. The
-    operator's fix, before the replay, is the end of the block."""
-    name = f"dlq_cli_test_{uuid.uuid4().hex[:12]}"
-    schema = table.split(".")[0]
-    await pool.execute(
-        f"""
-        CREATE FUNCTION {schema}.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.{column} = '{value}' THEN
-                RAISE EXCEPTION 'refused by the dlq cli test' USING ERRCODE = 'check_violation';
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER {name} BEFORE INSERT ON {table}
-            FOR EACH ROW EXECUTE FUNCTION {schema}.{name}();
-        """
-    )
-    try:
-        yield
-    finally:
-        await pool.execute(f"DROP TRIGGER {name} ON {table}; DROP FUNCTION {schema}.{name}();")
-
-
 async def settled(check: Callable[[], Awaitable[T]], within: float = 30.0) -> T:
     """`check()`'s first truthy answer, or its last one after `within` seconds."""
     deadline = time.monotonic() + within
@@ -266,7 +241,7 @@ async def test_a_matcher_event_the_database_refused_is_listed_and_replayed_once(
     kept, refused_topic = f"kept {run}", f"refused {run}"
     good, bad = _interest(run, 0, kept), _interest(run, 1, refused_topic)
     with running(site, "matcher"):
-        async with refused(db, "matcher.topics", "name", refused_topic):
+        async with refused_rows(db, "matcher.topics", "name", refused_topic):
             await publish(
                 site,
                 encode_batch([good, bad]),
@@ -352,7 +327,7 @@ async def test_a_notifier_introduction_the_database_refused_is_listed_and_replay
     good = _introduction(run, 0, f"c-{run}")
     bad = _introduction(run, 2, f"c-{run}-refused")
     with running(site, "notifier"):
-        async with refused(db, "notifier.intros", "correlation_id", f"c-{run}-refused"):
+        async with refused_rows(db, "notifier.intros", "correlation_id", f"c-{run}-refused"):
             await publish(
                 site,
                 encode_batch([good, bad]),

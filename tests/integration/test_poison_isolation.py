@@ -11,7 +11,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,6 +48,7 @@ from shared.settings import Settings
 from shared.topology import MATCHER_QUEUE, NOTIFIER_QUEUE, declare_topology
 from tests.support.amqp import connect
 from tests.support.clock import FakeClock
+from tests.support.refusals import refused_rows
 
 
 async def _purge(settings: Settings, *names: str) -> None:
@@ -180,7 +180,7 @@ async def test_a_coalesced_matcher_message_parks_only_its_poisoned_items(
     # consumer validates every event's envelope too, whoever published it).
     items[9]["data"]["topic"] = f"poison {run} \x00 9"
     items[7]["correlation_id"] = f"c-{run}\nforged log line"
-    async with _refused_rows(pool, "matcher.proposals", f"c-{run}-refused"):
+    async with refused_rows(pool, "matcher.proposals", "correlation_id", f"c-{run}-refused"):
         await _publish(
             settings,
             MATCHER_QUEUE.name,
@@ -212,33 +212,6 @@ async def test_a_coalesced_matcher_message_parks_only_its_poisoned_items(
         channel = await connection.channel()
         queue = await channel.declare_queue(MATCHER_QUEUE.name, passive=True)
         assert await queue.get(no_ack=True, fail=False) is None
-
-
-@asynccontextmanager
-async def _refused_rows(pool: asyncpg.Pool, table: str, correlation_id: str) -> AsyncIterator[None]:
-    """While open, PostgreSQL refuses (check_violation, not transient) a row of `table` (a
-    schema-qualified name) caused by the event of `correlation_id`: a database refusal of one
-    event that passed the schema. Every string the schemas let through is one PostgreSQL
-    stores, so the refusal has to be made."""
-    name = f"poison_test_{uuid.uuid4().hex[:12]}"
-    schema = table.split(".")[0]
-    await pool.execute(
-        f"""
-        CREATE FUNCTION {schema}.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.correlation_id = '{correlation_id}' THEN
-                RAISE EXCEPTION 'refused by the poison test' USING ERRCODE = 'check_violation';
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER {name} BEFORE INSERT ON {table}
-            FOR EACH ROW EXECUTE FUNCTION {schema}.{name}();
-        """
-    )
-    try:
-        yield
-    finally:
-        await pool.execute(f"DROP TRIGGER {name} ON {table}; DROP FUNCTION {schema}.{name}();")
 
 
 async def _applied_all(pool: asyncpg.Pool, run: str, expected: set[str]) -> set[str] | None:
@@ -313,7 +286,7 @@ async def test_a_relayed_notifier_message_parks_only_the_introduction_that_fails
         intros[30]["data"]["participants"][0]["name"] = "Nul \x00 Name"
         intros[60]["correlation_id"] = f"c-{run}-refused"
         poisoned = (17, 30, 60)
-        async with _refused_rows(pool, "notifier.intros", f"c-{run}-refused"):
+        async with refused_rows(pool, "notifier.intros", "correlation_id", f"c-{run}-refused"):
             body = json.dumps({"events": intros}).encode()
             await _publish(settings, NOTIFIER_QUEUE.name, body, "x")
             parked = await _parked(settings, NOTIFIER_QUEUE.name, len(poisoned))
