@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,21 +56,28 @@ class Ingest:
             self.proxy.stop()
 
 
-@pytest.fixture(scope="module")
-def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingest]:
-    with isolated_infra("edges") as infra:
+@contextmanager
+def _ingest_through(
+    label: str, tmp_path_factory: pytest.TempPathFactory, target_port: int, **env: str | int
+) -> Iterator[Ingest]:
+    """An ingest of its own, on its own vhost and database, whose connection to `target_port`
+    (PostgreSQL or RabbitMQ) goes through a proxy the test can close; `env` points the service
+    at the proxy, with `{proxy}`, `{database}` and `{vhost}` filled in."""
+    with isolated_infra(label) as infra:
         asyncio.run(migrate(infra.settings()))
-        proxy = TcpProxy(POSTGRES_PORT)
+        proxy = TcpProxy(target_port)
         proxy.start()
         port = free_port()
-        env = infra.env(
-            ROAC_INGEST_PORT=port,
-            ROAC_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{proxy.port}/{infra.database}",
-            ROAC_DATABASE_POOL_SIZE=2,
-        )
+        vhost = infra.amqp_url.removeprefix(AMQP_BASE)
+        settings = {
+            key: str(value).format(proxy=proxy.port, database=infra.database, vhost=vhost)
+            for key, value in env.items()
+        }
         url = f"http://127.0.0.1:{port}"
-        logs: Path = tmp_path_factory.mktemp("edges-logs")
-        process = ServiceProcess("ingest", env, f"{url}/readyz", logs)
+        logs: Path = tmp_path_factory.mktemp(f"{label}-logs")
+        process = ServiceProcess(
+            "ingest", infra.env(ROAC_INGEST_PORT=port, **settings), f"{url}/readyz", logs
+        )
         process.start()
         created = Ingest(url, proxy)
         try:
@@ -77,6 +85,18 @@ def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingest]:
         finally:
             process.stop()
             created.dependency_down()
+
+
+@pytest.fixture(scope="module")
+def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingest]:
+    with _ingest_through(
+        "edges",
+        tmp_path_factory,
+        POSTGRES_PORT,
+        ROAC_DATABASE_URL="postgresql://postgres@127.0.0.1:{proxy}/{database}",
+        ROAC_DATABASE_POOL_SIZE=2,
+    ) as created:
+        yield created
 
 
 def _huge_batch() -> bytes:
@@ -271,26 +291,13 @@ def test_a_client_that_stalls_mid_body_is_answered_when_the_drain_gives_up(
 
 @pytest.fixture(scope="module")
 def ingest_via_broker_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingest]:
-    with isolated_infra("edges-broker") as infra:
-        asyncio.run(migrate(infra.settings()))
-        proxy = TcpProxy(RABBITMQ_PORT)
-        proxy.start()
-        port = free_port()
-        vhost = infra.amqp_url.removeprefix(AMQP_BASE)
-        env = infra.env(
-            ROAC_INGEST_PORT=port,
-            ROAC_AMQP_URL=f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}",
-        )
-        url = f"http://127.0.0.1:{port}"
-        logs: Path = tmp_path_factory.mktemp("edges-broker-logs")
-        process = ServiceProcess("ingest", env, f"{url}/readyz", logs)
-        process.start()
-        created = Ingest(url, proxy)
-        try:
-            yield created
-        finally:
-            process.stop()
-            created.dependency_down()
+    with _ingest_through(
+        "edges-broker",
+        tmp_path_factory,
+        RABBITMQ_PORT,
+        ROAC_AMQP_URL="amqp://guest:guest@127.0.0.1:{proxy}/{vhost}",
+    ) as created:
+        yield created
 
 
 def test_with_rabbitmq_down_contacts_get_503_with_retry_after_never_500(
