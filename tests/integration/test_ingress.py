@@ -46,6 +46,7 @@ async def ingest(ingress_settings: Settings) -> AsyncIterator[RabbitBroker]:
             subscriptions.QueueParker(broker),
             max_body_bytes=MAX_BODY_BYTES,
         ),
+        roac_user=ingress_settings.amqp_user,
     )
     await broker.connect()
     await declare_topology(broker)
@@ -220,7 +221,9 @@ async def test_a_message_the_code_cannot_handle_is_dead_lettered_to_the_same_par
     # some messages, so several go until this one rejects one.
     broker = make_broker(ingress_settings, service="ingest-broken", prefetch=1)
     subscriptions.register(
-        broker, Ingress(EventPublisher(broker, "ingest"), Broken(), max_body_bytes=1024)
+        broker,
+        Ingress(EventPublisher(broker, "ingest"), Broken(), max_body_bytes=1024),
+        roac_user=ingress_settings.amqp_user,
     )
     await broker.connect()
     await broker.start()
