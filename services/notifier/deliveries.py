@@ -463,7 +463,7 @@ class DeliveryWorker:
         )
         introduced = {r.proposal.id for r, _ in sent if r.delivery.kind is DeliveryKind.INTRO}
         if introduced:
-            await uow.intros.finish_if_delivered(introduced)
+            await uow.intros.finish_if_delivered(introduced, self._clock.now())
         return list(sent)
 
     async def _record_failure(self, uow: DeliveryWork, ready: _Ready, error: BaseException) -> None:
@@ -526,7 +526,7 @@ class DeliveryWorker:
             await uow.intros.set_state(proposal.id, IntroState.FAILED)
             await uow.deliveries.cancel_pending(proposal.id)
         elif change.intro is IntroEffect.FINISH and isinstance(proposal, IntroRecord):
-            await uow.intros.finish_if_delivered({proposal.id})
+            await uow.intros.finish_if_delivered({proposal.id}, self._clock.now())
         _observe(delivery, change)
 
     async def _failed_events(

@@ -226,7 +226,7 @@ class FakeIntroProgress:
     async def set_state(self, intro_id: UUID, state: IntroState) -> None:
         self._w.intros[intro_id] = replace(self._w.intros[intro_id], state=state)
 
-    async def finish_if_delivered(self, intro_ids: Iterable[UUID]) -> None:
+    async def finish_if_delivered(self, intro_ids: Iterable[UUID], now: datetime) -> None:
         """`introduced` once none of an accepted introduction's introductions is left unsent."""
         for i in set(intro_ids):
             intro = self._w.intros[i]

@@ -20,9 +20,12 @@ WAITING_SQL = sql_list(WAITING)
 ASKED_SQL = sql_list(ASKED)
 
 # The check-ins of the introductions in CTE `done` (id, intro) that were just delivered: one per
-# seat, due after the proposal's `checkin_after_seconds` (a pool's) or the setting.
+# seat, due after the proposal's `checkin_after_seconds` (a pool's) or the setting, counted
+# from `$2`: the notifier's clock (services/notifier/clock.py), which the sweep compares with,
+# not the database's (a test that moves the clock had check-ins due the moment they were made).
 CREATE_SQL = """INSERT INTO notifier.checkins (intro_id, position, introduced_at, after_seconds)
-            SELECT s.intro_id, s.position, now(), (d.intro->>'checkin_after_seconds')::int
+            SELECT s.intro_id, s.position, $2::timestamptz,
+                   (d.intro->>'checkin_after_seconds')::int
             FROM done d JOIN notifier.intro_seats s ON s.intro_id = d.id
             ON CONFLICT DO NOTHING"""
 

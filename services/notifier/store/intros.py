@@ -132,9 +132,10 @@ class IntroStore:
             state.value,
         )
 
-    async def finish_if_delivered(self, intro_ids: Iterable[UUID]) -> None:
+    async def finish_if_delivered(self, intro_ids: Iterable[UUID], now: datetime) -> None:
         """An introduction is `introduced` once none of its introductions is left to send;
-        then each participant's check-in starts waiting (services/notifier/checkins.py)."""
+        then each participant's check-in starts waiting (services/notifier/checkins.py), from
+        `now` (the service's clock)."""
         await self._conn.execute(
             f"""
             WITH done AS (
@@ -149,6 +150,7 @@ class IntroStore:
             {CHECKINS_CREATE_SQL}
             """,  # noqa: S608 - constant fragments
             sorted(set(intro_ids)),
+            now,
         )
 
     async def lock_due_for_expiry(self, now: datetime, limit: int) -> list[UUID]:
