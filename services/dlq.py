@@ -293,11 +293,12 @@ async def replay(
                     continue
                 user_id = None
                 if queue.origin == INGRESS_QUEUE.name:
-                    # Judged again as its original sender: ingest recorded who it was when it
-                    # parked it (RabbitMQ keeps user_id on what it dead-lettered itself), and
-                    # reads that back from a message published as roac's own user.
+                    # Judged again as its original sender, which ingest reads back from a
+                    # message published as roac's own user.
                     user_id = settings.amqp_user
-                    headers.setdefault(SENDER_HEADER, message.user_id or "")
+                    headers[SENDER_HEADER] = recorded_sender(
+                        message.user_id, headers, roac_user=settings.amqp_user
+                    )
                 await _republish(channel, message, headers, target, run, user_id=user_id)
                 await message.ack()
                 report.replayed += 1
@@ -307,6 +308,17 @@ async def replay(
     finally:
         await connection.close()
     return report
+
+
+def recorded_sender(user_id: str | None, headers: Mapping[str, Any], *, roac_user: str) -> str:
+    """Who sent a parked ingress message, for its replay (`x-roac-sender`, empty for nobody).
+    A copy ingest parked carries roac's own `user_id` (RabbitMQ checks it), so its sender
+    header is ingest's. Anything else RabbitMQ dead-lettered itself (rejected, over the
+    delivery limit, expired): its headers are the integration's, a forged sender header
+    included, and only its `user_id` says who sent it."""
+    if user_id == roac_user and SENDER_HEADER in headers:
+        return _text(headers[SENDER_HEADER])
+    return user_id or ""
 
 
 async def _republish(

@@ -74,7 +74,7 @@ def connected_lifespan(settings: Settings) -> Lifespan:
             broker,
             Ingress(
                 publisher,
-                subscriptions.QueueParker(broker),
+                subscriptions.QueueParker(broker, roac_user=settings.amqp_user),
                 max_body_bytes=settings.ingest_max_body_bytes,
                 max_interests_per_person=settings.ingest_max_interests_per_person,
                 # A sender named like an API key writes only that key's sources.

@@ -67,10 +67,13 @@ def ingress_message(message: RabbitMessage, *, roac_user: str) -> IngressMessage
 
 class QueueParker:
     """Publishes the original body to the ingress parking queue (default exchange), persistent
-    and confirmed, with the reason and the original routing key in headers."""
+    and confirmed, with the reason, the original routing key and sender in headers, as roac's
+    own RabbitMQ user (`user_id`, which RabbitMQ checks): that is how a replay tells headers
+    ingest wrote from those an integration put on a message RabbitMQ dead-lettered itself."""
 
-    def __init__(self, broker: RabbitBroker) -> None:
+    def __init__(self, broker: RabbitBroker, *, roac_user: str) -> None:
         self._broker = broker
+        self._roac_user = roac_user
 
     async def park(self, message: IngressMessage, reason: str) -> None:
         headers: dict[str, Any] = {
@@ -96,6 +99,7 @@ class QueueParker:
                 timeout=PUBLISH_TIMEOUT_SECONDS,
                 timestamp=datetime.now(UTC),  # `roac dlq list` shows the age
                 headers=headers,
+                user_id=self._roac_user,
             )
         except Exception as exc:
             raise ParkFailed(type(exc).__name__) from exc

@@ -412,7 +412,7 @@ async def test_a_parked_ingress_message_is_replayed_once_to_its_routing_key(
         broker,
         Ingress(
             EventPublisher(broker, "ingest"),
-            ingest_subscriptions.QueueParker(broker),
+            ingest_subscriptions.QueueParker(broker, roac_user=dlq_settings.amqp_user),
             max_body_bytes=64 * 1024,
         ),
         roac_user=dlq_settings.amqp_user,

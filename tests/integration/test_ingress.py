@@ -43,7 +43,7 @@ async def ingest(ingress_settings: Settings) -> AsyncIterator[RabbitBroker]:
         broker,
         Ingress(
             EventPublisher(broker, "ingest"),
-            subscriptions.QueueParker(broker),
+            subscriptions.QueueParker(broker, roac_user=ingress_settings.amqp_user),
             max_body_bytes=MAX_BODY_BYTES,
         ),
         roac_user=ingress_settings.amqp_user,
