@@ -26,6 +26,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -34,7 +35,12 @@ from pydantic import (
 )
 
 from shared.email_address import EmailAddress, check_email
-from shared.text_safety import CORRELATION_ID_PATTERN, SINGLE_LINE
+from shared.text_safety import (
+    CORRELATION_ID_PATTERN,
+    SINGLE_LINE,
+    correlation_token,
+    neutralised,
+)
 from shared.topics import MAX_TOPIC_LENGTH, normalize_topic
 
 
@@ -164,6 +170,15 @@ class ChannelAddress(_Model):
                 raise ValueError(f"a {self.type.value} address {exc}") from None
         return self
 
+    def check_requestable(self) -> None:
+        """For a channel coming in (ingest's door, not an event read back): a URL must be one
+        a client can request (`requestable_url`)."""
+        if self.type in WEBHOOK_CHANNELS:
+            try:
+                requestable_url(self.address)
+            except ValueError as exc:
+                raise ValueError(f"a {self.type.value} address {exc}") from None
+
 
 class ContactRef(_Model):
     """A person as an integration knows them."""
@@ -216,9 +231,11 @@ class InterestWithdrawalData(ContactRef):
     kind: InterestKind | None = None
 
 
-# Text the matcher writes into an introduction from what ingest already checked: held to the
-# same character rule again, since anyone who may publish to the exchange could write it.
-InternalText = Annotated[str, SINGLE_LINE]
+# Text the matcher writes into an introduction from what ingest already checked: what the
+# character rule refuses is replaced (U+FFFD) when read again, since anyone who may publish to
+# the exchange could write it, and a row stored before the rule could hold it; never refused,
+# so that an introduction is not lost over a name.
+InternalText = Annotated[str, AfterValidator(neutralised)]
 
 
 class Participant(ContactRef):
@@ -264,19 +281,29 @@ _HOST_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 
 
 def _web_url(value: str) -> str:
-    """An http(s) URL a client could actually request: a host name of valid labels (IDNA for
-    non-ASCII ones) or an IP literal, and a port in range. What fails here failed at send time
-    before, where it was retried as if the network were down."""
+    """An http(s) URL with a host: what every event holding a URL is held to, also when the
+    notifier or the matcher reads one back that was stored long ago."""
     url = urlsplit(value)
     if url.scheme not in ("https", "http") or not url.hostname:
         raise ValueError("must be an http(s) URL")
+    return value
+
+
+def requestable_url(value: str) -> str:
+    """An http(s) URL a client could actually request: a host name of valid labels (IDNA for
+    non-ASCII ones) or an IP literal, and a port in range. Checked where a URL comes in
+    (ingest's contacts, the matcher's resources), not when an event is read back: an address
+    stored before this rule must not break the introduction it is part of. What fails here
+    used to fail at send time, where it was retried as if the network were down."""
+    _web_url(value)
+    url = urlsplit(value)
     try:
         port = url.port  # raises for a port that is no number or out of range
     except ValueError:
         port = 0
     if port == 0:
         raise ValueError("must be an http(s) URL with a port from 1 to 65535")
-    host = url.hostname
+    host = url.hostname or ""
     if url.netloc.rsplit("@", 1)[-1].startswith("["):
         return value  # an IPv6 literal: urlsplit checked it
     try:
@@ -292,6 +319,13 @@ WebUrl = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=2048),
     AfterValidator(_web_url),
+    SINGLE_LINE,
+]
+# A URL as it comes in through an API (the matcher's resources): also one a client can request.
+RequestableUrl = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=2048),
+    AfterValidator(requestable_url),
     SINGLE_LINE,
 ]
 ResourceTitle = Annotated[
@@ -461,8 +495,11 @@ class Envelope(_Model):
     occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
     source: Literal["ingest", "matcher", "notifier"]
     # One token (letters, digits, `._:-`): it is logged, and a publisher other than ingest (any
-    # holder of write access to the exchange) could otherwise put a line break or a NUL there.
-    correlation_id: Annotated[str, StringConstraints(pattern=CORRELATION_ID_PATTERN)]
+    # holder of write access to the exchange), or a row stored before ingest checked it, could
+    # hold a line break or a NUL; such a value is replaced by a token derived from it.
+    correlation_id: Annotated[
+        str, BeforeValidator(correlation_token), StringConstraints(pattern=CORRELATION_ID_PATTERN)
+    ]
     causation_id: UUID | None = None
     # Which integration (API key name) sent it; set by ingest, carried along by the others.
     integration: str | None = None

@@ -36,6 +36,7 @@ one from a header or an AMQP property.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from typing import Any
@@ -147,6 +148,25 @@ def escaped(text: str) -> str:
     """`text` with every refused character (single-line rule) written as `\\uXXXX`: for text
     that must be shown although it came from outside (a field name in an AMQP header)."""
     return _SINGLE_LINE_REFUSED.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def neutralised(text: str) -> str:
+    """`text` with every refused character (single-line rule) replaced by U+FFFD: for text
+    that was checked when it came in and is read again later (an event another service wrote,
+    a row stored before a rule existed), where refusing would lose more than it protects."""
+    if text.isprintable():
+        return text
+    return _SINGLE_LINE_REFUSED.sub("\ufffd", text)
+
+
+def correlation_token(value: object) -> object:
+    """An event's correlation id as consumers keep it: the value when it is one sane token
+    (`CORRELATION_ID_PATTERN`), else a token derived from it (the same one every time, so
+    related events still share it); never refused, so that an event is not lost over it."""
+    if not isinstance(value, str) or _CORRELATION_ID.fullmatch(value):
+        return value  # not text: the schema's own error
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"replaced-{digest}"
 
 
 def kept_correlation_id(value: str | None) -> str | None:

@@ -201,7 +201,8 @@ def _events(
     """The event of each item (of one kind), with the envelope its request gives them all."""
     if not items:
         return []
-    event = _EVENT_OF[type(items[0])]
+    # By the item's class or the schema it refines (schemas.InboundContact is a ContactData).
+    event = next(_EVENT_OF[t] for t in type(items[0]).__mro__ if t in _EVENT_OF)
     # One request is one moment: its events share the time they were accepted.
     now = datetime.now(UTC)
     return [

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from shared.events import (
+    ChannelAddress,
     ContactData,
     ContactRef,
     InterestData,
@@ -36,9 +37,26 @@ from shared.problems import FieldProblem
 MAX_BATCH_ITEMS = 1000
 
 
+class InboundChannel(ChannelAddress):
+    """A channel as an integration sends it: a webhook or chat URL must also be one a client
+    can request (shared/events.py `requestable_url`). Checked here, at the door, and not in the
+    event schema, which also reads back what was stored before the rule."""
+
+    @model_validator(mode="after")
+    def _requestable(self) -> InboundChannel:
+        self.check_requestable()
+        return self
+
+
+class InboundContact(ContactData):
+    """A contact as an integration sends it (`ContactData`, its channels `InboundChannel`)."""
+
+    channels: list[InboundChannel] = Field(default_factory=list, max_length=10)  # type: ignore[assignment]
+
+
 class ContactBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[ContactData] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+    items: list[InboundContact] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
 
 
 class InterestBatch(BaseModel):
@@ -58,7 +76,7 @@ def _shape(value: Any) -> str:
 
 
 ContactsBody = Annotated[
-    Annotated[ContactData, Tag("single")] | Annotated[ContactBatch, Tag("batch")],
+    Annotated[InboundContact, Tag("single")] | Annotated[ContactBatch, Tag("batch")],
     Discriminator(_shape),
 ]
 InterestsBody = Annotated[
@@ -85,7 +103,7 @@ class Unparsed:
         self.errors: tuple[Any, ...] = tuple(errors)
 
 
-_CONTACT: TypeAdapter[ContactData] = TypeAdapter(ContactData)
+_CONTACT: TypeAdapter[InboundContact] = TypeAdapter(InboundContact)
 _INTEREST: TypeAdapter[InterestData] = TypeAdapter(InterestData)
 
 
@@ -105,7 +123,8 @@ def _interest_or_unparsed(value: Any) -> InterestData | Unparsed:
 
 # Documented as the plain item (json_schema_input_type): the API's schema is unchanged.
 ContactItem = Annotated[
-    ContactData | Unparsed, PlainValidator(_contact_or_unparsed, json_schema_input_type=ContactData)
+    ContactData | Unparsed,
+    PlainValidator(_contact_or_unparsed, json_schema_input_type=InboundContact),
 ]
 InterestItem = Annotated[
     InterestData | Unparsed,
@@ -130,7 +149,7 @@ class InterestItems(BaseModel):
 
 
 ContactsRequest = Annotated[
-    Annotated[ContactData, Tag("single")] | Annotated[ContactItems, Tag("batch")],
+    Annotated[InboundContact, Tag("single")] | Annotated[ContactItems, Tag("batch")],
     Discriminator(_shape),
 ]
 InterestsRequest = Annotated[

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.matcher.resources import Resources
 from shared.authorization import requires
-from shared.events import ResourceTitle, Topic, WebUrl
+from shared.events import RequestableUrl, ResourceTitle, Topic
 from shared.scopes import Scope
 from shared.text_safety import kept_correlation_id
 
@@ -21,7 +21,7 @@ router = APIRouter()
 
 class ResourceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: WebUrl
+    url: RequestableUrl
     title: ResourceTitle
     topics: list[Topic] = Field(min_length=1, max_length=20)
     limit: int = Field(
@@ -64,7 +64,7 @@ async def share_resource(body: ResourceIn, request: Request, response: Response)
 class ResourcePreviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     topics: list[Topic] = Field(min_length=1, max_length=20)
-    url: WebUrl | None = Field(
+    url: RequestableUrl | None = Field(
         default=None, description="Leave out the people this resource was already brought to"
     )
     offset: int = Field(default=0, ge=0, le=1_000_000, description="Skip this many (paging)")
