@@ -135,8 +135,11 @@ class MatcherService:
                     uow, [e for e in fresh if isinstance(e, IntroFeedbackGiven)]
                 )
             elif batch.type == "contact.erased.v1":
+                # Those the matcher published itself (a merged person's other identities, for
+                # the notifier) were erased with the person: applied again, they would erase
+                # an identity a later contact event brought back in the meantime.
                 for erased in sorted(
-                    (e for e in fresh if isinstance(e, ContactErased)),
+                    (e for e in fresh if isinstance(e, ContactErased) and e.source != "matcher"),
                     key=lambda e: (e.data.source, e.data.external_id),
                 ):
                     ref = (erased.data.source, erased.data.external_id)
@@ -144,7 +147,7 @@ class MatcherService:
                     # The person's other identities (a merge): the notifier holds what it
                     # holds of them by the identity each introduction named, which need not
                     # be the one the erasure named. Each is erased there too, as of the same
-                    # moment. (Back here, each finds nobody left and changes nothing more.)
+                    # moment. (Back here, they are skipped: see above.)
                     await uow.enqueue(
                         [
                             ContactErased(
