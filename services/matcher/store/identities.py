@@ -115,27 +115,39 @@ class IdentityRecords:
     async def lock_keys(self, digests: Iterable[bytes]) -> None:
         """Lock each key's row (created first if new), in digest order: of two transactions
         bringing one key, the second waits here and then sees the first's identity."""
-        ordered = sorted(set(digests))
-        await self._conn.execute(
-            "INSERT INTO matcher.match_keys (digest) "
-            "SELECT d FROM unnest($1::bytea[]) AS t(d) ORDER BY d ON CONFLICT DO NOTHING",
-            ordered,
-        )
-        await self._conn.execute(
-            "SELECT 1 FROM matcher.match_keys WHERE digest = ANY($1::bytea[]) "
-            "ORDER BY digest FOR UPDATE",
-            ordered,
-        )
+        missing = sorted(set(digests))
+        # A row another transaction forgets (deleted while we waited for it) locks nothing:
+        # created again and locked again, until every key is held.
+        while missing:
+            await self._conn.execute(
+                "INSERT INTO matcher.match_keys (digest) "
+                "SELECT d FROM unnest($1::bytea[]) AS t(d) ORDER BY d ON CONFLICT DO NOTHING",
+                missing,
+            )
+            locked = await self._conn.fetch(
+                "SELECT digest FROM matcher.match_keys WHERE digest = ANY($1::bytea[]) "
+                "ORDER BY digest FOR UPDATE",
+                missing,
+            )
+            held = {bytes(r["digest"]) for r in locked}
+            missing = [d for d in missing if d not in held]
 
-    async def forget_unused_keys(self, digests: Iterable[bytes]) -> None:
+    async def forget_unused_keys(self, digests: Iterable[bytes], *, wait: bool = True) -> None:
         """Drop key rows no identity holds any more (after an erasure: even a digest of an
-        email address is not kept for a person who is gone)."""
+        email address is not kept for a person who is gone). With `wait=False` (a replaced
+        key, on the contact events' hot path), a row another transaction holds is skipped,
+        not waited for: that one is bringing the key, and the order `lock_keys` keeps stays
+        the only order of key locks (no deadlock between two people swapping addresses)."""
+        skip = "" if wait else " SKIP LOCKED"
         await self._conn.execute(
-            """
-            DELETE FROM matcher.match_keys m
-            WHERE m.digest = ANY($1::bytea[])
-              AND NOT EXISTS (SELECT 1 FROM matcher.identity_keys k WHERE k.digest = m.digest)
-            """,
+            f"""
+            DELETE FROM matcher.match_keys WHERE digest IN (
+                SELECT m.digest FROM matcher.match_keys m
+                WHERE m.digest = ANY($1::bytea[])
+                  AND NOT EXISTS (
+                      SELECT 1 FROM matcher.identity_keys k WHERE k.digest = m.digest)
+                ORDER BY m.digest FOR UPDATE{skip})
+            """,  # noqa: S608 - a constant fragment
             sorted(set(digests)),
         )
 
@@ -186,7 +198,7 @@ class IdentityRecords:
         )
         gone = {bytes(r["digest"]) for r in dropped} - {p[0] for p in pairs}
         if gone:
-            await self.forget_unused_keys(gone)
+            await self.forget_unused_keys(gone, wait=False)
 
     async def key_owners(self, digests: Iterable[bytes]) -> dict[bytes, set[tuple[int, str]]]:
         """For each digest, the (live, not erased) contacts whose identities have it, each with

@@ -8,7 +8,10 @@
 Every SQL statement the matcher runs lives in one of the records (`contacts.py`, `topics.py`,
 `proposals.py`, `rounds.py`, `resources.py`, `identities.py`, `erasure.py`); row types are in
 `rows.py`. Writes are set-based (`unnest` over arrays), one statement per kind of row per batch,
-and rows are written in a fixed order so concurrent transactions cannot deadlock on them.
+and rows of one kind are locked in a fixed order (match keys by digest, contacts by id). Across
+kinds a deadlock is still possible in rare cases (an erasure taking the erased person out of a
+block list while that blocker's own contact event is applied): PostgreSQL aborts one, and the
+consumer retries it as a transient failure (shared/consumer.py).
 """
 
 from __future__ import annotations
