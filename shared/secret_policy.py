@@ -77,9 +77,11 @@ PLACEHOLDER_MARKERS = (
     "placeholder",
     "insertyour",
 )
-# `your-token`, `xoxb-your-bot-token`, `<your SMTP password>`: an example's words for a value.
+# `your-token`, `xoxb-your-bot-token`, `<your SMTP password>`: an example's words for a value,
+# and nothing else (a passphrase that merely holds "your...key" is somebody's real one).
 _YOUR_VALUE = re.compile(
-    r"your(bot|app|user|access|api|matrix|slack|smtp|mail)*(token|password|secret|key)"
+    r"(xox[a-z]|xapp|syt)?your(bot|app|user|access|api|matrix|slack|smtp|mail)*"
+    r"(token|password|secret|key)(here)?"
 )
 # ... or equal to one of these (whole values typed into examples).
 PLACEHOLDER_VALUES = frozenset({"password", "passwd", "secret", "example", "todo", "tbd"})
@@ -96,13 +98,19 @@ def placeholder_reason(value: str) -> str | None:
     for marker in PLACEHOLDER_MARKERS:
         if marker in letters:
             return "it is a placeholder an example says to replace"
-    if _YOUR_VALUE.search(letters):
+    if _YOUR_VALUE.fullmatch(letters):
         return "it is a placeholder (it says whose value goes there)"
     if letters in PLACEHOLDER_VALUES:
         return "it is a placeholder (a word examples use)"
-    elided = re.sub(r"[^0-9a-z]", "", _PROVIDER_PREFIX.sub("", value.lower()))
-    if len(set(elided)) <= 1:
-        return "it is a placeholder (no token, or one character repeated)"
+    # Only after a provider's prefix: a password of symbols or in another script has no
+    # letters of [0-9a-z] at all and is somebody's real one.
+    prefix = _PROVIDER_PREFIX.match(value)
+    if prefix is not None:
+        elided = re.sub(r"[^0-9a-z]", "", value[prefix.end() :].lower())
+        if len(set(elided)) <= 1:
+            return "it is a placeholder (no token after the prefix, or one character repeated)"
+    elif value and len(set(value)) == 1:
+        return "it is a placeholder (one character repeated)"
     return None
 
 

@@ -117,3 +117,12 @@ def test_settings_refuse_placeholder_urls_provider_tokens_and_weak_service_keys(
             Settings.model_validate({field: value})
         assert value not in str(refused.value.errors(include_input=False))
     Settings(smtp_password="guest", slack_bot_token="xoxb-test-token")
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["северныйветер", "パスワードです", "!@#$%^&*()_+", "doyoursecretshopping", "TurnYourKeyNow1"],
+)
+def test_a_real_password_in_any_script_or_of_symbols_is_no_placeholder(password: str) -> None:
+    # Issued by someone else (SMTP, PostgreSQL): taken as it is, unless it is an example's.
+    assert placeholder_reason(password) is None
