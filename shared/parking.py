@@ -33,6 +33,8 @@ import json
 import shlex
 import shutil
 import subprocess
+import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -134,11 +136,32 @@ def _put_policy(settings: Settings, bounds: ParkingBounds, vhost: str) -> None:
             raise RuntimeError(f"management API answered {answer.status}")
 
 
+async def _put_policy_patiently(settings: Settings, bounds: ParkingBounds, vhost: str) -> None:
+    """`_put_policy`, tried again with a growing pause while the management API does not answer
+    or answers 5xx, for ROAC_RABBITMQ_MANAGEMENT_WAIT_SECONDS: docker-compose starts migrate
+    once RabbitMQ takes AMQP connections, which can be before its HTTP API answers. A 4xx (bad
+    credentials, no such vhost) is final at once."""
+    deadline = time.monotonic() + settings.rabbitmq_management_wait_seconds
+    pause = 0.5
+    while True:
+        try:
+            await asyncio.to_thread(_put_policy, settings, bounds, vhost)
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or time.monotonic() + pause > deadline:
+                raise
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if time.monotonic() + pause > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 5.0)
+
+
 async def _set_policy(settings: Settings, bounds: ParkingBounds, vhost: str) -> str | None:
     """Set the policy by the first means there is; what was done, or None when there is none.
     Raises when an attempt fails (a wrong management URL or credentials, RabbitMQ not up)."""
     if settings.rabbitmq_management_url:
-        await asyncio.to_thread(_put_policy, settings, bounds, vhost)
+        await _put_policy_patiently(settings, bounds, vhost)
         return f"parking policy {POLICY_NAME} set through the management API (vhost {vhost})"
     if shutil.which("rabbitmqctl"):
         await asyncio.to_thread(

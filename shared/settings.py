@@ -211,6 +211,9 @@ class Settings(BaseSettings):
     # RabbitMQ's management API (`http://rabbitmq:15672`), where `roac migrate` applies the
     # parking policy; unset, it uses `rabbitmqctl` when on PATH, or prints the command.
     rabbitmq_management_url: str = ""
+    # How long `roac migrate` keeps trying the management API while it does not answer yet or
+    # answers 5xx (RabbitMQ still starting next to it); a 4xx fails at once.
+    rabbitmq_management_wait_seconds: float = Field(default=60.0, ge=0, le=600)
     # After SIGTERM (and 5 s for open HTTP requests): the longest a service takes to finish its
     # in-flight messages and close everything (shared/shutdown.py). Keep the sum below the
     # orchestrator's grace period (Kubernetes: 30 s; docker-compose.yml sets 30 s).

@@ -9,10 +9,14 @@ A vhost of its own: the small bounds set here would drop other tests' parked mes
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar
 
 import aio_pika
 import pytest
@@ -173,7 +177,10 @@ def test_migrate_fails_when_the_policy_was_asked_for_and_cannot_be_set(infra: In
     """The shipped deployments set ROAC_RABBITMQ_MANAGEMENT_URL: their services start only after
     migrate succeeds, so an API that does not answer must not look like success."""
     nobody = f"http://127.0.0.1:{free_port()}"
-    result = run_roac(infra.env(ROAC_RABBITMQ_MANAGEMENT_URL=nobody), "migrate")
+    result = run_roac(
+        infra.env(ROAC_RABBITMQ_MANAGEMENT_URL=nobody, ROAC_RABBITMQ_MANAGEMENT_WAIT_SECONDS=1),
+        "migrate",
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "database is up to date" in result.stdout  # the database side is done
     assert f"parking policy {POLICY_NAME} NOT applied through the management API" in result.stderr
@@ -203,3 +210,45 @@ def test_migrate_sets_the_policy_through_the_management_api(infra: Infra) -> Non
     assert result.returncode == 0, result.stderr
     assert "set through the management API" in result.stdout
     assert _policy_definition(_policies(infra.vhost)[POLICY_NAME])["max-length"] == 7
+
+
+class _ManagementApi(http.server.BaseHTTPRequestHandler):
+    """A management API that answers the policy PUT with the next status of `answers`."""
+
+    answers: ClassVar[list[int]] = []
+    seen: ClassVar[list[str]] = []
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).seen.append(self.path)
+        self.send_response(type(self).answers.pop(0))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@contextmanager
+def _management_api(*answers: int) -> Iterator[str]:
+    _ManagementApi.answers, _ManagementApi.seen = list(answers), []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ManagementApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+async def test_migrate_waits_for_a_management_api_still_starting(infra: Infra) -> None:
+    # docker-compose starts migrate once RabbitMQ takes AMQP connections: its HTTP API may
+    # answer 503 for a moment. Tried again, then set; a 401 is final at once.
+    with _management_api(503, 503, 204) as url:
+        outcome = await policy_for_migrate(infra.settings(ROAC_RABBITMQ_MANAGEMENT_URL=url))
+    assert outcome.applied and outcome.exit_code == 0, outcome.report
+    assert len(_ManagementApi.seen) == 3
+    with _management_api(401, 204) as url:
+        outcome = await policy_for_migrate(infra.settings(ROAC_RABBITMQ_MANAGEMENT_URL=url))
+    assert not outcome.applied and outcome.exit_code == 1
+    assert len(_ManagementApi.seen) == 1
