@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
+from yarl import URL
 
 from services.notifier.channels import slack_blocks, webhook_signing
 from services.notifier.channels.base import Outgoing, Sent
@@ -88,6 +89,14 @@ def check_response(answer: HttpAnswer) -> None:
     raise PermanentDeliveryError(f"HTTP {status}: {answer.text[:200]}")
 
 
+def _requestable(url: str) -> None:
+    """Raise the ValueError aiohttp would meet building the request (an empty or overlong host
+    label fails the IDNA codec), before any connection is tried."""
+    host = URL(url).raw_host
+    if host:
+        host.encode("idna")
+
+
 async def _request(
     session: aiohttp.ClientSession,
     policy: OutboundPolicy,
@@ -97,9 +106,19 @@ async def _request(
     body: bytes,
     headers: Mapping[str, str],
 ) -> HttpAnswer:
-    """One request through the guarded session; a refused destination is permanent."""
+    """One request through the guarded session; a refused destination, or a URL no client can
+    request, is permanent."""
     try:
         policy.check_url(url)
+        _requestable(url)
+    except RefusedDestination as exc:
+        raise PermanentDeliveryError(f"destination refused: {exc}") from exc
+    except ValueError as exc:
+        # Before any connection: yarl or the IDNA codec refusing the URL (UnicodeError too), an
+        # address stored before ingest checked URLs this strictly. Its text is the person's
+        # address: only the error's type is kept.
+        raise PermanentDeliveryError(f"invalid URL: {type(exc).__name__}") from exc
+    try:
         async with session.request(
             method, url, data=body, headers=dict(headers), allow_redirects=False
         ) as response:
@@ -114,14 +133,11 @@ async def _request(
             raise PermanentDeliveryError(f"destination refused: {exc.os_error}") from exc
         raise TransientDeliveryError(f"HTTP unreachable: {type(exc).__name__}") from exc
     except aiohttp.InvalidURL as exc:
-        # A URL no client can request (stored before ingest checked URLs as strictly): sending
-        # again cannot help. Its text is the person's address: only the error's type is kept.
+        # What aiohttp itself refuses to request (a port out of range): sending again cannot
+        # help.
         raise PermanentDeliveryError(f"invalid URL: {type(exc).__name__}") from exc
     except aiohttp.ClientError as exc:
         raise TransientDeliveryError(f"HTTP unreachable: {type(exc).__name__}") from exc
-    except ValueError as exc:
-        # yarl or the IDNA codec refusing the URL before any connection (UnicodeError too).
-        raise PermanentDeliveryError(f"invalid URL: {type(exc).__name__}") from exc
 
 
 def _json_body(payload: Any) -> bytes:
