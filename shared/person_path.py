@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path
+from pydantic import StringConstraints
 from starlette.convertors import Convertor, register_url_convertor
 
 from shared.text_safety import SINGLE_LINE
@@ -39,8 +40,11 @@ SourcePath = Annotated[
     Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Source"),
     SINGLE_LINE,
 ]
+# Trimmed as `ContactRef` trims it, so `/v1/contacts/crm/%2042%20` names person "42" in every
+# service (ingest erased "42" while the matcher looked up " 42 "); only spaces: a 422.
 ExternalIdPath = Annotated[
     str,
     Path(min_length=1, max_length=256, description="The person's id in that source"),
+    StringConstraints(strip_whitespace=True, min_length=1),
     SINGLE_LINE,
 ]

@@ -199,6 +199,25 @@ def test_the_matcher_s_and_notifier_s_person_paths_refuse_them_too(
     assert CHARS[char] not in response.text
 
 
+def test_a_person_s_id_in_a_path_is_trimmed_alike_in_every_service(stack: Stack) -> None:
+    # As ContactRef trims it: ingest erased "42" for `%2042%20` while the others looked up " 42 ".
+    person = new_person(run_id(), 0)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with stack.client() as client:
+        assert client.post("/v1/contacts", json=person).status_code == 202
+    padded = f"/v1/contacts/e2e/%20{person['external_id']}%20"
+    deadline = time.monotonic() + 10
+    while (
+        answer := httpx.get(f"{stack.matcher_url}{padded}/identity", headers=headers)
+    ).status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert answer.status_code == 200, answer.text
+    intros = httpx.get(f"{stack.notifier_url}{padded}/intros", headers=headers)
+    assert intros.status_code == 200, intros.text
+    only_spaces = httpx.get(f"{stack.matcher_url}/v1/contacts/e2e/%20%20/identity", headers=headers)
+    assert only_spaces.status_code == 422
+
+
 RESOURCE = {"url": "https://example.org/", "title": "t", "topics": ["k"]}
 
 

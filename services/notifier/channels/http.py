@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
-from yarl import URL
 
 from services.notifier.channels import slack_blocks, webhook_signing
 from services.notifier.channels.base import Outgoing, Sent
@@ -92,7 +91,7 @@ def check_response(answer: HttpAnswer) -> None:
 def _requestable(url: str) -> None:
     """Raise the ValueError aiohttp would meet building the request (an empty or overlong host
     label fails the IDNA codec), before any connection is tried."""
-    host = URL(url).raw_host
+    host = urlsplit(url).hostname
     if host:
         host.encode("idna")
 
