@@ -296,12 +296,17 @@ class DeliveryWorker:
         return _Ready(proposal, delivery, people, out, sender, rate_key, cause, wait)
 
     def _in_flight(self, delivery: DeliveryRecord, now: datetime) -> InFlight | None:
+        held = self._unrecorded.get(delivery.id)
+        if held is not None and held[0].token != delivery.in_flight_token:
+            # Our claim was superseded (reconciled by another notifier, or retried by an
+            # operator): the result we hold is no longer ours to record.
+            self._forget_held(delivery.id)
+            held = None
         if delivery.in_flight_token is None:
             return None
         since = delivery.in_flight_since
         age = (now - since).total_seconds() if since is not None else math.inf
-        held = self._unrecorded.get(delivery.id)
-        known = held is not None and held[0].token == delivery.in_flight_token
+        known = held is not None
         return InFlight(age_seconds=age, resends=delivery.resends, outcome_known=known)
 
     async def _settle(
@@ -394,6 +399,11 @@ class DeliveryWorker:
                 metrics.INGEST_TO_FIRST_MESSAGE_SECONDS.observe(
                     (self._clock.now() - intro.intro.triggered_at).total_seconds()
                 )
+
+    def _forget_held(self, delivery_id: UUID) -> None:
+        self._unrecorded.pop(delivery_id, None)
+        self._unfinished.discard(delivery_id)
+        metrics.SENDS_IN_FLIGHT.set(len(self._unfinished))
 
     def _hold(self, results: Sequence[tuple[_Ready, Sent | BaseException]]) -> None:
         for r, outcome in results:
