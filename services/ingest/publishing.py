@@ -53,7 +53,11 @@ def correlation_id_from(header: str | None) -> str:
 
 class IdempotencyKeys(Protocol):
     async def claim(
-        self, integration: str, key: str, fingerprint: bytes, legacy: bytes | None = None
+        self,
+        integration: str,
+        key: str,
+        fingerprint: bytes,
+        legacy: Callable[[], bytes] | None = None,
     ) -> tuple[Verdict, dict[str, Any] | None]: ...
 
     async def complete(self, integration: str, key: str, response: dict[str, Any]) -> None: ...
@@ -73,8 +77,9 @@ class IdempotencyInProgress(Exception):
 class Keyed:
     key: str
     fingerprint: bytes
-    # The same request's fingerprint in the form kept before (services/ingest/idempotency.py).
-    legacy_fingerprint: bytes | None = None
+    # Makes the same request's fingerprint in the form kept before (services/ingest/
+    # idempotency.py), only when a stored row needs it: a second hash of the body otherwise.
+    legacy_fingerprint: Callable[[], bytes] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,6 +4,7 @@ answer. No decisions here (which items of a batch are accepted: services/ingest/
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -120,7 +121,7 @@ async def _keyed(request: Request, response: Response) -> Keyed | None:
     return Keyed(
         key,
         fingerprint(request.method, target, body, key_bytes),
-        legacy_fingerprint(request.method, target, body) if key_bytes else None,
+        partial(legacy_fingerprint, request.method, target, body) if key_bytes else None,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -15,9 +16,15 @@ class IngestStore:
         self._pool = pool
 
     async def claim(
-        self, integration: str, key: str, fingerprint: bytes, legacy: bytes | None = None
+        self,
+        integration: str,
+        key: str,
+        fingerprint: bytes,
+        legacy: Callable[[], bytes] | None = None,
     ) -> tuple[Verdict, dict[str, Any] | None]:
-        """Claim the key for this request, or say what the earlier one with it decided."""
+        """Claim the key for this request, or say what the earlier one with it decided.
+        `legacy` makes the request's fingerprint in its older form, only when the stored one
+        is not this one's (a row from before keyed fingerprints)."""
         async with self._pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 """
@@ -41,13 +48,15 @@ class IngestStore:
             stored = Stored(
                 bytes(row["fingerprint"]), row["state"], row["response"], row["updated_at"]
             )
-            verdict = judge(stored, fingerprint, row["now"], legacy=legacy)
-            if verdict is Verdict.PROCEED:  # an abandoned claim: take it over
+            older = legacy() if legacy is not None and stored.fingerprint != fingerprint else None
+            verdict = judge(stored, fingerprint, row["now"], legacy=older)
+            if verdict is Verdict.PROCEED:  # an abandoned claim: take it over (keyed from now)
                 await conn.execute(
-                    "UPDATE ingest.idempotency_keys SET updated_at = now() "
+                    "UPDATE ingest.idempotency_keys SET updated_at = now(), fingerprint = $3 "
                     "WHERE integration = $1 AND key = $2",
                     integration,
                     key,
+                    fingerprint,
                 )
             return verdict, stored.response
 

@@ -7,9 +7,11 @@ import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import asyncpg
 import httpx
 import pytest
 
+from services.ingest.idempotency import legacy_fingerprint
 from tests.e2e.conftest import Stack, new_person, run_id
 from tests.support.amqp import connect, drain, tap
 
@@ -82,3 +84,37 @@ def test_concurrent_retries_publish_once(stack: Stack) -> None:
     published = _published_ids(stack, lambda: statuses.extend(post_concurrently()))
     assert set(statuses) <= {202, 409} and 202 in statuses
     assert len(published) == 20  # one request's events, once
+
+
+def test_a_retry_of_a_request_first_seen_before_keyed_fingerprints_gets_its_answer(
+    stack: Stack,
+) -> None:
+    # A row an older ingest kept holds the plain SHA-256 of the request: the retry is still
+    # the same request (its first answer, not a 409).
+    run = run_id()
+    key = f"legacy-{run}"
+    body = json.dumps(new_person(run, 0)).encode()
+    headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+    with stack.client(headers=headers) as client:
+        first = client.post("/v1/contacts", content=body)
+        assert first.status_code == 202, first.text
+
+        async def as_an_older_ingest_kept_it() -> None:
+            conn = await asyncpg.connect(stack.infra.database_url)
+            try:
+                updated = await conn.execute(
+                    "UPDATE ingest.idempotency_keys SET fingerprint = $2 WHERE key = $1",
+                    key,
+                    legacy_fingerprint("POST", "/v1/contacts", body),
+                )
+                assert updated == "UPDATE 1"
+            finally:
+                await conn.close()
+
+        asyncio.run(as_an_older_ingest_kept_it())
+        replayed = client.post("/v1/contacts", content=body)
+        other = client.post("/v1/contacts", json=new_person(run, 1))
+    assert replayed.status_code == 202, replayed.text
+    assert replayed.json() == first.json()
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert other.status_code == 409

@@ -3,7 +3,7 @@ publisher and an in-memory Idempotency-Key store. (Against RabbitMQ: tests/e2e.)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,7 +37,11 @@ class MemoryKeys:
         self.rows: dict[tuple[str, str], tuple[bytes, dict[str, Any] | None]] = {}
 
     async def claim(
-        self, integration: str, key: str, fingerprint: bytes, legacy: bytes | None = None
+        self,
+        integration: str,
+        key: str,
+        fingerprint: bytes,
+        legacy: Callable[[], bytes] | None = None,
     ) -> tuple[Verdict, dict[str, Any] | None]:
         row = self.rows.get((integration, key))
         if row is None:
