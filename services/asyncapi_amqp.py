@@ -25,9 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from services.ingest.amqp_ingress import MAX_REASON_LENGTH as INGRESS_MAX_REASON_LENGTH
-from services.ingest.amqp_ingress import REASON_HEADER as INGRESS_REASON_HEADER
-from services.ingest.amqp_ingress import ROUTING_KEY_HEADER
-from shared.consumer import MAX_REASON_LENGTH, QUEUE_HEADER, REASON_HEADER
+from shared.consumer import MAX_REASON_LENGTH
 from shared.topology import (
     CONSUMER_QUEUES,
     DEAD_LETTER_EXCHANGE,
@@ -36,6 +34,9 @@ from shared.topology import (
     INGRESS_EXCHANGE,
     INGRESS_QUEUE,
     INGRESS_ROUTING_KEYS,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
     ConsumerQueue,
 )
 
@@ -61,7 +62,7 @@ PARKED_EVENT_HEADERS = {
 PARKED_INGRESS_HEADERS = {
     "type": "object",
     "properties": {
-        INGRESS_REASON_HEADER: {
+        REASON_HEADER: {
             "type": "string",
             "maxLength": INGRESS_MAX_REASON_LENGTH,
             "description": "Why ingest parked it: field locations and error types, never values.",
@@ -290,7 +291,7 @@ def _complete_ingress(doc: AsyncApiDocument) -> None:
         text=(
             f"Parking queue of {INGRESS_QUEUE.name}. Ingest publishes here (default exchange) "
             "the original body of every message that failed validation, as it came (it may not "
-            f"even be JSON), with `{INGRESS_REASON_HEADER}` (why) and `{ROUTING_KEY_HEADER}`, and "
+            f"even be JSON), with `{REASON_HEADER}` (why) and `{ROUTING_KEY_HEADER}`, and "
             "its message_id; it publishes nothing to roac.events for it. RabbitMQ dead-letters "
             f"here through {DEAD_LETTER_EXCHANGE.name} (routing key {INGRESS_QUEUE.name}) what "
             "ingest rejected or what was delivered "

@@ -60,13 +60,13 @@ from shared.topology import (
     INGRESS_QUEUE,
     MATCHER_QUEUE,
     NOTIFIER_QUEUE,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    REPLAYED_HEADER,
+    ROUTING_KEY_HEADER,
+    SENDER_HEADER,
 )
 
-REASON_HEADER = "x-roac-reason"
-QUEUE_HEADER = "x-roac-queue"
-ROUTING_KEY_HEADER = "x-roac-routing-key"
-REPLAYED_HEADER = "x-roac-replayed"
-SENDER_HEADER = "x-roac-sender"  # services/ingest/amqp_ingress.py: who sent a parked message
 # Set by RabbitMQ or by roac's parking, not by the producer: not copied to a replayed message.
 _PARKING_HEADERS = (
     "x-death",

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -37,13 +36,12 @@ from shared import api_key_store as store
 from shared.api_key_store import ActiveKey, KeyRecord
 from shared.body_limit import drain
 from shared.metrics import API_KEY_REQUESTS, API_KEYS_LOADED
+from shared.names import SOURCE_NAME
 from shared.problems import problem_response
 from shared.scopes import DEFAULT_SCOPES, Grant
 from shared.scopes import Scope as KeyScope
 from shared.settings import KEY_NAME
 
-# A person's source, as events name it (shared/events.py's ContactRef).
-SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _SCOPE_NAMES = frozenset(s.value for s in KeyScope)
 
 if TYPE_CHECKING:

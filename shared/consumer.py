@@ -58,6 +58,7 @@ from shared.metrics import (
 )
 from shared.redelivery import requeue_delay
 from shared.shutdown import pause
+from shared.topology import QUEUE_HEADER, REASON_HEADER
 
 log = logging.getLogger("roac.consumer")
 
@@ -80,9 +81,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.ChannelInvalidStateError,
 )
 
-REASON_HEADER = "x-roac-reason"
-# The queue a parked item was taken from: `roac dlq replay` sends it back there.
-QUEUE_HEADER = "x-roac-queue"
 MAX_REASON_LENGTH = 500
 CONTENT_TYPE = "application/json"
 PARK_TIMEOUT_SECONDS = 30.0

@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from shared.email_address import EmailAddress, check_email
+from shared.names import SOURCE_PATTERN
 from shared.text_safety import (
     CORRELATION_ID_PATTERN,
     SINGLE_LINE,
@@ -64,9 +65,7 @@ def _check_timezone(name: str) -> str:
 # in email headers and chat messages, where a line break is an injection; PostgreSQL refuses NUL.
 SourceName = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$"
-    ),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=SOURCE_PATTERN),
     SINGLE_LINE,
 ]
 ExternalId = Annotated[

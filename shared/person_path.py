@@ -14,6 +14,7 @@ from fastapi import Path
 from pydantic import StringConstraints
 from starlette.convertors import Convertor, register_url_convertor
 
+from shared.names import SOURCE_PATTERN
 from shared.text_safety import SINGLE_LINE
 
 
@@ -37,7 +38,7 @@ register_url_convertor("person_id", PersonIdConvertor())
 
 SourcePath = Annotated[
     str,
-    Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Source"),
+    Path(min_length=1, max_length=64, pattern=SOURCE_PATTERN, description="Source"),
     SINGLE_LINE,
 ]
 # Trimmed as `ContactRef` trims it, so `/v1/contacts/crm/%2042%20` names person "42" in every

@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.names import SOURCE_NAME
 from shared.secret_policy import (
     require_not_placeholder,
     require_strong,
@@ -405,9 +406,6 @@ class Settings(BaseSettings):
     def verified_sources(self) -> frozenset[str]:
         """ROAC_IDENTITY_VERIFIED_SOURCES parsed (services/matcher/identity_keys.py)."""
         return parse_sources(self.identity_verified_sources)
-
-
-SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 def parse_sources(raw: str) -> frozenset[str]:

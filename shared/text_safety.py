@@ -59,8 +59,9 @@ ERROR_TYPE = "unsafe_character"
 # re-checks what a publisher other than ingest put there before it reaches a log line.
 # (pydantic's Rust regex: `$` is the end of the text; Python's `re` would let a final "\n" past
 # a `$`, hence fullmatch below.)
-CORRELATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_CORRELATION_CHARS = r"[A-Za-z0-9._:-]{1,128}"
+CORRELATION_ID_PATTERN = f"^{_CORRELATION_CHARS}$"
+_CORRELATION_ID = re.compile(_CORRELATION_CHARS)
 
 
 def first_unsafe(text: str, *, free_text: bool = False) -> int | None:

@@ -131,6 +131,15 @@ INGRESS_ROUTING_KEYS: tuple[str, ...] = (
 # Ingest parks what fails validation in its `.dlq` itself, with the reason in `x-roac-reason`.
 INGRESS_QUEUE = ConsumerQueue("roac.ingest.ingress", ("#",))
 
+# The headers of a parked message (roac.*.dlq), set by whoever parked it and read by `roac dlq`.
+REASON_HEADER = "x-roac-reason"  # why it was parked, never holding the body's values
+QUEUE_HEADER = "x-roac-queue"  # the queue a consumer took it from: replayed there
+ROUTING_KEY_HEADER = "x-roac-routing-key"  # an ingress message's own routing key
+# Who sent a parked ingress message (its user_id; empty without one): ingest writes it on the
+# copies it parks as roac's own user, a replay is judged as that sender (docs/ingress.md).
+SENDER_HEADER = "x-roac-sender"
+REPLAYED_HEADER = "x-roac-replayed"  # the `roac dlq replay` run that sent it back
+
 
 @dataclass(frozen=True)
 class DelayQueue:

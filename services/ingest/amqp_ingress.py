@@ -65,6 +65,7 @@ from shared.topology import (
     INGRESS_INTERESTS,
     INGRESS_ROUTING_KEYS,
     INGRESS_WITHDRAW_INTERESTS,
+    SENDER_HEADER,
 )
 
 log = logging.getLogger("roac.ingest.ingress")
@@ -72,11 +73,6 @@ log = logging.getLogger("roac.ingest.ingress")
 # Without a user_id property (which RabbitMQ checks against the connection's user), events
 # carry this as their integration.
 DEFAULT_INTEGRATION = "amqp"
-REASON_HEADER = "x-roac-reason"
-ROUTING_KEY_HEADER = "x-roac-routing-key"
-# Who sent a parked message (its user_id, empty without one): written by ingest when it parks,
-# read back when roac replays it (`sender_of`).
-SENDER_HEADER = "x-roac-sender"
 BULK_HEADER = "x-roac-bulk"
 # A reason names at most this many fields and stays this short: it travels in an AMQP header.
 MAX_REASON_FIELDS = 20

@@ -12,8 +12,9 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from shared.api_key_store import KeyNameTaken, KeyRecord
-from shared.api_keys import SOURCE_NAME, create_key, list_keys, revoke_key, rotate_key
+from shared.api_keys import create_key, list_keys, revoke_key, rotate_key
 from shared.authorization import requires
+from shared.names import SOURCE_NAME
 from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
 from shared.scopes import ANY_SOURCE, Scope
 from shared.text_safety import SINGLE_LINE

@@ -11,9 +11,6 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.ingest.amqp_ingress import (
-    REASON_HEADER,
-    ROUTING_KEY_HEADER,
-    SENDER_HEADER,
     Ingress,
     IngressMessage,
     Outcome,
@@ -22,7 +19,13 @@ from services.ingest.amqp_ingress import (
 )
 from shared.broker import PUBLISH_TIMEOUT_SECONDS
 from shared.consumer import skip_decoding
-from shared.topology import INGRESS_EXCHANGE, INGRESS_QUEUE
+from shared.topology import (
+    INGRESS_EXCHANGE,
+    INGRESS_QUEUE,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    SENDER_HEADER,
+)
 
 # Headers RabbitMQ or roac set on a message, not the integration: not copied to a parked message.
 _BROKER_HEADERS = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-", "x-roac-")

@@ -13,7 +13,7 @@ from services.notifier.ports import QueuesJobs
 from services.notifier.store.rows import DeliveryRecord
 from services.notifier.store.uow import NotifierUnitOfWork
 from shared.events import DeliveryJobData, DeliveryKind, DeliveryRequested, IntroData
-from shared.topology import DELIVERY_QUEUE, delay_queue_for
+from shared.topology import DELIVERY_QUEUE, REASON_HEADER, delay_queue_for
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ async def park(
         [job(delivery_id, generation, cause)],
         exchange="",
         routing_key=DELIVERY_QUEUE.dead_letter_queue,
-        headers={"x-roac-reason": reason[:200]},
+        headers={REASON_HEADER: reason[:200]},
     )
 
 

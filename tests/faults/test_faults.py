@@ -20,7 +20,6 @@ import asyncpg
 import httpx
 import pytest
 
-from services.ingest.amqp_ingress import REASON_HEADER
 from shared.events import DeliveryJobData, DeliveryRequested, encode_batch
 from shared.topology import (
     CONSUMER_QUEUES,
@@ -30,6 +29,7 @@ from shared.topology import (
     INGRESS_QUEUE,
     MATCHER_QUEUE,
     NOTIFIER_QUEUE,
+    REASON_HEADER,
 )
 from tests.e2e.conftest import Stack, run_id
 from tests.e2e.test_notifier_burst import PROPOSALS, _proposals

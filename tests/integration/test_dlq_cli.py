@@ -36,7 +36,6 @@ import asyncpg
 import pytest
 
 from services.database import migrate
-from shared.consumer import QUEUE_HEADER
 from shared.db import create_pool
 from shared.events import (
     ChannelAddress,
@@ -56,6 +55,7 @@ from shared.topology import (
     INGRESS_QUEUE,
     MATCHER_QUEUE,
     NOTIFIER_QUEUE,
+    QUEUE_HEADER,
 )
 from tests.support.amqp import connect, drain, tap
 from tests.support.infra import Infra, free_port, isolated_infra

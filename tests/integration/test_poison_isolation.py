@@ -28,7 +28,7 @@ from services.notifier.proposals import ProposalIntake
 from services.notifier.store.uow import NotifierStore
 from services.notifier.subscriptions import by_type
 from shared.broker import make_broker
-from shared.consumer import QUEUE_HEADER, REASON_HEADER, QueueParker, handle_message
+from shared.consumer import QueueParker, handle_message
 from shared.consumer import skip_decoding as skip
 from shared.events import (
     ChannelAddress,
@@ -45,7 +45,13 @@ from shared.events import (
     TopicRelation,
 )
 from shared.settings import Settings
-from shared.topology import MATCHER_QUEUE, NOTIFIER_QUEUE, declare_topology
+from shared.topology import (
+    MATCHER_QUEUE,
+    NOTIFIER_QUEUE,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    declare_topology,
+)
 from tests.support.amqp import connect
 from tests.support.clock import FakeClock
 from tests.support.refusals import refused_rows

@@ -19,10 +19,9 @@ from faststream.specification import AsyncAPI
 from services.asyncapi_amqp import AsyncApiDocument
 from services.notifier import subscriptions as notifier_subscriptions
 from shared import consumer, events
-from shared.consumer import QUEUE_HEADER, REASON_HEADER
 from shared.events import ContactOptedOut, EventBatch, OptOutData, encode_batch
 from shared.metrics import MESSAGES_HANDLED
-from shared.topology import MATCHER_QUEUE, NOTIFIER_QUEUE
+from shared.topology import MATCHER_QUEUE, NOTIFIER_QUEUE, QUEUE_HEADER, REASON_HEADER
 
 
 class People:
