@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from services.ingest.person_access import AccessUnavailable, PersonAccess, Refused
 from services.ingest.routes import Person
 from shared.authorization import check_sources, requires
+from shared.person_path import PersonIdConvertor  # noqa: F401 - registers `:person_id`
 from shared.problems import problem_response, problem_responses
 from shared.scopes import Scope
 
