@@ -36,11 +36,10 @@ from shared import api_key_store as store
 from shared.api_key_store import ActiveKey, KeyRecord
 from shared.body_limit import drain
 from shared.metrics import API_KEY_REQUESTS, API_KEYS_LOADED
-from shared.names import SOURCE_NAME
+from shared.names import KEY_NAME, SOURCE_NAME
 from shared.problems import problem_response
 from shared.scopes import DEFAULT_SCOPES, Grant
 from shared.scopes import Scope as KeyScope
-from shared.settings import KEY_NAME
 
 _SCOPE_NAMES = frozenset(s.value for s in KeyScope)
 

@@ -11,17 +11,13 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.names import SOURCE_NAME
+from shared.names import KEY_NAME, SOURCE_NAME
 from shared.secret_policy import (
     require_not_placeholder,
     require_strong,
     slack_signing_secret_weakness,
     url_password_placeholder,
 )
-
-# An API key's name (the integration): in events, metric labels and the api_keys table's CHECK.
-KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
 
 # How to get a good value, in each refusal of a setting roac does not generate with
 # `roac secrets generate` (shared/secret_policy.py).

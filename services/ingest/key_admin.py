@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from shared.api_key_store import KeyNameTaken, KeyRecord
 from shared.api_keys import create_key, list_keys, revoke_key, rotate_key
 from shared.authorization import requires
-from shared.names import SOURCE_NAME
+from shared.names import KEY_NAME_PATTERN, SOURCE_NAME
 from shared.problems import AUTH_PROBLEMS, BODY_PROBLEMS, problem_responses
 from shared.scopes import ANY_SOURCE, Scope
 from shared.text_safety import SINGLE_LINE
@@ -32,9 +32,7 @@ keys_api = APIRouter(
         }
     ),
 )
-KeyNamePath = Annotated[
-    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="The key's name")
-]
+KeyNamePath = Annotated[str, Path(pattern=KEY_NAME_PATTERN, description="The key's name")]
 
 
 def _check_source(value: str) -> str:
@@ -51,7 +49,7 @@ KeySource = Annotated[str, AfterValidator(_check_source), SINGLE_LINE]
 
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str = Field(pattern=KEY_NAME_PATTERN)
     scopes: list[Scope] = Field(
         default_factory=lambda: [Scope.EVENTS_WRITE], min_length=1, max_length=len(Scope)
     )
