@@ -196,30 +196,13 @@ def _numeric_host(host: str) -> bool:
 
 
 def _inet_aton(host: str) -> IPv4Address | None:
-    """The IPv4 address a numeric host stands for, read as inet_aton(3) reads it (one to four
+    """The IPv4 address a numeric host stands for, read by inet_aton(3) itself (one to four
     numbers, the last filling the remaining bytes: 127.1 is 127.0.0.1), or None if none. A final
     dot, which inet_aton refuses, is read past: refusing more is safe here."""
-    labels = host.removesuffix(".").split(".")
-    if not 1 <= len(labels) <= 4:
+    try:
+        return IPv4Address(socket.inet_aton(host.removesuffix(".")))
+    except OSError:
         return None
-    values: list[int] = []
-    for label in labels:
-        try:
-            if label[:2].lower() == "0x":
-                values.append(int(label[2:], 16))
-            elif len(label) > 1 and label.startswith("0"):
-                values.append(int(label, 8))
-            else:
-                values.append(int(label))
-        except ValueError:  # a bare 0x, or an 8 or a 9 in an octal number
-            return None
-    *leading, last = values
-    if any(value > 0xFF for value in leading) or last >= 1 << (8 * (4 - len(leading))):
-        return None
-    number = last
-    for position, value in enumerate(leading):
-        number |= value << (8 * (3 - position))
-    return IPv4Address(number)
 
 
 class GuardedResolver(AbstractResolver):
